@@ -1,0 +1,18 @@
+"""OrdinalCLIP Explorer: compute package (backbones -> prompt learners -> prototypes -> geometry/metrics).
+
+Importable without Streamlit. The data flow is visible from the module names:
+
+- ``backbones``   load a CLIP model (demo, open_clip zoo, local file) with a stable id
+- ``prompts``     prompt learners (rank / plain / template) and the truncated text encoder
+- ``prototypes``  normalised rank prototypes and prediction from image features
+- ``geometry``    similarity, ordinality (violation rate), projections
+- ``metrics``     MAE, accuracy, CS@k, AMAE/MMAE, QWK, Spearman, Kendall, RPS, seed aggregation
+- ``checkpoints`` the one safetensors checkpoint format, prototype-only export
+- ``reference``   import of reference OrdinalCLIP (Lightning) runs
+- ``cli``         the ``ordinal-explorer`` command
+"""
+
+from .errors import ExplorerError
+
+__version__ = "0.1.0"
+__all__ = ["ExplorerError", "__version__"]

@@ -1,0 +1,499 @@
+"""CLIP backbones: load one from a spec string, with a stable id.
+
+Spec strings (``load_backbone(spec)``):
+
+- ``demo`` -- a tiny open_clip CLIP (64 px ViT, width 128, 4 layers per tower) whose seeded fp16
+  weights are shipped in ``checkpoints/demo-backbone.safetensors`` (made by
+  ``scripts/make_demo_backbone.py``). Loads offline, identically everywhere. Its predictions on
+  real photos mean nothing: it exists for demos and tests.
+- ``NAME:TAG`` -- open_clip's model zoo, e.g. ``ViT-B-16:openai``, ``ViT-B-32:laion2b_s34b_b79k``.
+  When the weights are not cached and the hub cannot be reached this fails in about 2 s.
+- ``PATH`` or ``ARCH@PATH`` -- a local weight file: open_clip ``.safetensors`` / ``.bin`` /
+  ``.pt`` state dicts, or OpenAI-layout CLIP files (``ViT-B-16.pt``, TorchScript archive or plain
+  state dict). Without ``ARCH`` the architecture is inferred from the tensor shapes (OpenAI
+  conventions: QuickGELU, 64-wide attention heads).
+
+The backbone id is ``<arch>@<16 hex>``: a BLAKE2b hash of the architecture config and every weight
+tensor as loaded (fp32), so the same weights give the same id whatever file format carried them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import io
+import json
+import math
+import os
+import pickle
+import socket
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+from urllib.parse import urlparse
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file as load_safetensors
+
+from .errors import ExplorerError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_WEIGHTS = REPO_ROOT / "checkpoints" / "demo-backbone.safetensors"
+DEMO_ARCH = "ordinalclip-demo"
+# open_clip CLIP(**DEMO_CONFIG): 64 px ViT with 8 px patches, width 128, 4 layers per tower,
+# 64-wide heads (so an OpenAI-layout export of it round-trips through shape inference).
+DEMO_CONFIG: dict[str, Any] = {
+    "embed_dim": 128,
+    "vision_cfg": {"image_size": 64, "layers": 4, "width": 128, "patch_size": 8, "head_width": 64},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 4},
+    "quick_gelu": False,
+}
+DEMO_SEED = 20221128
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+HUB_PROBE_SECONDS = 1.5
+
+
+@dataclass
+class Backbone:
+    """A frozen CLIP model with what is needed to use it."""
+
+    spec: str
+    arch: str
+    backbone_id: str
+    model: torch.nn.Module
+    preprocess: Callable[[Any], torch.Tensor]
+    tokenizer: Any
+    device: torch.device
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def embed_dim(self) -> int:
+        """Size E of the joint image-text embedding."""
+        proj = self.model.text_projection
+        return proj.out_features if isinstance(proj, torch.nn.Linear) else proj.shape[1]
+
+    @property
+    def context_length(self) -> int:
+        """Number of text positions (77 for CLIP)."""
+        return int(self.model.positional_embedding.shape[0])
+
+    @property
+    def logit_scale(self) -> float:
+        """exp(logit_scale): the temperature multiplying cosine similarities (100 for OpenAI CLIP)."""
+        return float(self.model.logit_scale.detach().exp().item())
+
+    @property
+    def image_size(self) -> int:
+        """Input image side in pixels."""
+        size = self.model.visual.image_size
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+    @property
+    def is_demo(self) -> bool:
+        """True for the tiny seeded demo backbone (not meaningful on real photos)."""
+        return self.arch == DEMO_ARCH
+
+    def describe(self) -> str:
+        """One line: spec, id and device."""
+        return f"{self.spec} ({self.backbone_id}) on {self.device.type}"
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Any] | torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """L2-normalised image features (N x E, float32, on CPU) for PIL images or a preprocessed batch."""
+        feats = []
+        n = len(images)
+        for start in range(0, n, batch_size):
+            chunk = images[start : start + batch_size]
+            if not isinstance(chunk, torch.Tensor):
+                chunk = torch.stack([self.preprocess(im) for im in chunk])
+            out = self.model.encode_image(chunk.to(self.device, torch.float32))
+            feats.append(torch.nn.functional.normalize(out.float(), dim=-1).cpu())
+        if not feats:
+            return torch.zeros(0, self.embed_dim)
+        return torch.cat(feats)
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"`` -> CUDA when available, else CPU; otherwise the named device."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ExplorerError("CUDA was requested but no CUDA device is available; use --device cpu.")
+    return dev
+
+
+def weights_digest(model: torch.nn.Module, arch_config: dict[str, Any]) -> str:
+    """16 hex digits of BLAKE2b over the architecture config and every state-dict tensor (fp32)."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(json.dumps(arch_config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu", torch.float32).contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_backbone(spec: str, device: str | torch.device | None = None, cache_dir: str | None = None) -> Backbone:
+    """Load a CLIP backbone from a spec string (see module docstring); model in eval mode, frozen, fp32."""
+    spec = (spec or "").strip()
+    if not spec:
+        raise ExplorerError("No backbone given; use 'demo', an open_clip 'NAME:TAG' or a weight file path.")
+    dev = resolve_device(device)
+    if spec == "demo":
+        model, arch, config, preprocess = _load_demo()
+    else:
+        arch_hint, path = _split_path_spec(spec)
+        if path is not None:
+            model, arch, config, preprocess = _load_file(path, arch_hint)
+        elif ":" in spec:
+            model, arch, config, preprocess = _load_zoo(spec, cache_dir)
+        else:
+            raise ExplorerError(
+                f"Backbone '{spec}' is neither 'demo', an open_clip 'NAME:TAG' (e.g. ViT-B-16:openai) "
+                "nor an existing weight file."
+            )
+    import open_clip
+
+    if getattr(model, "text_pool_type", "argmax") != "argmax" or getattr(model, "attn_mask", None) is None:
+        raise ExplorerError(
+            f"Backbone '{spec}' does not read text features at the EOT token with a causal mask; "
+            "only CLIP-style text towers are supported."
+        )
+    model = model.float().eval().requires_grad_(False)
+    backbone_id = f"{arch}@{weights_digest(model, config)}"
+    model = model.to(dev)
+    tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=int(model.positional_embedding.shape[0]))
+    return Backbone(spec, arch, backbone_id, model, preprocess, tokenizer, dev, config)
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+
+def build_demo_model(seed: int = DEMO_SEED) -> torch.nn.Module:
+    """The demo architecture with seeded random weights (what scripts/make_demo_backbone.py saves)."""
+    from open_clip.model import CLIP
+
+    cfg = DEMO_CONFIG
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"], quick_gelu=cfg["quick_gelu"])
+    finally:
+        torch.random.set_rng_state(gen_state)
+    with torch.no_grad():  # OpenAI CLIP's trained temperature (exp = 100) rather than open_clip's init 1/0.07
+        model.logit_scale.fill_(math.log(100.0))
+    return model
+
+
+def _image_transform(image_size: int, mean=OPENAI_MEAN, std=OPENAI_STD):
+    from open_clip.transform import image_transform
+
+    return image_transform(image_size, is_train=False, mean=mean, std=std)
+
+
+def _load_demo():
+    if not DEMO_WEIGHTS.is_file():
+        raise ExplorerError(
+            f"The demo backbone weights are missing ({DEMO_WEIGHTS}); run 'make demo-backbone' to recreate them."
+        )
+    model = build_demo_model()
+    state = _read_safetensors(DEMO_WEIGHTS)
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    if unexpected or [k for k in missing if k != "attn_mask"]:
+        raise ExplorerError(f"The demo backbone file {DEMO_WEIGHTS} does not match the demo architecture.")
+    config = {"arch": DEMO_ARCH, **DEMO_CONFIG}
+    return model, DEMO_ARCH, config, _image_transform(DEMO_CONFIG["vision_cfg"]["image_size"])
+
+
+# --- open_clip zoo ------------------------------------------------------------------------------
+
+
+def _hub_reachable(url: str, seconds: float = HUB_PROBE_SECONDS) -> bool:
+    """True when a TCP connection to the URL's host can be opened within ``seconds`` (DNS included)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    host = urlparse(url).hostname or url
+    port = urlparse(url).port or 443
+
+    def connect():
+        with socket.create_connection((host, port), timeout=seconds):
+            return True
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        return bool(pool.submit(connect).result(timeout=seconds))
+    except Exception:
+        return False
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _cached_weight_file(pretrained_cfg: dict[str, Any], cache_dir: str | None) -> str | None:
+    """The local file of a zoo entry if it is already downloaded, else None (no network)."""
+    hub_id = pretrained_cfg.get("hf_hub")
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        parts = hub_id.rstrip("/").split("/")
+        repo_id = "/".join(parts[:2])
+        sub = "/".join(parts[2:])
+        names = [pretrained_cfg.get("hf_weights_filename")] if pretrained_cfg.get("hf_weights_filename") else []
+        names += ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        for name in names:
+            filename = f"{sub}/{name}" if sub else name
+            found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
+            if isinstance(found, str) and os.path.isfile(found):
+                return found
+    url = pretrained_cfg.get("url")
+    if url:
+        root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "clip"
+        candidate = root / os.path.basename(urlparse(url).path)
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def _load_zoo(spec: str, cache_dir: str | None):
+    import open_clip
+
+    name, _, tag = spec.partition(":")
+    if name == "hf-hub":
+        raise ExplorerError("hf-hub: specs are not supported yet; download the weights and pass NAME@PATH instead.")
+    name = name.replace("/", "-")
+    if name not in open_clip.list_models():
+        raise ExplorerError(f"open_clip has no architecture '{name}'; see open_clip.list_models() for the names.")
+    pcfg = open_clip.get_pretrained_cfg(name, tag)
+    if not pcfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+        raise ExplorerError(f"open_clip has no pretrained tag '{tag}' for {name} (available: {tags}).")
+    local = _cached_weight_file(pcfg, cache_dir)
+    if local is None:
+        where = f"https://huggingface.co/{pcfg['hf_hub']}" if pcfg.get("hf_hub") else pcfg.get("url", "")
+        probe = os.environ.get("HF_ENDPOINT", "https://huggingface.co") if pcfg.get("hf_hub") else where
+        if not _hub_reachable(probe):
+            raise ExplorerError(
+                f"Cannot get the weights of {name}:{tag}: they are not in the local cache and {urlparse(probe).hostname} "
+                f"cannot be reached; download them elsewhere ({where}) and pass the file as '{name}@/path/to/weights'."
+            )
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=local or tag, cache_dir=cache_dir, device="cpu"
+        )
+    except Exception as exc:  # network errors, corrupt downloads
+        raise ExplorerError(f"Loading {name}:{tag} through open_clip failed: {_one_line(exc)}") from exc
+    if local is not None:  # create_model skips the tag's preprocessing when given a path
+        mean = pcfg.get("mean", OPENAI_MEAN)
+        std = pcfg.get("std", OPENAI_STD)
+        preprocess = _image_transform(_visual_size(model), mean, std)
+    config = {"arch": name, "open_clip_model": name, "pretrained": tag}
+    return model, name, config, preprocess
+
+
+# --- local files --------------------------------------------------------------------------------
+
+
+def _split_path_spec(spec: str) -> tuple[str | None, Path | None]:
+    """'ARCH@PATH' -> (ARCH, PATH); an existing 'PATH' -> (None, PATH); otherwise (None, None)."""
+    if "@" in spec:
+        arch, _, path = spec.partition("@")
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ExplorerError(f"Backbone weight file not found: {p}.")
+        return arch.strip() or None, p
+    p = Path(spec).expanduser()
+    if p.is_file():
+        return None, p
+    if p.suffix in (".pt", ".pth", ".bin", ".safetensors", ".ckpt") or os.sep in spec:
+        raise ExplorerError(f"Backbone weight file not found: {p}.")
+    return None, None
+
+
+def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a weight file without executing code: safetensors, a torch state dict loaded with
+    ``weights_only=True``, or a TorchScript archive whose parameters are read by a restricted unpickler."""
+    path = Path(path)
+    if _looks_like_safetensors(path):
+        return _read_safetensors(path)
+    if zipfile.is_zipfile(path) and _is_torchscript(path):
+        return _read_torchscript_tensors(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)  # never executes pickled code
+    except pickle.UnpicklingError as exc:
+        raise ExplorerError(
+            f"{path.name} was refused: unpickling it would run code or build arbitrary objects; "
+            "only plain tensor files are read (weights_only=True)."
+        ) from exc
+    except Exception as exc:
+        raise ExplorerError(f"{path.name} is not a readable weight file ({_one_line(exc)}).") from exc
+    return _unwrap_state_dict(obj, path)
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """safetensors files start with an 8-byte header length followed by a JSON object."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_safetensors(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ExplorerError(f"{Path(path).name} is not a valid safetensors file ({_one_line(exc)}).") from exc
+
+
+def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ExplorerError(f"{path.name} does not hold a state dict of tensors.")
+    prefix = "module."
+    if all(k.startswith(prefix) for k in obj):
+        obj = {k[len(prefix) :]: v for k, v in obj.items()}
+    return obj
+
+
+def _is_torchscript(path: Path) -> bool:
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("/code/__torch__.py") or "/code/" in n for n in zf.namelist()) and any(
+            n.endswith("/data.pkl") for n in zf.namelist()
+        )
+
+
+class _ScriptObject:
+    """Stand-in for a TorchScript module while reading its pickle: records state, runs nothing."""
+
+    def __init__(self, *args, **kwargs):
+        self.state = None
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def _read_torchscript_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Parameters and buffers of a TorchScript archive (OpenAI's ViT-B-16.pt) read without running its code.
+
+    The archive's data.pkl is unpickled with an allow-list: tensor rebuild functions and storages
+    only; every TorchScript class becomes an inert record. The module tree is walked for tensors.
+    """
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        root = next(n[: -len("data.pkl")] for n in names if n.endswith("/data.pkl") and n.count("/") == 1)
+        data = zf.read(root + "data.pkl")
+
+        def load_storage(key, dtype, numel):
+            raw = zf.read(f"{root}data/{key}")
+            return torch.UntypedStorage.from_buffer(raw, dtype=torch.uint8) if raw else torch.UntypedStorage(0)
+
+        class Restricted(pickle.Unpickler):
+            def find_class(self, module, name):
+                if module.startswith("__torch__"):
+                    return _ScriptObject
+                if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_tensor"):
+                    return getattr(torch._utils, name)
+                if module == "torch" and name.endswith("Storage"):
+                    return getattr(torch, name)
+                if module == "collections" and name == "OrderedDict":
+                    import collections
+
+                    return collections.OrderedDict
+                if module == "torch.jit._pickle" or module == "builtins" and name in ("set", "frozenset"):
+                    return lambda *a: a[0] if a else None
+                raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a weight file")
+
+            def persistent_load(self, pid):
+                _, storage_type, key, _location, numel = pid
+                dtype = storage_type.dtype if hasattr(storage_type, "dtype") else storage_type(0).dtype
+                raw = load_storage(key, dtype, numel)
+                return torch.storage.TypedStorage(wrap_storage=raw, dtype=dtype, _internal=True)
+
+        try:
+            top = Restricted(io.BytesIO(data)).load()
+        except Exception as exc:
+            raise ExplorerError(f"{path.name} is a TorchScript archive that could not be read safely ({_one_line(exc)}).") from exc
+
+    out: dict[str, torch.Tensor] = {}
+
+    def walk(obj, prefix):
+        state = obj.state if isinstance(obj, _ScriptObject) else obj
+        if isinstance(state, dict):
+            items = state.items()
+        elif isinstance(state, (list, tuple)):
+            items = [(str(i), v) for i, v in enumerate(state)]
+        else:
+            return
+        for key, value in items:
+            if not isinstance(key, str) or key in ("training",) or key.startswith("_"):
+                continue
+            if isinstance(value, torch.Tensor):
+                out[prefix + key] = value
+            elif isinstance(value, (_ScriptObject, dict)):
+                walk(value, prefix + key + ".")
+
+    walk(top, "")
+    if not out:
+        raise ExplorerError(f"{path.name} is a TorchScript archive without readable weights.")
+    return out
+
+
+def _visual_size(model) -> int:
+    size = model.visual.image_size
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def _load_file(path: Path, arch: str | None):
+    import open_clip
+    from open_clip.model import build_model_from_openai_state_dict
+
+    state = read_weight_file(path)
+    for key in ("input_resolution", "context_length", "vocab_size"):
+        state.pop(key, None)
+    if arch:
+        name = arch.replace("/", "-")
+        if name not in open_clip.list_models():
+            raise ExplorerError(f"open_clip has no architecture '{arch}'; see open_clip.list_models() for the names.")
+        model = open_clip.create_model(name, pretrained=None, device="cpu", load_weights=False)
+        try:
+            model.load_state_dict(_match_dtypes(state, model), strict=True)
+        except RuntimeError as exc:
+            raise ExplorerError(f"{path.name} does not fit the {name} architecture ({_one_line(exc, 160)}).") from exc
+        config = {"arch": name, "open_clip_model": name}
+    else:
+        if "token_embedding.weight" not in state or "text_projection" not in state:
+            raise ExplorerError(
+                f"Cannot infer the architecture of {path.name}: it is not an OpenAI-layout CLIP state dict; "
+                "pass it as ARCH@PATH (e.g. ViT-B-16@/path/file)."
+            )
+        try:
+            model = build_model_from_openai_state_dict(dict(state), cast_dtype=torch.float32)
+        except Exception as exc:
+            raise ExplorerError(f"{path.name} could not be read as an OpenAI-layout CLIP ({_one_line(exc, 160)}).") from exc
+        name = _describe_inferred(model)
+        config = {"arch": name, "inferred_from": "openai-layout", "quick_gelu": True}
+    return model, name, config, _image_transform(_visual_size(model))
+
+
+def _match_dtypes(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    ref = model.state_dict()
+    return {k: (v.to(ref[k].dtype) if k in ref and v.is_floating_point() else v) for k, v in state.items()}
+
+
+def _describe_inferred(model) -> str:
+    visual = model.visual
+    if hasattr(visual, "conv1") and hasattr(visual, "transformer"):
+        width = visual.conv1.weight.shape[0]
+        patch = visual.conv1.weight.shape[-1]
+        layers = len(visual.transformer.resblocks)
+        known = {(768, 16, 12): "ViT-B-16", (768, 32, 12): "ViT-B-32", (1024, 14, 24): "ViT-L-14"}
+        return known.get((width, patch, layers), f"ViT-w{width}-p{patch}-l{layers}")
+    return "RN-" + str(getattr(visual, "output_dim", "x"))
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

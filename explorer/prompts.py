@@ -1,0 +1,461 @@
+"""Prompt learners (OrdinalCLIP rank learner, CoOp plain learner, zero-shot templates) and the
+truncated CLIP text encoder that turns their prompts into rank prototypes.
+
+A prompt for rank r is a sequence of token embeddings fed to CLIP's frozen text transformer::
+
+    [SOT] body_r [.] [EOT] [pad ...]      body (tail) = ctx_1..ctx_n, rank_r(1..t)
+
+The text feature is read at the EOT position. Because of the causal mask nothing after EOT can
+change that output, so sequences are cut right after the longest prompt's EOT instead of being
+padded to CLIP's 77 positions (``full_length=True`` gives the padded reference path).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ExplorerError
+from .ranks import Ranks
+
+LEARNER_KINDS = ("rank", "plain", "template")
+INTERPOLATIONS = ("linear", "inv_prop", "normal")
+POSITIONS = ("tail", "front", "middle")
+DEFAULT_TEMPLATE = "a photo of a {} year old person."
+PAD_ID = 0
+
+
+@dataclass
+class LearnerConfig:
+    """Every option of a prompt learner. ``kind``: rank (OrdinalCLIP), plain (CoOp) or template."""
+
+    kind: str = "rank"
+    num_ranks: int = 101
+    num_context_tokens: int = 10
+    context_init: str | None = None
+    rank_specific_context: bool = False
+    num_tokens_per_rank: int = 1
+    num_base_ranks: int = 3
+    interpolation: str = "linear"
+    bandwidth: float = 1.0
+    position: str = "tail"
+    rank_names: list[str] | None = None
+    template: str = DEFAULT_TEMPLATE
+    # Filled in when the learner is built (token counts of names / context text):
+    rank_token_counts: list[int] | None = field(default=None)
+
+    def validate(self, context_length: int = 77) -> None:
+        """Raise ExplorerError with one sentence for an invalid combination of settings."""
+        if self.kind not in LEARNER_KINDS:
+            raise ExplorerError(f"Unknown learner '{self.kind}'; choose one of {', '.join(LEARNER_KINDS)}.")
+        if int(self.num_ranks) < 2:
+            raise ExplorerError(f"num_ranks must be at least 2 (got {self.num_ranks}).")
+        if self.kind == "template":
+            if "{}" not in self.template:
+                raise ExplorerError(f"The template '{self.template}' has no '{{}}' where the rank name goes.")
+            if self.rank_names is not None and len(self.rank_names) != self.num_ranks:
+                raise ExplorerError(f"The template learner needs {self.num_ranks} rank names, got {len(self.rank_names)}.")
+            return
+        if self.position not in POSITIONS:
+            raise ExplorerError(f"Unknown rank token position '{self.position}'; choose one of {', '.join(POSITIONS)}.")
+        if self.context_init is None and int(self.num_context_tokens) < 0:
+            raise ExplorerError(f"num_context_tokens must be >= 0 (got {self.num_context_tokens}).")
+        if int(self.num_tokens_per_rank) < 1:
+            raise ExplorerError(f"num_tokens_per_rank must be >= 1 (got {self.num_tokens_per_rank}).")
+        if self.kind == "rank":
+            if self.interpolation not in INTERPOLATIONS:
+                raise ExplorerError(
+                    f"Unknown interpolation '{self.interpolation}'; choose one of {', '.join(INTERPOLATIONS)}."
+                )
+            if not 1 <= int(self.num_base_ranks) <= int(self.num_ranks):
+                raise ExplorerError(
+                    f"num_base_ranks must be between 1 and num_ranks ({self.num_ranks}); got {self.num_base_ranks}."
+                )
+            if not (math.isfinite(self.bandwidth) and self.bandwidth > 0):
+                raise ExplorerError(f"The normal interpolation bandwidth must be a positive number (got {self.bandwidth}).")
+            if self.rank_names is not None and len(self.rank_names) != self.num_base_ranks:
+                extra = (
+                    " (this file names every rank; the rank learner only learns the base ranks)"
+                    if len(self.rank_names) == self.num_ranks
+                    else ""
+                )
+                raise ExplorerError(
+                    f"The rank learner needs {self.num_base_ranks} base-rank names, one per base rank, "
+                    f"but got {len(self.rank_names)}{extra}."
+                )
+        if self.kind == "plain" and self.rank_names is not None and len(self.rank_names) != self.num_ranks:
+            raise ExplorerError(f"The plain learner needs {self.num_ranks} rank names, got {len(self.rank_names)}.")
+        needed = 1 + int(self.num_context_tokens) + self.max_rank_tokens + 2
+        if needed > context_length:
+            raise ExplorerError(
+                f"The prompt needs {needed} tokens (SOT + {self.num_context_tokens} context + "
+                f"{self.max_rank_tokens} rank + '.' + EOT) but the text encoder takes {context_length}."
+            )
+
+    @property
+    def max_rank_tokens(self) -> int:
+        """t: tokens per rank (the longest name when initialised from names)."""
+        return max(self.rank_token_counts) if self.rank_token_counts else int(self.num_tokens_per_rank)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LearnerConfig":
+        """Inverse of to_dict; unknown keys are refused."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ExplorerError(f"Unknown learner settings: {', '.join(unknown)}.")
+        return cls(**data)
+
+
+# --- interpolation ------------------------------------------------------------------------------
+
+
+def base_positions(num_ranks: int, num_base_ranks: int) -> torch.Tensor:
+    """c_k = linspace(0, R-1, B); for B = 1 the middle rank (R-1)/2."""
+    if num_base_ranks == 1:
+        return torch.tensor([(num_ranks - 1) / 2.0], dtype=torch.float64)
+    return torch.linspace(0, num_ranks - 1, num_base_ranks, dtype=torch.float64)
+
+
+def interpolation_weights(num_ranks: int, num_base_ranks: int, kind: str = "linear", bandwidth: float = 1.0) -> torch.Tensor:
+    """R x B float32 weights W (rows sum to 1) so that rank_r = sum_k W[r, k] * base_k.
+
+    linear: f = 1 - d/(R-1); inv_prop: f = 1/(d + 1e-5); normal: f = exp(-(d/bandwidth)^2),
+    normalised in log space so that it stays finite where the reference's float32 exp underflows.
+    """
+    if kind not in INTERPOLATIONS:
+        raise ExplorerError(f"Unknown interpolation '{kind}'; choose one of {', '.join(INTERPOLATIONS)}.")
+    if not 1 <= num_base_ranks <= num_ranks or num_ranks < 2:
+        raise ExplorerError(f"Need 1 <= num_base_ranks <= num_ranks and num_ranks >= 2 (got B={num_base_ranks}, R={num_ranks}).")
+    d = (torch.arange(num_ranks, dtype=torch.float64)[:, None] - base_positions(num_ranks, num_base_ranks)[None]).abs()
+    if kind == "normal":
+        w = torch.softmax(-((d / bandwidth) ** 2), dim=1)
+    else:
+        f = 1.0 - d / (num_ranks - 1) if kind == "linear" else 1.0 / (d + 1e-5)
+        w = f / f.sum(dim=1, keepdim=True)
+    return w.to(torch.float32)
+
+
+# --- prompt assembly ----------------------------------------------------------------------------
+
+
+class PromptBatch(NamedTuple):
+    """Token embeddings of R prompts (R x L x D) and the EOT position of each (R)."""
+
+    embeddings: torch.Tensor
+    eot_index: torch.Tensor
+
+
+def assemble_prompts(
+    context: torch.Tensor,
+    ranks: torch.Tensor,
+    rank_token_counts: list[int],
+    special: dict[str, torch.Tensor],
+    position: str = "tail",
+    length: int | None = None,
+) -> PromptBatch:
+    """The one way prompts are built: [SOT] body [.] [EOT] [pad...] per rank.
+
+    context: R x n x D; ranks: R x t x D (rank r uses its first rank_token_counts[r] tokens);
+    special: 'sot', 'period', 'eot', 'pad' embeddings (D each). ``length`` pads to that many
+    positions (CLIP's 77 for the reference path); by default the batch ends right after the
+    longest prompt's EOT.
+    """
+    num_ranks, n, dim = context.shape
+    t = ranks.shape[1]
+    counts = torch.as_tensor(rank_token_counts, dtype=torch.long)
+    eot = 1 + n + counts + 1
+    total = int(eot.max()) + 1 if length is None else int(length)
+    # A bank per rank: [sot, ctx_1..n, rank_1..t, period, eot, pad]; then gather positions from it.
+    fixed = torch.stack([special["period"], special["eot"], special["pad"]]).to(context.dtype)
+    bank = torch.cat(
+        [special["sot"].to(context.dtype).expand(num_ranks, 1, dim), context, ranks, fixed.expand(num_ranks, 3, dim)], dim=1
+    )
+    ctx_idx = list(range(1, 1 + n))
+    period_i, eot_i, pad_i = 1 + n + t, 2 + n + t, 3 + n + t
+    rows = []
+    for r in range(num_ranks):
+        rank_idx = list(range(1 + n, 1 + n + int(counts[r])))
+        if position == "tail":
+            body = ctx_idx + rank_idx
+        elif position == "front":
+            body = rank_idx + ctx_idx
+        else:  # middle
+            half = n // 2
+            body = ctx_idx[:half] + rank_idx + ctx_idx[half:]
+        seq = [0] + body + [period_i, eot_i]
+        rows.append(seq + [pad_i] * (total - len(seq)))
+    index = torch.tensor(rows, dtype=torch.long, device=context.device)
+    embeddings = torch.gather(bank, 1, index[:, :, None].expand(-1, -1, dim))
+    return PromptBatch(embeddings, eot.to(context.device))
+
+
+class _TokenTools:
+    """Tokenizer helpers shared by the learners (BPE ids without SOT/EOT, special ids)."""
+
+    def __init__(self, tokenizer, token_embedding: nn.Embedding):
+        self.tokenizer = tokenizer
+        self.embedding = token_embedding
+        self.sot_id = tokenizer.encoder["<start_of_text>"]
+        self.eot_id = tokenizer.encoder["<end_of_text>"]
+        period = tokenizer.encode(".")
+        self.period_id = period[0]
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text))
+
+    @torch.no_grad()
+    def embed(self, ids: list[int] | torch.Tensor) -> torch.Tensor:
+        ids = torch.as_tensor(ids, dtype=torch.long, device=self.embedding.weight.device)
+        return self.embedding(ids).detach().float().cpu()
+
+    def special(self) -> dict[str, torch.Tensor]:
+        e = self.embed([self.sot_id, self.period_id, self.eot_id, PAD_ID])
+        return {"sot": e[0], "period": e[1], "eot": e[2], "pad": e[3]}
+
+
+class PromptLearner(nn.Module):
+    """Shared part of the rank and plain learners: context vectors and the fixed token embeddings."""
+
+    def __init__(self, config: LearnerConfig, tools: _TokenTools, generator: torch.Generator | None = None):
+        super().__init__()
+        self.config = config
+        dim = tools.embedding.embedding_dim
+        num_ranks = config.num_ranks
+        if config.context_init:
+            text = config.context_init.replace("_", " ")
+            ids = tools.encode(text)
+            if not ids:
+                raise ExplorerError(f"The context text '{config.context_init}' has no tokens.")
+            config.num_context_tokens = len(ids)
+            ctx = tools.embed(ids)
+            if config.rank_specific_context:
+                ctx = ctx[None].repeat(num_ranks, 1, 1)
+        else:
+            shape = (num_ranks, config.num_context_tokens, dim) if config.rank_specific_context else (config.num_context_tokens, dim)
+            ctx = torch.randn(shape, generator=generator) * 0.02
+        self.context_embeds = nn.Parameter(ctx.float().contiguous())
+        for name, value in tools.special().items():
+            self.register_buffer(f"{name}_embed", value, persistent=False)
+
+    def special_embeddings(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, f"{k}_embed") for k in ("sot", "period", "eot", "pad")}
+
+    def context(self) -> torch.Tensor:
+        """R x n x D context vectors (shared context is broadcast)."""
+        ctx = self.context_embeds
+        if ctx.dim() == 2:
+            ctx = ctx[None].expand(self.config.num_ranks, -1, -1)
+        return ctx
+
+    def rank_embeddings(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def rank_token_counts(self) -> list[int]:
+        counts = self.config.rank_token_counts
+        if counts and self.config.kind == "plain":
+            return list(counts)
+        return [self.config.max_rank_tokens] * self.config.num_ranks
+
+    def forward(self, full_length: bool = False, context_length: int = 77) -> PromptBatch:
+        """Prompt embeddings for every rank (truncated after the last EOT unless full_length)."""
+        return assemble_prompts(
+            self.context(),
+            self.rank_embeddings(),
+            self.rank_token_counts(),
+            self.special_embeddings(),
+            self.config.position,
+            length=context_length if full_length else None,
+        )
+
+
+def _names_to_embeddings(names: list[str], tools: _TokenTools) -> tuple[torch.Tensor, list[int]]:
+    """Names BPE-encoded without SOT/EOT, zero-padded to the longest, embedded: (K x t x D, counts)."""
+    ids = [tools.encode(n) for n in names]
+    empty = [n for n, i in zip(names, ids) if not i]
+    if empty:
+        raise ExplorerError(f"The rank name '{empty[0]}' has no tokens.")
+    t = max(len(i) for i in ids)
+    padded = torch.full((len(ids), t), PAD_ID, dtype=torch.long)
+    for row, i in enumerate(ids):
+        padded[row, : len(i)] = torch.tensor(i)
+    return tools.embed(padded), [len(i) for i in ids]
+
+
+class RankPromptLearner(PromptLearner):
+    """OrdinalCLIP: B learned base-rank embeddings; rank r = sum_k W[r, k] * base_k."""
+
+    def __init__(self, config: LearnerConfig, tools: _TokenTools, generator: torch.Generator | None = None):
+        super().__init__(config, tools, generator)
+        dim = tools.embedding.embedding_dim
+        if config.rank_names is not None:
+            base, counts = _names_to_embeddings(config.rank_names, tools)
+            config.rank_token_counts = counts
+            config.num_tokens_per_rank = base.shape[1]
+        else:
+            base = torch.randn((config.num_base_ranks, config.num_tokens_per_rank, dim), generator=generator) * 0.02
+        self.rank_embeds = nn.Parameter(base.float().contiguous())
+        self.register_buffer(
+            "interpolation",
+            interpolation_weights(config.num_ranks, config.num_base_ranks, config.interpolation, config.bandwidth),
+            persistent=False,
+        )
+
+    def rank_embeddings(self) -> torch.Tensor:
+        return torch.einsum("rk,ktd->rtd", self.interpolation, self.rank_embeds)
+
+    def set_interpolation(self, kind: str, bandwidth: float = 1.0) -> None:
+        """Swap the interpolation scheme (same base embeddings), e.g. for the interpolation lab."""
+        weights = interpolation_weights(self.config.num_ranks, self.config.num_base_ranks, kind, bandwidth)
+        self.interpolation = weights.to(self.rank_embeds.device)
+        self.config.interpolation, self.config.bandwidth = kind, float(bandwidth)
+
+
+class PlainPromptLearner(PromptLearner):
+    """CoOp: one independent learned embedding (t tokens) per rank."""
+
+    def __init__(self, config: LearnerConfig, tools: _TokenTools, generator: torch.Generator | None = None):
+        super().__init__(config, tools, generator)
+        dim = tools.embedding.embedding_dim
+        if config.rank_names is not None:
+            emb, counts = _names_to_embeddings(config.rank_names, tools)
+            config.rank_token_counts = counts
+            config.num_tokens_per_rank = emb.shape[1]
+        else:
+            emb = torch.randn((config.num_ranks, config.num_tokens_per_rank, dim), generator=generator) * 0.02
+        self.rank_embeds = nn.Parameter(emb.float().contiguous())
+
+    def rank_embeddings(self) -> torch.Tensor:
+        return self.rank_embeds
+
+
+class TemplatePromptLearner(nn.Module):
+    """Zero-shot CLIP: a hand-written template filled with each rank's name; nothing is learned."""
+
+    def __init__(self, config: LearnerConfig, tools: _TokenTools, context_length: int = 77):
+        super().__init__()
+        self.config = config
+        names = config.rank_names or [str(i) for i in range(config.num_ranks)]
+        texts = [config.template.replace("{}", n) for n in names]
+        rows = [[tools.sot_id] + tools.encode(t) + [tools.eot_id] for t in texts]
+        too_long = [t for t, r in zip(texts, rows) if len(r) > context_length]
+        if too_long:
+            raise ExplorerError(f"The prompt '{too_long[0]}' is longer than the text encoder's {context_length} tokens.")
+        ids = torch.full((len(rows), context_length), PAD_ID, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+        self.register_buffer("token_ids", ids, persistent=False)
+        self.register_buffer("token_embeds", tools.embed(ids), persistent=False)
+        self.texts = texts
+
+    def forward(self, full_length: bool = False, context_length: int = 77) -> PromptBatch:
+        eot = self.token_ids.argmax(dim=1)
+        length = context_length if full_length else int(eot.max()) + 1
+        return PromptBatch(self.token_embeds[:, :length], eot)
+
+
+# --- text encoder -------------------------------------------------------------------------------
+
+
+class TextEncoder(nn.Module):
+    """CLIP's text tower from token embeddings: + positions, causal transformer, ln_final, projection at EOT."""
+
+    def __init__(self, clip_model: nn.Module):
+        super().__init__()
+        tower = getattr(clip_model, "text", clip_model)
+        self.transformer = tower.transformer
+        self.positional_embedding = tower.positional_embedding
+        self.ln_final = tower.ln_final
+        self.text_projection = tower.text_projection
+        self.register_buffer("attn_mask", tower.attn_mask, persistent=False)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.positional_embedding.shape[0])
+
+    def forward(self, prompts: PromptBatch) -> torch.Tensor:
+        """R x E text features (not normalised)."""
+        x, eot = prompts
+        length = x.shape[1]
+        if length > self.context_length:
+            raise ExplorerError(f"Prompts of {length} tokens exceed the text encoder's {self.context_length}.")
+        cast = self.positional_embedding.dtype
+        x = x.to(cast) + self.positional_embedding[:length]
+        x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
+        x = self.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), eot.to(x.device)]
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(x)
+        return x @ self.text_projection
+
+
+# --- the model: learner + encoder -> prototypes -------------------------------------------------
+
+
+class PromptModel(nn.Module):
+    """A prompt learner with the text encoder it feeds; ``forward()`` gives normalised prototypes (R x E)."""
+
+    def __init__(self, learner: nn.Module, encoder: TextEncoder, logit_scale: float, ranks: Ranks):
+        super().__init__()
+        self.learner = learner
+        self.encoder = encoder
+        self.logit_scale = float(logit_scale)
+        self.ranks = ranks
+
+    @property
+    def config(self) -> LearnerConfig:
+        return self.learner.config
+
+    def forward(self, full_length: bool = False) -> torch.Tensor:
+        prompts = self.learner(full_length=full_length, context_length=self.encoder.context_length)
+        return F.normalize(self.encoder(prompts).float(), dim=-1)
+
+    def learner_state(self) -> dict[str, torch.Tensor]:
+        """The learned parameters (what a checkpoint stores), detached, on CPU."""
+        return {k: v.detach().float().cpu().contiguous() for k, v in self.learner.named_parameters()}
+
+    @torch.no_grad()
+    def prototypes(self, full_length: bool = False):
+        """The normalised prototypes as a ``Prototypes`` object (CPU, float32)."""
+        from .prototypes import Prototypes
+
+        return Prototypes(self(full_length=full_length).cpu(), self.logit_scale, self.ranks)
+
+
+def build_prompt_model(backbone, config: LearnerConfig, ranks: Ranks | None = None, seed: int | None = 0) -> PromptModel:
+    """Build a learner for ``config`` on ``backbone`` (its token embedding, tokenizer and text tower).
+
+    Random initialisation (N(0, 0.02^2)) is drawn from ``seed``. Validates the config first.
+    """
+    ranks = ranks or Ranks.integers(config.num_ranks)
+    if len(ranks) != config.num_ranks:
+        raise ExplorerError(f"The learner has {config.num_ranks} ranks but {len(ranks)} rank labels were given.")
+    model = backbone.model
+    tower = getattr(model, "text", model)
+    context_length = int(tower.positional_embedding.shape[0])
+    tools = _TokenTools(backbone.tokenizer, tower.token_embedding)
+    if config.kind != "template" and config.context_init:  # n is the text's token count
+        config.num_context_tokens = len(tools.encode(config.context_init.replace("_", " ")))
+    if config.rank_names is not None and config.kind != "template":
+        config.rank_token_counts = [len(tools.encode(n)) for n in config.rank_names]
+    config.validate(context_length)
+    generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+    if config.kind == "rank":
+        learner: nn.Module = RankPromptLearner(config, tools, generator)
+    elif config.kind == "plain":
+        learner = PlainPromptLearner(config, tools, generator)
+    else:
+        if config.rank_names is None:
+            config.rank_names = list(ranks.labels)
+        learner = TemplatePromptLearner(config, tools, context_length)
+    learner = learner.to(backbone.device)
+    return PromptModel(learner, TextEncoder(model), backbone.logit_scale, ranks)
