@@ -1,0 +1,288 @@
+"""The one checkpoint format: a ``.safetensors`` file with JSON metadata.
+
+Tensors: the learner parameters (``learner.context_embeds``, ``learner.rank_embeds``) and
+``prototypes`` (R x E, normalised). A prototype-only export keeps just ``prototypes``: prediction
+then needs the image encoder alone. Metadata key ``ordinalclip_explorer`` holds JSON::
+
+    {"format": "ordinalclip-explorer", "format_version": 1, "kind": "full" | "prototypes",
+     "name": ..., "backbone": {"spec": ..., "id": ...}, "learner": {LearnerConfig},
+     "ranks": {labels, values, unit, name}, "logit_scale": 100.0,
+     "training": {...} | null, "metrics": {...} | null, "created": ISO time}
+
+Files are written atomically (temporary file + rename): a crash never leaves a half-written
+checkpoint. Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .errors import ExplorerError
+from .prompts import LearnerConfig, PromptModel, build_prompt_model
+from .prototypes import Prototypes
+from .ranks import Ranks
+
+FORMAT = "ordinalclip-explorer"
+FORMAT_VERSION = 1
+META_KEY = "ordinalclip_explorer"
+KINDS = ("full", "prototypes")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded, validated checkpoint: metadata plus tensors (CPU, float32)."""
+
+    meta: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    path: Path | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or (self.path.stem if self.path else "checkpoint")
+
+    @property
+    def backbone_spec(self) -> str:
+        return self.meta["backbone"]["spec"]
+
+    @property
+    def backbone_id(self) -> str:
+        return self.meta["backbone"]["id"]
+
+    @property
+    def ranks(self) -> Ranks:
+        return Ranks.from_dict(self.meta["ranks"])
+
+    @property
+    def learner_config(self) -> LearnerConfig | None:
+        data = self.meta.get("learner")
+        return LearnerConfig.from_dict(dict(data)) if data else None
+
+    @property
+    def prototypes(self) -> Prototypes:
+        """The stored normalised prototypes."""
+        return Prototypes(self.tensors["prototypes"], float(self.meta["logit_scale"]), self.ranks)
+
+    def learner_tensors(self) -> dict[str, torch.Tensor]:
+        """Learner parameters with the ``learner.`` prefix removed."""
+        return {k[len("learner.") :]: v for k, v in self.tensors.items() if k.startswith("learner.")}
+
+    def check_backbone(self, backbone) -> None:
+        """Raise when ``backbone`` is not the one this checkpoint was made with."""
+        if backbone.backbone_id != self.backbone_id:
+            raise ExplorerError(
+                f"{self.name} was made with backbone {self.backbone_spec} ({self.backbone_id}) "
+                f"but {backbone.spec} ({backbone.backbone_id}) is loaded; load that backbone instead."
+            )
+
+    def build_model(self, backbone) -> PromptModel:
+        """Rebuild the prompt learner on ``backbone`` with the stored parameters (full checkpoints only)."""
+        if self.kind != "full" or self.learner_config is None:
+            raise ExplorerError(f"{self.name} holds prototypes only; it can predict but its learner cannot be rebuilt.")
+        self.check_backbone(backbone)
+        config = self.learner_config
+        model = build_prompt_model(backbone, config, self.ranks, seed=None)
+        params = dict(model.learner.named_parameters())
+        stored = self.learner_tensors()
+        if set(params) != set(stored):
+            raise ExplorerError(
+                f"{self.name} stores learner tensors {sorted(stored)} but its config builds {sorted(params)}."
+            )
+        with torch.no_grad():
+            for key, param in params.items():
+                if tuple(param.shape) != tuple(stored[key].shape):
+                    raise ExplorerError(
+                        f"{self.name}: tensor {key} has shape {tuple(stored[key].shape)} but the config needs {tuple(param.shape)}."
+                    )
+                param.copy_(stored[key].to(param.device))
+        return model
+
+    def summary(self) -> dict[str, Any]:
+        """Short JSON-ready description (what ``ordinal-explorer info`` prints)."""
+        cfg = self.meta.get("learner") or {}
+        ranks = self.meta["ranks"]
+        out = {
+            "name": self.name,
+            "path": str(self.path) if self.path else None,
+            "kind": self.kind,
+            "format_version": self.meta["format_version"],
+            "backbone": self.meta["backbone"],
+            "learner": cfg.get("kind"),
+            "num_ranks": len(ranks["labels"]),
+            "ranks": f"{ranks['labels'][0]} .. {ranks['labels'][-1]}" + (f" {ranks['unit']}" if ranks.get("unit") else ""),
+            "embed_dim": int(self.tensors["prototypes"].shape[1]),
+            "logit_scale": self.meta["logit_scale"],
+            "tensors": {k: list(v.shape) for k, v in self.tensors.items()},
+        }
+        if cfg.get("kind") == "rank":
+            out["interpolation"] = cfg.get("interpolation")
+            out["num_base_ranks"] = cfg.get("num_base_ranks")
+        if cfg.get("kind") in ("rank", "plain"):
+            out["num_context_tokens"] = cfg.get("num_context_tokens")
+        for key in ("training", "metrics", "created", "source"):
+            if self.meta.get(key):
+                out[key] = self.meta[key]
+        return out
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}, tmp,
+                  metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _base_meta(kind: str, name: str | None, backbone_spec: str, backbone_id: str, ranks: Ranks, logit_scale: float) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "name": name,
+        "backbone": {"spec": backbone_spec, "id": backbone_id},
+        "ranks": ranks.to_dict(),
+        "logit_scale": float(logit_scale),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: PromptModel,
+    backbone,
+    *,
+    name: str | None = None,
+    training: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a full checkpoint (learner parameters + prototypes) atomically; returns the path."""
+    meta = _base_meta("full", name or Path(path).stem, backbone.spec, backbone.backbone_id, model.ranks, model.logit_scale)
+    meta.update(learner=model.config.to_dict(), training=training, metrics=metrics, **(extra or {}))
+    tensors = {f"learner.{k}": v for k, v in model.learner_state().items()}
+    tensors["prototypes"] = model.prototypes().matrix
+    return _atomic_save(tensors, meta, Path(path))
+
+
+def export_prototypes(checkpoint: Checkpoint, path: str | Path, name: str | None = None) -> Path:
+    """Write a prototype-only copy of ``checkpoint`` (no learner parameters, no text encoder needed)."""
+    meta = {k: v for k, v in checkpoint.meta.items() if k != "learner"}
+    meta.update(kind="prototypes", name=name or Path(path).stem, learner=None,
+                source={"name": checkpoint.name, "learner": (checkpoint.meta.get("learner") or {}).get("kind")})
+    return _atomic_save({"prototypes": checkpoint.tensors["prototypes"]}, meta, Path(path))
+
+
+def update_metadata(path: str | Path, **fields: Any) -> Path:
+    """Rewrite a checkpoint with some metadata fields replaced (e.g. evaluation metrics)."""
+    ckpt = load_checkpoint(path)
+    ckpt.meta.update(fields)
+    return _atomic_save(ckpt.tensors, ckpt.meta, Path(path))
+
+
+def load_checkpoint(path: str | Path, backbone=None) -> Checkpoint:
+    """Read and validate a checkpoint; with ``backbone`` also check it is the one the checkpoint needs."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExplorerError(f"Checkpoint not found: {path}.")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise ExplorerError(
+            f"{path.name} is a torch pickle, not an explorer checkpoint; pickles are never loaded here "
+            "(for reference OrdinalCLIP runs use 'ordinal-explorer import-reference')."
+        )
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw_meta = (f.metadata() or {}).get(META_KEY)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ExplorerError(f"{path.name} is not a readable safetensors file (truncated or corrupt: {exc}).") from exc
+    if raw_meta is None:
+        raise ExplorerError(f"{path.name} is a safetensors file but not an explorer checkpoint (no '{META_KEY}' metadata).")
+    try:
+        meta = json.loads(raw_meta)
+    except json.JSONDecodeError as exc:
+        raise ExplorerError(f"{path.name} has corrupt checkpoint metadata ({exc.msg}).") from exc
+    ckpt = Checkpoint(meta, {k: v.float() for k, v in tensors.items()}, path)
+    _validate(ckpt)
+    if backbone is not None:
+        ckpt.check_backbone(backbone)
+    return ckpt
+
+
+def _validate(ckpt: Checkpoint) -> None:
+    meta, name = ckpt.meta, ckpt.path.name if ckpt.path else "checkpoint"
+    if meta.get("format") != FORMAT:
+        raise ExplorerError(f"{name} is not an explorer checkpoint (format '{meta.get('format')}').")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ExplorerError(
+            f"{name} has checkpoint format version {version}, but this explorer reads version {FORMAT_VERSION}; "
+            "use the explorer release that wrote it or re-export it."
+        )
+    if meta.get("kind") not in KINDS:
+        raise ExplorerError(f"{name} has an unknown checkpoint kind '{meta.get('kind')}'.")
+    for key in ("backbone", "ranks", "logit_scale"):
+        if key not in meta:
+            raise ExplorerError(f"{name} lacks the '{key}' metadata every checkpoint needs.")
+    if "prototypes" not in ckpt.tensors:
+        raise ExplorerError(f"{name} has no 'prototypes' tensor.")
+    for key, tensor in ckpt.tensors.items():
+        if not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ExplorerError(f"{name}: tensor '{key}' contains {bad} NaN/Inf values; the checkpoint is unusable.")
+    if not math.isfinite(float(meta["logit_scale"])) or float(meta["logit_scale"]) <= 0:
+        raise ExplorerError(f"{name}: logit_scale must be a positive number.")
+    ranks = ckpt.ranks  # validates labels/values
+    protos = ckpt.tensors["prototypes"]
+    if protos.dim() != 2 or protos.shape[0] != len(ranks):
+        raise ExplorerError(f"{name}: prototypes have shape {tuple(protos.shape)} but there are {len(ranks)} ranks.")
+    if ckpt.kind == "full":
+        config = ckpt.learner_config
+        if config is None:
+            raise ExplorerError(f"{name} is a full checkpoint without a learner config.")
+        if config.num_ranks != len(ranks):
+            raise ExplorerError(f"{name}: the learner has {config.num_ranks} ranks but the metadata lists {len(ranks)}.")
+        expected = _expected_shapes(config)
+        stored = {k: tuple(v.shape) for k, v in ckpt.learner_tensors().items()}
+        for key, shape in stored.items():
+            want = expected.get(key)
+            if want is None:
+                raise ExplorerError(f"{name}: unexpected learner tensor '{key}' for a {config.kind} learner.")
+            if any(w is not None and w != s for w, s in zip(want, shape)) or len(want) != len(shape):
+                raise ExplorerError(f"{name}: tensor '{key}' has shape {shape} but the config needs {want} (None = any).")
+        missing = sorted(set(expected) - set(stored))
+        if missing:
+            raise ExplorerError(f"{name}: learner tensors {missing} are missing.")
+
+
+def _expected_shapes(config: LearnerConfig) -> dict[str, tuple]:
+    if config.kind == "template":
+        return {}
+    n, t, R = config.num_context_tokens, config.max_rank_tokens, config.num_ranks
+    ctx = (R, n, None) if config.rank_specific_context else (n, None)
+    rank_rows = config.num_base_ranks if config.kind == "rank" else R
+    return {"context_embeds": ctx, "rank_embeds": (rank_rows, t, None)}
