@@ -1,0 +1,96 @@
+# OrdinalCLIP Explorer: developer entry points.
+#
+#   make test   set up .venv (if needed), install Chromium (if needed), run pytest
+#   make run    set up .venv (if needed), start the Streamlit app
+#   make help   list all targets
+#
+# The virtualenv is (re)installed only when pyproject.toml changes or the
+# venv is missing: see the $(STAMP) rule below.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# --- Configuration (override on the command line, e.g. `make run PORT=8600`) ---
+PYTHON_BOOTSTRAP ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+PIP      := $(PY) -m pip
+PORT     ?= 8501
+CHROMIUM ?= /usr/bin/chromium
+PYTEST_ARGS ?=
+
+# Marker file: its timestamp records the last successful `pip install`.
+# Make re-runs the install only when pyproject.toml is newer than it
+# (or when it is missing, e.g. after `make clean` / on a fresh machine).
+STAMP := $(VENV)/.installed
+
+# Run offline and headless; keep caches inside the repo.
+RUN_ENV := HF_HUB_OFFLINE=1 \
+           TRANSFORMERS_OFFLINE=1 \
+           NUMBA_CACHE_DIR=$(CURDIR)/.cache/numba \
+           MPLBACKEND=Agg \
+           PYTHONUNBUFFERED=1
+
+# apt-get needs root: use sudo only when we are not root and sudo exists.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo 2>/dev/null)
+
+.PHONY: help venv test run demo-backbone bench clean
+
+help: ## Show this help
+	@echo "OrdinalCLIP Explorer - make targets:"
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
+	  | awk 'BEGIN {FS = ":.*## "} {printf "  %-15s %s\n", $$1, $$2}'
+	@echo ""
+	@echo "Variables: PORT=$(PORT) (make run), PYTEST_ARGS='...' (make test), VENV=$(VENV)"
+
+# --- Virtualenv -----------------------------------------------------------------
+
+# Create the venv itself (only if its python is missing).
+$(PY):
+	@test -n "$(PYTHON_BOOTSTRAP)" || { echo "error: python3.11 / python3 not found" >&2; exit 1; }
+	$(PYTHON_BOOTSTRAP) -m venv $(VENV)
+
+# Install the project (editable) with test extras; re-runs only when
+# pyproject.toml changed since the last successful install.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install --upgrade pip
+	$(PIP) install -e '.[test]'
+	touch $@
+
+venv: $(STAMP) ## Create .venv and install the project (+ test extras)
+
+# --- System Chromium for the browser tests (never `playwright install`) -----------
+
+$(CHROMIUM):
+	@echo "Chromium not found at $(CHROMIUM): installing Debian's chromium package"
+	$(SUDO) apt-get update
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium
+
+# --- User-facing targets ----------------------------------------------------------
+
+test: $(STAMP) $(CHROMIUM) ## Run the whole pytest suite (incl. browser tests)
+	@mkdir -p .cache/numba
+	$(RUN_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+run: $(STAMP) ## Start the Streamlit app on PORT (default 8501)
+	@mkdir -p .cache/numba
+	$(RUN_ENV) $(PY) -m streamlit run app.py \
+	  --server.port $(PORT) \
+	  --server.headless true \
+	  --browser.gatherUsageStats false
+
+demo-backbone: $(STAMP) ## Build the small demo backbone checkpoint
+	$(RUN_ENV) $(PY) scripts/make_demo_backbone.py
+
+bench: $(STAMP) ## Run every benchmarks/*.py script (if any)
+	@shopt -s nullglob; scripts=(benchmarks/*.py); \
+	if [ $${#scripts[@]} -eq 0 ]; then echo "No benchmarks/*.py scripts found."; exit 0; fi; \
+	for s in "$${scripts[@]}"; do \
+	  echo "==> $$s"; \
+	  $(RUN_ENV) $(PY) "$$s"; \
+	done
+
+clean: ## Remove .venv, caches and test artifacts
+	rm -rf $(VENV) .cache .pytest_cache test-artifacts build dist *.egg-info
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

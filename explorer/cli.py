@@ -1,0 +1,323 @@
+"""The ``ordinal-explorer`` command line.
+
+Errors print one readable line (``error: ...``) and exit with status 2; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import ExplorerError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str):
+    """Register a sub-command handler."""
+
+    def deco(fn):
+        COMMANDS[name] = fn
+        return fn
+
+    return deco
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=None, default=_json_default))
+
+
+def _json_default(obj: Any):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _open(args: argparse.Namespace, need_backbone: bool = True):
+    """Load the checkpoint and, when needed, its backbone (or the one given with --backbone)."""
+    from .backbones import load_backbone
+    from .checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    if not need_backbone:
+        return ckpt, None
+    backbone = load_backbone(getattr(args, "backbone", None) or ckpt.backbone_spec, device=getattr(args, "device", None))
+    ckpt.check_backbone(backbone)
+    return ckpt, backbone
+
+
+def _parse_window(text: str | None, ranks) -> tuple[int, int] | None:
+    """'A:B' in rank values (e.g. ages 15:75) -> inclusive rank indices."""
+    if not text:
+        return None
+    try:
+        lo, hi = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise ExplorerError(f"--window must look like A:B with numbers (got '{text}').") from None
+    values = ranks.value_array
+    inside = np.flatnonzero((values >= lo) & (values <= hi))
+    if len(inside) < 3:
+        raise ExplorerError(
+            f"The window {text} holds {len(inside)} ranks (values {values[0]:g}..{values[-1]:g}); it needs at least 3."
+        )
+    return int(inside[0]), int(inside[-1])
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+@command("info")
+def cmd_info(args: argparse.Namespace) -> int:
+    ckpt, _ = _open(args, need_backbone=False)
+    summary = ckpt.summary()
+    if args.json:
+        _print_json(summary)
+        return 0
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        print(f"{key:>18}: {value}")
+    return 0
+
+
+@command("prototypes")
+def cmd_prototypes(args: argparse.Namespace) -> int:
+    import torch
+
+    ckpt, backbone = _open(args, need_backbone=not args.stored)
+    if args.stored:
+        matrix = ckpt.prototypes.matrix.numpy()
+        timings: list[float] = []
+    else:
+        model = ckpt.build_model(backbone)
+        timings = []
+        with torch.no_grad():
+            for _ in range(max(1, args.repeat)):
+                start = time.perf_counter()
+                matrix = model(full_length=args.full_length)
+                if matrix.is_cuda:
+                    torch.cuda.synchronize()
+                timings.append(time.perf_counter() - start)
+        matrix = matrix.cpu().numpy()
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, matrix)
+    if args.repeat:
+        _print_json({
+            "median_seconds": statistics.median(timings) if timings else 0.0,
+            "repeats": len(timings),
+            "shape": list(matrix.shape),
+            "full_length": bool(args.full_length),
+            "device": str(backbone.device) if backbone else "none",
+        })
+    elif args.out:
+        print(f"wrote {args.out}: {matrix.shape[0]} x {matrix.shape[1]} float32 prototypes")
+    return 0
+
+
+@command("analyze")
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .geometry import adjacent_similarity, ordinality_report, similarity_matrix
+
+    ckpt, _ = _open(args, need_backbone=False)
+    ranks = ckpt.ranks
+    window = _parse_window(args.window, ranks)
+    protos = ckpt.prototypes.matrix.numpy()
+    report = ordinality_report(protos, window=window)
+    sims = similarity_matrix(protos, window=window)
+    lo = window[0] if window else 0
+    adjacent = adjacent_similarity(sims)
+    out = {
+        "checkpoint": ckpt.name,
+        "num_ranks": len(ranks),
+        "window": None if window is None else {"ranks": list(window), "labels": [ranks.labels[window[0]], ranks.labels[window[1]]]},
+        **{k: v for k, v in report.items() if k != "window"},
+        "adjacent_similarity": [
+            {"from": ranks.labels[lo + i], "to": ranks.labels[lo + i + 1], "cosine": float(s)} for i, s in enumerate(adjacent)
+        ],
+    }
+    if args.json:
+        _print_json(out)
+        return 0
+    print(f"{ckpt.name}: {len(ranks)} ranks" + (f", window {out['window']['labels'][0]}..{out['window']['labels'][1]}" if window else ""))
+    print(f"  ordinality (all pairs): {report['ordinality'] * 100:.2f} %   violation rate: {report['violation_rate'] * 100:.2f} %")
+    print("  per span: " + "  ".join(f"s={s}: {v * 100:.1f}%" for s, v in report["spans"].items()))
+    print(f"  adjacent cosine: min {adjacent.min():.4f}  mean {adjacent.mean():.4f}  max {adjacent.max():.4f}")
+    return 0
+
+
+@command("predict")
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .images import open_image
+
+    ckpt, backbone = _open(args)
+    images = [open_image(p) for p in args.images]
+    pred = ckpt.prototypes.predict(backbone.encode_images(images), coverage=args.coverage)
+    records = [{"image": str(p), **pred.record(i, k=args.top)} for i, p in enumerate(args.images)]
+    if args.json:
+        _print_json(records if len(records) > 1 else records[0])
+        return 0
+    ranks = ckpt.ranks
+    if backbone.is_demo:
+        print("note: the demo backbone is in use; its predictions on real photos are not meaningful", file=sys.stderr)
+    for rec in records:
+        lo, hi = rec["interval_values"]
+        top = ", ".join(f"{t['label']} ({t['prob'] * 100:.1f}%)" for t in rec["top"])
+        print(
+            f"{rec['image']}: expected {ranks.format_value(rec['expected_value'])}, argmax {rec['argmax_label']}, "
+            f"median {rec['median_value']:g}, {rec['coverage'] * 100:.0f}% interval [{lo:g}, {hi:g}]; top: {top}"
+        )
+    return 0
+
+
+@command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoints import export_prototypes
+
+    ckpt, _ = _open(args, need_backbone=False)
+    if not args.prototypes_only:
+        raise ExplorerError("Only prototype-only export exists; pass --prototypes-only.")
+    out = export_prototypes(ckpt, args.out)
+    print(f"wrote {out} (prototypes only, {ckpt.prototypes.num_ranks} ranks)")
+    return 0
+
+
+@command("import-reference")
+def cmd_import_reference(args: argparse.Namespace) -> int:
+    from .reference import import_reference
+
+    if not args.run_dir and not args.ckpt:
+        raise ExplorerError("Give the reference run with --run-dir DIR or --ckpt FILE.")
+    overrides = {
+        key: value
+        for key, value in {
+            "kind": args.learner,
+            "num_ranks": args.num_ranks,
+            "num_base_ranks": args.num_base_ranks,
+            "interpolation": args.interpolation,
+            "position": args.position,
+            "rank_specific_context": args.rank_specific_context,
+        }.items()
+        if value is not None
+    }
+    out = import_reference(
+        run_dir=args.run_dir, ckpt=args.ckpt, clip_weights=args.clip_weights, out=args.out,
+        learner_overrides=overrides or None, device=args.device,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser for every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="ordinal-explorer",
+        description="OrdinalCLIP Explorer: inspect, export and use OrdinalCLIP / CoOp prompt-learner checkpoints.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_text: str, backbone: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
+        if backbone:
+            p.add_argument("--backbone", help="backbone spec to use instead of the checkpoint's (must be the same weights)")
+            p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+        return p
+
+    p = add("info", "Summary of a checkpoint (kind, backbone, learner, ranks, metrics).")
+    p.add_argument("checkpoint", help="checkpoint .safetensors file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("prototypes", "Write the normalised R x E prototypes (float32 .npy), or benchmark their computation.", backbone=True)
+    p.add_argument("checkpoint")
+    p.add_argument("--out", help="output .npy file")
+    p.add_argument("--repeat", type=int, default=0, metavar="N",
+                   help="compute N times and print JSON with median_seconds (computation only, after loading)")
+    p.add_argument("--full-length", action="store_true", help="pad prompts to 77 tokens (reference path) instead of truncating")
+    p.add_argument("--stored", action="store_true", help="use the prototypes stored in the checkpoint (no backbone needed)")
+
+    p = add("analyze", "Prototype geometry: ordinality per span, violation rate, adjacent similarities.")
+    p.add_argument("checkpoint")
+    p.add_argument("--window", metavar="A:B", help="only ranks whose values lie in [A, B], e.g. ages 15:75")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("predict", "Predict the rank distribution of images.", backbone=True)
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top", type=int, default=3, help="how many top ranks to list (default 3)")
+    p.add_argument("--coverage", type=float, default=0.9, help="central interval coverage (default 0.9)")
+    p.add_argument("--json", action="store_true", help="print JSON (one object, or a list for several images)")
+
+    p = add("export", "Export a prototype-only checkpoint (predicts like the full one; no text encoder needed).")
+    p.add_argument("checkpoint")
+    p.add_argument("--prototypes-only", action="store_true", required=True, help="keep only the prototypes")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+
+    p = add("import-reference", "Import a reference OrdinalCLIP run (Lightning .ckpt) as an explorer checkpoint.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run-dir", help="reference output folder holding config.yaml and ckpts/*.ckpt")
+    src.add_argument("--ckpt", help="a reference .ckpt file (give the learner flags below when there is no config.yaml)")
+    p.add_argument("--clip-weights", required=True, help="the OpenAI-layout CLIP weights the run started from (e.g. ViT-B-16.pt)")
+    p.add_argument("--out", required=True, help="output .safetensors checkpoint")
+    p.add_argument("--learner", choices=["rank", "plain"], help="learner kind (RankPromptLearner = rank)")
+    p.add_argument("--num-ranks", type=int)
+    p.add_argument("--num-base-ranks", type=int)
+    p.add_argument("--interpolation", choices=["linear", "inv_prop", "normal"])
+    p.add_argument("--position", choices=["tail", "front", "middle"])
+    p.add_argument("--rank-specific-context", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--device", default="cpu")
+
+    _add_training_commands(sub, add)
+    return parser
+
+
+def _add_training_commands(sub, add) -> None:
+    """Training-related sub-commands (embed, train, eval, sweep) when the trainer is available."""
+    try:
+        from . import train  # noqa: F401
+    except ImportError:
+        return
+    train.add_commands(sub, add, command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``ordinal-explorer``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except ExplorerError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Ordinal-regression metrics for predictions against integer labels 0..R-1.
+
+Inputs may be numpy arrays, sequences or torch tensors; results are plain Python floats.
+Undefined values are returned as ``float('nan')`` and never silently replaced: a Spearman,
+Kendall or QWK value is NaN when it is undefined (e.g. constant predictions or labels).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from .errors import ExplorerError
+
+
+def _np(x) -> np.ndarray:
+    """Return ``x`` (numpy array, torch tensor or sequence) as a float64 numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().double()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _pair(pred, y) -> tuple[np.ndarray, np.ndarray]:
+    pred, y = _np(pred).reshape(-1), _np(y).reshape(-1)
+    if pred.shape != y.shape:
+        raise ExplorerError(f"Got {pred.size} predictions for {y.size} labels; they must have the same length.")
+    if pred.size == 0:
+        raise ExplorerError("Metrics need at least one prediction, got none.")
+    if not (np.all(np.isfinite(pred)) and np.all(np.isfinite(y))):
+        raise ExplorerError("Predictions and labels must not contain NaN or infinite values.")
+    return pred, y
+
+
+def _labels(y, num_ranks: int, what: str = "Labels") -> np.ndarray:
+    y = _np(y).reshape(-1)
+    if np.any(y != np.round(y)) or np.any(y < 0) or np.any(y > num_ranks - 1):
+        raise ExplorerError(f"{what} must be integers in 0..{num_ranks - 1}.")
+    return y.astype(np.int64)
+
+
+def mae(pred, y) -> float:
+    """Mean absolute error."""
+    pred, y = _pair(pred, y)
+    return float(np.mean(np.abs(pred - y)))
+
+
+def accuracy(pred, y) -> float:
+    """Fraction of predictions that round (half to even) to the label."""
+    pred, y = _pair(pred, y)
+    return float(np.mean(np.round(pred) == y))
+
+
+def cs_at_k(pred, y, k: float) -> float:
+    """Cumulative score: fraction with |pred - y| <= k (k = 1 is the 1-off accuracy)."""
+    pred, y = _pair(pred, y)
+    return float(np.mean(np.abs(pred - y) <= k))
+
+
+def amae_mmae(pred, y) -> tuple[float, float]:
+    """(mean, max) over the classes present in ``y`` of the per-class MAE."""
+    pred, y = _pair(pred, y)
+    per_class = [np.mean(np.abs(pred[y == c] - c)) for c in np.unique(y)]
+    return float(np.mean(per_class)), float(np.max(per_class))
+
+
+def qwk(pred_int, y, num_ranks: int) -> float:
+    """Quadratic weighted kappa of integer predictions vs labels in 0..num_ranks-1 (NaN when undefined)."""
+    pred_int, y = _pair(pred_int, y)
+    if int(num_ranks) < 2:
+        raise ExplorerError(f"QWK needs at least 2 ranks, got {num_ranks}.")
+    R = int(num_ranks)
+    p, t = _labels(pred_int, R, "QWK predictions"), _labels(y, R)
+    O = np.zeros((R, R))
+    np.add.at(O, (t, p), 1.0)
+    E = np.outer(O.sum(axis=1), O.sum(axis=0)) / O.sum()
+    idx = np.arange(R)
+    W = (idx[:, None] - idx[None, :]) ** 2 / (R - 1) ** 2
+    denom = np.sum(W * E)
+    return float(1.0 - np.sum(W * O) / denom) if denom > 0 else float("nan")
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    den = math.sqrt(float(np.sum(a * a) * np.sum(b * b)))
+    return float(np.sum(a * b) / den) if den > 0 else float("nan")
+
+
+def spearman(pred, y) -> float:
+    """Spearman rank correlation (Pearson of average ranks); NaN if either side is constant."""
+    pred, y = _pair(pred, y)
+    return _pearson(stats.rankdata(pred), stats.rankdata(y))
+
+
+def kendall(pred, y) -> float:
+    """Kendall tau-b rank correlation; NaN if either side is constant."""
+    pred, y = _pair(pred, y)
+    if pred.size < 2 or np.all(pred == pred[0]) or np.all(y == y[0]):
+        return float("nan")
+    return float(stats.kendalltau(pred, y).statistic)
+
+
+def _probs(probs, y) -> tuple[np.ndarray, np.ndarray]:
+    P = _np(probs)
+    if P.ndim != 2 or P.shape[0] == 0 or P.shape[1] < 2:
+        raise ExplorerError(f"Probabilities must be an N x R matrix with R >= 2, got shape {P.shape}.")
+    yv = _np(y).reshape(-1)
+    if yv.size != P.shape[0]:
+        raise ExplorerError(f"Got {P.shape[0]} probability rows for {yv.size} labels; they must match.")
+    if not np.all(np.isfinite(P)) or np.any(P < 0) or not np.allclose(P.sum(axis=1), 1.0, atol=1e-2):
+        raise ExplorerError("Each row of the probability matrix must be non-negative and sum to 1.")
+    return P, _labels(yv, P.shape[1])
+
+
+def ranked_probability_score(probs, y) -> float:
+    """Mean over examples of (1/(R-1)) * sum_k (CDF_pred[k] - CDF_true[k])^2, k = 0..R-2."""
+    P, y = _probs(probs, y)
+    R = P.shape[1]
+    cdf_pred = np.cumsum(P, axis=1)[:, : R - 1]
+    cdf_true = (y[:, None] <= np.arange(R - 1)[None, :]).astype(np.float64)
+    return float(np.mean(np.sum((cdf_pred - cdf_true) ** 2, axis=1) / (R - 1)))
+
+
+def metric_panel(probs, y) -> dict:
+    """All metrics from an N x R probability matrix: "exp" = sum_r p_r * r, "max" = argmax (OrdinalCLIP conventions).
+
+    Keys: mae_exp, mae_max, acc_exp, acc_max, cs1, cs3, cs5 (argmax), amae, mmae (exp),
+    qwk (argmax), spearman, kendall (exp), rps, n. Undefined correlations/QWK are NaN.
+    """
+    P, y = _probs(probs, y)
+    R = P.shape[1]
+    exp = P @ np.arange(R, dtype=np.float64)
+    amax = P.argmax(axis=1).astype(np.float64)
+    amae, mmae = amae_mmae(exp, y)
+    return {
+        "mae_exp": mae(exp, y),
+        "mae_max": mae(amax, y),
+        "acc_exp": accuracy(exp, y),
+        "acc_max": accuracy(amax, y),
+        "cs1": cs_at_k(amax, y, 1),
+        "cs3": cs_at_k(amax, y, 3),
+        "cs5": cs_at_k(amax, y, 5),
+        "amae": amae,
+        "mmae": mmae,
+        "qwk": qwk(amax, y, R),
+        "spearman": spearman(exp, y),
+        "kendall": kendall(exp, y),
+        "rps": ranked_probability_score(P, y),
+        "n": float(y.size),
+    }
+
+
+def aggregate(runs) -> dict:
+    """Per-metric {"mean", "std" (ddof=1), "ci95" (t half-width), "n"} over runs (one dict per seed).
+
+    A metric is aggregated over the runs that report it as a number; with one run std and
+    ci95 are 0.0. NaN values propagate into mean/std/ci95.
+    """
+    runs = list(runs)
+    if not runs:
+        raise ExplorerError("Aggregation needs at least one run, got none.")
+    keys = list(dict.fromkeys(k for r in runs for k in r))
+    out = {}
+    for k in keys:
+        vals = [r[k] for r in runs if k in r and isinstance(r[k], (int, float, np.number)) and not isinstance(r[k], bool)]
+        if not vals:
+            continue
+        v = np.asarray(vals, dtype=np.float64)
+        n = v.size
+        std = float(np.std(v, ddof=1)) if n > 1 else 0.0
+        ci = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else 0.0
+        out[k] = {"mean": float(np.mean(v)), "std": std, "ci95": ci, "n": n}
+    return out
+
+
+def format_mean_std(agg: dict, metric: str, digits: int = 2) -> str:
+    """Format an aggregated metric as "mean ± std", e.g. "2.32 ± 0.05"."""
+    if metric not in agg:
+        raise ExplorerError(f"Metric {metric!r} is not in the aggregated results.")
+    a = agg[metric]
+    return f"{a['mean']:.{digits}f} ± {a['std']:.{digits}f}"

@@ -1,0 +1,205 @@
+"""Shared pytest fixtures.
+
+Browser (end-to-end) harness
+----------------------------
+* ``streamlit_server`` (session): starts a real ``streamlit run app.py``
+  subprocess on a free port and yields its base URL, e.g.
+  ``"http://127.0.0.1:54321"``.  The server log goes to
+  ``test-artifacts/streamlit-server.log``.
+* ``browser_type_launch_args`` (session): overrides pytest-playwright's fixture
+  so the ``page`` / ``browser`` fixtures use Debian's ``/usr/bin/chromium``
+  (``playwright install`` is never used).
+* ``open_app`` (function): ``open_app(path="/") -> Page`` navigates the
+  pytest-playwright ``page`` to the app and waits until Streamlit has finished
+  running the script.
+* ``screenshot`` (function): ``screenshot(page, name=None) -> Path`` saves a
+  full-page PNG to ``test-artifacts/screenshots/<test name>[-<name>].png``.
+
+Mark browser tests with ``@pytest.mark.browser``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS_DIR = REPO_ROOT / "test-artifacts"
+SCREENSHOTS_DIR = ARTIFACTS_DIR / "screenshots"
+SERVER_LOG = ARTIFACTS_DIR / "streamlit-server.log"
+
+CHROMIUM_PATH = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+SERVER_START_TIMEOUT_S = 60.0
+APP_RENDER_TIMEOUT_MS = 60_000
+
+
+# --------------------------------------------------------------------------- #
+# Streamlit server
+# --------------------------------------------------------------------------- #
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _log_tail(max_chars: int = 4000) -> str:
+    try:
+        text = SERVER_LOG.read_text(errors="replace")
+    except OSError:
+        return "<no server log>"
+    return text[-max_chars:] or "<empty server log>"
+
+
+def _health_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200 and resp.read().strip() == b"ok"
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def streamlit_server() -> str:
+    """Run ``streamlit run app.py`` for the whole session; yield its base URL."""
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+
+    env = os.environ.copy()
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        MPLBACKEND="Agg",
+        PYTHONUNBUFFERED="1",
+    )
+    env.setdefault("NUMBA_CACHE_DIR", str(REPO_ROOT / ".cache" / "numba"))
+
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", "app.py",
+        "--server.address", "127.0.0.1",
+        "--server.port", str(port),
+        "--server.headless", "true",
+        "--server.fileWatcherType", "none",
+        "--server.runOnSave", "false",
+        "--browser.gatherUsageStats", "false",
+    ]
+    log = open(SERVER_LOG, "w", buffering=1)
+    log.write(f"$ {' '.join(cmd)}\n")
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+    def _stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        log.close()
+
+    health_url = f"{base_url}/_stcore/health"
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while not _health_ok(health_url):
+        if proc.poll() is not None:
+            _stop()
+            pytest.fail(
+                f"streamlit server exited with code {proc.returncode} before becoming "
+                f"healthy.\nLog ({SERVER_LOG}):\n{_log_tail()}",
+                pytrace=False,
+            )
+        if time.monotonic() > deadline:
+            _stop()
+            pytest.fail(
+                f"streamlit server did not answer 'ok' on {health_url} within "
+                f"{SERVER_START_TIMEOUT_S:.0f} s.\nLog ({SERVER_LOG}):\n{_log_tail()}",
+                pytrace=False,
+            )
+        time.sleep(0.25)
+
+    try:
+        yield base_url
+    finally:
+        _stop()
+
+
+# --------------------------------------------------------------------------- #
+# Playwright / Chromium
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    """Use the system Chromium (Debian package), headless, no sandbox."""
+    if not os.path.exists(CHROMIUM_PATH):
+        pytest.fail(
+            f"{CHROMIUM_PATH} not found: browser tests need Debian's chromium. "
+            "Run `make test` (it installs it), or "
+            "`apt-get install -y --no-install-recommends chromium`.",
+            pytrace=False,
+        )
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM_PATH,
+        "args": [*browser_type_launch_args.get("args", []), *CHROMIUM_ARGS],
+        "headless": browser_type_launch_args.get("headless", True),
+    }
+
+
+def wait_for_streamlit(page, timeout_ms: int = APP_RENDER_TIMEOUT_MS) -> None:
+    """Wait until the Streamlit app is mounted and its script run has finished."""
+    page.wait_for_selector('[data-testid="stApp"]', state="visible", timeout=timeout_ms)
+    page.wait_for_selector(
+        '[data-testid="stApp"][data-test-script-state="notRunning"]',
+        state="attached", timeout=timeout_ms,
+    )
+
+
+@pytest.fixture
+def open_app(page, streamlit_server):
+    """``open_app(path="/")``: load the app in ``page`` and wait for it to render."""
+
+    def _open(path: str = "/", timeout_ms: int = APP_RENDER_TIMEOUT_MS):
+        page.goto(streamlit_server + path, wait_until="domcontentloaded", timeout=timeout_ms)
+        wait_for_streamlit(page, timeout_ms)
+        return page
+
+    return _open
+
+
+@pytest.fixture
+def screenshot(request):
+    """``screenshot(page, name=None) -> Path``: save a full-page PNG artifact."""
+
+    def _save(page, name: str | None = None) -> Path:
+        SCREENSHOTS_DIR.mkdir(parents=True, exist_ok=True)
+        stem = request.node.name + (f"-{name}" if name else "")
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_")
+        path = SCREENSHOTS_DIR / f"{stem}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return _save
