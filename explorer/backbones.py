@@ -20,6 +20,7 @@ tensor as loaded (fp32), so the same weights give the same id whatever file form
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import io
 import json
@@ -453,6 +454,13 @@ def _load_file(path: Path, arch: str | None):
     state = read_weight_file(path)
     for key in ("input_resolution", "context_length", "vocab_size"):
         state.pop(key, None)
+    if arch == DEMO_ARCH:
+        model = build_demo_model()
+        try:
+            model.load_state_dict(_match_dtypes(state, model), strict=True)
+        except RuntimeError as exc:
+            raise ExplorerError(f"{path.name} does not fit the demo architecture ({_one_line(exc, 160)}).") from exc
+        return model, DEMO_ARCH, {"arch": DEMO_ARCH, **DEMO_CONFIG}, _image_transform(_visual_size(model))
     if arch:
         name = arch.replace("/", "-")
         if name not in open_clip.list_models():
@@ -497,3 +505,20 @@ def _describe_inferred(model) -> str:
 def _one_line(exc: BaseException, limit: int = 200) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def save_backbone_weights(backbone: Backbone, path: str | Path) -> Backbone:
+    """Write the backbone's current weights (e.g. a fine-tuned image encoder) as fp32 safetensors and
+    return the Backbone that names them: spec ``ARCH@PATH`` (absolute) and a recomputed id."""
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in backbone.model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    from safetensors.torch import save_file
+
+    save_file(state, str(tmp), metadata={"arch": backbone.arch})
+    os.replace(tmp, path)
+    arch = backbone.arch if (backbone.arch == DEMO_ARCH or "open_clip_model" in backbone.config) else None
+    spec = f"{arch}@{path}" if arch else str(path)
+    digest = weights_digest(backbone.model, backbone.config)
+    return dataclasses.replace(backbone, spec=spec, backbone_id=f"{backbone.arch}@{digest}")

@@ -121,7 +121,7 @@ class Checkpoint:
             "kind": self.kind,
             "format_version": self.meta["format_version"],
             "backbone": self.meta["backbone"],
-            "learner": cfg.get("kind"),
+            "learner": cfg.get("kind") or (self.meta.get("source") or {}).get("learner"),
             "num_ranks": len(ranks["labels"]),
             "ranks": f"{ranks['labels'][0]} .. {ranks['labels'][-1]}" + (f" {ranks['unit']}" if ranks.get("unit") else ""),
             "embed_dim": int(self.tensors["prototypes"].shape[1]),
@@ -187,12 +187,31 @@ def save_checkpoint(
     return _atomic_save(tensors, meta, Path(path))
 
 
+def save_prototypes(
+    path: str | Path,
+    prototypes: Prototypes,
+    backbone_spec: str,
+    backbone_id: str,
+    *,
+    name: str | None = None,
+    source: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Write a prototype-only checkpoint (no learner; prediction needs only the image encoder)."""
+    meta = _base_meta("prototypes", name or Path(path).stem, backbone_spec, backbone_id, prototypes.ranks, prototypes.logit_scale)
+    meta.update(learner=None, source=source, training=training, metrics=metrics)
+    return _atomic_save({"prototypes": prototypes.matrix}, meta, Path(path))
+
+
 def export_prototypes(checkpoint: Checkpoint, path: str | Path, name: str | None = None) -> Path:
-    """Write a prototype-only copy of ``checkpoint`` (no learner parameters, no text encoder needed)."""
-    meta = {k: v for k, v in checkpoint.meta.items() if k != "learner"}
-    meta.update(kind="prototypes", name=name or Path(path).stem, learner=None,
-                source={"name": checkpoint.name, "learner": (checkpoint.meta.get("learner") or {}).get("kind")})
-    return _atomic_save({"prototypes": checkpoint.tensors["prototypes"]}, meta, Path(path))
+    """Write a prototype-only copy of ``checkpoint`` (predicts exactly like it, no text encoder needed)."""
+    source = dict(checkpoint.meta.get("source") or {})
+    source.update(name=checkpoint.name, learner=(checkpoint.meta.get("learner") or {}).get("kind") or source.get("learner"))
+    return save_prototypes(
+        path, checkpoint.prototypes, checkpoint.backbone_spec, checkpoint.backbone_id, name=name, source=source,
+        training=checkpoint.meta.get("training"), metrics=checkpoint.meta.get("metrics"),
+    )
 
 
 def update_metadata(path: str | Path, **fields: Any) -> Path:

@@ -222,6 +222,221 @@ def cmd_import_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- training commands (issue: datasets, trainer, sweeps) ---------------------------------------
+
+
+class _Bar:
+    """A one-line text progress bar on stderr fed by train.Progress events."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.last = 0.0
+
+    def __call__(self, p) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        final = p.total and p.done >= p.total
+        if p.stage in ("train", "embed") and not final and now - self.last < 0.2:
+            return
+        self.last = now
+        if p.stage == "epoch":
+            m = p.metrics
+            line = f"epoch {p.epoch}/{p.epochs}  loss {m.get('train_loss', 0):.4f}  val MAE {m.get('val_mae', 0):.3f}" + ("  *best" if m.get("best") else "")
+            print("\r" + line.ljust(79), file=sys.stderr)
+            return
+        if p.total:
+            width = 30
+            filled = int(width * p.fraction)
+            label = p.message or (f"epoch {p.epoch}/{p.epochs}" if p.epoch else p.stage)
+            extra = f"  loss {p.metrics['loss']:.4f}" if "loss" in p.metrics else ""
+            line = f"{label:<28} [{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total}{extra}"
+            print("\r" + line[:79].ljust(79), end="\n" if final else "", file=sys.stderr)
+        elif p.message:
+            print(p.message, file=sys.stderr)
+
+
+def _learner_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    from .ranks import read_names_file
+
+    learner: dict[str, Any] = {"kind": args.learner}
+    if args.learner in ("rank", "plain"):
+        learner.update(
+            num_context_tokens=args.context_tokens, context_init=args.context_init, rank_specific_context=args.rank_specific_context,
+            num_tokens_per_rank=args.tokens_per_rank, position=args.position,
+        )
+        if args.learner == "rank":
+            learner.update(num_base_ranks=args.base_ranks, interpolation=args.interpolation, bandwidth=args.bandwidth)
+        if args.rank_names:
+            learner["rank_names"] = read_names_file(args.rank_names)
+    elif args.learner == "template":
+        learner["template"] = args.template
+    return learner
+
+
+def _train_config(args: argparse.Namespace, dataset: str, out: str, learner: dict[str, Any] | None = None, seed: int | None = None, shots: int | None | str = "args"):
+    from .train import TrainConfig
+
+    return TrainConfig(
+        dataset=dataset, out=out, backbone=args.backbone, learner=learner or _learner_from_args(args),
+        shots=args.shots if shots == "args" else shots, label_shift=args.label_shift, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+        kl_weight=args.kl_weight, distance_weighted=args.distance_weighted, mode=args.mode, image_lr=args.image_lr,
+        seed=args.seed if seed is None else seed, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+        skip_bad=args.skip_bad, device=args.device, cache_dir=args.cache_dir, name=getattr(args, "name", None),
+    )
+
+
+@command("train")
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    config = _train_config(args, args.dataset, args.out)
+    result = train(config, progress=_Bar(args.quiet), resume=args.resume)
+    summary = {
+        "checkpoint": str(result.checkpoint), "history": str(result.history_path), "best_epoch": result.best_epoch + 1,
+        "val": {k: v for k, v in result.val_metrics.items() if k != "per_rank_mae"},
+        "test": None if result.test_metrics is None else {k: v for k, v in result.test_metrics.items() if k != "per_rank_mae"},
+        "seconds": round(result.seconds, 2),
+    }
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        if args.json:
+            _print_json(summary)
+        else:
+            test = summary["test"] or {}
+            print(f"wrote {result.checkpoint} (best epoch {summary['best_epoch']}, val MAE {summary['val']['mae_exp']:.3f}"
+                  + (f", test MAE {test['mae_exp']:.3f}, test acc {test['acc_max'] * 100:.1f}%" if test else "") + f", {result.seconds:.1f} s)")
+    return 0
+
+
+@command("embed")
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .backbones import load_backbone
+    from .datasets import open_dataset, validate
+    from .features import FeatureCache
+
+    backbone = load_backbone(args.backbone, device=args.device)
+    dataset = open_dataset(args.dataset)
+    validate(dataset, check_images=True, skip_bad=args.skip_bad)
+    cache = FeatureCache(backbone, args.cache_dir)
+    bar = _Bar(args.quiet)
+    from .train import Progress
+
+    feats = cache.features(dataset, dataset.samples, batch_size=args.batch_size,
+                           progress=lambda d, t: bar(Progress("embed", d, t, message="embedding")))
+    print(f"{len(feats)} images embedded with {backbone.spec}; cache at {cache.folder}")
+    return 0
+
+
+@command("eval")
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .train import evaluate_checkpoint
+
+    ckpt, backbone = _open(args)
+    result = evaluate_checkpoint(ckpt, backbone, args.dataset, split=args.split, cache_dir=args.cache_dir, skip_bad=args.skip_bad)
+    if args.json:
+        _print_json(result)
+    else:
+        m = result["metrics"]
+        print(f"{ckpt.name} on {args.dataset} [{args.split}, n={m['n']}]: MAE exp {m['mae_exp']:.3f}, MAE max {m['mae_max']:.3f}, "
+              f"acc {m['acc_max'] * 100:.1f}%, 1-off {m['cs1'] * 100:.1f}%, QWK {m['qwk']:.3f}, Spearman {m['spearman']:.3f}")
+    return 0
+
+
+@command("sweep")
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .train import sweep
+
+    learners = []
+    for spec in args.learners.split(","):
+        kind, _, interp = spec.strip().partition(":")
+        base = argparse.Namespace(**{**vars(args), "learner": kind, "interpolation": interp or args.interpolation})
+        learners.append((spec.strip(), _learner_from_args(base)))
+    shots = [None if s in ("all", "0") else int(s) for s in args.shots_list.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    configs = [
+        (label, shot, seed, _train_config(args, args.dataset, str(Path(args.out_dir) / f"{label.replace(':', '-')}-shots{shot or 'all'}-seed{seed}.safetensors"), learner, seed, shot))
+        for label, learner in learners for shot in shots for seed in seeds
+    ]
+    table = sweep(configs, Path(args.out_dir), progress=_Bar(args.quiet))
+    print(table["markdown"])
+    print(f"wrote {table['csv']} and {table['md']}")
+    return 0
+
+
+def _add_training_parsers(add) -> None:
+    """embed / train / eval / sweep sub-commands."""
+    from .prompts import DEFAULT_TEMPLATE
+
+    def data_flags(p, with_backbone: bool = True):
+        if with_backbone:
+            p.add_argument("--backbone", default="demo", help="backbone spec: demo, NAME:TAG (open_clip), PATH or ARCH@PATH")
+            p.add_argument("--device", default=None, help="cpu, cuda ... (default: CUDA when available)")
+        p.add_argument("--cache-dir", default=None, help="feature cache folder (default .cache/features)")
+        p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and bad labels (their count is reported)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def train_flags(p):
+        p.add_argument("--epochs", type=int, default=20)
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--lr", type=float, default=2e-3, help="learning rate of the prompt learner (default 2e-3)")
+        p.add_argument("--optimizer", choices=["adamw", "radam", "sgd"], default="adamw")
+        p.add_argument("--weight-decay", type=float, default=5e-4)
+        p.add_argument("--warmup-epochs", type=float, default=1.0)
+        p.add_argument("--kl-weight", type=float, default=1.0, help="weight of the text-to-image KL term (0 = CE only)")
+        p.add_argument("--distance-weighted", action="store_true", help="NumCLIP distance-weighted cross-entropy")
+        p.add_argument("--mode", choices=["frozen", "finetune"], default="frozen", help="frozen image encoder on cached features, or fine-tune it")
+        p.add_argument("--image-lr", type=float, default=1e-5, help="image encoder learning rate in finetune mode")
+        p.add_argument("--shots", type=int, default=None, help="few-shot: k training images per label")
+        p.add_argument("--label-shift", type=float, nargs=2, metavar=("C", "S"), default=None,
+                       help="label-distribution shift: the C most frequent labels keep max(int(n*S), 1) images")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--val-fraction", type=float, default=0.1)
+        p.add_argument("--test-fraction", type=float, default=0.2)
+        p.add_argument("--context-tokens", type=int, default=8, help="n learned context tokens (default 8)")
+        p.add_argument("--context-init", default=None, help="initialise the context from this text (n = its token count)")
+        p.add_argument("--rank-specific-context", action="store_true")
+        p.add_argument("--tokens-per-rank", type=int, default=1)
+        p.add_argument("--base-ranks", type=int, default=3, help="B base ranks of the rank learner (default 3)")
+        p.add_argument("--interpolation", choices=["linear", "inv_prop", "normal"], default="linear")
+        p.add_argument("--bandwidth", type=float, default=1.0, help="bandwidth of the normal interpolation")
+        p.add_argument("--position", choices=["tail", "front", "middle"], default="tail")
+        p.add_argument("--rank-names", default=None, help="file with names to initialise rank embeddings (B lines for rank, R for plain)")
+        p.add_argument("--template", default=DEFAULT_TEMPLATE, help="zero-shot template with {} for the rank name")
+
+    p = add("embed", "Fill the feature cache for a dataset (resumable; progress shown).")
+    p.add_argument("dataset", help="DATASET spec, e.g. dots:20, utkface:DIR, list:ROOT:TRAIN.txt:VAL.txt:TEST.txt")
+    p.add_argument("--batch-size", type=int, default=64)
+    data_flags(p)
+
+    p = add("train", "Train a prompt learner (or a baseline) and write the best checkpoint by validation MAE.")
+    p.add_argument("dataset", help="DATASET spec, e.g. dots:20, utkface:DIR, csv:FILE")
+    p.add_argument("--learner", choices=["rank", "plain", "template", "linear"], default="rank")
+    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors); history goes beside it")
+    p.add_argument("--name", default=None, help="display name stored in the checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its .resume.safetensors state")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    data_flags(p)
+    train_flags(p)
+
+    p = add("eval", "Evaluate a checkpoint on a dataset split with the full metric panel.", backbone=True)
+    p.add_argument("checkpoint")
+    p.add_argument("dataset")
+    p.add_argument("--split", choices=["train", "val", "test", "all"], default="test")
+    p.add_argument("--json", action="store_true")
+    data_flags(p, with_backbone=False)
+
+    p = add("sweep", "Several learners x shots x seeds; writes a mean +- std results table (CSV and Markdown).")
+    p.add_argument("dataset")
+    p.add_argument("--learners", default="template,linear,plain,rank:linear,rank:inv_prop,rank:normal",
+                   help="comma list of learner[:interpolation] (default: all baselines and interpolations)")
+    p.add_argument("--shots-list", default="16", help="comma list of shots per label; 'all' for the full train split")
+    p.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
+    p.add_argument("--out-dir", required=True, help="folder for the runs and the results table")
+    data_flags(p)
+    train_flags(p)
+
+
 # --- parser -------------------------------------------------------------------------------------
 
 
@@ -285,17 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank-specific-context", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--device", default="cpu")
 
-    _add_training_commands(sub, add)
+    _add_training_parsers(add)
     return parser
-
-
-def _add_training_commands(sub, add) -> None:
-    """Training-related sub-commands (embed, train, eval, sweep) when the trainer is available."""
-    try:
-        from . import train  # noqa: F401
-    except ImportError:
-        return
-    train.add_commands(sub, add, command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,7 @@
+"""``python -m explorer`` (also what ``torchrun ... -m explorer train`` runs)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
