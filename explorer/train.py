@@ -227,7 +227,7 @@ def prepare_data(config: TrainConfig, progress: Callable[[Progress], None] | Non
     dataset = ds.open_dataset(config.dataset)
     report = ds.validate(dataset, check_images=True, skip_bad=config.skip_bad)
     splits = ds.make_splits(dataset, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed)
-    labels_eval = np.array([ds.eval_label(s) for s in dataset.samples], dtype=np.int64)
+    labels_eval = np.array([s.label for s in dataset.samples], dtype=np.int64)
     train = list(splits["train"])
     if config.shots:
         train = ds.few_shot(train, labels_eval[train], config.shots, seed=config.seed)
@@ -239,8 +239,7 @@ def prepare_data(config: TrainConfig, progress: Callable[[Progress], None] | Non
         if not splits.get(name):
             raise ExplorerError(f"The {name} split is empty; use a larger dataset or other split fractions.")
     info = {"num_samples": len(dataset.samples), **{f"num_{k}": len(v) for k, v in splits.items()}}
-    if isinstance(report, dict):
-        info.update({k: v for k, v in report.items() if isinstance(v, (int, float, str))})
+    info.update(checked=report.total, skipped=report.skipped)
     return _Data(dataset, splits, labels_eval, info)
 
 
@@ -496,7 +495,7 @@ def train(
         epoch_start = time.perf_counter()
         rng = np.random.default_rng([config.seed, epoch])
         order = rng.permutation(train_idx)
-        train_labels = np.array([_train_label(samples["train"][i], data.labels_eval[data.splits["train"][i]], rng) for i in order])
+        train_labels = np.array([_train_label(samples["train"][i], rng) for i in order])
         losses = []
         for b in range(steps_per_epoch):
             if stop():
@@ -562,12 +561,9 @@ def train(
     return TrainResult(out, history_path, history, best_val, test_metrics, best_epoch, seconds, cancelled)
 
 
-def _train_label(sample, eval_label: int, rng: np.random.Generator) -> int:
+def _train_label(sample, rng: np.random.Generator) -> int:
     """A random one of several labels for training (§6); the only label otherwise."""
-    labels = getattr(sample, "labels", None)
-    if labels and len(labels) > 1:
-        return int(labels[rng.integers(len(labels))])
-    return int(eval_label)
+    return int(sample.label_for(True, rng))
 
 
 def _gather_uneven(x: torch.Tensor, sizes: list[int], d: _Dist) -> torch.Tensor:
@@ -620,7 +616,7 @@ def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", 
     if not idx:
         raise ExplorerError(f"The {split} split of {dataset_spec} is empty.")
     samples = [dataset.samples[i] for i in idx]
-    labels = np.array([ds.eval_label(s) for s in samples], dtype=np.int64)
+    labels = np.array([s.label for s in samples], dtype=np.int64)
     feats = FeatureCache(backbone, cache_dir).features(dataset, samples)
     protos = ckpt.prototypes
     metrics = evaluate_features(protos.matrix, protos.logit_scale, feats, labels)
