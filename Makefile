@@ -35,7 +35,7 @@ RUN_ENV := HF_HUB_OFFLINE=1 \
 # apt-get needs root: use sudo only when we are not root and sudo exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo 2>/dev/null)
 
-.PHONY: help venv test run demo-backbone bench clean
+.PHONY: help venv test run demo-backbone demo-checkpoints bench clean
 
 help: ## Show this help
 	@echo "OrdinalCLIP Explorer - make targets:"
@@ -82,6 +82,9 @@ run: $(STAMP) ## Start the Streamlit app on PORT (default 8501)
 
 demo-backbone: $(STAMP) ## Build the small demo backbone checkpoint
 	$(RUN_ENV) $(PY) scripts/make_demo_backbone.py
+
+demo-checkpoints: $(STAMP) ## Train the bundled demo checkpoints on the dots task
+	$(RUN_ENV) $(PY) scripts/make_demo_checkpoints.py
 
 bench: $(STAMP) ## Run every benchmarks/*.py script (if any)
 	@shopt -s nullglob; scripts=(benchmarks/*.py); \

@@ -228,7 +228,8 @@ def load_checkpoint(path: str | Path, backbone=None) -> Checkpoint:
         raise ExplorerError(f"Checkpoint not found: {path}.")
     with open(path, "rb") as f:
         head = f.read(16)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    is_safetensors = len(head) > 8 and head[8:9] == b"{"
+    if not is_safetensors and (head[:2] == b"PK" or head[:1] == b"\x80"):
         raise ExplorerError(
             f"{path.name} is a torch pickle, not an explorer checkpoint; pickles are never loaded here "
             "(for reference OrdinalCLIP runs use 'ordinal-explorer import-reference')."

@@ -269,7 +269,7 @@ def _learner_from_args(args: argparse.Namespace) -> dict[str, Any]:
             learner.update(num_base_ranks=args.base_ranks, interpolation=args.interpolation, bandwidth=args.bandwidth)
         if args.rank_names:
             learner["rank_names"] = read_names_file(args.rank_names)
-    elif args.learner == "template":
+    elif args.learner == "template" and args.template:
         learner["template"] = args.template
     return learner
 
@@ -366,8 +366,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _add_training_parsers(add) -> None:
     """embed / train / eval / sweep sub-commands."""
-    from .prompts import DEFAULT_TEMPLATE
-
     def data_flags(p, with_backbone: bool = True):
         if with_backbone:
             p.add_argument("--backbone", default="demo", help="backbone spec: demo, NAME:TAG (open_clip), PATH or ARCH@PATH")
@@ -402,7 +400,7 @@ def _add_training_parsers(add) -> None:
         p.add_argument("--bandwidth", type=float, default=1.0, help="bandwidth of the normal interpolation")
         p.add_argument("--position", choices=["tail", "front", "middle"], default="tail")
         p.add_argument("--rank-names", default=None, help="file with names to initialise rank embeddings (B lines for rank, R for plain)")
-        p.add_argument("--template", default=DEFAULT_TEMPLATE, help="zero-shot template with {} for the rank name")
+        p.add_argument("--template", default=None, help="zero-shot template with {} for the rank name (default 'a photo of a {} year old person.')")
 
     p = add("embed", "Fill the feature cache for a dataset (resumable; progress shown).")
     p.add_argument("dataset", help="DATASET spec, e.g. dots:20, utkface:DIR, list:ROOT:TRAIN.txt:VAL.txt:TEST.txt")

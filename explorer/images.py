@@ -40,7 +40,7 @@ def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: 
             width, height = img.size
             if width * height > max_pixels:
                 raise ExplorerError(
-                    f"{label} is {width}x{height} pixels, over the {max_pixels / 1e6:.0f} MP limit; resize it first."
+                    f"{label} is {width}x{height} pixels, over the {max_pixels / 1e6:g} MP limit; resize it first."
                 )
             img.load()
     except ExplorerError:
