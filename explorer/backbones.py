@@ -300,6 +300,8 @@ def _load_zoo(spec: str, cache_dir: str | None):
 
 def _split_path_spec(spec: str) -> tuple[str | None, Path | None]:
     """'ARCH@PATH' -> (ARCH, PATH); an existing 'PATH' -> (None, PATH); otherwise (None, None)."""
+    if spec.startswith("hf-hub:"):  # a zoo spec with '/' in it, not a path
+        return None, None
     if "@" in spec:
         arch, _, path = spec.partition("@")
         p = Path(path).expanduser()
@@ -454,6 +456,9 @@ def _load_file(path: Path, arch: str | None):
     state = read_weight_file(path)
     for key in ("input_resolution", "context_length", "vocab_size"):
         state.pop(key, None)
+    # TorchScript archives also carry non-persistent buffers (open_clip's causal attn_mask): derived, not weights.
+    for key in [k for k in state if k == "attn_mask" or k.endswith(".attn_mask")]:
+        state.pop(key)
     if arch == DEMO_ARCH:
         model = build_demo_model()
         try:
@@ -479,6 +484,9 @@ def _load_file(path: Path, arch: str | None):
             )
         try:
             model = build_model_from_openai_state_dict(dict(state), cast_dtype=torch.float32)
+            # open_clip loads into a partly fp16 model (rounding fp32 files): reload at full precision.
+            model = model.float()
+            model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in state.items()})
         except Exception as exc:
             raise ExplorerError(f"{path.name} could not be read as an OpenAI-layout CLIP ({_one_line(exc, 160)}).") from exc
         name = _describe_inferred(model)

@@ -144,6 +144,9 @@ def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: P
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; checkpoints are meant to be shared
     try:
         save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}, tmp,
                   metadata={META_KEY: json.dumps(meta, sort_keys=True)})
