@@ -1,0 +1,71 @@
+"""Background training jobs (what the app's Train page runs)."""
+
+import time
+
+import pytest
+
+from explorer.checkpoints import load_checkpoint
+from explorer.errors import ExplorerError
+from explorer.jobs import JobManager
+from explorer.train import TrainConfig
+
+
+def wait(job, timeout=120):
+    deadline = time.monotonic() + timeout
+    while job.active and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not job.active, f"job still {job.state} after {timeout} s"
+
+
+def config(tmp_path, name, epochs=2, **kw):
+    return TrainConfig(dataset="dots:4:6", out=str(tmp_path / f"{name}.safetensors"), epochs=epochs, batch_size=8,
+                       cache_dir=str(tmp_path / "cache"), learner={"kind": "rank", "num_context_tokens": 2}, **kw)
+
+
+def test_two_jobs_run_to_completion_without_mixing(tmp_path):
+    manager = JobManager()
+    a = manager.start(config(tmp_path, "a", epochs=2), owner="alice")
+    b = manager.start(config(tmp_path, "b", epochs=3, seed=1), owner="bob")
+    assert a.id != b.id
+    wait(a), wait(b)
+    for job, epochs, name in ((a, 2, "a"), (b, 3, "b")):
+        snap = job.snapshot()
+        assert snap["state"] == "done", snap["error"]
+        assert [h["epoch"] for h in snap["history"]] == list(range(1, epochs + 1))
+        assert snap["fraction"] == 1.0 and snap["steps"]
+        assert snap["checkpoint"].endswith(f"{name}.safetensors")
+        assert load_checkpoint(snap["checkpoint"]).meta["training"]["epochs"] == epochs
+    assert manager.get(a.id) is a and manager.get("nope") is None
+    assert [j.id for j in manager.jobs(owner="alice")] == [a.id]
+
+
+def test_cancel_keeps_best_checkpoint(tmp_path):
+    manager = JobManager()
+    job = manager.start(config(tmp_path, "c", epochs=200))
+    deadline = time.monotonic() + 120
+    while not job.snapshot()["history"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.cancel()
+    wait(job)
+    snap = job.snapshot()
+    assert snap["state"] == "cancelled"
+    assert len(snap["history"]) < 200
+    assert load_checkpoint(tmp_path / "c.safetensors").kind == "full"
+
+
+def test_bad_config_fails_cleanly(tmp_path):
+    manager = JobManager()
+    with pytest.raises(ExplorerError):
+        manager.start(config(tmp_path, "x", optimizer="lbfgs"))
+    job = manager.start(TrainConfig(dataset="dots:0", out=str(tmp_path / "y.safetensors"), cache_dir=str(tmp_path)))
+    wait(job)
+    assert job.state == "failed" and "dots" in job.error and "Traceback" not in job.error
+
+
+def test_running_limit(tmp_path):
+    manager = JobManager(max_running=1)
+    job = manager.start(config(tmp_path, "d", epochs=200))
+    with pytest.raises(ExplorerError, match="already"):
+        manager.start(config(tmp_path, "e"))
+    job.cancel()
+    wait(job)
