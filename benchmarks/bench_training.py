@@ -1,0 +1,124 @@
+"""Benchmark: training speed (issue figures for the README).
+
+1. A 16-shot ``dots:20`` run (21 ranks, demo backbone, frozen encoder, rank learner, 20 epochs)
+   end to end from an EMPTY feature cache: backbone load, dataset, embedding, training, test.
+2. Per-epoch time with cached features vs re-encoding the training images every step (what a
+   run without the cache would do), same learner and data.
+3. Per-step time (forward + backward + optimizer step) of the rank learner on the ViT-B/16
+   architecture (seeded random weights), R = 101, n = 10, t = 1, batch 32, CPU.
+
+Prints a table and one line ``JSON {...}`` with the figures.
+
+    .venv/bin/python benchmarks/bench_training.py [--skip-vitb16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from explorer.backbones import load_backbone  # noqa: E402
+from explorer.datasets import few_shot, make_splits, open_dataset  # noqa: E402
+from explorer.prompts import LearnerConfig, build_prompt_model  # noqa: E402
+from explorer.train import TrainConfig, ordinal_loss, train  # noqa: E402
+
+
+def end_to_end(tmp: Path) -> float:
+    config = TrainConfig(dataset="dots:20", out=str(tmp / "run.safetensors"), shots=16, epochs=20,
+                         learner={"kind": "rank", "num_context_tokens": 8}, cache_dir=str(tmp / "cache"))
+    start = time.perf_counter()
+    train(config)
+    return time.perf_counter() - start
+
+
+def cached_vs_reencoding(steps: int = 5) -> tuple[float, float, int]:
+    """Seconds per epoch of the 16-shot training set: cached features vs encoding images each step."""
+    backbone = load_backbone("demo")
+    dataset = open_dataset("dots:20")
+    splits = make_splits(dataset, seed=0)
+    labels = [dataset.samples[i].label for i in splits["train"]]
+    train_idx = few_shot(splits["train"], labels, 16, seed=0)
+    samples = [dataset.samples[i] for i in train_idx]
+    images = [dataset.load_image(s) for s in samples]
+    y = torch.tensor([s.label for s in samples])
+    feats = backbone.encode_images(images)
+    model = build_prompt_model(backbone, LearnerConfig(kind="rank", num_ranks=21, num_context_tokens=8))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    batch = 32
+    n_batches = int(np.ceil(len(samples) / batch))
+
+    def epoch(encode: bool) -> float:
+        start = time.perf_counter()
+        for b in range(n_batches):
+            sl = slice(b * batch, (b + 1) * batch)
+            f = backbone.encode_images(images[sl]) if encode else feats[sl]
+            logits = model.logit_scale * F.normalize(f, dim=-1) @ model().T
+            loss, _ = ordinal_loss(logits, y[sl])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return time.perf_counter() - start
+
+    epoch(False)
+    cached = statistics.median(epoch(False) for _ in range(steps))
+    encoded = statistics.median(epoch(True) for _ in range(max(1, steps // 2)))
+    return cached, encoded, len(samples)
+
+
+def vitb16_step(repeats: int = 3) -> float:
+    import open_clip
+
+    from explorer.backbones import Backbone, _image_transform
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-16", pretrained=None).float().eval().requires_grad_(False)
+    tok = open_clip.tokenizer.SimpleTokenizer()
+    bb = Backbone("ViT-B-16 (random)", "ViT-B-16", "ViT-B-16@random", model, _image_transform(224), tok, torch.device("cpu"))
+    pm = build_prompt_model(bb, LearnerConfig(kind="rank", num_ranks=101, num_context_tokens=10, num_tokens_per_rank=1))
+    opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-3)
+    feats = F.normalize(torch.randn(32, bb.embed_dim), dim=-1)
+    y = torch.randint(0, 101, (32,))
+    times = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        logits = pm.logit_scale * feats @ pm().T
+        loss, _ = ordinal_loss(logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-vitb16", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        e2e = end_to_end(Path(tmp))
+    cached, encoded, n = cached_vs_reencoding()
+    step = None if args.skip_vitb16 else vitb16_step()
+    print(f"threads: {torch.get_num_threads()}")
+    print(f"16-shot dots:20 run, end to end (empty cache, 20 epochs): {e2e:7.2f} s   (target < 60 s)")
+    print(f"epoch of {n} images, cached features:                      {cached * 1000:7.1f} ms")
+    print(f"epoch of {n} images, re-encoding images every step:        {encoded * 1000:7.1f} ms   speed-up {encoded / cached:.1f}x")
+    if step is not None:
+        print(f"rank learner step, ViT-B/16 arch, R=101, n=10, t=1, batch 32: {step:6.2f} s")
+    print("JSON " + json.dumps({"e2e_16shot_seconds": round(e2e, 2), "epoch_cached_s": cached, "epoch_reencode_s": encoded,
+                                 "cache_speedup": encoded / cached, "vitb16_rank_step_s": step}))
+
+
+if __name__ == "__main__":
+    main()
