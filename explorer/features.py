@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,6 +24,7 @@ from safetensors.torch import save_file
 
 from .errors import ExplorerError
 
+STALE_TMP_SECONDS = 3600.0  # a chunk write takes well under a second
 DEFAULT_CACHE = Path(os.environ.get("ORDINAL_EXPLORER_CACHE", Path(__file__).resolve().parent.parent / ".cache")) / "features"
 
 
@@ -59,6 +61,7 @@ class FeatureCache:
 
     def _load_index(self) -> dict[str, torch.Tensor]:
         if self._index is None:
+            self._remove_stale_temporaries()
             index: dict[str, torch.Tensor] = {}
             for chunk in sorted(self.folder.glob("chunk-*.safetensors")):
                 try:
@@ -67,11 +70,21 @@ class FeatureCache:
                         feats = f.get_tensor("features")
                 except (SafetensorError, OSError, ValueError, json.JSONDecodeError):
                     continue  # a damaged chunk is ignored; its images are embedded again
-                if len(keys) != len(feats):
-                    continue
+                if not isinstance(keys, list) or feats.dim() != 2 or len(keys) != len(feats) or feats.shape[1] != self.backbone.embed_dim:
+                    continue  # not a chunk of this cache (wrong shape): embed its images again
                 index.update(zip(keys, feats))
             self._index = index
         return self._index
+
+    def _remove_stale_temporaries(self, max_age_s: float = STALE_TMP_SECONDS) -> None:
+        """Delete chunk temporaries a killed process left behind; young ones may belong to a live writer."""
+        now = time.time()
+        for tmp in self.folder.glob("*.tmp"):
+            try:
+                if now - tmp.stat().st_mtime > max_age_s:
+                    tmp.unlink()
+            except OSError:
+                pass
 
     def __len__(self) -> int:
         return len(self._load_index())

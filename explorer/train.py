@@ -380,6 +380,8 @@ def train(
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.rank)))
         torch.cuda.set_device(device)
 
+    if dist.main:
+        _remove_stale_temporaries(out)
     emit(Progress("load", message=f"loading backbone {config.backbone}"))
     backbone = load_backbone(config.backbone, device=device)
     emit(Progress("load", message=f"opening dataset {config.dataset}"))
@@ -454,10 +456,12 @@ def train(
         meta = _load_resume(resume_file, step_module, optimizer)
         start_epoch = int(meta["epoch"]) + 1
         best_value, best_epoch, best_val = meta["best_value"], meta["best_epoch"], meta["best_val"]
-        history = [json.loads(line) for line in history_path.read_text().splitlines() if line.strip()] if history_path.is_file() else []
-        history = [h for h in history if h["epoch"] < start_epoch]
-        scheduler.last_epoch = start_epoch * steps_per_epoch - 1
-        scheduler.step()
+        history = [h for h in _read_history(history_path) if h["epoch"] < start_epoch]
+        if dist.main:  # drop epochs finished after the last resume state (and a line torn by a crash)
+            _write_text_atomic(history_path, "".join(json.dumps(h) + "\n" for h in history))
+        # the loaded param groups already hold the learning rate for the next step
+        scheduler.last_epoch = start_epoch * steps_per_epoch
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
         emit(Progress("load", message=f"resuming at epoch {start_epoch + 1}"))
     elif dist.main and history_path.exists():
         history_path.unlink()
@@ -544,12 +548,17 @@ def train(
     _barrier(dist)
 
     test_metrics = None
-    if not out.is_file():
+    if best_epoch < 0 or not out.is_file():
         raise Cancelled("The run was cancelled before its first checkpoint was written.")
+    if not cancelled and data.splits.get("test") and visual is None:
+        embed("test")  # on every process: embed() synchronises them
     if dist.main and not cancelled and data.splits.get("test"):
         emit(Progress("test", message="evaluating the best checkpoint on the test split"))
         best = load_checkpoint(out)
-        test_feats = embed("test") if visual is None else _encode_eval(backbone, dataset, samples["test"])
+        if visual is None:
+            test_feats = embed("test")
+        else:  # the image encoder of the best epoch (the one the checkpoint names), not the last epoch's
+            test_feats = _encode_eval(load_backbone(best.backbone_spec, device=device), dataset, samples["test"])
         test_metrics = evaluate_features(best.prototypes.matrix, best.prototypes.logit_scale, test_feats, labels["test"])
         update_metadata(out, metrics={"val": best_val, "test": test_metrics})
         resume_file.unlink(missing_ok=True)
@@ -559,6 +568,39 @@ def train(
     seconds = time.perf_counter() - started
     emit(Progress("done", 1, 1, message=f"best epoch {best_epoch + 1}, {seconds:.1f} s"))
     return TrainResult(out, history_path, history, best_val, test_metrics, best_epoch, seconds, cancelled)
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    """History records of an earlier run; a line torn by a crash is skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "epoch" in record:
+            records.append(record)
+    return records
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files a killed run of this checkpoint left (atomic writes of the checkpoint, resume state,
+    history and fine-tuned backbone); the finished files themselves are never touched."""
+    if not out.parent.is_dir():
+        return
+    stem = out.stem
+    patterns = (f".{out.name}.*.tmp", f"{stem}.resume.tmp", f"{stem}.history.jsonl.tmp", f"{stem}.backbone.safetensors.tmp")
+    for pattern in patterns:
+        for path in out.parent.glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 def _train_label(sample, rng: np.random.Generator) -> int:
