@@ -333,12 +333,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .train import evaluate_checkpoint
 
     ckpt, backbone = _open(args)
-    result = evaluate_checkpoint(ckpt, backbone, args.dataset, split=args.split, cache_dir=args.cache_dir, skip_bad=args.skip_bad)
+    result = evaluate_checkpoint(ckpt, backbone, args.dataset, split=args.split, cache_dir=args.cache_dir,
+                                 skip_bad=args.skip_bad, min_label=args.long_tail)
     if args.json:
         _print_json(result)
     else:
         m = result["metrics"]
-        print(f"{ckpt.name} on {args.dataset} [{args.split}, n={m['n']}]: MAE exp {m['mae_exp']:.3f}, MAE max {m['mae_max']:.3f}, "
+        print(f"{ckpt.name} on {args.dataset} [{args.split}, n={int(m['n'])}]: MAE exp {m['mae_exp']:.3f}, MAE max {m['mae_max']:.3f}, "
               f"acc {m['acc_max'] * 100:.1f}%, 1-off {m['cs1'] * 100:.1f}%, QWK {m['qwk']:.3f}, Spearman {m['spearman']:.3f}")
     return 0
 
@@ -421,6 +422,7 @@ def _add_training_parsers(add) -> None:
     p.add_argument("checkpoint")
     p.add_argument("dataset")
     p.add_argument("--split", choices=["train", "val", "test", "all"], default="test")
+    p.add_argument("--long-tail", type=int, default=None, metavar="MIN", help="long-tail evaluation: only labels >= MIN (e.g. 50)")
     p.add_argument("--json", action="store_true")
     data_flags(p, with_backbone=False)
 

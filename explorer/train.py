@@ -15,6 +15,7 @@ loss, including the batch-level KL term, is exactly the single-process loss.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -382,14 +383,13 @@ def train(
 
     if dist.main:
         _remove_stale_temporaries(out)
+    emit(Progress("load", message=f"opening dataset {config.dataset}"))
+    data = prepare_data(config, emit)  # first: a bad dataset spec fails before the backbone loads
+    dataset, ranks = data.dataset, data.dataset.ranks
     emit(Progress("load", message=f"loading backbone {config.backbone}"))
     backbone = load_backbone(config.backbone, device=device)
-    emit(Progress("load", message=f"opening dataset {config.dataset}"))
-    data = prepare_data(config, emit)
-    dataset, ranks = data.dataset, data.dataset.ranks
-    kind = config.learner.get("kind", "rank")
-    if kind == "template":
-        config.epochs = 0
+    if config.learner.get("kind", "rank") == "template":
+        config = dataclasses.replace(config, epochs=0)  # nothing to learn; never mutate the caller's config
     torch.manual_seed(config.seed)
 
     samples = {name: [dataset.samples[i] for i in idx] for name, idx in data.splits.items()}
@@ -636,9 +636,11 @@ def _save_linear(out: Path, head: LinearProbe, backbone, name: str, training: di
                            training=training, metrics=metrics)
 
 
-def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", cache_dir: str | None = None, skip_bad: bool = False) -> dict[str, Any]:
+def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", cache_dir: str | None = None,
+                        skip_bad: bool = False, min_label: int | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint's prototypes on a dataset split (the split seed/fractions of its training run
-    when it was trained on this dataset, else the defaults)."""
+    when it was trained on this dataset, else the defaults); ``min_label`` keeps only labels >= it
+    (the long-tail evaluation of §6)."""
     from . import datasets as ds
     from .features import FeatureCache
 
@@ -655,14 +657,16 @@ def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", 
         seed=training.get("seed", 0) if same else 0,
     )
     idx = list(range(len(dataset.samples))) if split == "all" else list(splits.get(split, []))
+    if min_label is not None:
+        idx = ds.long_tail(idx, [dataset.samples[i].label for i in idx], min_label)
     if not idx:
-        raise ExplorerError(f"The {split} split of {dataset_spec} is empty.")
+        raise ExplorerError(f"The {split} split of {dataset_spec} has no images" + (f" with labels >= {min_label}." if min_label is not None else "."))
     samples = [dataset.samples[i] for i in idx]
     labels = np.array([s.label for s in samples], dtype=np.int64)
     feats = FeatureCache(backbone, cache_dir).features(dataset, samples)
     protos = ckpt.prototypes
     metrics = evaluate_features(protos.matrix, protos.logit_scale, feats, labels)
-    return {"checkpoint": ckpt.name, "dataset": dataset_spec, "split": split, "metrics": metrics}
+    return {"checkpoint": ckpt.name, "dataset": dataset_spec, "split": split, "min_label": min_label, "metrics": metrics}
 
 
 def sweep(runs: list[tuple[str, int | None, int, TrainConfig]], out_dir: Path, progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:

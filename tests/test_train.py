@@ -329,3 +329,15 @@ def test_few_shot_keeps_at_most_k_per_label(tmp_path, cache):
     counts = np.bincount(data.labels_eval[data.splits["train"]], minlength=5)
     assert counts.tolist() == [2, 2, 2, 2, 2]
     assert data.report["num_val"] == 3 and data.report["num_test"] == 6  # evaluation sets untouched
+
+
+def test_long_tail_evaluation_keeps_only_high_labels(tmp_path, cache, backbone):
+    result = train(config(tmp_path / "lt.safetensors", cache, dataset="dots:5:10", epochs=1))
+    ckpt = load_checkpoint(result.checkpoint)
+    full = evaluate_checkpoint(ckpt, backbone, "dots:5:10", cache_dir=str(cache))
+    tail = evaluate_checkpoint(ckpt, backbone, "dots:5:10", cache_dir=str(cache), min_label=3)
+    assert tail["metrics"]["n"] < full["metrics"]["n"]
+    assert all(v is None for v in tail["metrics"]["per_rank_mae"][:3])
+    assert tail["metrics"]["per_rank_mae"][3:] == full["metrics"]["per_rank_mae"][3:]
+    with pytest.raises(ExplorerError, match="labels >= 9"):
+        evaluate_checkpoint(ckpt, backbone, "dots:5:10", cache_dir=str(cache), min_label=9)
