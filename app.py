@@ -1,6 +1,59 @@
-"""OrdinalCLIP Explorer: Streamlit app (placeholder; the real app comes later)."""
+"""OrdinalCLIP Explorer: the Streamlit app (``streamlit run app.py`` from the repository root).
 
-import streamlit as st
+Pages live in ``app_pages/`` (one file each; each defines a ``<name>_page()`` function and runs it
+inside an error boundary). The app is a thin layer over the ``explorer`` package.
 
-st.title("OrdinalCLIP Explorer")
-st.write("See, train and use OrdinalCLIP / CoOp prompt learners for ordinal regression with CLIP.")
+Environment: ``ORDINAL_EXPLORER_CHECKPOINTS`` (library folder, default ``checkpoints/``),
+``ORDINAL_EXPLORER_CACHE`` (derived files, default ``.cache/``), ``ORDINAL_EXPLORER_DEVICE``
+(e.g. ``cpu``; default CUDA when available). ``?checkpoint=<name>`` in the URL picks the active
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="OrdinalCLIP Explorer", page_icon=":material/stacked_line_chart:", layout="wide")
+
+from app_pages import common  # noqa: E402
+
+PAGES_DIR = ROOT / "app_pages"
+
+# Each entry: (file in app_pages/, title, icon). Train: app_pages/train.py defines train_page().
+PAGES = [
+    ("library.py", "Library", ":material/folder_open:"),
+    ("geometry.py", "Geometry", ":material/grid_on:"),
+    ("lab.py", "Interpolation lab", ":material/science:"),
+    ("compare.py", "Compare", ":material/compare:"),
+    ("predict.py", "Predict", ":material/photo_camera:"),
+    ("train.py", "Train", ":material/model_training:"),
+]
+
+
+def main() -> None:
+    pages = [st.Page(PAGES_DIR / file, title=title, icon=icon, default=(i == 0)) for i, (file, title, icon) in enumerate(PAGES)]
+    page = st.navigation(pages)
+    st.sidebar.markdown("### OrdinalCLIP Explorer")
+    side = st.sidebar.container()
+    entries: list = []
+    try:
+        entries = common.library_entries()
+        common.apply_query_checkpoint(entries)
+    except Exception as exc:  # the library listing itself must not take the app down
+        common.report_exception(exc, "the library listing")
+    page.run()
+    try:  # after the page: the sidebar then shows the backbone the page loaded and the active checkpoint it chose
+        common.sidebar(common.library_entries() if entries else entries, side)
+    except Exception as exc:
+        with side:
+            common.report_exception(exc, "the sidebar")
+
+
+main()

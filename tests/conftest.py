@@ -5,7 +5,11 @@ Browser (end-to-end) harness
 * ``streamlit_server`` (session): starts a real ``streamlit run app.py``
   subprocess on a free port and yields its base URL, e.g.
   ``"http://127.0.0.1:54321"``.  The server log goes to
-  ``test-artifacts/streamlit-server.log``.
+  ``test-artifacts/streamlit-server.log``.  The server sees
+  ``ORDINAL_EXPLORER_CHECKPOINTS`` = ``app_library_dir`` and
+  ``ORDINAL_EXPLORER_CACHE`` = a session temporary folder.
+* ``app_library_dir`` (session): a temporary checkpoint library made on the
+  demo backbone by ``tests/app_testdata.py`` (good checkpoints + bad files).
 * ``browser_type_launch_args`` (session): overrides pytest-playwright's fixture
   so the ``page`` / ``browser`` fixtures use Debian's ``/usr/bin/chromium``
   (``playwright install`` is never used).
@@ -80,7 +84,17 @@ def _health_ok(url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def streamlit_server() -> str:
+def app_library_dir(tmp_path_factory) -> Path:
+    """A checkpoint library for the app (see tests/app_testdata.py), made once per session."""
+    from app_testdata import make_library
+
+    folder = tmp_path_factory.mktemp("app-library")
+    make_library(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def streamlit_server(app_library_dir, tmp_path_factory) -> str:
     """Run ``streamlit run app.py`` for the whole session; yield its base URL."""
     ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
     port = _free_port()
@@ -94,6 +108,9 @@ def streamlit_server() -> str:
         PYTHONUNBUFFERED="1",
     )
     env.setdefault("NUMBA_CACHE_DIR", str(REPO_ROOT / ".cache" / "numba"))
+    env["ORDINAL_EXPLORER_CHECKPOINTS"] = str(app_library_dir)
+    env["ORDINAL_EXPLORER_CACHE"] = str(tmp_path_factory.mktemp("app-cache"))
+    env.setdefault("ORDINAL_EXPLORER_DEVICE", "cpu")
 
     cmd = [
         sys.executable, "-m", "streamlit", "run", "app.py",

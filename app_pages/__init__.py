@@ -1,0 +1,1 @@
+"""Pages of the Streamlit app (run from the repository root; not part of the explorer package)."""

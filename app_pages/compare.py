@@ -1,0 +1,134 @@
+"""Compare: 2 to 4 checkpoints side by side (heatmaps, ordinality, metrics, per-rank errors, one image)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app_pages import charts, common
+from explorer import faces, library as lib
+from explorer.errors import ExplorerError
+
+VIEWS = {"cosine": "Cosine", "max_normalised": "Max-normalised", "softmax": "Softmax"}
+
+
+def compare_page() -> None:
+    st.title("Compare")
+    entries = common.library_entries()
+    ok = common.usable(entries)
+    if len(ok) < 2:
+        if ok:
+            st.info("Comparing needs at least two usable checkpoints; add another on the Library page.")
+        else:
+            common.no_checkpoints_message()
+        return
+    chosen = common.choose_compare(entries, "compare-checkpoints")
+    if len(chosen) < 2:
+        st.info("Pick 2 to 4 checkpoints.")
+        return
+    view = st.segmented_control("Heatmap view", list(VIEWS), format_func=VIEWS.get, default="cosine", key="compare-view") or "cosine"
+    ckpts = [common.load_checkpoint(e) for e in chosen]
+    geos = [common.geometry(e) for e in chosen]
+
+    mats = [g["views"][view] for g in geos]
+    zmin, zmax = min(float(m.min()) for m in mats), max(float(m.max()) for m in mats)
+    st.subheader("Similarity heatmaps")
+    st.caption(f"{charts.VIEW_TITLES[view]}, all ranks, one colour scale ({zmin:.3f} to {zmax:.3f}).")
+    per_row = 2 if len(chosen) == 4 else len(chosen)
+    for start in range(0, len(chosen), per_row):
+        cols = st.columns(per_row)
+        for k, col in enumerate(cols):
+            i = start + k
+            if i >= len(chosen):
+                break
+            with col:
+                st.markdown(f"**{chosen[i].name}**")
+                with common.guard(f"the heatmap of {chosen[i].name}"):
+                    st.plotly_chart(charts.heatmap(mats[i], ckpts[i].ranks.labels, zmin=zmin, zmax=zmax, height=360,
+                                                   unit=ckpts[i].ranks.unit, show_scale=k == len(cols) - 1),
+                                    key=f"compare-heat-{i}", config={"displaylogo": False})
+
+    st.subheader("Ordinality")
+    rows = []
+    for e, g in zip(chosen, geos):
+        rep = g["report"]
+        row = {"checkpoint": e.name, "learner": e.learner, "ranks": e.num_ranks,
+               "ordinality %": 100 * rep["ordinality"], "violations %": 100 * rep["violation_rate"],
+               "mean adjacent cosine": float(np.mean(g["adjacent"]))}
+        row.update({f"span {s} %": 100 * v for s, v in rep["spans"].items()})
+        rows.append(row)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.2f") for r in rows for c in r if c.endswith("%")})
+
+    st.subheader("Evaluation metrics")
+    metric_rows = []
+    for e in chosen:
+        km = lib.key_metrics(e.metrics)
+        split = km.pop("split", None)
+        metric_rows.append({"checkpoint": e.name, "split": "none stored" if split is None else (split or "unspecified"), **km})
+    st.dataframe(pd.DataFrame(metric_rows), hide_index=True, width="stretch")
+    errs = [(e, lib.per_rank_mae(e.metrics)) for e in chosen]
+    with_errs = [(e, pr) for e, pr in errs if pr is not None]
+    if with_errs:
+        series = []
+        for e, (split, values) in with_errs:
+            labels = common.load_checkpoint(e).ranks.labels
+            series.append((f"{e.name} ({split})" if split else e.name, labels[: len(values)], values))
+        st.markdown("**Per-rank MAE**")
+        units = {common.load_checkpoint(e).ranks.unit for e, _ in with_errs}
+        st.plotly_chart(charts.per_rank_errors(series, unit=units.pop() if len(units) == 1 else ""), key="compare-per-rank",
+                        config={"displaylogo": False})
+        missing = [e.name for e, pr in errs if pr is None]
+        if missing:
+            st.caption(f"No per-rank errors stored for {', '.join(missing)}.")
+    else:
+        st.caption("None of these checkpoints stores per-rank errors (evaluation results with per_rank_mae).")
+
+    st.subheader("Predicted distributions for the same image")
+    _same_image(chosen, ckpts)
+
+
+def _same_image(chosen, ckpts) -> None:
+    c1, c2 = st.columns([3, 1])
+    upload = c1.file_uploader("Image", type=common.IMAGE_TYPES, key="compare-image")
+    whole = c2.toggle("Use the whole image", value=False, key="compare-whole",
+                      help="Off: the largest face (plus a margin) is cropped when one is found.")
+    if upload is None:
+        st.caption("Upload an image to overlay the checkpoints' predicted distributions.")
+        return
+    item = faces.prepare_upload(upload.getvalue(), upload.name, use_whole_image=whole)
+    if not item.ok:
+        st.error(item.error)
+        return
+    crop = item.crop
+    left, right = st.columns([1, 3])
+    with left:
+        st.image(faces.annotate(item.image, crop, max_side=320), output_format="JPEG")
+        st.caption(crop.note)
+    models = []
+    locks = {}
+    for e, ckpt in zip(chosen, ckpts):
+        try:
+            backbone, lock = common.backbone_for(e)
+        except ExplorerError as exc:
+            right.warning(f"{e.name}: {exc}")
+            continue
+        locks[id(backbone)] = lock
+        models.append((e.name, ckpt.prototypes, backbone))
+    preds = faces.overlay_distributions(crop.image, models, lock_for=lambda bb: locks.get(id(bb)))
+    series = [(name, p.ranks.value_array, p.probs[0], p.record(0)) for name, p in preds]
+    units = {p.ranks.unit for _, p in preds}
+    unit = next(iter(units)) if len(units) == 1 else ""
+    if len({(tuple(p.ranks.values), p.ranks.unit) for _, p in preds}) > 1:
+        right.caption("These checkpoints have different ranks; their distributions share the x axis by rank value.")
+    with right:
+        if series:
+            st.plotly_chart(charts.overlaid_distributions(series, unit=unit), key="compare-dists", config={"displaylogo": False})
+            st.dataframe(pd.DataFrame([{"checkpoint": n, "expected": round(r["expected_value"], 2), "argmax": r["argmax_label"],
+                                        "median": r["median_value"], "90% interval": f"{r['interval_values'][0]:g}–{r['interval_values'][1]:g}"}
+                                       for n, _v, _p, r in series]), hide_index=True, width="stretch")
+
+
+if __name__ == "__main__":
+    common.run_page(compare_page)

@@ -1,0 +1,87 @@
+"""Geometry: similarity heatmaps, ordinality, violations, adjacent similarity and projections of one checkpoint."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app_pages import charts, common
+
+VIEWS = {"cosine": "Cosine", "max_normalised": "Max-normalised", "softmax": "Softmax"}
+METHODS = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}
+
+
+def geometry_page() -> None:
+    st.title("Geometry")
+    entries = common.library_entries()
+    entry = common.choose_checkpoint(entries, "geometry-checkpoint")
+    if entry is None:
+        common.no_checkpoints_message()
+        return
+    ckpt = common.load_checkpoint(entry)
+    ranks = ckpt.ranks
+    c1, c2 = st.columns([3, 2])
+    with c1:
+        a, b = common.rank_window(entry, "geometry-window")
+    with c2:
+        view = st.segmented_control("Heatmap view", list(VIEWS), format_func=VIEWS.get, default="cosine",
+                                    key="geometry-view") or "cosine"
+    geo = common.geometry(entry, (a, b))
+    labels = ranks.labels[a : b + 1]
+    report = geo["report"]
+    unit = ranks.unit
+
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Ordinality (all pairs)", common.fmt_pct(report["ordinality"], 2))
+    m2.metric("Violation rate", common.fmt_pct(report["violation_rate"], 2),
+              help=f"{report['num_violations']} of {report['num_pairs']} pairs")
+    m3.metric("Ranks in window", f"{b - a + 1}", help=f"{labels[0]} to {labels[-1]}{(' ' + unit) if unit else ''}")
+    m4.metric("Mean adjacent cosine", f"{geo['adjacent'].mean():.4f}")
+
+    left, right = st.columns(2)
+    with left:
+        st.markdown(f"**Similarity heatmap** · {charts.VIEW_TITLES[view]}")
+        with common.guard("the heatmap"):
+            st.plotly_chart(charts.heatmap(geo["views"][view], labels, colorbar_title=VIEWS[view], unit=unit),
+                            key="geometry-heatmap", config={"displaylogo": False})
+    with right:
+        st.markdown("**Ordering violations** · red: walking right from rank i, similarity did not fall")
+        with common.guard("the violation map"):
+            st.plotly_chart(charts.violation_map(geo["violations"], labels, unit=unit), key="geometry-violations",
+                            config={"displaylogo": False})
+
+    left, right = st.columns([2, 3])
+    with left:
+        st.markdown("**Ordinality per span** (pairs i ≤ j < i + s)")
+        spans = pd.DataFrame({"span s": list(report["spans"].keys()),
+                              "ordinality %": [100 * v for v in report["spans"].values()]})
+        st.dataframe(spans, hide_index=True, width="stretch",
+                     column_config={"ordinality %": st.column_config.ProgressColumn(format="%.2f", min_value=0, max_value=100)})
+    with right:
+        st.markdown("**Adjacent-rank similarity** cos(P_r, P_r+1)")
+        st.plotly_chart(charts.adjacent_curve(geo["adjacent"], labels, unit=unit), key="geometry-adjacent",
+                        config={"displaylogo": False})
+
+    st.subheader("Projections")
+    p1, p2, p3 = st.columns([3, 1, 1])
+    method = p1.segmented_control("Method", list(METHODS), format_func=METHODS.get, default="pca",
+                                  key="geometry-method") or "pca"
+    dims = p2.segmented_control("Dimensions", [2, 3], format_func=lambda d: f"{d}-D", default=2, key="geometry-dims") or 2
+    seed = int(p3.number_input("Seed", min_value=0, max_value=10_000, value=0, step=1, key="geometry-seed",
+                               disabled=method == "pca"))
+    with common.guard("the projection"):
+        if common.projection_is_ready(entry, (a, b), method, dims, seed):
+            layout = common.projection(entry, (a, b), method, dims, seed)
+        else:
+            note = " (the first UMAP in a fresh server also compiles numba code)" if method == "umap" else ""
+            with st.spinner(f"Computing the {METHODS[method]} layout{note}…"):
+                layout = common.projection(entry, (a, b), method, dims, seed)
+        values = ranks.values[a : b + 1]
+        st.plotly_chart(charts.projection(layout, labels, values, unit=unit), key="geometry-projection",
+                        config={"displaylogo": False})
+        st.caption("Coloured by rank value; consecutive ranks are joined. UMAP and t-SNE layouts are kept on disk per "
+                   "checkpoint content, window, dimensions and seed.")
+
+
+if __name__ == "__main__":
+    common.run_page(geometry_page)

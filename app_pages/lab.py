@@ -1,0 +1,117 @@
+"""Interpolation lab: a rank learner's prototypes under other interpolation schemes / numbers of base ranks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app_pages import charts, common
+from explorer import lab, library as lib
+from explorer.prompts import INTERPOLATIONS
+
+SCHEMES = {"linear": "linear", "inv_prop": "inv_prop", "normal": "normal"}
+
+
+def _is_rank_learner(entry: lib.LibraryEntry) -> bool:
+    return entry.summary.get("kind") == "full" and entry.summary.get("learner") == "rank"
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _variant(content_hash: str, backbone_id: str, scheme: str, bandwidth: float, num_base_ranks: int,
+             _model, _lock) -> lab.LabVariant:
+    return lab.recompute(_model, scheme, bandwidth, num_base_ranks, lock=_lock)
+
+
+def lab_page() -> None:
+    st.title("Interpolation lab")
+    st.caption(
+        "Recompute a rank learner's prototypes under another interpolation scheme or number of base ranks, "
+        "without retraining: the learned context and base embeddings go through the backbone's text encoder again. "
+        "For another number of base ranks B′ the new bases are the current rank embeddings sampled at "
+        "linspace(0, R−1, B′) (linear between neighbouring ranks), then re-interpolated."
+    )
+    entries = common.library_entries()
+    rank_entries = [e for e in common.usable(entries) if _is_rank_learner(e)]
+    if not rank_entries:
+        if common.usable(entries):
+            st.info("The lab needs a full rank-learner (OrdinalCLIP) checkpoint with its backbone; none of the "
+                    "checkpoints in the library is one (plain, template and prototype-only checkpoints cannot be re-interpolated).")
+        else:
+            common.no_checkpoints_message()
+        return
+    active = common.active_entry(entries)
+    if active is not None and not _is_rank_learner(active):
+        st.info(f"The active checkpoint {active.name} is not a full rank learner; pick one of these.")
+    entry = common.choose_checkpoint(entries, "lab-checkpoint", label="Rank-learner checkpoint", allowed=_is_rank_learner)
+    ckpt = common.load_checkpoint(entry)
+    config = ckpt.learner_config
+    ranks = ckpt.ranks
+    num_ranks = len(ranks)
+
+    c1, c2, c3 = st.columns([2, 1, 1])
+    schemes = c1.multiselect("Schemes", list(INTERPOLATIONS), default=list(INTERPOLATIONS), key="lab-schemes")
+    bandwidth = c2.number_input("Normal bandwidth", min_value=0.05, max_value=float(max(num_ranks, 2)),
+                                value=float(config.bandwidth), step=0.5, format="%.2f", key=f"lab-bw-{entry.content_hash}",
+                                help="exp(−(d / bandwidth)²); the reference OrdinalCLIP uses 1.")
+    num_base = int(c3.number_input("Base ranks B′", min_value=1, max_value=num_ranks, value=int(config.num_base_ranks),
+                                   step=1, key=f"lab-b-{entry.content_hash}",
+                                   help=f"The checkpoint learned B = {config.num_base_ranks}."))
+    a, b = common.rank_window(entry, "lab-window", label="Rank window (heatmaps and ordinality)")
+    if not schemes:
+        st.info("Pick at least one scheme.")
+        return
+
+    model, lock = common.prompt_model(entry)
+    backbone_id = ckpt.backbone_id
+    variants = []
+    with st.spinner("Recomputing prototypes…"):
+        for scheme in schemes:
+            bw = float(bandwidth) if scheme == "normal" else 1.0
+            variants.append(_variant(entry.content_hash, backbone_id, scheme, bw, num_base, model, lock))
+
+    st.subheader("Interpolation weights W[r, k]")
+    st.plotly_chart(charts.interpolation_weights([(v.label, v.weights, v.positions) for v in variants], ranks.labels),
+                    key="lab-weights", config={"displaylogo": False})
+
+    stored = common.geometry(entry, (a, b))
+    summaries = [(v, lib.geometry_summary(v.prototypes, common._norm_window((a, b), num_ranks), ckpt.meta["logit_scale"]))
+                 for v in variants]
+    labels = ranks.labels[a : b + 1]
+    panels = [("stored (trained: " + f"{config.interpolation}, B={config.num_base_ranks})", stored)] + [(v.label, g) for v, g in summaries]
+    zmin = min(float(np.min(g["similarity"])) for _, g in panels)
+    zmax = max(float(np.max(g["similarity"])) for _, g in panels)
+
+    st.subheader("Similarity and ordinality per scheme")
+    st.caption("Cosine similarity on one colour scale.")
+    per_row = 2 if len(panels) == 4 else min(len(panels), 3)
+    for start in range(0, len(panels), per_row):
+        cols = st.columns(per_row)
+        for col, (title, g) in zip(cols, panels[start : start + per_row]):
+            with col:
+                rep = g["report"]
+                st.markdown(f"**{title}**")
+                st.plotly_chart(charts.heatmap(g["similarity"], labels, zmin=zmin, zmax=zmax, height=340, unit=ranks.unit,
+                                               show_scale=col is cols[-1]),
+                                key=f"lab-heat-{start}-{title}", config={"displaylogo": False})
+                st.caption(f"ordinality {common.fmt_pct(rep['ordinality'], 2)} · violations {common.fmt_pct(rep['violation_rate'], 2)}")
+
+    stored_protos = ckpt.prototypes.matrix.numpy().astype(np.float64)
+    rows = []
+    for title, g in panels:
+        rep = g["report"]
+        row = {"prototypes": title, "ordinality %": 100 * rep["ordinality"], "violations %": 100 * rep["violation_rate"],
+               "mean adjacent cosine": float(np.mean(g["adjacent"]))}
+        row.update({f"span {s} %": 100 * v for s, v in rep["spans"].items()})
+        rows.append(row)
+    for row, (v, _g) in zip(rows[1:], summaries):
+        row["min cosine to stored"] = float(np.min(np.sum(v.prototypes * stored_protos, axis=1)))
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.2f") for c in rows[0] if c.endswith("%")})
+    st.plotly_chart(charts.adjacent_curve(stored["adjacent"], labels, unit=ranks.unit,
+                                          series={title: g["adjacent"] for title, g in panels}),
+                    key="lab-adjacent", config={"displaylogo": False})
+
+
+if __name__ == "__main__":
+    common.run_page(lab_page)

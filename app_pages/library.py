@@ -1,0 +1,131 @@
+"""Library: every checkpoint in the library folder plus the ones added here; pick the active ones."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app_pages import common
+from explorer import library as lib
+
+UPLOAD_TYPES = ["safetensors", "pt", "pth", "ckpt", "bin"]
+
+
+def library_page() -> None:
+    st.title("Library")
+    folder = lib.library_folder()
+    st.caption(
+        f"Checkpoints in `{folder}` (set {lib.ENV_FOLDER} to use another folder) and the ones you add below. "
+        "Files that are not usable are listed with the reason; they never break the page."
+    )
+    listing, choice = st.container(), st.container()
+    st.subheader("Add a checkpoint")
+    up, path_col = st.columns(2)
+    with up:  # handled before the table is drawn, so that an added checkpoint is listed at once
+        _upload_form()
+    with path_col:
+        _path_form()
+
+    entries = common.library_entries()
+    ok = common.usable(entries)
+    with listing:
+        if entries:
+            _table(entries)
+        if not ok:
+            common.no_checkpoints_message()
+    if not ok:
+        return
+    with choice:
+        st.subheader("Active checkpoints")
+        left, right = st.columns(2)
+        with left:
+            active = common.choose_checkpoint(
+                entries, "library-active", label="Active checkpoint (Geometry, Interpolation lab, Predict)")
+        with right:
+            chosen = common.choose_compare(entries, "library-compare", label="Compare set (2 to 4 checkpoints)")
+            if len(chosen) == 1:
+                st.caption("Pick at least one more to compare.")
+        if active is not None:
+            with st.expander(f"Details of {active.name}", expanded=False):
+                st.json(_details(active), expanded=1)
+
+
+def _table(entries: list[lib.LibraryEntry]) -> None:
+    df = pd.DataFrame([e.row() for e in entries])
+    problems = [e for e in entries if not e.ok or e.backbone_ok is False]
+    st.dataframe(
+        df,
+        hide_index=True,
+        width="stretch",
+        height=min(36 * (len(df) + 1) + 3, 640),
+        column_order=["name", "status", "learner", "backbone", "interpolation", "ranks", "range", "MAE", "accuracy %",
+                      "metrics on", "ordinality %", "violations %", "file", "note"],
+        column_config={
+            "MAE": st.column_config.NumberColumn(format="%.3f", help="Mean absolute error (expected value), from the checkpoint's evaluation"),
+            "accuracy %": st.column_config.NumberColumn(format="%.1f"),
+            "ordinality %": st.column_config.NumberColumn(format="%.2f", help="All-pairs ordinality of the prototypes (OrdinalCLIP definition)"),
+            "violations %": st.column_config.NumberColumn(format="%.2f"),
+            "ranks": st.column_config.NumberColumn(help="Number of ranks R"),
+            "note": st.column_config.TextColumn(width="large"),
+        },
+    )
+    if problems:
+        with st.expander(f"{len(problems)} file{'s' if len(problems) != 1 else ''} cannot be used", expanded=False):
+            for e in problems:
+                text = e.backbone_note if e.ok else e.message
+                if not text.startswith(e.path.name):
+                    text = f"**{e.path.name}**: {text}"
+                (st.warning if e.status == "not_checkpoint" else st.error)(text)
+
+
+def _details(entry: lib.LibraryEntry) -> dict:
+    out = {"file": str(entry.path), "content hash": entry.content_hash, **entry.summary}
+    if entry.backbone_note:
+        out["backbone note"] = entry.backbone_note
+    return out
+
+
+def _upload_form() -> None:
+    uploaded = st.file_uploader("Upload a checkpoint file", type=UPLOAD_TYPES, key="library-upload",
+                                help="Explorer checkpoints are .safetensors files; pickles are never loaded.")
+    if uploaded is None:
+        return
+    entry = add_upload(uploaded.getvalue(), uploaded.name)
+    _report_added(entry)
+
+
+def add_upload(data: bytes, filename: str) -> lib.LibraryEntry:
+    """Store uploaded bytes in the cache folder and add them to this session's library when usable."""
+    from explorer.errors import ExplorerError
+
+    try:
+        path = lib.store_upload(data, filename)
+    except ExplorerError as exc:
+        return lib.LibraryEntry(lib.cache_folder() / filename, "error", str(exc), source="added")
+    entry = common.add_checkpoint_path(path)
+    if not entry.ok:  # keep the cache folder free of rejected files
+        path.unlink(missing_ok=True)
+    return entry
+
+
+def _path_form() -> None:
+    with st.form("library-add-path", clear_on_submit=False, border=False):
+        text = st.text_input("…or give the path of a checkpoint on the server", key="library-path",
+                             placeholder="/path/to/checkpoint.safetensors")
+        submitted = st.form_submit_button("Add")
+    if submitted and text.strip():
+        _report_added(common.add_checkpoint_path(text.strip()))
+
+
+def _report_added(entry: lib.LibraryEntry) -> None:
+    if entry.ok:
+        extra = f" (note: {entry.backbone_note})" if entry.backbone_ok is False else ""
+        st.success(f"Added {entry.name}: {entry.num_ranks} ranks, {entry.learner} learner{extra}.")
+    elif entry.status == "not_checkpoint":
+        st.warning(entry.message)
+    else:
+        st.error(entry.message)
+
+
+if __name__ == "__main__":
+    common.run_page(library_page)

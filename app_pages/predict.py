@@ -1,0 +1,94 @@
+"""Predict: upload images, crop the face, show the distribution over ranks and its summaries."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app_pages import charts, common
+from explorer import faces
+from explorer.library import bytes_digest
+
+MAX_CHARTS = 1  # one distribution chart at a time; a selector picks the image when there are several
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _predict(content_hash: str, backbone_id: str, digests: tuple[str, ...], names: tuple[str, ...], whole: bool,
+             margin: float, _uploads, _prototypes, _backbone, _lock) -> faces.UploadPrediction:
+    return faces.predict_uploads(_uploads, _prototypes, _backbone, use_whole_image=whole, margin=margin, lock=_lock)
+
+
+def predict_bytes(entry, uploads: list[tuple[str, bytes]], whole: bool = False, margin: float = faces.DEFAULT_MARGIN) -> faces.UploadPrediction:
+    """The upload handling, from (name, bytes) pairs: what the page shows (cached by content)."""
+    ckpt = common.load_checkpoint(entry)
+    backbone, lock = common.backbone_for(entry)
+    digests = tuple(bytes_digest(data) for _, data in uploads)
+    names = tuple(name for name, _ in uploads)
+    return _predict(entry.content_hash, backbone.backbone_id, digests, names, bool(whole), float(margin),
+                    uploads, ckpt.prototypes, backbone, lock)
+
+
+def predict_page() -> None:
+    st.title("Predict")
+    entries = common.library_entries()
+    entry = common.choose_checkpoint(entries, "predict-checkpoint")
+    if entry is None:
+        common.no_checkpoints_message()
+        return
+    ckpt = common.load_checkpoint(entry)
+    ranks = ckpt.ranks
+    c1, c2, c3 = st.columns([3, 1, 1])
+    uploaded = c1.file_uploader("Images (PNG, JPEG, WebP, BMP, TIFF)", type=common.IMAGE_TYPES, accept_multiple_files=True,
+                                key="predict-images")
+    whole = c2.toggle("Use the whole image", value=False, key="predict-whole",
+                      help="Off: the largest face found by OpenCV's detector is cropped (with a margin); "
+                           "when no face is found the whole image is used anyway.")
+    margin = c3.slider("Face margin", 0.0, 1.0, faces.DEFAULT_MARGIN, 0.05, key="predict-margin", disabled=whole,
+                       help="Extra space around the face, as a fraction of its size on every side.")
+    if not uploaded:
+        st.caption(f"Upload one or many images; {entry.name} predicts {len(ranks)} ranks "
+                   f"({ranks.labels[0]} to {ranks.labels[-1]}{(' ' + ranks.unit) if ranks.unit else ''}).")
+        return
+    uploads = [(f.name, f.getvalue()) for f in uploaded]
+    result = predict_bytes(entry, uploads, whole, margin)
+    for name, message in result.errors:
+        st.error(message if name in message else f"{name}: {message}")
+    good = [pos for pos, it in enumerate(result.items) if it.ok]
+    if not good:
+        return
+    if len(result.items) > 1:
+        table = result.table()
+        st.dataframe(table, hide_index=True, width="stretch")
+        st.download_button("Download CSV", result.csv(), file_name=f"predictions-{entry.name}.csv", mime="text/csv",
+                           key="predict-csv", icon=":material/download:")
+        pos = st.selectbox("Show image", good, format_func=lambda p: result.items[p].name, key="predict-show")
+    else:
+        pos = good[0]
+    _show_one(result, pos, ranks)
+
+
+def _show_one(result: faces.UploadPrediction, pos: int, ranks) -> None:
+    item = result.items[pos]
+    rec = result.record(pos)
+    left, right = st.columns([1, 2])
+    with left:
+        st.image(faces.annotate(item.image, item.crop, max_side=420), caption=item.name, output_format="JPEG")
+        (st.info if item.crop.found or item.crop.whole_image_requested else st.warning)(item.crop.note)
+        if item.crop.found:
+            st.image(item.crop.image.resize((112, 112)), caption="What the model sees", width=112, output_format="JPEG")
+    with right:
+        unit = ranks.unit
+        lo, hi = rec["interval_values"]
+        in_unit = f" ({unit})" if unit else ""
+        m1, m2, m3, m4 = st.columns(4)
+        m1.metric(f"Expected value{in_unit}", f"{rec['expected_value']:.1f}")
+        m2.metric(f"Most probable{in_unit}", rec["argmax_label"])
+        m3.metric(f"Median{in_unit}", f"{rec['median_value']:g}")
+        m4.metric(f"{rec['coverage'] * 100:.0f} % interval{in_unit}", f"{lo:g} – {hi:g}")
+        st.plotly_chart(charts.distribution(result.probs(pos), ranks.labels, ranks.values, rec, unit=unit),
+                        key="predict-distribution", config={"displaylogo": False})
+        top = ", ".join(f"{t['label']} ({t['prob'] * 100:.1f} %)" for t in rec["top"])
+        st.caption(f"Top ranks: {top}.")
+
+
+if __name__ == "__main__":
+    common.run_page(predict_page)

@@ -1,0 +1,251 @@
+"""Benchmark the Streamlit app end to end (real server + headless Chromium) and print the figures.
+
+    .venv/bin/python benchmarks/bench_app.py [--repeat 3] [--keep-cache]
+
+Targets (issue): server start -> Library rendered <= 5 s (warm); Geometry page of a 101-rank
+checkpoint <= 1 s (warm); a UMAP view computed before, even before a restart, <= 1 s; Predict on the
+demo backbone <= 0.5 s from upload to chart (one image).
+
+What is measured (wall clock, in the browser):
+- start: from spawning ``streamlit run app.py`` until the Library table is visible. "cold" is the
+  first start of this run, "warm" a second start (OS file cache warm, projection cache on disk).
+- geometry: a click on "Geometry" in the sidebar (from Library, same session, caches warm) until the
+  script finished and the four Plotly charts are drawn.
+- umap: a click on the UMAP button until the run finished and the chart is drawn: first ever
+  (cold: numba compilation unless cached), again in the same server, and after a server restart
+  (layout read from .cache/projections, umap not even imported).
+- predict: set_input_files on the upload field until the distribution chart is drawn; a new image
+  each time (nothing served from a cache), the previous one removed first (one image in the field).
+  The first upload of a page load also loads plotly.js in the browser; it is reported separately.
+
+Checkpoints are written (once) on the demo backbone into .cache/bench/checkpoints; the app cache is
+.cache/bench/cache (removed at the start unless --keep-cache, so "first UMAP" really is the first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+BENCH = REPO / ".cache" / "bench"
+CKPTS = BENCH / "checkpoints"
+CACHE = BENCH / "cache"
+CHROMIUM = "/usr/bin/chromium"
+CHART_SEL = '[data-testid="stPlotlyChart"]'
+TARGETS = {"start (warm)": 5.0, "geometry 101 ranks (warm)": 1.0, "umap after restart": 1.0, "umap again (same server)": 1.0,
+           "predict one image": 0.5}
+
+STATE_JS = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  window.__runs = [];
+  if (window.__obs) window.__obs.disconnect();
+  window.__obs = new MutationObserver(() => window.__runs.push(app.getAttribute('data-test-script-state')));
+  window.__obs.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+}"""
+DONE_JS = """(n) => {
+  const r = window.__runs || [];
+  const i = r.indexOf('running');
+  if (i < 0 || !r.slice(i).includes('notRunning')) return false;
+  const charts = document.querySelectorAll('[data-testid="stPlotlyChart"]');
+  if (charts.length < n) return false;
+  return Array.from(charts).every(c => c.querySelector('.main-svg'));
+}"""
+
+
+def make_checkpoints() -> None:
+    CKPTS.mkdir(parents=True, exist_ok=True)
+    if (CKPTS / "bench-ages-normal.safetensors").is_file():
+        return
+    from app_testdata import age_ranks, build, demo_backbone
+    from explorer.checkpoints import save_checkpoint
+
+    bb = demo_backbone()
+    save_checkpoint(CKPTS / "bench-ages-normal.safetensors",
+                    build("rank", ranks=age_ranks(), interpolation="normal", num_base_ranks=5, bandwidth=8.0, seed=1), bb,
+                    name="bench-ages-normal")
+    save_checkpoint(CKPTS / "bench-ages-linear.safetensors",
+                    build("rank", ranks=age_ranks(), interpolation="linear", num_base_ranks=3, seed=2), bb, name="bench-ages-linear")
+    save_checkpoint(CKPTS / "bench-dots-plain.safetensors", build("plain", seed=3), bb, name="bench-dots-plain")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "NUMBA_CACHE_DIR": str(REPO / ".cache" / "numba"),
+               "ORDINAL_EXPLORER_CHECKPOINTS": str(CKPTS), "ORDINAL_EXPLORER_CACHE": str(CACHE),
+               "ORDINAL_EXPLORER_DEVICE": os.environ.get("ORDINAL_EXPLORER_DEVICE", "cpu"), "PYTHONUNBUFFERED": "1"}
+        self.log = open(BENCH / "server.log", "a")
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1", "--server.port", str(self.port),
+             "--server.headless", "true", "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def wait_healthy(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/_stcore/health", timeout=1) as r:
+                    if r.read().strip() == b"ok":
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited ({self.proc.returncode}); see {BENCH / 'server.log'}")
+            time.sleep(0.02)
+        raise RuntimeError("server did not become healthy")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def settle(page) -> None:
+    """Wait until no script run is in progress (e.g. the rerun after the backbone finished loading)."""
+    for _ in range(3):
+        page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', state="attached", timeout=120_000)
+        page.wait_for_timeout(150)
+
+
+def timed_click(page, locator, charts: int, timeout_ms: int = 120_000) -> float:
+    settle(page)
+    page.evaluate(STATE_JS)
+    t0 = time.perf_counter()
+    locator.click()
+    page.wait_for_function(DONE_JS, arg=charts, timeout=timeout_ms, polling="raf")
+    return time.perf_counter() - t0
+
+
+def check_no_exception(page) -> None:
+    if page.locator('[data-testid="stException"]').count():
+        raise RuntimeError("an exception element is on the page")
+
+
+def start_and_open_library(browser) -> tuple[Server, object, float]:
+    server = Server()
+    server.wait_healthy()
+    page = browser.new_page(viewport={"width": 1440, "height": 1200})
+    page.goto(server.url + "/?checkpoint=bench-ages-normal", wait_until="domcontentloaded")
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(state="visible", timeout=120_000)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', state="attached", timeout=120_000)
+    seconds = time.perf_counter() - server.t0
+    check_no_exception(page)
+    return server, page, seconds
+
+
+def nav(page, title: str):
+    return page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions of the warm measurements (median reported)")
+    parser.add_argument("--keep-cache", action="store_true", help="keep .cache/bench/cache (UMAP layouts) from a previous run")
+    args = parser.parse_args()
+
+    from playwright.sync_api import sync_playwright
+
+    from app_testdata import face_image, image_bytes
+
+    BENCH.mkdir(parents=True, exist_ok=True)
+    if not args.keep_cache:
+        shutil.rmtree(CACHE, ignore_errors=True)
+    make_checkpoints()
+    results: dict[str, float] = {}
+    faces_dir = BENCH / "faces"
+    faces_dir.mkdir(exist_ok=True)
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        # 1st server: cold start, warm geometry, first UMAP, predict
+        server, page, seconds = start_and_open_library(browser)
+        results["start (cold)"] = seconds
+        try:
+            page.locator('[data-testid="stSidebar"]').get_by_text("on cpu").wait_for(timeout=120_000)  # backbone loaded
+            results["geometry 101 ranks (first visit)"] = timed_click(page, nav(page, "Geometry"), 4)
+            times = []
+            for _ in range(args.repeat):
+                timed_click(page, nav(page, "Library"), 0)
+                times.append(timed_click(page, nav(page, "Geometry"), 4))
+            results["geometry 101 ranks (warm)"] = statistics.median(times)
+            check_no_exception(page)
+            umap_button = page.get_by_text("UMAP", exact=True)
+            pca_button = page.get_by_text("PCA", exact=True)
+            results["umap first (cold numba cache?)"] = timed_click(page, umap_button, 4)
+            timed_click(page, pca_button, 4)
+            results["umap again (same server)"] = timed_click(page, umap_button, 4)
+            timed_click(page, pca_button, 4)
+            check_no_exception(page)
+
+            timed_click(page, nav(page, "Predict"), 0)
+            times = []
+            for k in range(args.repeat + 1):  # the first upload of the session also loads plotly.js in the page
+                if k:  # remove the previous image: one image in the uploader each time
+                    page.locator('[data-testid="stFileChipDeleteBtn"] button').first.click()
+                    page.locator(CHART_SEL).first.wait_for(state="detached", timeout=60_000)
+                    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', state="attached")
+                    page.wait_for_timeout(300)
+                path = faces_dir / f"face-{k}.png"
+                path.write_bytes(image_bytes(face_image(400 + 8 * k, 300 + 4 * k)))
+                settle(page)
+                page.evaluate(STATE_JS)
+                t0 = time.perf_counter()
+                page.locator('input[type="file"]').first.set_input_files(str(path))
+                page.wait_for_function(DONE_JS, arg=1, timeout=120_000, polling="raf")
+                times.append(time.perf_counter() - t0)
+            results["predict one image (first)"] = times[0]
+            results["predict one image"] = statistics.median(times[1:])
+            check_no_exception(page)
+        finally:
+            page.close()
+            server.stop()
+
+        # 2nd server: warm start, UMAP read from disk
+        server, page, seconds = start_and_open_library(browser)
+        results["start (warm)"] = seconds
+        try:
+            timed_click(page, nav(page, "Geometry"), 4)
+            results["umap after restart"] = timed_click(page, page.get_by_text("UMAP", exact=True), 4)
+            check_no_exception(page)
+        finally:
+            page.close()
+            server.stop()
+        browser.close()
+
+    width = max(len(k) for k in results)
+    print(f"{'measurement':<{width}}  seconds  target")
+    for key, value in results.items():
+        target = TARGETS.get(key)
+        verdict = "" if target is None else f"<= {target:g} s  {'OK' if value <= target else 'MISSED'}"
+        print(f"{key:<{width}}  {value:7.3f}  {verdict}")
+    cpu = os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"(machine: {cpu} CPUs, load average {load:.1f}; device {os.environ.get('ORDINAL_EXPLORER_DEVICE', 'cpu')})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

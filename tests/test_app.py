@@ -1,0 +1,382 @@
+"""The Streamlit app through streamlit.testing (AppTest): every page, the main interactions, uploads
+(good, bad, oversized), error boundaries. The library is a temporary folder made on the demo backbone
+(``ORDINAL_EXPLORER_CHECKPOINTS``), the cache another one (``ORDINAL_EXPLORER_CACHE``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from app_testdata import face_image, image_bytes, make_library, plain_image
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("app-library")
+    make_library(folder)
+    cache = tmp_path_factory.mktemp("app-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ORDINAL_EXPLORER_CHECKPOINTS", str(folder))
+        mp.setenv("ORDINAL_EXPLORER_CACHE", str(cache))
+        mp.setenv("ORDINAL_EXPLORER_DEVICE", "cpu")
+        yield {"folder": folder, "cache": cache}
+
+
+def _texts(at) -> str:
+    parts = []
+    for kind in ("markdown", "caption", "error", "warning", "info", "success", "title", "subheader", "metric"):
+        for el in getattr(at, kind):
+            parts.append(str(getattr(el, "value", "")) + " " + str(getattr(el, "label", "")))
+    return "\n".join(parts)
+
+
+def _ok(at) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _charts(at) -> list:
+    return list(at.get("plotly_chart"))
+
+
+def _wait_for_backbone(at, seconds: float = 60) -> AppTest:
+    """Rerun until the sidebar no longer says the backbone is loading (it loads in a thread)."""
+    deadline = time.monotonic() + seconds
+    while "loading…" in " ".join(m.value for m in at.sidebar.markdown) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        at.run(timeout=TIMEOUT)
+    return at
+
+
+def open_page(env, page: str | None = None, checkpoint: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if checkpoint:
+        at.query_params["checkpoint"] = checkpoint
+    at.run()
+    if page:
+        at.switch_page(f"app_pages/{page}.py").run()
+    return _ok(at)
+
+
+# --- every page ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page, title", [
+    (None, "Library"), ("geometry", "Geometry"), ("lab", "Interpolation lab"), ("compare", "Compare"),
+    ("predict", "Predict"), ("train", "Train"),
+])
+def test_every_page_renders_with_the_backbone_in_the_sidebar(env, page, title):
+    at = _wait_for_backbone(open_page(env, page))
+    assert at.title[0].value == title
+    side = " ".join(m.value for m in at.sidebar.markdown)
+    assert "Active checkpoint:" in side
+    assert "`demo` on **cpu**" in side
+    assert any("demo backbone is in use" in w.value for w in at.sidebar.warning)
+    _ok(at)
+
+
+def test_query_param_picks_the_active_checkpoint(env):
+    at = open_page(env, checkpoint="dots-plain")
+    assert "dots-plain" in " ".join(m.value for m in at.sidebar.markdown)
+    assert at.session_state["active_checkpoint"].endswith("dots-plain.safetensors")
+
+
+# --- library ----------------------------------------------------------------------------------------
+
+
+def test_library_lists_good_and_bad_files(env):
+    at = open_page(env)
+    df = at.dataframe[0].value
+    assert len(df) == 12
+    status = dict(zip(df["file"], df["status"]))
+    assert status["dots-rank-linear.safetensors"] == "ok"
+    assert status["backbone-weights.safetensors"] == "not a checkpoint"
+    assert status["evil.pt"] == "error" and status["corrupt.safetensors"] == "error"
+    assert status["lost-backbone.safetensors"] == "backbone missing"
+    messages = " ".join(e.value for e in at.error) + " ".join(w.value for w in at.warning)
+    for words in ("would import and call os.system", "not a safetensors file", "empty (0 bytes)", "not an explorer checkpoint",
+                  "pickles are never loaded", "Backbone weight file not found"):
+        assert words in messages
+    assert not any("Traceback" in e.value for e in at.error)
+
+
+def test_library_picks_active_and_compare_set(env):
+    at = open_page(env)
+    target = str(env["folder"] / "dots-rank-inv_prop.safetensors")
+    sel = at.selectbox(key="library-active")
+    assert any("dots-rank-inv_prop" in o for o in sel.options)
+    sel.set_value(target).run()
+    _ok(at)
+    assert at.session_state["active_checkpoint"] == target
+    keys = [str(env["folder"] / n) for n in ("dots-plain.safetensors", "ages-rank-normal.safetensors")]
+    at.multiselect(key="library-compare").set_value(keys).run()
+    _ok(at)
+    assert sorted(at.session_state["compare_checkpoints"]) == sorted(keys)
+    # the choices follow the user to other pages
+    at.switch_page("app_pages/geometry.py").run()
+    _ok(at)
+    assert at.selectbox(key="geometry-checkpoint").value == target
+    at.switch_page("app_pages/compare.py").run()
+    assert sorted(at.multiselect(key="compare-checkpoints").value) == sorted(keys)
+
+
+def test_library_add_by_path_and_uploads(env, tmp_path):
+    from app_testdata import build, demo_backbone
+    from explorer.checkpoints import save_checkpoint
+
+    extra = save_checkpoint(tmp_path / "outside.safetensors", build("rank", seed=9), demo_backbone(), name="outside-ckpt")
+    at = open_page(env)
+    at.text_input(key="library-path").input(str(extra))
+    at.button[0].click().run()  # the form's Add button
+    _ok(at)
+    assert any("Added outside-ckpt" in s.value for s in at.success)
+    df = at.dataframe[0].value
+    assert "outside-ckpt" in set(df["name"]) and "added" in set(df["source"])
+    # a path that does not exist
+    at.text_input(key="library-path").input(str(tmp_path / "nope.safetensors"))
+    at.button[0].click().run()
+    _ok(at)
+    assert any("No file at" in e.value for e in at.error)
+    # uploads: a pickle is refused, a good checkpoint is added
+    at.file_uploader(key="library-upload").set_value(("evil.pt", (env["folder"] / "evil.pt").read_bytes(), "application/octet-stream")).run()
+    _ok(at)
+    assert any(e.value.startswith("evil.pt is a pickle that would import and call os.system") for e in at.error)
+    data = (env["folder"] / "dots-plain.safetensors").read_bytes()
+    at.file_uploader(key="library-upload").set_value(("mine.safetensors", data, "application/octet-stream")).run()
+    _ok(at)
+    assert any("Added dots-plain" in s.value for s in at.success)
+    assert not list(Path(env["cache"]).glob("uploaded-checkpoints/*/evil.pt"))  # rejected uploads are not kept
+
+
+# --- geometry ---------------------------------------------------------------------------------------
+
+
+def test_geometry_numbers_views_window_and_projections(env):
+    from explorer import geometry
+    from explorer.checkpoints import load_checkpoint
+
+    at = open_page(env, "geometry", checkpoint="ages-rank-normal")
+    P = load_checkpoint(env["folder"] / "ages-rank-normal.safetensors").prototypes.matrix.numpy()
+    report = geometry.ordinality_report(P)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Ordinality (all pairs)"] == f"{100 * report['ordinality']:.2f} %"
+    assert metrics["Violation rate"] == f"{100 * report['violation_rate']:.2f} %"
+    assert metrics["Ranks in window"] == "101"
+    assert len(_charts(at)) == 4  # heatmap, violations, adjacent, projection
+    spans = at.dataframe[0].value
+    assert list(spans["span s"]) == list(report["spans"])
+
+    at.select_slider[0].set_range("15", "75").run()
+    _ok(at)
+    windowed = geometry.ordinality_report(P, (15, 75))
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Ranks in window"] == "61"
+    assert metrics["Ordinality (all pairs)"] == f"{100 * windowed['ordinality']:.2f} %"
+
+    at.segmented_control(key="geometry-view").set_value("softmax").run()
+    _ok(at)
+    at.segmented_control(key="geometry-method").set_value("tsne").run()
+    _ok(at)
+    at.segmented_control(key="geometry-dims").set_value(3).run()
+    _ok(at)
+    assert len(_charts(at)) == 4
+    files = list(Path(env["cache"]).glob("projections/*-tsne-3-0.npy"))
+    assert len(files) == 1 and "-w15_75-" in files[0].name
+    assert np.load(files[0]).shape == (61, 3)
+
+
+# --- interpolation lab ---------------------------------------------------------------------------------
+
+
+def test_lab_recomputes_schemes_and_other_b(env):
+    at = _wait_for_backbone(open_page(env, "lab", checkpoint="dots-rank-linear"))
+    assert at.selectbox(key="lab-checkpoint").value.endswith("dots-rank-linear.safetensors")
+    table = at.dataframe[0].value
+    assert list(table["prototypes"]) == ["stored (trained: linear, B=3)", "linear B=3", "inv_prop B=3", "normal (bw 1) B=3"]
+    # the trained scheme recomputed equals the stored prototypes
+    stored, same = table.iloc[0], table.iloc[1]
+    assert same["ordinality %"] == pytest.approx(stored["ordinality %"])
+    assert same["min cosine to stored"] == pytest.approx(1.0, abs=1e-5)
+    assert len(_charts(at)) == 1 + 4 + 1  # weights, 4 heatmaps, adjacent
+    at.number_input(key=next(k for k in _widget_keys(at) if k.startswith("lab-b-"))).set_value(6).run()
+    _ok(at)
+    labels = list(at.dataframe[0].value["prototypes"])
+    assert "linear B=6 (resampled)" in labels
+    at.multiselect(key="lab-schemes").set_value(["normal"]).run()
+    _ok(at)
+    assert len(at.dataframe[0].value) == 2
+
+
+def test_lab_explains_when_the_active_checkpoint_is_not_a_rank_learner(env):
+    at = open_page(env, "lab", checkpoint="dots-plain")
+    assert any("not a full rank learner" in i.value for i in at.info)
+    assert not at.selectbox(key="lab-checkpoint").value.endswith("dots-plain.safetensors")
+
+
+def _widget_keys(at) -> list[str]:
+    return [k for k in at.session_state if isinstance(k, str)]
+
+
+# --- compare -------------------------------------------------------------------------------------------
+
+
+def test_compare_tables_per_rank_errors_and_one_image(env):
+    at = _wait_for_backbone(open_page(env, "compare"))
+    keys = [str(env["folder"] / f"{n}.safetensors") for n in ("dots-rank-linear", "dots-plain", "ages-rank-normal")]
+    at.multiselect(key="compare-checkpoints").set_value(keys).run()
+    _ok(at)
+    ordinality, metrics = at.dataframe[0].value, at.dataframe[1].value
+    assert list(ordinality["checkpoint"]) == ["dots-rank-linear", "dots-plain", "ages-rank-normal"]
+    assert list(metrics["split"]) == ["test", "unspecified", "none stored"]
+    assert metrics.loc[0, "mae_exp"] == pytest.approx(2.1)
+    charts = _charts(at)
+    assert len(charts) == 3 + 1  # 3 heatmaps + per-rank errors
+    assert "No per-rank errors stored for ages-rank-normal" in _texts(at)
+    at.file_uploader(key="compare-image").set_value(("face.png", image_bytes(face_image()), "image/png")).run()
+    _ok(at)
+    assert len(_charts(at)) == 5
+    dists = at.dataframe[2].value
+    assert list(dists["checkpoint"]) == ["dots-rank-linear", "dots-plain", "ages-rank-normal"]
+    assert "Face found" in _texts(at)
+
+
+def test_compare_shows_one_colour_scale(env):
+    at = open_page(env, "compare")
+    assert "one colour scale" in _texts(at)
+
+
+# --- predict ------------------------------------------------------------------------------------------
+
+
+def test_predict_one_image(env):
+    at = _wait_for_backbone(open_page(env, "predict", checkpoint="ages-rank-normal"))
+    at.file_uploader(key="predict-images").set_value(("face.jpg", image_bytes(face_image(), "JPEG"), "image/jpeg")).run()
+    _ok(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert set(metrics) == {"Expected value (years)", "Most probable (years)", "Median (years)", "90 % interval (years)"}
+    assert 0 <= float(metrics["Expected value (years)"]) <= 100
+    assert len(_charts(at)) == 1
+    assert any("Face found" in i.value for i in at.info)
+    # the numbers are the explorer's
+    from explorer import faces
+    from explorer.checkpoints import load_checkpoint
+    from app_testdata import demo_backbone
+
+    ckpt = load_checkpoint(env["folder"] / "ages-rank-normal.safetensors")
+    ref = faces.predict_uploads([("face.jpg", image_bytes(face_image(), "JPEG"))], ckpt.prototypes, demo_backbone())
+    assert metrics["Expected value (years)"] == f"{ref.record(0)['expected_value']:.1f}"
+    # switch: whole image
+    at.toggle(key="predict-whole").set_value(True).run()
+    _ok(at)
+    assert any("face cropping switched off" in i.value for i in at.info)
+
+
+def test_predict_many_images_with_bad_ones(env):
+    at = _wait_for_backbone(open_page(env, "predict", checkpoint="dots-rank-linear"))
+    big = Image.new("1", (8000, 6000))  # 48 MP: over the 40 MP limit, tiny as a PNG
+    files = [
+        ("face.png", image_bytes(face_image()), "image/png"),
+        ("grass.webp", image_bytes(plain_image(), "WEBP"), "image/webp"),
+        ("notes.png", b"just some text", "image/png"),
+        ("empty.bmp", b"", "image/bmp"),
+        ("huge.png", image_bytes(big), "image/png"),
+        ("grey.tiff", image_bytes(face_image().convert("L"), "TIFF"), "image/tiff"),
+        ("cmyk.jpg", image_bytes(face_image().convert("CMYK"), "JPEG"), "image/jpeg"),
+        ("alpha.png", image_bytes(face_image().convert("RGBA")), "image/png"),
+    ]
+    at.file_uploader(key="predict-images").set_value(files).run()
+    _ok(at)
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("notes.png is not an image") for e in errors)
+    assert any(e.startswith("empty.bmp is empty") for e in errors)
+    assert any(e.startswith("huge.png is 8000x6000 pixels, over the 40 MP limit") for e in errors)
+    table = at.dataframe[0].value
+    assert list(table["image"]) == [f[0] for f in files]
+    assert (table["error"].fillna("") == "").sum() == 5
+    assert table.loc[1, "face"] == "no (whole image)" and table.loc[0, "face"] == "yes"
+    assert len(at.get("download_button")) == 1
+    at.selectbox(key="predict-show").set_value(1).run()
+    _ok(at)
+    assert any("No face found: the whole image is used" in w.value for w in at.warning)
+    assert len(_charts(at)) == 1
+
+
+def test_predict_refuses_a_checkpoint_whose_backbone_is_missing(env):
+    at = open_page(env, "predict", checkpoint="lost-backbone")
+    at.file_uploader(key="predict-images").set_value(("face.png", image_bytes(face_image()), "image/png")).run()
+    _ok(at)
+    assert any("needs a backbone that is not available" in e.value for e in at.error)
+    assert any("backbone is not available" in e.value for e in at.sidebar.error)
+
+
+def test_predict_bytes_is_the_upload_handler(env):
+    """The page's upload handling as a function of (name, bytes) pairs."""
+    at = open_page(env, "predict")  # builds the caches inside a script run
+    _ok(at)
+    script = f"""
+import sys
+sys.path.insert(0, {str(Path(APP).parent)!r})
+import streamlit as st
+from app_pages import common
+from app_pages.predict import predict_bytes
+entry = next(e for e in common.library_entries() if e.name == "dots-rank-linear")
+result = predict_bytes(entry, [("a.png", {image_bytes(face_image())!r}), ("b.png", b"")])
+st.write(f"ok={{[it.ok for it in result.items]}} expected={{result.record(0)['expected_value']:.3f}}")
+"""
+    at2 = AppTest.from_string(script, default_timeout=TIMEOUT).run()
+    _ok(at2)
+    assert "ok=[True, False]" in at2.markdown[0].value
+
+
+# --- error boundaries ------------------------------------------------------------------------------------
+
+
+def test_errors_become_one_line_messages():
+    script = """
+import sys
+sys.path.insert(0, %r)
+import streamlit as st
+from app_pages import common
+from explorer.errors import ExplorerError
+
+def explorer_error():
+    raise ExplorerError("The thing is wrong; fix it.")
+
+def unexpected():
+    raise RuntimeError("kaboom\\nsecond line")
+
+common.run_page(explorer_error)
+common.run_page(unexpected)
+with common.guard("the section"):
+    raise KeyError("k")
+st.write("still running")
+""" % str(Path(APP).parent)
+    at = AppTest.from_string(script, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert errors[0] == "The thing is wrong; fix it."
+    assert "RuntimeError: kaboom second line" in errors[1] and "\n" not in errors[1]
+    assert "the section" in errors[2] and "KeyError" in errors[2]
+    assert at.markdown[-1].value == "still running"
+
+
+def test_empty_library(tmp_path, monkeypatch):
+    monkeypatch.setenv("ORDINAL_EXPLORER_CHECKPOINTS", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    _ok(at)
+    assert any("No usable checkpoint yet" in i.value for i in at.info)
+    side = " ".join(m.value for m in at.sidebar.markdown)
+    assert "**Active checkpoint:** none" in side
+    assert "none loaded" in side or "**Backbone:** `demo`" in side  # backbones are per server: another test may have loaded it
+    for page in ("geometry", "lab", "compare", "predict", "train"):
+        at.switch_page(f"app_pages/{page}.py").run()
+        _ok(at)

@@ -1,0 +1,148 @@
+"""End to end: the real ``streamlit run app.py`` in headless Chromium, on the test library
+(``app_library_dir``: demo-backbone checkpoints plus bad files). Every page renders without an
+exception element; uploads go through the real file input. Screenshots land in
+test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from app_testdata import face_image, image_bytes, plain_image
+from conftest import wait_for_streamlit
+
+pytestmark = pytest.mark.browser
+
+CHART = '[data-testid="stPlotlyChart"]'
+EXCEPTION = '[data-testid="stException"]'
+PAGES = {
+    "/": "Library",
+    "/geometry": "Geometry",
+    "/lab": "Interpolation lab",
+    "/compare": "Compare",
+    "/predict": "Predict",
+    "/train": "Train",
+}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    """A tall window so that full-page screenshots show whole pages (Streamlit scrolls inside its main block)."""
+    return {**browser_context_args, "viewport": {"width": 1440, "height": 3000}}
+
+
+def _settle(page, timeout_ms: int = 60_000) -> None:
+    """Wait for Streamlit to finish the current run (after an interaction)."""
+    page.wait_for_timeout(300)
+    wait_for_streamlit(page, timeout_ms)
+
+
+def _no_exception(page) -> None:
+    expect(page.locator(EXCEPTION)).to_have_count(0)
+    expect(page.get_by_text("Traceback")).to_have_count(0)
+
+
+def _title(page, text: str) -> None:
+    expect(page.locator("h1").filter(has_text=re.compile(f"^{re.escape(text)}"))).to_be_visible(timeout=60_000)
+
+
+def _sidebar_backbone(page) -> None:
+    side = page.locator('[data-testid="stSidebar"]')
+    expect(side.get_by_text("on cpu")).to_be_visible(timeout=60_000)
+    expect(side.get_by_text("demo backbone is in use")).to_be_visible()
+
+
+def test_library_lists_checkpoints_and_bad_files(open_app, screenshot):
+    page = open_app("/")
+    _title(page, "Library")
+    expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible()
+    page.get_by_text("cannot be used").click()
+    expect(page.get_by_text("would import and call")).to_be_visible()
+    expect(page.get_by_text("not an explorer checkpoint").first).to_be_visible()
+    _sidebar_backbone(page)
+    _no_exception(page)
+    screenshot(page, "library")
+
+
+@pytest.mark.parametrize("path", [p for p in PAGES if p != "/"])
+def test_every_page_renders(open_app, screenshot, path):
+    page = open_app(f"{path}?checkpoint=ages-rank-normal")
+    _title(page, PAGES[path])
+    if path in ("/geometry", "/lab", "/compare"):
+        expect(page.locator(CHART).first).to_be_visible(timeout=60_000)
+        _settle(page)
+    _sidebar_backbone(page)
+    _no_exception(page)
+    screenshot(page, path.strip("/"))
+
+
+def test_sidebar_navigation_keeps_the_active_checkpoint(open_app):
+    page = open_app("/?checkpoint=dots-rank-linear")
+    side = page.locator('[data-testid="stSidebar"]')
+    expect(side.get_by_text("dots-rank-linear")).to_be_visible()
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Geometry").click()
+    _title(page, "Geometry")
+    expect(page.locator(CHART).first).to_be_visible(timeout=60_000)
+    expect(side.get_by_text("Active checkpoint: dots-rank-linear")).to_be_visible()
+    _no_exception(page)
+
+
+def test_predict_upload_shows_distribution(open_app, screenshot, tmp_path):
+    page = open_app("/predict?checkpoint=ages-rank-normal")
+    _title(page, "Predict")
+    face = tmp_path / "face.jpg"
+    face.write_bytes(image_bytes(face_image(), "JPEG", quality=92))
+    page.locator('input[type="file"]').first.set_input_files(str(face))
+    expect(page.locator(CHART).first).to_be_visible(timeout=60_000)
+    _settle(page)
+    expect(page.get_by_text("Face found")).to_be_visible()
+    expect(page.get_by_text("Expected value")).to_be_visible()
+    expect(page.get_by_text("90 % interval")).to_be_visible()
+    _no_exception(page)
+    screenshot(page, "one-face")
+
+
+def test_predict_many_uploads_with_a_bad_one(open_app, screenshot, tmp_path):
+    page = open_app("/predict?checkpoint=dots-rank-linear")
+    _title(page, "Predict")
+    files = [tmp_path / "face.png", tmp_path / "grass.webp", tmp_path / "notes.png", tmp_path / "empty.bmp"]
+    files[0].write_bytes(image_bytes(face_image()))
+    files[1].write_bytes(image_bytes(plain_image(), "WEBP"))
+    files[2].write_bytes(b"this is a text file, not a picture")
+    files[3].write_bytes(b"")
+    page.locator('input[type="file"]').first.set_input_files([str(f) for f in files])
+    expect(page.locator(CHART).first).to_be_visible(timeout=60_000)
+    _settle(page)
+    expect(page.get_by_role("paragraph").filter(has_text="notes.png is not an image")).to_be_visible()
+    expect(page.get_by_text("Download CSV")).to_be_visible()
+    expect(page.locator('[data-testid="stDataFrame"]')).to_be_visible()
+    _no_exception(page)
+    screenshot(page, "many")
+    expect(page.get_by_text("Face found").first).to_be_visible()
+
+
+def test_library_upload_of_a_pickle_is_refused(open_app, screenshot, app_library_dir):
+    page = open_app("/")
+    _title(page, "Library")
+    page.locator('input[type="file"]').first.set_input_files(str(app_library_dir / "evil.pt"))
+    expect(page.get_by_text("would import and call").last).to_be_visible(timeout=60_000)
+    _settle(page)
+    _no_exception(page)
+    screenshot(page, "evil-upload")
+
+
+def test_compare_overlays_distributions_for_one_image(open_app, screenshot, tmp_path):
+    page = open_app("/compare")
+    _title(page, "Compare")
+    face = tmp_path / "face.png"
+    face.write_bytes(image_bytes(face_image()))
+    page.locator('input[type="file"]').first.set_input_files(str(face))
+    expect(page.get_by_text("Predicted distributions for the same image")).to_be_visible()
+    expect(page.locator(CHART).nth(3)).to_be_visible(timeout=60_000)
+    _settle(page)
+    expect(page.get_by_text("Face found")).to_be_visible()
+    _no_exception(page)
+    screenshot(page, "same-image")
