@@ -1,22 +1,113 @@
-"""Train: placeholder until the trainer API is wired into the app.
+"""Train: a few-shot run in a background worker, with live progress, cancel and reconnect.
 
-Drop the real page in by replacing ``train_page()`` below (keep its name: app.py registers this
-file, and the guard at the bottom runs the function inside the shared error boundary).
+The run itself is ``explorer.jobs`` (one thread per job, one ``JobManager`` per server). The job
+id sits in the URL (``?job=…``) so a reload reconnects to the running job; each job writes its own
+``app-<name>-<id>.safetensors`` into the library folder, where the Library page lists it.
 """
 
 from __future__ import annotations
 
+import re
+
+import pandas as pd
 import streamlit as st
 
 from app_pages import common
 from explorer import library as lib
+from explorer.jobs import JobManager
+from explorer.train import TrainConfig
+
+JOB_KEY = "job"
+
+
+@st.cache_resource
+def job_manager() -> JobManager:
+    """One manager per server: jobs survive page reloads and are isolated by id."""
+    return JobManager(max_running=2)
+
+
+def _config_from_form(values: dict) -> TrainConfig:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", values["name"].strip()) or "run"
+    learner: dict = {"kind": values["learner"]}
+    if values["learner"] in ("rank", "plain"):
+        learner["num_context_tokens"] = int(values["context_tokens"])
+    if values["learner"] == "rank":
+        learner.update(interpolation=values["interpolation"], num_base_ranks=int(values["base_ranks"]))
+    if values["learner"] == "template":
+        learner["template"] = values["template"]
+    return TrainConfig(
+        dataset=values["dataset"].strip(), out=str(lib.library_folder() / f"app-{name}.safetensors"), name=name,
+        backbone=values["backbone"].strip(), learner=learner, shots=int(values["shots"]) or None,
+        epochs=int(values["epochs"]), seed=int(values["seed"]), lr=float(values["lr"]),
+        device=common.device_setting(),
+    )
+
+
+def _form() -> None:
+    with st.form("train-form"):
+        st.subheader("New few-shot run")
+        c1, c2, c3 = st.columns(3)
+        values = {
+            "dataset": c1.text_input("Dataset", "dots:20", help="DATASET spec: dots:K[:N[:SEED]], utkface:DIR, csv:FILE, folder:DIR, list:ROOT:TRAIN.txt:VAL.txt:TEST.txt …"),
+            "backbone": c2.text_input("Backbone", "demo", help="demo, NAME:TAG (open_clip), PATH or ARCH@PATH"),
+            "name": c3.text_input("Name", "my-run"),
+            "learner": c1.selectbox("Learner", ["rank", "plain", "template", "linear"],
+                                    format_func={"rank": "OrdinalCLIP (rank)", "plain": "CoOp (plain)", "template": "zero-shot template", "linear": "linear probe"}.get),
+            "interpolation": c2.selectbox("Interpolation (rank)", ["linear", "inv_prop", "normal"]),
+            "base_ranks": c3.number_input("Base ranks B (rank)", 1, 50, 3),
+            "context_tokens": c1.number_input("Context tokens n", 0, 60, 8),
+            "shots": c2.number_input("Shots per label (0 = all)", 0, 1000, 16),
+            "epochs": c3.number_input("Epochs", 1, 500, 20),
+            "lr": c1.number_input("Learning rate", 1e-6, 1.0, 2e-3, format="%.4f"),
+            "seed": c2.number_input("Seed", 0, 10_000, 0),
+            "template": c3.text_input("Template (zero-shot)", "a photo of {} dots."),
+        }
+        submitted = st.form_submit_button("Start training", type="primary")
+    if submitted:
+        job = job_manager().start(_config_from_form(values))
+        st.query_params[JOB_KEY] = job.id
+        st.rerun()
+
+
+@st.fragment(run_every=1.0)
+def _job_panel(job_id: str) -> None:
+    job = job_manager().get(job_id)
+    if job is None:
+        st.warning("That training job is not known to this server (it may have been restarted); start a new run.")
+        return
+    snap = job.snapshot()
+    st.subheader(f"Run {job.config.name} · {snap['state']}")
+    st.progress(min(1.0, snap["fraction"]), text=f"{snap['message'] or snap['stage']} · epoch {snap['epoch']}/{snap['epochs']} · {snap['elapsed']:.0f} s")
+    if snap["history"]:
+        hist = pd.DataFrame(snap["history"]).set_index("epoch")
+        c1, c2 = st.columns(2)
+        c1.caption("Training loss per epoch")
+        c1.line_chart(hist[["train_loss"]])
+        c2.caption("Validation MAE per epoch")
+        c2.line_chart(hist[["val_mae"]])
+    if snap["state"] in ("queued", "running"):
+        if st.button("Cancel run", key=f"cancel-{job_id}"):
+            job.cancel()
+    elif snap["state"] == "done":
+        test = snap["test"] or {}
+        st.success(f"Finished: {snap['checkpoint']}" + (f" · test MAE {test['mae_exp']:.3f}" if test else "") + " · it is now in the Library.")
+    elif snap["state"] == "cancelled":
+        st.info(f"Cancelled. {snap['error'] or 'The best checkpoint so far is kept and listed in the Library.'}")
+    else:
+        st.error(snap["error"] or "The run failed.")
 
 
 def train_page() -> None:
     st.title("Train")
-    st.info("Training from the app is not wired up yet. Train from the command line meanwhile; the checkpoint it "
-            f"writes into `{lib.library_folder()}` appears on the Library page.")
-    st.code("ordinal-explorer train --help", language="bash")
+    st.caption("Runs train in the background on this server; reloading the page reconnects to the run in the URL.")
+    job_id = st.query_params.get(JOB_KEY)
+    if job_id:
+        _job_panel(job_id)
+        if st.button("New run"):
+            del st.query_params[JOB_KEY]
+            st.rerun()
+    else:
+        _form()
 
 
 if __name__ == "__main__":

@@ -380,3 +380,30 @@ def test_empty_library(tmp_path, monkeypatch):
     for page in ("geometry", "lab", "compare", "predict", "train"):
         at.switch_page(f"app_pages/{page}.py").run()
         _ok(at)
+
+
+# --- train ---------------------------------------------------------------------------------------
+
+
+def test_train_page_runs_a_job_to_completion_and_the_checkpoint_reaches_the_library(env):
+    at = open_page(env, "train")
+    at.text_input[0].set_value("dots:3:6")  # dataset
+    at.text_input[2].set_value("apptest")  # name
+    at.number_input[3].set_value(2)  # shots
+    at.number_input[4].set_value(2)  # epochs
+    at.button[0].click().run()
+    _ok(at)
+    job_id = at.query_params["job"][0] if isinstance(at.query_params["job"], list) else at.query_params["job"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        at.run()
+        text = " ".join(s.value for s in at.success) + " ".join(e.value for e in at.error)
+        if text:
+            break
+        time.sleep(0.5)
+    assert not at.error, [e.value for e in at.error]
+    assert "now in the Library" in at.success[0].value and job_id
+    library = open_page(env)
+    names = [str(n) for df in library.dataframe if "name" in df.value for n in df.value["name"]]
+    assert any("apptest" in n for n in names), names
+    assert (env["folder"] / "app-apptest.safetensors").is_file()
