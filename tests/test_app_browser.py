@@ -146,3 +146,21 @@ def test_compare_overlays_distributions_for_one_image(open_app, screenshot, tmp_
     expect(page.get_by_text("Face found")).to_be_visible()
     _no_exception(page)
     screenshot(page, "same-image")
+
+
+def test_train_a_tiny_run_to_completion_and_see_it_in_the_library(open_app, screenshot):
+    page = open_app("/train")
+    _title(page, "Train")
+    page.get_by_label("Dataset", exact=True).fill("dots:3:6")
+    page.get_by_label("Name", exact=True).fill("browserrun")
+    page.get_by_label("Shots per label (0 = all)").fill("2")
+    page.get_by_label("Epochs").fill("2")
+    page.get_by_role("button", name="Start training").click()
+    expect(page.get_by_text("now in the Library")).to_be_visible(timeout=120_000)
+    expect(page.locator('[data-testid="stProgress"]')).to_have_count(1)
+    _no_exception(page)
+    screenshot(page, "finished")
+    page.goto(page.url.split("/train")[0] + "/")
+    _settle(page)
+    expect(page.get_by_text("browserrun").first).to_be_visible(timeout=60_000)
+    _no_exception(page)
