@@ -37,6 +37,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network (make test sets it too)
 ARTIFACTS_DIR = REPO_ROOT / "test-artifacts"
 SCREENSHOTS_DIR = ARTIFACTS_DIR / "screenshots"
 SERVER_LOG = ARTIFACTS_DIR / "streamlit-server.log"
@@ -220,3 +221,15 @@ def screenshot(request):
         return path
 
     return _save
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module: the tiny models in the tests run many times faster that way
+    than with two threads contending on a busy 2-core machine. Use with ``pytest.mark.usefixtures``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -36,9 +36,6 @@ from explorer.errors import ExplorerError
 ZOO_SPEC = "ViT-B-32:laion2b_s34b_b79k"
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")

@@ -29,15 +29,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
-def test_two_process_ddp_matches_single_process(tmp_path, one_thread):
+def test_two_process_ddp_matches_single_process(tmp_path, one_torch_thread):
     # batch 7 over 2 processes: shards of 4 and 3 (the uneven gather path)
     common = ["dots:4:8", "--learner", "rank", "--context-tokens", "4", "--epochs", "3", "--batch-size", "7", "--device", "cpu"]
     ddp_dir = tmp_path / "ddp"

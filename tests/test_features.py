@@ -18,17 +18,11 @@ from explorer.backbones import load_backbone, save_backbone_weights
 from explorer.datasets import open_dataset
 from explorer.features import FeatureCache, Interrupted, content_key
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is much faster than two contended ones on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def backbone():

@@ -30,9 +30,6 @@ AGE_CONTEXT_IDS = [805, 8904, 656, 281, 518, 805, 539, 518, 2533, 533]  # CLIP B
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")

@@ -32,13 +32,6 @@ SOT, PERIOD, EOT, PAD = 49406, 269, 49407, 0
 TEXT_KEYS = ("transformer.", "ln_final.", "positional_embedding", "text_projection")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The models here are tiny: one intra-op thread is fastest and keeps timings stable on busy machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --- the CLIP weights (OpenAI layout) -------------------------------------------------------------
@@ -59,6 +52,8 @@ def _clip_model(seed: int = 7):
                 p.add_(torch.randn_like(p) * 0.05)
     return model.eval()
 
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def clip_file(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:

@@ -29,20 +29,14 @@ from explorer.errors import ExplorerError
 from explorer.features import FeatureCache, content_key
 from explorer.train import Cancelled, TrainConfig, evaluate_checkpoint, prepare_data, train
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 DATA = "dots:4:6"  # 5 ranks, 30 images: 21 train / 3 val / 6 test
 HISTORY_KEYS = {"epoch", "train_loss", "lr", "seconds", "val_mae_exp", "val_mae_max", "val_acc_max", "val_cs1", "val_qwk", "val_n"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is much faster than two contended ones on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
