@@ -39,10 +39,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors
 
 from .errors import ExplorerError
+from .fsio import save_safetensors
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_WEIGHTS = REPO_ROOT / "checkpoints" / "demo-backbone.safetensors"
-DEMO_ARCH = "ordinalclip-demo"
+from open_clip.constants import OPENAI_DATASET_MEAN as OPENAI_MEAN
+from open_clip.constants import OPENAI_DATASET_STD as OPENAI_STD
+
+from .specs import DEMO_ARCH, DEMO_WEIGHTS, REPO_ROOT, parse_backbone_spec  # noqa: F401 - re-exported
 # open_clip CLIP(**DEMO_CONFIG): 64 px ViT with 8 px patches, width 128, 4 layers per tower,
 # 64-wide heads (so an OpenAI-layout export of it round-trips through shape inference).
 DEMO_CONFIG: dict[str, Any] = {
@@ -52,8 +54,6 @@ DEMO_CONFIG: dict[str, Any] = {
     "quick_gelu": False,
 }
 DEMO_SEED = 20221128
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 HUB_PROBE_SECONDS = 1.5
 
 
@@ -141,23 +141,17 @@ def weights_digest(model: torch.nn.Module, arch_config: dict[str, Any]) -> str:
 
 def load_backbone(spec: str, device: str | torch.device | None = None, cache_dir: str | None = None) -> Backbone:
     """Load a CLIP backbone from a spec string (see module docstring); model in eval mode, frozen, fp32."""
-    spec = (spec or "").strip()
-    if not spec:
-        raise ExplorerError("No backbone given; use 'demo', an open_clip 'NAME:TAG' or a weight file path.")
+    parsed = parse_backbone_spec(spec)
+    spec = parsed.text
     dev = resolve_device(device)
-    if spec == "demo":
+    if parsed.kind == "demo":
         model, arch, config, preprocess = _load_demo()
+    elif parsed.kind == "file":
+        model, arch, config, preprocess = _load_file(parsed.path, parsed.arch)
+    elif parsed.kind == "hub":
+        raise ExplorerError("hf-hub: specs are not supported yet; download the weights and pass NAME@PATH instead.")
     else:
-        arch_hint, path = _split_path_spec(spec)
-        if path is not None:
-            model, arch, config, preprocess = _load_file(path, arch_hint)
-        elif ":" in spec:
-            model, arch, config, preprocess = _load_zoo(spec, cache_dir)
-        else:
-            raise ExplorerError(
-                f"Backbone '{spec}' is neither 'demo', an open_clip 'NAME:TAG' (e.g. ViT-B-16:openai) "
-                "nor an existing weight file."
-            )
+        model, arch, config, preprocess = _load_zoo(parsed.name, parsed.tag, cache_dir)
     import open_clip
 
     if getattr(model, "text_pool_type", "argmax") != "argmax" or getattr(model, "attn_mask", None) is None:
@@ -228,7 +222,7 @@ def _hub_reachable(url: str, seconds: float = HUB_PROBE_SECONDS) -> bool:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     try:
         return bool(pool.submit(connect).result(timeout=seconds))
-    except Exception:
+    except (OSError, concurrent.futures.TimeoutError):
         return False
     finally:
         pool.shutdown(wait=False)
@@ -259,13 +253,9 @@ def _cached_weight_file(pretrained_cfg: dict[str, Any], cache_dir: str | None) -
     return None
 
 
-def _load_zoo(spec: str, cache_dir: str | None):
+def _load_zoo(name: str, tag: str, cache_dir: str | None):
     import open_clip
 
-    name, _, tag = spec.partition(":")
-    if name == "hf-hub":
-        raise ExplorerError("hf-hub: specs are not supported yet; download the weights and pass NAME@PATH instead.")
-    name = name.replace("/", "-")
     if name not in open_clip.list_models():
         raise ExplorerError(f"open_clip has no architecture '{name}'; see open_clip.list_models() for the names.")
     pcfg = open_clip.get_pretrained_cfg(name, tag)
@@ -285,7 +275,7 @@ def _load_zoo(spec: str, cache_dir: str | None):
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=local or tag, cache_dir=cache_dir, device="cpu"
         )
-    except Exception as exc:  # network errors, corrupt downloads
+    except (OSError, RuntimeError, ValueError) as exc:  # network errors (requests' are OSErrors), corrupt downloads
         raise ExplorerError(f"Loading {name}:{tag} through open_clip failed: {_one_line(exc)}") from exc
     if local is not None:  # create_model skips the tag's preprocessing when given a path
         mean = pcfg.get("mean", OPENAI_MEAN)
@@ -296,24 +286,6 @@ def _load_zoo(spec: str, cache_dir: str | None):
 
 
 # --- local files --------------------------------------------------------------------------------
-
-
-def _split_path_spec(spec: str) -> tuple[str | None, Path | None]:
-    """'ARCH@PATH' -> (ARCH, PATH); an existing 'PATH' -> (None, PATH); otherwise (None, None)."""
-    if spec.startswith("hf-hub:"):  # a zoo spec with '/' in it, not a path
-        return None, None
-    if "@" in spec:
-        arch, _, path = spec.partition("@")
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise ExplorerError(f"Backbone weight file not found: {p}.")
-        return arch.strip() or None, p
-    p = Path(spec).expanduser()
-    if p.is_file():
-        return None, p
-    if p.suffix in (".pt", ".pth", ".bin", ".safetensors", ".ckpt") or os.sep in spec:
-        raise ExplorerError(f"Backbone weight file not found: {p}.")
-    return None, None
 
 
 def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -331,7 +303,7 @@ def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
             f"{path.name} was refused: unpickling it would run code or build arbitrary objects; "
             "only plain tensor files are read (weights_only=True)."
         ) from exc
-    except Exception as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:  # truncated / not a torch file
         raise ExplorerError(f"{path.name} is not a readable weight file ({_one_line(exc)}).") from exc
     return _unwrap_state_dict(obj, path)
 
@@ -366,6 +338,11 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("/code/__torch__.py") or "/code/" in n for n in zf.namelist()) and any(
             n.endswith("/data.pkl") for n in zf.namelist()
         )
+
+
+# What a corrupt or hostile TorchScript archive can raise while its pickle is read by the restricted unpickler.
+_ARCHIVE_ERRORS = (pickle.UnpicklingError, EOFError, KeyError, IndexError, ValueError, TypeError, AttributeError,
+                   RuntimeError, OSError, zipfile.BadZipFile, StopIteration)
 
 
 class _ScriptObject:
@@ -417,7 +394,7 @@ def _read_torchscript_tensors(path: Path) -> dict[str, torch.Tensor]:
 
         try:
             top = Restricted(io.BytesIO(data)).load()
-        except Exception as exc:
+        except _ARCHIVE_ERRORS as exc:
             raise ExplorerError(f"{path.name} is a TorchScript archive that could not be read safely ({_one_line(exc)}).") from exc
 
     out: dict[str, torch.Tensor] = {}
@@ -487,7 +464,7 @@ def _load_file(path: Path, arch: str | None):
             # open_clip loads into a partly fp16 model (rounding fp32 files): reload at full precision.
             model = model.float()
             model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in state.items()})
-        except Exception as exc:
+        except (KeyError, IndexError, RuntimeError, ValueError, AttributeError) as exc:  # shapes that are not CLIP's
             raise ExplorerError(f"{path.name} could not be read as an OpenAI-layout CLIP ({_one_line(exc, 160)}).") from exc
         name = _describe_inferred(model)
         config = {"arch": name, "inferred_from": "openai-layout", "quick_gelu": True}
@@ -520,12 +497,8 @@ def save_backbone_weights(backbone: Backbone, path: str | Path) -> Backbone:
     return the Backbone that names them: spec ``ARCH@PATH`` (absolute) and a recomputed id."""
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in backbone.model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    from safetensors.torch import save_file
-
-    save_file(state, str(tmp), metadata={"arch": backbone.arch})
-    os.replace(tmp, path)
+    state = {k: v.detach().to("cpu", torch.float32) for k, v in backbone.model.state_dict().items()}
+    save_safetensors(path, state, metadata={"arch": backbone.arch})
     arch = backbone.arch if (backbone.arch == DEMO_ARCH or "open_clip_model" in backbone.config) else None
     spec = f"{arch}@{path}" if arch else str(path)
     digest = weights_digest(backbone.model, backbone.config)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,13 +27,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .errors import ExplorerError
-from .prompts import LearnerConfig, PromptModel, build_prompt_model
+from .fsio import save_safetensors
+from .methods import Method, get_method
 from .prototypes import Prototypes
 from .ranks import Ranks
+from .resume import RESUME_KEY, describe_resume, read_resume_meta
+from .specs import META_KEY
 
 FORMAT = "ordinalclip-explorer"
 FORMAT_VERSION = 1
-META_KEY = "ordinalclip_explorer"
 KINDS = ("full", "prototypes")
 
 
@@ -68,14 +68,33 @@ class Checkpoint:
         return Ranks.from_dict(self.meta["ranks"])
 
     @property
-    def learner_config(self) -> LearnerConfig | None:
+    def method(self) -> type[Method] | None:
+        """The Method class of a full checkpoint (None for prototype-only ones)."""
         data = self.meta.get("learner")
-        return LearnerConfig.from_dict(dict(data)) if data else None
+        return get_method(data.get("kind", "rank")) if self.kind == "full" and data else None
+
+    @property
+    def learner_config(self):
+        """The method's typed config (None for prototype-only checkpoints)."""
+        data = self.meta.get("learner")
+        if not data:
+            return None
+        return get_method(data.get("kind", "rank")).config_class.from_dict(dict(data))
+
+    @property
+    def classes(self) -> Ranks:
+        """What the prototype rows score: the ranks, or a binned method's bins."""
+        return Ranks.from_dict(self.meta["classes"]) if self.meta.get("classes") else self.ranks
 
     @property
     def prototypes(self) -> Prototypes:
         """The stored normalised prototypes."""
-        return Prototypes(self.tensors["prototypes"], float(self.meta["logit_scale"]), self.ranks)
+        return Prototypes(self.tensors["prototypes"], float(self.meta["logit_scale"]), self.classes)
+
+    def predictor(self):
+        """What predicts from image features with the stored tensors (no text encoder needed)."""
+        method = self.method
+        return method.predictor_from_checkpoint(self) if method is not None else self.prototypes
 
     def learner_tensors(self) -> dict[str, torch.Tensor]:
         """Learner parameters with the ``learner.`` prefix removed."""
@@ -89,26 +108,13 @@ class Checkpoint:
                 f"but {backbone.spec} ({backbone.backbone_id}) is loaded; load that backbone instead."
             )
 
-    def build_model(self, backbone) -> PromptModel:
-        """Rebuild the prompt learner on ``backbone`` with the stored parameters (full checkpoints only)."""
+    def build_model(self, backbone) -> Method:
+        """Rebuild the method on ``backbone`` with the stored parameters (full checkpoints only)."""
         if self.kind != "full" or self.learner_config is None:
             raise ExplorerError(f"{self.name} holds prototypes only; it can predict but its learner cannot be rebuilt.")
         self.check_backbone(backbone)
-        config = self.learner_config
-        model = build_prompt_model(backbone, config, self.ranks, seed=None)
-        params = dict(model.learner.named_parameters())
-        stored = self.learner_tensors()
-        if set(params) != set(stored):
-            raise ExplorerError(
-                f"{self.name} stores learner tensors {sorted(stored)} but its config builds {sorted(params)}."
-            )
-        with torch.no_grad():
-            for key, param in params.items():
-                if tuple(param.shape) != tuple(stored[key].shape):
-                    raise ExplorerError(
-                        f"{self.name}: tensor {key} has shape {tuple(stored[key].shape)} but the config needs {tuple(param.shape)}."
-                    )
-                param.copy_(stored[key].to(param.device))
+        model = self.method.build(backbone, self.learner_config, self.ranks, seed=None)
+        model.load_state_tensors(self.learner_tensors(), self.name)
         return model
 
     def summary(self) -> dict[str, Any]:
@@ -128,11 +134,8 @@ class Checkpoint:
             "logit_scale": self.meta["logit_scale"],
             "tensors": {k: list(v.shape) for k, v in self.tensors.items()},
         }
-        if cfg.get("kind") == "rank":
-            out["interpolation"] = cfg.get("interpolation")
-            out["num_base_ranks"] = cfg.get("num_base_ranks")
-        if cfg.get("kind") in ("rank", "plain"):
-            out["num_context_tokens"] = cfg.get("num_context_tokens")
+        if self.method is not None:
+            out.update(self.method.summary_fields(cfg))
         for key in ("training", "metrics", "created", "source"):
             if self.meta.get(key):
                 out[key] = self.meta[key]
@@ -140,23 +143,8 @@ class Checkpoint:
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; checkpoints are meant to be shared
-    try:
-        save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}, tmp,
-                  metadata={META_KEY: json.dumps(meta, sort_keys=True)})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    data = {k: v.detach().to("cpu", torch.float32) for k, v in tensors.items()}
+    return save_safetensors(path, data, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
 
 
 def _base_meta(kind: str, name: str | None, backbone_spec: str, backbone_id: str, ranks: Ranks, logit_scale: float) -> dict[str, Any]:
@@ -174,7 +162,7 @@ def _base_meta(kind: str, name: str | None, backbone_spec: str, backbone_id: str
 
 def save_checkpoint(
     path: str | Path,
-    model: PromptModel,
+    model: Method,
     backbone,
     *,
     name: str | None = None,
@@ -182,10 +170,10 @@ def save_checkpoint(
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a full checkpoint (learner parameters + prototypes) atomically; returns the path."""
+    """Write a full checkpoint (the method's tensors + prototypes) atomically; returns the path."""
     meta = _base_meta("full", name or Path(path).stem, backbone.spec, backbone.backbone_id, model.ranks, model.logit_scale)
-    meta.update(learner=model.config.to_dict(), training=training, metrics=metrics, **(extra or {}))
-    tensors = {f"learner.{k}": v for k, v in model.learner_state().items()}
+    meta.update(model.metadata(), training=training, metrics=metrics, **(extra or {}))
+    tensors = {f"learner.{k}": v for k, v in model.state_tensors().items()}
     tensors["prototypes"] = model.prototypes().matrix
     return _atomic_save(tensors, meta, Path(path))
 
@@ -224,11 +212,8 @@ def update_metadata(path: str | Path, **fields: Any) -> Path:
     return _atomic_save(ckpt.tensors, ckpt.meta, Path(path))
 
 
-def load_checkpoint(path: str | Path, backbone=None) -> Checkpoint:
-    """Read and validate a checkpoint; with ``backbone`` also check it is the one the checkpoint needs."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExplorerError(f"Checkpoint not found: {path}.")
+def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a safetensors file; one sentence for pickles and unreadable files."""
     with open(path, "rb") as f:
         head = f.read(16)
     is_safetensors = len(head) > 8 and head[8:9] == b"{"
@@ -239,10 +224,24 @@ def load_checkpoint(path: str | Path, backbone=None) -> Checkpoint:
         )
     try:
         with safe_open(str(path), framework="pt") as f:
-            raw_meta = (f.metadata() or {}).get(META_KEY)
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            return dict(f.metadata() or {}), {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ExplorerError(f"{path.name} is not a readable safetensors file (truncated or corrupt: {exc}).") from exc
+
+
+def load_checkpoint(path: str | Path, backbone=None) -> Checkpoint:
+    """Read and validate a checkpoint; with ``backbone`` also check it is the one the checkpoint needs."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExplorerError(f"Checkpoint not found: {path}.")
+    metadata, tensors = _read_safetensors(path)
+    raw_meta = metadata.get(META_KEY)
+    if raw_meta is None and RESUME_KEY in metadata:
+        info = describe_resume(read_resume_meta(metadata[RESUME_KEY], path), path)
+        raise ExplorerError(
+            f"{path.name} is the resume state of run {info['run']} (epoch {info['epochs_done']} of {info['epochs']}), "
+            f"not a checkpoint; continue the run with '{info['continue_with']}' or use {Path(info['checkpoint']).name}."
+        )
     if raw_meta is None:
         raise ExplorerError(f"{path.name} is a safetensors file but not an explorer checkpoint (no '{META_KEY}' metadata).")
     try:
@@ -257,6 +256,7 @@ def load_checkpoint(path: str | Path, backbone=None) -> Checkpoint:
 
 
 def _validate(ckpt: Checkpoint) -> None:
+    """One sentence for anything that makes a checkpoint unusable."""
     meta, name = ckpt.meta, ckpt.path.name if ckpt.path else "checkpoint"
     if meta.get("format") != FORMAT:
         raise ExplorerError(f"{name} is not an explorer checkpoint (format '{meta.get('format')}').")
@@ -279,33 +279,39 @@ def _validate(ckpt: Checkpoint) -> None:
             raise ExplorerError(f"{name}: tensor '{key}' contains {bad} NaN/Inf values; the checkpoint is unusable.")
     if not math.isfinite(float(meta["logit_scale"])) or float(meta["logit_scale"]) <= 0:
         raise ExplorerError(f"{name}: logit_scale must be a positive number.")
-    ranks = ckpt.ranks  # validates labels/values
+    ckpt.ranks  # validates labels/values
+    classes = ckpt.classes
     protos = ckpt.tensors["prototypes"]
-    if protos.dim() != 2 or protos.shape[0] != len(ranks):
-        raise ExplorerError(f"{name}: prototypes have shape {tuple(protos.shape)} but there are {len(ranks)} ranks.")
+    if protos.dim() != 2 or protos.shape[0] != len(classes):
+        raise ExplorerError(f"{name}: prototypes have shape {tuple(protos.shape)} but there are {len(classes)} ranks.")
     if ckpt.kind == "full":
-        config = ckpt.learner_config
-        if config is None:
-            raise ExplorerError(f"{name} is a full checkpoint without a learner config.")
-        if config.num_ranks != len(ranks):
-            raise ExplorerError(f"{name}: the learner has {config.num_ranks} ranks but the metadata lists {len(ranks)}.")
-        expected = _expected_shapes(config)
-        stored = {k: tuple(v.shape) for k, v in ckpt.learner_tensors().items()}
-        for key, shape in stored.items():
-            want = expected.get(key)
-            if want is None:
-                raise ExplorerError(f"{name}: unexpected learner tensor '{key}' for a {config.kind} learner.")
-            if any(w is not None and w != s for w, s in zip(want, shape)) or len(want) != len(shape):
-                raise ExplorerError(f"{name}: tensor '{key}' has shape {shape} but the config needs {want} (None = any).")
-        missing = sorted(set(expected) - set(stored))
-        if missing:
-            raise ExplorerError(f"{name}: learner tensors {missing} are missing.")
+        _validate_learner(ckpt, name, len(classes))
 
 
-def _expected_shapes(config: LearnerConfig) -> dict[str, tuple]:
-    if config.kind == "template":
-        return {}
-    n, t, R = config.num_context_tokens, config.max_rank_tokens, config.num_ranks
-    ctx = (R, n, None) if config.rank_specific_context else (n, None)
-    rank_rows = config.num_base_ranks if config.kind == "rank" else R
-    return {"context_embeds": ctx, "rank_embeds": (rank_rows, t, None)}
+def _validate_learner(ckpt: Checkpoint, name: str, num_classes: int) -> None:
+    """The stored learner tensors are exactly what the method's config builds."""
+    config = ckpt.learner_config
+    if config is None:
+        raise ExplorerError(f"{name} is a full checkpoint without a learner config.")
+    if getattr(config, "num_ranks", num_classes) != num_classes:
+        raise ExplorerError(f"{name}: the learner has {config.num_ranks} ranks but the metadata lists {num_classes}.")
+    expected = ckpt.method.expected_shapes(config)
+    stored = {k: tuple(v.shape) for k, v in ckpt.learner_tensors().items()}
+    for key, shape in stored.items():
+        want = expected.get(key)
+        if want is None:
+            raise ExplorerError(f"{name}: unexpected learner tensor '{key}' for a {config.kind} learner.")
+        if any(w is not None and w != s for w, s in zip(want, shape)) or len(want) != len(shape):
+            raise ExplorerError(f"{name}: tensor '{key}' has shape {shape} but the config needs {want} (None = any).")
+    missing = sorted(set(expected) - set(stored))
+    if missing:
+        raise ExplorerError(f"{name}: learner tensors {missing} are missing.")
+
+
+def inspect_resume_state(path: str | Path) -> dict[str, Any] | None:
+    """What ``info`` shows of a resume state (which run, which epoch), or None when ``path`` is not one."""
+    path = Path(path)
+    metadata, _ = _read_safetensors(path)
+    if RESUME_KEY not in metadata or META_KEY in metadata:
+        return None
+    return describe_resume(read_resume_meta(metadata[RESUME_KEY], path), path)

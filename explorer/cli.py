@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import ExplorerError
+from .runconfig import Cancelled
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -80,8 +81,12 @@ def _parse_window(text: str | None, ranks) -> tuple[int, int] | None:
 
 @command("info")
 def cmd_info(args: argparse.Namespace) -> int:
-    ckpt, _ = _open(args, need_backbone=False)
-    summary = ckpt.summary()
+    from .checkpoints import inspect_resume_state
+    from .resume import is_resume_name
+
+    path = Path(args.checkpoint)
+    resume = inspect_resume_state(path) if path.is_file() and is_resume_name(path) else None
+    summary = resume if resume is not None else _open(args, need_backbone=False)[0].summary()
     if args.json:
         _print_json(summary)
         return 0
@@ -226,64 +231,71 @@ def cmd_import_reference(args: argparse.Namespace) -> int:
 
 
 class _Bar:
-    """A one-line text progress bar on stderr fed by train.Progress events."""
+    """tqdm progress bars on stderr fed by runconfig.Progress events (one bar per stage and epoch)."""
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
-        self.last = 0.0
+        self.bar = None
+        self.key: tuple | None = None
 
     def __call__(self, p) -> None:
         if self.quiet:
             return
-        now = time.monotonic()
-        final = p.total and p.done >= p.total
-        if p.stage in ("train", "embed") and not final and now - self.last < 0.2:
-            return
-        self.last = now
         if p.stage == "epoch":
+            self.close()
             m = p.metrics
-            line = f"epoch {p.epoch}/{p.epochs}  loss {m.get('train_loss', 0):.4f}  val MAE {m.get('val_mae', 0):.3f}" + ("  *best" if m.get("best") else "")
-            print("\r" + line.ljust(79), file=sys.stderr)
-            return
-        if p.total:
-            width = 30
-            filled = int(width * p.fraction)
-            label = p.message or (f"epoch {p.epoch}/{p.epochs}" if p.epoch else p.stage)
-            extra = f"  loss {p.metrics['loss']:.4f}" if "loss" in p.metrics else ""
-            line = f"{label:<28} [{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total}{extra}"
-            print("\r" + line[:79].ljust(79), end="\n" if final else "", file=sys.stderr)
+            print(f"epoch {p.epoch}/{p.epochs}  loss {m.get('train_loss', 0):.4f}  val MAE {m.get('val_mae', 0):.3f}"
+                  + ("  *best" if m.get("best") else ""), file=sys.stderr)
+        elif p.total:
+            self._update(p)
         elif p.message:
+            self.close()
             print(p.message, file=sys.stderr)
 
+    def _update(self, p) -> None:
+        from tqdm import tqdm
 
-def _learner_from_args(args: argparse.Namespace) -> dict[str, Any]:
+        label = p.message or (f"epoch {p.epoch}/{p.epochs}" if p.epoch else p.stage)
+        key = (p.stage, p.epoch, label, p.total)
+        if key != self.key:
+            self.close()
+            self.bar = tqdm(total=p.total, desc=label, file=sys.stderr, leave=False, dynamic_ncols=True)
+            self.key = key
+        self.bar.n = p.done
+        if "loss" in p.metrics:
+            self.bar.set_postfix(loss=f"{p.metrics['loss']:.4f}", refresh=False)
+        self.bar.refresh()
+        if p.done >= p.total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar, self.key = None, None
+
+
+def _learner_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The learner options set on the command line (the rank-names file read into names)."""
+    from .methods import get_method
+    from .options import values_from_args
     from .ranks import read_names_file
 
-    learner: dict[str, Any] = {"kind": args.learner}
-    if args.learner in ("rank", "plain"):
-        learner.update(
-            num_context_tokens=args.context_tokens, context_init=args.context_init, rank_specific_context=args.rank_specific_context,
-            num_tokens_per_rank=args.tokens_per_rank, position=args.position,
-        )
-        if args.learner == "rank":
-            learner.update(num_base_ranks=args.base_ranks, interpolation=args.interpolation, bandwidth=args.bandwidth)
-        if args.rank_names:
-            learner["rank_names"] = read_names_file(args.rank_names)
-    elif args.learner == "template" and args.template:
-        learner["template"] = args.template
-    return learner
+    settings = values_from_args(get_method(args.learner).config_class, args)
+    if settings.get("rank_names"):
+        settings["rank_names"] = read_names_file(settings["rank_names"])
+    return settings
 
 
-def _train_config(args: argparse.Namespace, dataset: str, out: str, learner: dict[str, Any] | None = None, seed: int | None = None, shots: int | None | str = "args"):
-    from .train import TrainConfig
+def _train_config(args: argparse.Namespace, dataset: str, out: str):
+    """The TrainConfig of a train / sweep command: dataclass defaults, then the flags given."""
+    from .methods import make_config
+    from .options import values_from_args
+    from .runconfig import TrainConfig
 
     return TrainConfig(
-        dataset=dataset, out=out, backbone=args.backbone, learner=learner or _learner_from_args(args),
-        shots=args.shots if shots == "args" else shots, label_shift=args.label_shift, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-        kl_weight=args.kl_weight, distance_weighted=args.distance_weighted, mode=args.mode, image_lr=args.image_lr,
-        seed=args.seed if seed is None else seed, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+        dataset=dataset, out=out, backbone=args.backbone, learner=make_config(args.learner, **_learner_settings(args)),
         skip_bad=args.skip_bad, device=args.device, cache_dir=args.cache_dir, name=getattr(args, "name", None),
+        **values_from_args(TrainConfig, args),
     )
 
 
@@ -346,20 +358,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 @command("sweep")
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from .runconfig import parse_learner_list, sweep_grid
     from .train import sweep
 
-    learners = []
-    for spec in args.learners.split(","):
-        kind, _, interp = spec.strip().partition(":")
-        base = argparse.Namespace(**{**vars(args), "learner": kind, "interpolation": interp or args.interpolation})
-        learners.append((spec.strip(), _learner_from_args(base)))
+    base = _train_config(args, args.dataset, str(Path(args.out_dir) / "run.safetensors"))
+    learners = parse_learner_list(args.learners, _learner_settings(argparse.Namespace(**{**vars(args), "learner": "rank"})))
     shots = [None if s in ("all", "0") else int(s) for s in args.shots_list.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    configs = [
-        (label, shot, seed, _train_config(args, args.dataset, str(Path(args.out_dir) / f"{label.replace(':', '-')}-shots{shot or 'all'}-seed{seed}.safetensors"), learner, seed, shot))
-        for label, learner in learners for shot in shots for seed in seeds
-    ]
-    table = sweep(configs, Path(args.out_dir), progress=_Bar(args.quiet))
+    table = sweep(sweep_grid(base, learners, shots, seeds, args.out_dir), Path(args.out_dir), progress=_Bar(args.quiet))
     print(table["markdown"])
     print(f"wrote {table['csv']} and {table['md']}")
     return 0
@@ -367,6 +373,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _add_training_parsers(add) -> None:
     """embed / train / eval / sweep sub-commands."""
+    from .methods import method_names
+
     def data_flags(p, with_backbone: bool = True):
         if with_backbone:
             p.add_argument("--backbone", default="demo", help="backbone spec: demo, NAME:TAG (open_clip), PATH or ARCH@PATH")
@@ -376,32 +384,14 @@ def _add_training_parsers(add) -> None:
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def train_flags(p):
-        p.add_argument("--epochs", type=int, default=20)
-        p.add_argument("--batch-size", type=int, default=32)
-        p.add_argument("--lr", type=float, default=2e-3, help="learning rate of the prompt learner (default 2e-3)")
-        p.add_argument("--optimizer", choices=["adamw", "radam", "sgd"], default="adamw")
-        p.add_argument("--weight-decay", type=float, default=5e-4)
-        p.add_argument("--warmup-epochs", type=float, default=1.0)
-        p.add_argument("--kl-weight", type=float, default=1.0, help="weight of the text-to-image KL term (0 = CE only)")
-        p.add_argument("--distance-weighted", action="store_true", help="NumCLIP distance-weighted cross-entropy")
-        p.add_argument("--mode", choices=["frozen", "finetune"], default="frozen", help="frozen image encoder on cached features, or fine-tune it")
-        p.add_argument("--image-lr", type=float, default=1e-5, help="image encoder learning rate in finetune mode")
-        p.add_argument("--shots", type=int, default=None, help="few-shot: k training images per label")
-        p.add_argument("--label-shift", type=float, nargs=2, metavar=("C", "S"), default=None,
-                       help="label-distribution shift: the C most frequent labels keep max(int(n*S), 1) images")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--val-fraction", type=float, default=0.1)
-        p.add_argument("--test-fraction", type=float, default=0.2)
-        p.add_argument("--context-tokens", type=int, default=8, help="n learned context tokens (default 8)")
-        p.add_argument("--context-init", default=None, help="initialise the context from this text (n = its token count)")
-        p.add_argument("--rank-specific-context", action="store_true")
-        p.add_argument("--tokens-per-rank", type=int, default=1)
-        p.add_argument("--base-ranks", type=int, default=3, help="B base ranks of the rank learner (default 3)")
-        p.add_argument("--interpolation", choices=["linear", "inv_prop", "normal"], default="linear")
-        p.add_argument("--bandwidth", type=float, default=1.0, help="bandwidth of the normal interpolation")
-        p.add_argument("--position", choices=["tail", "front", "middle"], default="tail")
-        p.add_argument("--rank-names", default=None, help="file with names to initialise rank embeddings (B lines for rank, R for plain)")
-        p.add_argument("--template", default=None, help="zero-shot template with {} for the rank name (default 'a photo of a {} year old person.')")
+        from .methods import REGISTRY, get_method
+        from .options import add_flags
+        from .runconfig import TrainConfig
+
+        add_flags(p, TrainConfig)
+        seen: set[str] = set()
+        for name in REGISTRY:
+            add_flags(p, get_method(name).config_class, seen)
 
     p = add("embed", "Fill the feature cache for a dataset (resumable; progress shown).")
     p.add_argument("dataset", help="DATASET spec, e.g. dots:20, utkface:DIR, list:ROOT:TRAIN.txt:VAL.txt:TEST.txt")
@@ -410,7 +400,7 @@ def _add_training_parsers(add) -> None:
 
     p = add("train", "Train a prompt learner (or a baseline) and write the best checkpoint by validation MAE.")
     p.add_argument("dataset", help="DATASET spec, e.g. dots:20, utkface:DIR, csv:FILE")
-    p.add_argument("--learner", choices=["rank", "plain", "template", "linear"], default="rank")
+    p.add_argument("--learner", choices=method_names(), default="rank", help="method: " + ", ".join(method_names()))
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors); history goes beside it")
     p.add_argument("--name", default=None, help="display name stored in the checkpoint")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its .resume.safetensors state")
@@ -518,10 +508,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Cancelled as exc:
+        print(f"cancelled: {exc}", file=sys.stderr)
+        return 130
     except Exception as exc:  # an unexpected failure: still one line unless --debug
         if args.debug:
             raise
-        print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        print(f"error: unexpected {type(exc).__name__}: {exc} (a bug; run with --debug for the traceback)", file=sys.stderr)
         return 1
 
 

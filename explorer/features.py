@@ -12,24 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from .errors import ExplorerError
+from .fsio import remove_temporaries, save_safetensors
 
 STALE_TMP_SECONDS = 3600.0  # a chunk write takes well under a second
 DEFAULT_CACHE = Path(os.environ.get("ORDINAL_EXPLORER_CACHE", Path(__file__).resolve().parent.parent / ".cache")) / "features"
 
 
-class Interrupted(ExplorerError):
-    """Raised when a stop was requested; finished work is kept."""
+class Interrupted(Exception):
+    """Raised when a stop was requested (not an error); finished work is kept."""
 
 
 def content_key(dataset, sample) -> str:
@@ -78,28 +75,14 @@ class FeatureCache:
 
     def _remove_stale_temporaries(self, max_age_s: float = STALE_TMP_SECONDS) -> None:
         """Delete chunk temporaries a killed process left behind; young ones may belong to a live writer."""
-        now = time.time()
-        for tmp in self.folder.glob("*.tmp"):
-            try:
-                if now - tmp.stat().st_mtime > max_age_s:
-                    tmp.unlink()
-            except OSError:
-                pass
+        remove_temporaries(self.folder, ("*.tmp",), min_age_s=max_age_s)
 
     def __len__(self) -> int:
         return len(self._load_index())
 
     def _write_chunk(self, keys: list[str], feats: torch.Tensor) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         name = f"chunk-{hashlib.blake2b(''.join(keys).encode(), digest_size=8).hexdigest()}.safetensors"
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"features": feats.contiguous()}, tmp, metadata={"keys": json.dumps(keys)})
-            os.replace(tmp, self.folder / name)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        save_safetensors(self.folder / name, {"features": feats}, metadata={"keys": json.dumps(keys)})
 
     def features(
         self,

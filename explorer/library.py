@@ -22,7 +22,6 @@ import os
 import re
 import struct
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +30,13 @@ import numpy as np
 
 from .errors import ExplorerError
 
+from .fsio import atomic_path, write_bytes
+from .resume import RESUME_KEY, describe_resume, read_resume_meta
+from .specs import DEMO_WEIGHTS, META_KEY, REPO_ROOT, parse_backbone_spec
+
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 ENV_FOLDER = "ORDINAL_EXPLORER_CHECKPOINTS"
 ENV_CACHE = "ORDINAL_EXPLORER_CACHE"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-META_KEY = "ordinalclip_explorer"  # same as explorer.checkpoints.META_KEY (kept import-free here)
 MAX_HEADER_BYTES = 100_000_000
 
 
@@ -70,7 +71,7 @@ class LibraryEntry:
     """One file of the library (or one the user added) with what the Library page shows."""
 
     path: Path
-    status: str  # "ok" | "not_checkpoint" | "error"
+    status: str  # "ok" | "resume" (a run's resume state) | "not_checkpoint" | "error"
     message: str = ""
     content_hash: str = ""
     source: str = "library"  # "library" | "added"
@@ -113,7 +114,7 @@ class LibraryEntry:
     def row(self) -> dict[str, Any]:
         """A flat table row (the Library table)."""
         km = key_metrics(self.metrics)
-        status = {"ok": "ok", "not_checkpoint": "not a checkpoint", "error": "error"}[self.status]
+        status = {"ok": "ok", "resume": "resume state", "not_checkpoint": "not a checkpoint", "error": "error"}[self.status]
         note = self.message
         if self.ok and self.backbone_ok is False:
             status, note = "backbone missing", self.backbone_note
@@ -257,7 +258,7 @@ def _readable_global(module: str, name: str = "") -> str:
 
 
 def classify_file(path: str | Path) -> tuple[str, str]:
-    """Cheap first look: ``("checkpoint", "")``, ``("not_checkpoint", why)`` or ``("error", why)``."""
+    """Cheap first look: ``("checkpoint", "")``, ``("resume", what)``, ``("not_checkpoint", why)`` or ``("error", why)``."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -282,6 +283,12 @@ def classify_file(path: str | Path) -> tuple[str, str]:
         return "error", str(exc)
     except OSError as exc:
         return "error", f"{path.name} cannot be read ({exc.strerror or exc})."
+    if meta and RESUME_KEY in meta and META_KEY not in meta:
+        info = describe_resume(read_resume_meta(meta[RESUME_KEY], path), path)
+        return "resume", (
+            f"Resume state of run {info['run']} after epoch {info['epochs_done']} of {info['epochs']} "
+            f"(its checkpoint is {Path(info['checkpoint']).name}); continue with '{info['continue_with']}'."
+        )
     if not meta or META_KEY not in meta:
         arch = (meta or {}).get("arch")
         what = f"backbone weights ({arch})" if arch else "weights without explorer metadata (e.g. a backbone)"
@@ -289,43 +296,33 @@ def classify_file(path: str | Path) -> tuple[str, str]:
     return "checkpoint", ""
 
 
-DEMO_WEIGHTS = REPO_ROOT / "checkpoints" / "demo-backbone.safetensors"  # = explorer.backbones.DEMO_WEIGHTS (torch-free here)
-WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-
-
 def backbone_status(spec: str) -> tuple[bool | None, str]:
     """Whether the backbone a checkpoint names can be loaded here, without loading it (and, except for
-    open_clip zoo specs, without importing torch): the same spec rules as ``explorer.backbones.load_backbone``.
+    open_clip zoo specs, without importing torch): the spec rules of :func:`explorer.specs.parse_backbone_spec`.
 
     Returns (True, ""), (False, one sentence) or (None, note) when only loading will tell.
     """
-    spec = (spec or "").strip()
-    if not spec:
+    if not (spec or "").strip():
         return False, "The checkpoint does not name its backbone."
-    if spec == "demo":
-        return (True, "") if DEMO_WEIGHTS.is_file() else (False, "The demo backbone weights are missing; run 'make demo-backbone'.")
-    if "@" in spec:
-        path = Path(spec.partition("@")[2]).expanduser()
-        return (True, "") if path.is_file() else (False, f"Backbone not available: Backbone weight file not found: {path}.")
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return True, ""
-    if path.suffix in WEIGHT_SUFFIXES or os.sep in spec:
-        return False, f"Backbone not available: Backbone weight file not found: {path}."
-    if ":" in spec:
-        return _zoo_status(spec)
-    return False, f"Backbone '{spec}' is neither 'demo', an open_clip NAME:TAG nor an existing file."
-
-
-def _zoo_status(spec: str) -> tuple[bool | None, str]:
     try:
-        import open_clip
+        parsed = parse_backbone_spec(spec)
+    except ExplorerError as exc:
+        return False, f"Backbone not available: {exc}"
+    if parsed.kind == "demo":
+        return (True, "") if DEMO_WEIGHTS.is_file() else (False, "The demo backbone weights are missing; run 'make demo-backbone'.")
+    if parsed.kind == "file":
+        return True, ""
+    if parsed.kind == "hub":
+        return False, f"Backbone not available: {parsed.text} (hf-hub: models are not supported yet)."
+    return _zoo_status(parsed.name, parsed.tag)
 
-        from .backbones import _cached_weight_file
-    except Exception:  # pragma: no cover - open_clip is a dependency
-        return None, "open_clip cannot be imported."
-    name, _, tag = spec.partition(":")
-    name = name.replace("/", "-")
+
+def _zoo_status(name: str, tag: str) -> tuple[bool | None, str]:
+    import open_clip
+
+    from .backbones import _cached_weight_file
+
+    spec = f"{name}:{tag}"
     if name not in open_clip.list_models():
         return False, f"Backbone not available: open_clip has no architecture '{name}'."
     cfg = open_clip.get_pretrained_cfg(name, tag)
@@ -398,7 +395,7 @@ def inspect_file_cached(path: str | Path, source: str = "library", cache_dir: st
         data = {k: v for k, v in entry.__dict__.items() if k not in ("path", "source", "backbone_ok", "backbone_note")}
         try:
             record.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write_bytes(record, json.dumps(data, default=str).encode())
+            write_bytes(record, json.dumps(data, default=str).encode())
         except OSError:
             pass
     return entry
@@ -440,19 +437,8 @@ def store_upload(data: bytes, filename: str, folder: str | Path | None = None) -
     path = folder / bytes_digest(data) / safe
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        _atomic_write_bytes(path, data)
+        write_bytes(path, data)
     return path
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # --- analyses ------------------------------------------------------------------------------------
@@ -509,17 +495,11 @@ def cached_projection(matrix, key: str, method: str = "pca", dims: int = 2, seed
             pass
     layout = project(P, method, int(dims), int(seed))
     if persist:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
         try:
-            with os.fdopen(fd, "wb") as f:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.save(f, layout, allow_pickle=False)
-            os.replace(tmp, path)
         except OSError:
             pass  # a read-only cache only costs the recomputation next time
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     return layout, False
 
 

@@ -1,6 +1,7 @@
 """Ordinal-regression metrics for predictions against integer labels 0..R-1.
 
-Inputs may be numpy arrays, sequences or torch tensors; results are plain Python floats.
+Pure functions with scikit-learn's argument order: ``metric(y_true, y_pred, *, ...)``. Inputs may
+be numpy arrays, sequences or torch tensors; results are plain Python floats.
 Undefined values are returned as ``float('nan')`` and never silently replaced: a Spearman,
 Kendall or QWK value is NaN when it is undefined (e.g. constant predictions or labels).
 """
@@ -8,6 +9,7 @@ Kendall or QWK value is NaN when it is undefined (e.g. constant predictions or l
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy import stats
@@ -22,7 +24,8 @@ def _np(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _pair(pred, y) -> tuple[np.ndarray, np.ndarray]:
+def _pair(y, pred) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions, labels) as flat float arrays of the same, non-zero length, all finite."""
     pred, y = _np(pred).reshape(-1), _np(y).reshape(-1)
     if pred.shape != y.shape:
         raise ExplorerError(f"Got {pred.size} predictions for {y.size} labels; they must have the same length.")
@@ -40,45 +43,45 @@ def _labels(y, num_ranks: int, what: str = "Labels") -> np.ndarray:
     return y.astype(np.int64)
 
 
-def mae(pred, y) -> float:
+def mae(y_true, y_pred) -> float:
     """Mean absolute error."""
-    pred, y = _pair(pred, y)
+    pred, y = _pair(y_true, y_pred)
     return float(np.mean(np.abs(pred - y)))
 
 
-def accuracy(pred, y) -> float:
+def accuracy(y_true, y_pred) -> float:
     """Fraction of predictions that round (half to even) to the label."""
-    pred, y = _pair(pred, y)
+    pred, y = _pair(y_true, y_pred)
     return float(np.mean(np.round(pred) == y))
 
 
-def cs_at_k(pred, y, k: float) -> float:
+def cs_at_k(y_true, y_pred, *, k: float) -> float:
     """Cumulative score: fraction with |pred - y| <= k (k = 1 is the 1-off accuracy)."""
-    pred, y = _pair(pred, y)
+    pred, y = _pair(y_true, y_pred)
     return float(np.mean(np.abs(pred - y) <= k))
 
 
-def amae_mmae(pred, y) -> tuple[float, float]:
-    """(mean, max) over the classes present in ``y`` of the per-class MAE."""
-    pred, y = _pair(pred, y)
+def amae_mmae(y_true, y_pred) -> tuple[float, float]:
+    """(mean, max) over the classes present in ``y_true`` of the per-class MAE."""
+    pred, y = _pair(y_true, y_pred)
     per_class = [np.mean(np.abs(pred[y == c] - c)) for c in np.unique(y)]
     return float(np.mean(per_class)), float(np.max(per_class))
 
 
-def qwk(pred_int, y, num_ranks: int) -> float:
-    """Quadratic weighted kappa of integer predictions vs labels in 0..num_ranks-1 (NaN when undefined)."""
-    pred_int, y = _pair(pred_int, y)
+def qwk(y_true, y_pred, *, num_ranks: int) -> float:
+    """Quadratic weighted kappa of integer predictions vs labels in 0..num_ranks-1 (scikit-learn's
+    ``cohen_kappa_score``; NaN when undefined, e.g. a single class on both sides)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    pred_int, y = _pair(y_true, y_pred)
     if int(num_ranks) < 2:
         raise ExplorerError(f"QWK needs at least 2 ranks, got {num_ranks}.")
     R = int(num_ranks)
     p, t = _labels(pred_int, R, "QWK predictions"), _labels(y, R)
-    O = np.zeros((R, R))
-    np.add.at(O, (t, p), 1.0)
-    E = np.outer(O.sum(axis=1), O.sum(axis=0)) / O.sum()
-    idx = np.arange(R)
-    W = (idx[:, None] - idx[None, :]) ** 2 / (R - 1) ** 2
-    denom = np.sum(W * E)
-    return float(1.0 - np.sum(W * O) / denom) if denom > 0 else float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undefined kappa: NaN, reported as such
+        value = cohen_kappa_score(t, p, labels=list(range(R)), weights="quadratic")
+    return float(value) if np.isfinite(value) else float("nan")
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -87,21 +90,21 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum(a * b) / den) if den > 0 else float("nan")
 
 
-def spearman(pred, y) -> float:
+def spearman(y_true, y_pred) -> float:
     """Spearman rank correlation (Pearson of average ranks); NaN if either side is constant."""
-    pred, y = _pair(pred, y)
+    pred, y = _pair(y_true, y_pred)
     return _pearson(stats.rankdata(pred), stats.rankdata(y))
 
 
-def kendall(pred, y) -> float:
+def kendall(y_true, y_pred) -> float:
     """Kendall tau-b rank correlation; NaN if either side is constant."""
-    pred, y = _pair(pred, y)
+    pred, y = _pair(y_true, y_pred)
     if pred.size < 2 or np.all(pred == pred[0]) or np.all(y == y[0]):
         return float("nan")
     return float(stats.kendalltau(pred, y).statistic)
 
 
-def _probs(probs, y) -> tuple[np.ndarray, np.ndarray]:
+def _probs(y, probs) -> tuple[np.ndarray, np.ndarray]:
     P = _np(probs)
     if P.ndim != 2 or P.shape[0] == 0 or P.shape[1] < 2:
         raise ExplorerError(f"Probabilities must be an N x R matrix with R >= 2, got shape {P.shape}.")
@@ -113,40 +116,40 @@ def _probs(probs, y) -> tuple[np.ndarray, np.ndarray]:
     return P, _labels(yv, P.shape[1])
 
 
-def ranked_probability_score(probs, y) -> float:
+def ranked_probability_score(y_true, y_prob) -> float:
     """Mean over examples of (1/(R-1)) * sum_k (CDF_pred[k] - CDF_true[k])^2, k = 0..R-2."""
-    P, y = _probs(probs, y)
+    P, y = _probs(y_true, y_prob)
     R = P.shape[1]
     cdf_pred = np.cumsum(P, axis=1)[:, : R - 1]
     cdf_true = (y[:, None] <= np.arange(R - 1)[None, :]).astype(np.float64)
     return float(np.mean(np.sum((cdf_pred - cdf_true) ** 2, axis=1) / (R - 1)))
 
 
-def metric_panel(probs, y) -> dict:
+def metric_panel(y_true, y_prob) -> dict:
     """All metrics from an N x R probability matrix: "exp" = sum_r p_r * r, "max" = argmax (OrdinalCLIP conventions).
 
     Keys: mae_exp, mae_max, acc_exp, acc_max, cs1, cs3, cs5 (argmax), amae, mmae (exp),
     qwk (argmax), spearman, kendall (exp), rps, n. Undefined correlations/QWK are NaN.
     """
-    P, y = _probs(probs, y)
+    P, y = _probs(y_true, y_prob)
     R = P.shape[1]
     exp = P @ np.arange(R, dtype=np.float64)
     amax = P.argmax(axis=1).astype(np.float64)
-    amae, mmae = amae_mmae(exp, y)
+    amae, mmae = amae_mmae(y, exp)
     return {
-        "mae_exp": mae(exp, y),
-        "mae_max": mae(amax, y),
-        "acc_exp": accuracy(exp, y),
-        "acc_max": accuracy(amax, y),
-        "cs1": cs_at_k(amax, y, 1),
-        "cs3": cs_at_k(amax, y, 3),
-        "cs5": cs_at_k(amax, y, 5),
+        "mae_exp": mae(y, exp),
+        "mae_max": mae(y, amax),
+        "acc_exp": accuracy(y, exp),
+        "acc_max": accuracy(y, amax),
+        "cs1": cs_at_k(y, amax, k=1),
+        "cs3": cs_at_k(y, amax, k=3),
+        "cs5": cs_at_k(y, amax, k=5),
         "amae": amae,
         "mmae": mmae,
-        "qwk": qwk(amax, y, R),
-        "spearman": spearman(exp, y),
-        "kendall": kendall(exp, y),
-        "rps": ranked_probability_score(P, y),
+        "qwk": qwk(y, amax, num_ranks=R),
+        "spearman": spearman(y, exp),
+        "kendall": kendall(y, exp),
+        "rps": ranked_probability_score(y, P),
         "n": float(y.size),
     }
 

@@ -8,7 +8,8 @@ pairs the two to give normalised prototypes.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+import copy
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -16,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ExplorerError
+from .methods.base import ConfigMixin, Method
+from .options import option
 from .ranks import Ranks
 from .text_encoder import PromptBatch, TextEncoder, assemble_prompts
 
@@ -27,21 +30,22 @@ PAD_ID = 0
 
 
 @dataclass
-class LearnerConfig:
-    """Every option of a prompt learner. ``kind``: rank (OrdinalCLIP), plain (CoOp) or template."""
+class LearnerConfig(ConfigMixin):
+    """Every option of a prompt learner (the config of the rank, plain and template methods)."""
 
-    kind: str = "rank"
+    kind: str = option("rank", choices=LEARNER_KINDS)
     num_ranks: int = 101
-    num_context_tokens: int = 10
-    context_init: str | None = None
-    rank_specific_context: bool = False
-    num_tokens_per_rank: int = 1
-    num_base_ranks: int = 3
-    interpolation: str = "linear"
-    bandwidth: float = 1.0
-    position: str = "tail"
-    rank_names: list[str] | None = None
-    template: str = DEFAULT_TEMPLATE
+    num_context_tokens: int = option(10, flag="--context-tokens", help="n learned context tokens")
+    context_init: str | None = option(None, flag="--context-init", help="initialise the context from this text (n = its token count)")
+    rank_specific_context: bool = option(False, flag="--rank-specific-context", help="one set of context vectors per rank")
+    num_tokens_per_rank: int = option(1, flag="--tokens-per-rank", help="t tokens per rank embedding")
+    num_base_ranks: int = option(3, flag="--base-ranks", help="B base ranks of the rank learner")
+    interpolation: str = option("linear", flag="--interpolation", choices=INTERPOLATIONS, help="rank-learner interpolation of the base ranks")
+    bandwidth: float = option(1.0, flag="--bandwidth", help="bandwidth of the normal interpolation")
+    position: str = option("tail", flag="--position", choices=POSITIONS, help="where the rank tokens go in the prompt")
+    rank_names: list[str] | None = option(None, flag="--rank-names", metavar="FILE",
+                                         help="file with names to initialise rank embeddings (B lines for rank, R for plain)")
+    template: str = option(DEFAULT_TEMPLATE, flag="--template", help="zero-shot template with {} for the rank name")
     # Filled in when the learner is built (token counts of names / context text):
     rank_token_counts: list[int] | None = field(default=None)
 
@@ -97,19 +101,6 @@ class LearnerConfig:
     def max_rank_tokens(self) -> int:
         """t: tokens per rank (the longest name when initialised from names)."""
         return max(self.rank_token_counts) if self.rank_token_counts else int(self.num_tokens_per_rank)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LearnerConfig":
-        """Inverse of to_dict; unknown keys are refused."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ExplorerError(f"Unknown learner settings: {', '.join(unknown)}.")
-        return cls(**data)
 
 
 # --- interpolation ------------------------------------------------------------------------------
@@ -178,7 +169,6 @@ class PromptLearner(nn.Module):
             ids = tools.encode(text)
             if not ids:
                 raise ExplorerError(f"The context text '{config.context_init}' has no tokens.")
-            config.num_context_tokens = len(ids)
             ctx = tools.embed(ids)
             if config.rank_specific_context:
                 ctx = ctx[None].repeat(num_ranks, 1, 1)
@@ -240,9 +230,7 @@ class RankPromptLearner(PromptLearner):
         super().__init__(config, tools, generator)
         dim = tools.embedding.embedding_dim
         if config.rank_names is not None:
-            base, counts = _names_to_embeddings(config.rank_names, tools)
-            config.rank_token_counts = counts
-            config.num_tokens_per_rank = base.shape[1]
+            base, _counts = _names_to_embeddings(config.rank_names, tools)
         else:
             base = torch.randn((config.num_base_ranks, config.num_tokens_per_rank, dim), generator=generator) * 0.02
         self.rank_embeds = nn.Parameter(base.float().contiguous())
@@ -269,9 +257,7 @@ class PlainPromptLearner(PromptLearner):
         super().__init__(config, tools, generator)
         dim = tools.embedding.embedding_dim
         if config.rank_names is not None:
-            emb, counts = _names_to_embeddings(config.rank_names, tools)
-            config.rank_token_counts = counts
-            config.num_tokens_per_rank = emb.shape[1]
+            emb, _counts = _names_to_embeddings(config.rank_names, tools)
         else:
             emb = torch.randn((config.num_ranks, config.num_tokens_per_rank, dim), generator=generator) * 0.02
         self.rank_embeds = nn.Parameter(emb.float().contiguous())
@@ -308,8 +294,11 @@ class TemplatePromptLearner(nn.Module):
 # --- the model: learner + encoder -> prototypes -------------------------------------------------
 
 
-class PromptModel(nn.Module):
-    """A prompt learner with the text encoder it feeds; ``forward()`` gives normalised prototypes (R x E)."""
+class PromptModel(Method):
+    """Base of the prompt-learner methods: a learner with the text encoder it feeds;
+    ``forward()`` gives normalised prototypes (R x E)."""
+
+    config_class = LearnerConfig
 
     def __init__(self, learner: nn.Module, encoder: TextEncoder, logit_scale: float, ranks: Ranks):
         super().__init__()
@@ -318,51 +307,81 @@ class PromptModel(nn.Module):
         self.logit_scale = float(logit_scale)
         self.ranks = ranks
 
+    @classmethod
+    def build(cls, backbone, config: LearnerConfig, ranks: Ranks, seed: int | None = 0) -> "PromptModel":
+        """See :func:`build_prompt_model`."""
+        return build_prompt_model(backbone, config, ranks, seed)
+
+    @classmethod
+    def expected_shapes(cls, config: LearnerConfig) -> dict[str, tuple]:
+        if config.kind == "template":
+            return {}
+        n, t, R = config.num_context_tokens, config.max_rank_tokens, config.num_ranks
+        ctx = (R, n, None) if config.rank_specific_context else (n, None)
+        rank_rows = config.num_base_ranks if config.kind == "rank" else R
+        return {"context_embeds": ctx, "rank_embeds": (rank_rows, t, None)}
+
+    @classmethod
+    def summary_fields(cls, config: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        if config.get("kind") == "rank":
+            out["interpolation"] = config.get("interpolation")
+            out["num_base_ranks"] = config.get("num_base_ranks")
+        if config.get("kind") in ("rank", "plain"):
+            out["num_context_tokens"] = config.get("num_context_tokens")
+        return out
+
     @property
     def config(self) -> LearnerConfig:
         return self.learner.config
+
+    def learned_parameters(self):
+        return self.learner.named_parameters()
 
     def forward(self, full_length: bool = False) -> torch.Tensor:
         prompts = self.learner(full_length=full_length, context_length=self.encoder.context_length)
         return F.normalize(self.encoder(prompts).float(), dim=-1)
 
-    def learner_state(self) -> dict[str, torch.Tensor]:
-        """The learned parameters (what a checkpoint stores), detached, on CPU."""
-        return {k: v.detach().float().cpu().contiguous() for k, v in self.learner.named_parameters()}
 
-    @torch.no_grad()
-    def prototypes(self, full_length: bool = False):
-        """The normalised prototypes as a ``Prototypes`` object (CPU, float32)."""
-        from .prototypes import Prototypes
-
-        return Prototypes(self(full_length=full_length).cpu(), self.logit_scale, self.ranks)
+def _resolved_config(config: LearnerConfig, tools: _TokenTools, ranks: Ranks) -> LearnerConfig:
+    """A copy of ``config`` with what the tokenizer decides filled in (the caller's is never changed):
+    n from the context text, token counts of rank names, template rank names."""
+    config = copy.deepcopy(config)
+    if config.kind != "template" and config.context_init:  # n is the text's token count
+        config.num_context_tokens = len(tools.encode(config.context_init.replace("_", " ")))
+    if config.rank_names is not None and config.kind != "template":
+        config.rank_token_counts = [len(tools.encode(n)) for n in config.rank_names]
+        if all(config.rank_token_counts):
+            config.num_tokens_per_rank = max(config.rank_token_counts)
+    if config.kind == "template" and config.rank_names is None:
+        config.rank_names = list(ranks.labels)
+    return config
 
 
 def build_prompt_model(backbone, config: LearnerConfig, ranks: Ranks | None = None, seed: int | None = 0) -> PromptModel:
     """Build a learner for ``config`` on ``backbone`` (its token embedding, tokenizer and text tower).
 
-    Random initialisation (N(0, 0.02^2)) is drawn from ``seed``. Validates the config first.
+    Random initialisation (N(0, 0.02^2)) is drawn from ``seed``. Validates the config first; the
+    model holds its own resolved copy of ``config``.
     """
+    from .methods import get_method
+
     ranks = ranks or Ranks.integers(config.num_ranks)
     if len(ranks) != config.num_ranks:
         raise ExplorerError(f"The learner has {config.num_ranks} ranks but {len(ranks)} rank labels were given.")
+    method = get_method(config.kind)  # validates the kind
     model = backbone.model
     tower = getattr(model, "text", model)
     context_length = int(tower.positional_embedding.shape[0])
     tools = _TokenTools(backbone.tokenizer, tower.token_embedding)
-    if config.kind != "template" and config.context_init:  # n is the text's token count
-        config.num_context_tokens = len(tools.encode(config.context_init.replace("_", " ")))
-    if config.rank_names is not None and config.kind != "template":
-        config.rank_token_counts = [len(tools.encode(n)) for n in config.rank_names]
+    config = _resolved_config(config, tools, ranks)
     config.validate(context_length)
     generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-    if config.kind == "rank":
-        learner: nn.Module = RankPromptLearner(config, tools, generator)
-    elif config.kind == "plain":
-        learner = PlainPromptLearner(config, tools, generator)
+    if config.kind == "template":
+        learner: nn.Module = TemplatePromptLearner(config, tools, context_length)
     else:
-        if config.rank_names is None:
-            config.rank_names = list(ranks.labels)
-        learner = TemplatePromptLearner(config, tools, context_length)
-    learner = learner.to(backbone.device)
-    return PromptModel(learner, TextEncoder(model), backbone.logit_scale, ranks)
+        learner = LEARNERS[config.kind](config, tools, generator)
+    return method(learner.to(backbone.device), TextEncoder(model), backbone.logit_scale, ranks)
+
+
+LEARNERS = {"rank": RankPromptLearner, "plain": PlainPromptLearner, "template": TemplatePromptLearner}

@@ -70,6 +70,12 @@ class Prediction:
     interval: np.ndarray  # N x 2 rank indices of the central `coverage` interval
     coverage: float
     ranks: Ranks
+    values: np.ndarray | None = None  # the method's point estimate in label units (None: expected_value)
+
+    @property
+    def value(self) -> np.ndarray:
+        """The point estimate per image in the ranks' units (the expectation unless the method regresses one)."""
+        return self.expected_value if self.values is None else self.values
 
     def __len__(self) -> int:
         return int(self.probs.shape[0])
@@ -95,6 +101,8 @@ class Prediction:
             "coverage": self.coverage,
             "top": [{"rank": r, "label": self.ranks.labels[r], "prob": p} for r, p in self.top(i, k)],
             "unit": self.ranks.unit,
+            "value": float(self.value[i]),
+            "probs": [float(p) for p in self.probs[i]],
         }
 
 

@@ -50,29 +50,29 @@ def random_probs(rng, N, R):
 
 def test_hand_examples():
     pred, y = [0, 1, 2], [0, 2, 2]
-    assert M.mae(pred, y) == pytest.approx(1 / 3)
-    assert M.accuracy(pred, y) == pytest.approx(2 / 3)
-    assert M.accuracy([0.4, 1.4, 2.5], [0, 2, 2]) == pytest.approx(2 / 3)  # 2.5 rounds half to even
-    assert M.cs_at_k([0, 3, 5], [0, 2, 2], 1) == pytest.approx(2 / 3)
-    assert M.cs_at_k([0, 3, 5], [0, 2, 2], 0) == pytest.approx(1 / 3)
+    assert M.mae(y, pred) == pytest.approx(1 / 3)
+    assert M.accuracy(y, pred) == pytest.approx(2 / 3)
+    assert M.accuracy([0, 2, 2], [0.4, 1.4, 2.5]) == pytest.approx(2 / 3)  # 2.5 rounds half to even
+    assert M.cs_at_k([0, 2, 2], [0, 3, 5], k=1) == pytest.approx(2 / 3)
+    assert M.cs_at_k([0, 2, 2], [0, 3, 5], k=0) == pytest.approx(1 / 3)
     # classes 0: |0-0| = 0; class 2: (|1-2| + |2-2|)/2 = 0.5
-    assert M.amae_mmae(pred, y) == pytest.approx((0.25, 0.5))
-    assert M.mae(torch.tensor([1.0, 2.0]), np.array([1, 4])) == pytest.approx(1.0)
+    assert M.amae_mmae(y, pred) == pytest.approx((0.25, 0.5))
+    assert M.mae(np.array([1, 4]), torch.tensor([1.0, 2.0])) == pytest.approx(1.0)
 
 
 def test_against_sklearn_and_loops():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, 200)
     pred = y + rng.normal(0, 2, 200)
-    assert M.mae(pred, y) == pytest.approx(mean_absolute_error(y, pred))
-    assert M.accuracy(pred, y) == pytest.approx(np.mean([round(p) == t for p, t in zip(pred, y)]))
+    assert M.mae(y, pred) == pytest.approx(mean_absolute_error(y, pred))
+    assert M.accuracy(y, pred) == pytest.approx(np.mean([round(p) == t for p, t in zip(pred, y)]))
     for k in (1, 3, 5):
-        assert M.cs_at_k(pred, y, k) == pytest.approx(sum(abs(p - t) <= k for p, t in zip(pred, y)) / 200)
+        assert M.cs_at_k(y, pred, k=k) == pytest.approx(sum(abs(p - t) <= k for p, t in zip(pred, y)) / 200)
     per = {}
     for p, t in zip(pred, y):
         per.setdefault(t, []).append(abs(p - t))
     per = [sum(v) / len(v) for v in per.values()]
-    assert M.amae_mmae(pred, y) == pytest.approx((sum(per) / len(per), max(per)))
+    assert M.amae_mmae(y, pred) == pytest.approx((sum(per) / len(per), max(per)))
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -84,16 +84,16 @@ def test_qwk_vs_sklearn(seed):
     if seed % 2:  # some classes absent from both sides
         y, p = np.clip(y, 2, 5), np.clip(p, 1, 5)
     ref = cohen_kappa_score(y, p, weights="quadratic")
-    assert M.qwk(p, y, R) == pytest.approx(ref, abs=1e-12)
+    assert M.qwk(y, p, num_ranks=R) == pytest.approx(ref, abs=1e-12)
 
 
 def test_qwk_perfect_and_undefined():
-    assert M.qwk([0, 1, 2], [0, 1, 2], 3) == pytest.approx(1.0)
-    assert math.isnan(M.qwk([1, 1, 1], [1, 1, 1], 3))
+    assert M.qwk([0, 1, 2], [0, 1, 2], num_ranks=3) == pytest.approx(1.0)
+    assert math.isnan(M.qwk([1, 1, 1], [1, 1, 1], num_ranks=3))
     with pytest.raises(ExplorerError):
-        M.qwk([0, 3], [0, 1], 3)
+        M.qwk([0, 1], [0, 3], num_ranks=3)
     with pytest.raises(ExplorerError):
-        M.qwk([0.5, 1], [0, 1], 3)
+        M.qwk([0, 1], [0.5, 1], num_ranks=3)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -101,28 +101,28 @@ def test_rank_correlations(seed):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 6, 40)  # many ties
     pred = np.round(y + rng.normal(0, 1.5, 40), 0)
-    assert M.spearman(pred, y) == pytest.approx(stats.spearmanr(pred, y).statistic, abs=1e-12)
-    assert M.kendall(pred, y) == pytest.approx(tau_b(pred, y), abs=1e-12)
+    assert M.spearman(y, pred) == pytest.approx(stats.spearmanr(pred, y).statistic, abs=1e-12)
+    assert M.kendall(y, pred) == pytest.approx(tau_b(pred, y), abs=1e-12)
 
 
 def test_correlations_constant_are_nan():
-    assert math.isnan(M.spearman([1, 1, 1], [0, 1, 2]))
-    assert math.isnan(M.kendall([1, 1, 1], [0, 1, 2]))
-    assert M.spearman([3, 2, 1], [0, 1, 2]) == pytest.approx(-1.0)
+    assert math.isnan(M.spearman([0, 1, 2], [1, 1, 1]))
+    assert math.isnan(M.kendall([0, 1, 2], [1, 1, 1]))
+    assert M.spearman([0, 1, 2], [3, 2, 1]) == pytest.approx(-1.0)
 
 
 def test_rps():
     rng = np.random.default_rng(1)
     P = random_probs(rng, 30, 7)
     y = rng.integers(0, 7, 30)
-    assert M.ranked_probability_score(P, y) == pytest.approx(rps_loop(P, y), abs=1e-12)
-    assert M.ranked_probability_score(np.eye(7)[y], y) == 0.0
+    assert M.ranked_probability_score(y, P) == pytest.approx(rps_loop(P, y), abs=1e-12)
+    assert M.ranked_probability_score(y, np.eye(7)[y]) == 0.0
     # R = 2: RPS is the Brier score of class 1
     P2 = random_probs(rng, 50, 2)
     y2 = rng.integers(0, 2, 50)
-    assert M.ranked_probability_score(P2, y2) == pytest.approx(np.mean((P2[:, 1] - y2) ** 2))
+    assert M.ranked_probability_score(y2, P2) == pytest.approx(np.mean((P2[:, 1] - y2) ** 2))
     # worst case: all mass at the far end
-    assert M.ranked_probability_score([[0.0, 0.0, 1.0]], [0]) == pytest.approx(1.0)
+    assert M.ranked_probability_score([0], [[0.0, 0.0, 1.0]]) == pytest.approx(1.0)
 
 
 def test_metric_panel():
@@ -130,7 +130,7 @@ def test_metric_panel():
     N, R = 80, 10
     P = random_probs(rng, N, R)
     y = rng.integers(0, R, N)
-    panel = M.metric_panel(torch.tensor(P), y)
+    panel = M.metric_panel(y, torch.tensor(P))
     exp = np.array([sum(r * P[n, r] for r in range(R)) for n in range(N)])
     amax = np.array([max(range(R), key=lambda r: P[n, r]) for n in range(N)])
     assert panel["n"] == N
@@ -151,7 +151,7 @@ def test_metric_panel():
 
 def test_metric_panel_one_hot_perfect():
     y = np.array([0, 1, 2, 3, 3])
-    panel = M.metric_panel(np.eye(4)[y], y)
+    panel = M.metric_panel(y, np.eye(4)[y])
     assert panel["mae_exp"] == 0.0 and panel["acc_max"] == 1.0 and panel["rps"] == 0.0
     assert panel["qwk"] == pytest.approx(1.0) and panel["spearman"] == pytest.approx(1.0)
 
@@ -159,15 +159,15 @@ def test_metric_panel_one_hot_perfect():
 @pytest.mark.parametrize(
     "call",
     [
-        lambda: M.mae([1, 2, 3], [1, 2]),
+        lambda: M.mae([1, 2], [1, 2, 3]),
         lambda: M.mae([], []),
-        lambda: M.mae([np.nan], [1]),
-        lambda: M.metric_panel(np.full((3, 4), 0.25), [0, 1]),
-        lambda: M.metric_panel(np.full((2, 4), 0.25), [0, 4]),
-        lambda: M.metric_panel(np.full((2, 4), 0.25), [0, -1]),
-        lambda: M.metric_panel(np.full((2, 4), 0.5), [0, 1]),
-        lambda: M.metric_panel(np.full(4, 0.25), [0]),
-        lambda: M.ranked_probability_score(np.full((2, 4), 0.25), [0.5, 1]),
+        lambda: M.mae([1], [np.nan]),
+        lambda: M.metric_panel([0, 1], np.full((3, 4), 0.25)),
+        lambda: M.metric_panel([0, 4], np.full((2, 4), 0.25)),
+        lambda: M.metric_panel([0, -1], np.full((2, 4), 0.25)),
+        lambda: M.metric_panel([0, 1], np.full((2, 4), 0.5)),
+        lambda: M.metric_panel([0], np.full(4, 0.25)),
+        lambda: M.ranked_probability_score([0.5, 1], np.full((2, 4), 0.25)),
         lambda: M.aggregate([]),
         lambda: M.format_mean_std({}, "mae"),
     ],

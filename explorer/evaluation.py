@@ -1,0 +1,62 @@
+"""Evaluation of a predictor (prototypes, or a method's own predictor) on image features."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ExplorerError
+from .metrics import metric_panel
+
+
+@torch.no_grad()
+def evaluate_features(predictor, feats: torch.Tensor, labels: np.ndarray) -> dict[str, Any]:
+    """Full metric panel (and per-rank MAE of the expected rank) of ``predictor`` on image features."""
+    probs = torch.softmax(predictor.logits(feats), dim=-1).cpu().numpy().astype(np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    panel = metric_panel(labels, probs)
+    expected = probs @ np.arange(probs.shape[1])
+    per_rank = [float(np.abs(expected[labels == r] - r).mean()) if (labels == r).any() else None for r in range(probs.shape[1])]
+    return {**panel, "per_rank_mae": per_rank}
+
+
+def _eval_indices(ckpt, dataset, dataset_spec: str, split: str, min_label: int | None) -> list[int]:
+    """Sample indices of ``split`` (the split seed/fractions of the checkpoint's run when it was
+    trained on this dataset, else the defaults), optionally only labels >= ``min_label``."""
+    from . import datasets as ds
+
+    training = ckpt.meta.get("training") or {}
+    same = training.get("dataset") == dataset_spec
+    splits = ds.make_splits(
+        dataset,
+        val_fraction=training.get("val_fraction", 0.1) if same else 0.1,
+        test_fraction=training.get("test_fraction", 0.2) if same else 0.2,
+        seed=training.get("seed", 0) if same else 0,
+    )
+    idx = list(range(len(dataset.samples))) if split == "all" else list(splits.get(split, []))
+    if min_label is not None:
+        idx = ds.long_tail(idx, [dataset.samples[i].label for i in idx], min_label)
+    if not idx:
+        tail = f" with labels >= {min_label}." if min_label is not None else "."
+        raise ExplorerError(f"The {split} split of {dataset_spec} has no images{tail}")
+    return idx
+
+
+def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", cache_dir: str | None = None,
+                        skip_bad: bool = False, min_label: int | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint on a dataset split; ``min_label`` keeps only labels >= it (the long-tail
+    evaluation of §6)."""
+    from . import datasets as ds
+    from .features import FeatureCache
+
+    dataset = ds.open_dataset(dataset_spec)
+    ds.validate(dataset, check_images=True, skip_bad=skip_bad)
+    if len(dataset.ranks) != len(ckpt.ranks):
+        raise ExplorerError(f"{ckpt.name} predicts {len(ckpt.ranks)} ranks but {dataset_spec} has {len(dataset.ranks)}.")
+    samples = [dataset.samples[i] for i in _eval_indices(ckpt, dataset, dataset_spec, split, min_label)]
+    labels = np.array([s.label for s in samples], dtype=np.int64)
+    feats = FeatureCache(backbone, cache_dir).features(dataset, samples)
+    metrics = evaluate_features(ckpt.predictor(), feats, labels)
+    return {"checkpoint": ckpt.name, "dataset": dataset_spec, "split": split, "min_label": min_label, "metrics": metrics}

@@ -1,0 +1,137 @@
+"""What every method is: a trainable head that turns image features into a distribution over its
+classes (ranks, or coarse bins) and a point estimate, plus what a checkpoint stores of it.
+
+A method is a ``torch.nn.Module`` subclass of :class:`Method` with a typed config dataclass
+(``config_class``; every default lives there, once). The trainer, evaluation, checkpoint I/O,
+prediction, the CLI and the app only use this interface; :mod:`explorer.methods` lists the
+registered methods by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ExplorerError
+from ..ranks import Ranks
+
+
+class ConfigMixin:
+    """``to_dict`` / ``from_dict`` for method config dataclasses (unknown keys refused)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (stored in checkpoints as ``learner``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Inverse of to_dict; unknown keys are refused with one sentence."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ExplorerError(f"Unknown learner settings: {', '.join(unknown)}.")
+        return cls(**data)
+
+    def validate(self, context_length: int = 77) -> None:
+        """Raise ExplorerError for an invalid combination of settings (nothing to check by default)."""
+
+
+class Method(nn.Module):
+    """Base class of methods. Subclasses set the class attributes and implement :meth:`build`,
+    :meth:`forward` (normalised K x E prototypes) and :meth:`expected_shapes`."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    config_class: ClassVar[type] = ConfigMixin
+    trainable: ClassVar[bool] = True
+    supports_finetune: ClassVar[bool] = True
+    needs_text_encoder: ClassVar[bool] = True
+
+    config: Any
+    ranks: Ranks
+    logit_scale: float
+
+    @classmethod
+    def build(cls, backbone, config, ranks: Ranks, seed: int | None = 0) -> "Method":  # pragma: no cover - abstract
+        """A new (untrained) instance on ``backbone``; random parts drawn from ``seed``."""
+        raise NotImplementedError
+
+    @classmethod
+    def expected_shapes(cls, config) -> dict[str, tuple]:  # pragma: no cover - abstract
+        """Shapes of the stored tensors (``None`` = any size) for a checkpoint of ``config``."""
+        raise NotImplementedError
+
+    @classmethod
+    def summary_fields(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Extra settings ``ordinal-explorer info`` shows for this method."""
+        return {}
+
+    @property
+    def classes(self) -> Ranks:
+        """What the prototypes score: the ranks (or, for binned methods, the bins)."""
+        return self.ranks
+
+    def logits(self, image_features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        """N x K logits of normalised image features against normalised prototypes."""
+        return self.logit_scale * image_features.float() @ prototypes.float().T
+
+    def loss(self, image_features: torch.Tensor, prototypes: torch.Tensor, y: torch.Tensor, objective) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss for labels ``y`` (rank indices) and its parts; ``objective`` is the run's TrainConfig."""
+        from ..objectives import ordinal_loss
+
+        logits = self.logits(image_features, prototypes)
+        return ordinal_loss(logits, y, objective.kl_weight, objective.distance_weighted)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The learned parameters (what a checkpoint stores under ``learner.``), detached, on CPU."""
+        return {k: v.detach().float().cpu().contiguous() for k, v in self.learned_parameters()}
+
+    def learned_parameters(self):
+        """(name, parameter) pairs a checkpoint stores."""
+        return self.named_parameters()
+
+    def load_state_tensors(self, stored: dict[str, torch.Tensor], name: str = "The checkpoint") -> None:
+        """Copy stored tensors into the parameters, refusing missing, extra or mis-shaped ones."""
+        params = dict(self.learned_parameters())
+        if set(params) != set(stored):
+            raise ExplorerError(f"{name} stores learner tensors {sorted(stored)} but its config builds {sorted(params)}.")
+        with torch.no_grad():
+            for key, param in params.items():
+                if tuple(param.shape) != tuple(stored[key].shape):
+                    raise ExplorerError(
+                        f"{name}: tensor {key} has shape {tuple(stored[key].shape)} but the config needs {tuple(param.shape)}."
+                    )
+                param.copy_(stored[key].to(param.device))
+
+    def metadata(self) -> dict[str, Any]:
+        """Checkpoint metadata beyond the common keys: the config as ``learner`` (with ``kind``)."""
+        return {"learner": self.config.to_dict()}
+
+    @torch.no_grad()
+    def prototypes(self, full_length: bool = False):
+        """The normalised prototypes as a ``Prototypes`` object (CPU, float32)."""
+        from ..prototypes import Prototypes
+
+        return Prototypes(self(full_length=full_length).cpu(), self.logit_scale, self.classes)
+
+    def predictor(self):
+        """What predicts from image features with the current parameters (``Prototypes`` by default)."""
+        return self.prototypes()
+
+    @classmethod
+    def predictor_from_checkpoint(cls, checkpoint):
+        """What predicts from image features with a checkpoint's stored tensors (its prototypes by default)."""
+        return checkpoint.prototypes
+
+    def learner_state(self) -> dict[str, torch.Tensor]:
+        """Alias of :meth:`state_tensors`."""
+        return self.state_tensors()
+
+
+def normalized(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise the last dimension in float32."""
+    return F.normalize(x.float(), dim=-1)
