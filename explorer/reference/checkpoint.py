@@ -27,6 +27,7 @@ NUMCLIP_MODULES = ("image_adapter", "regressor")
 # Exceptions torch.load raises for a truncated or damaged file (the user gave a broken file).
 _DAMAGED_FILE_ERRORS = (EOFError, zipfile.BadZipFile, OSError)
 _PICKLE_PROTOCOL_2_PLUS = 0x80
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 def find_checkpoint(run_dir: str | Path) -> tuple[Path, str | None]:
@@ -97,8 +98,8 @@ def _check_torch_file(path: Path) -> None:
             head = f.read(4)
     except OSError as exc:
         raise _unreadable(path, exc) from exc
-    if zipfile.is_zipfile(path) or (head[:1] and head[0] == _PICKLE_PROTOCOL_2_PLUS):
-        return
+    if head.startswith(_ZIP_MAGIC) or zipfile.is_zipfile(path) or (head[:1] and head[0] == _PICKLE_PROTOCOL_2_PLUS):
+        return  # a truncated zip (no central directory) is left to torch's zip reader to report
     reason = "it is empty" if not head else "it is neither a zip archive nor a pickle"
     raise ExplorerError(f"{path.name} is not a readable torch checkpoint ({reason}).")
 
