@@ -667,7 +667,7 @@ def test_unexpected_load_failures_propagate(clip_file, tmp_path, monkeypatch):
     """Only problems the user can fix are ExplorerErrors; a bug keeps its own type and traceback."""
     from explorer.reference import read_lightning_checkpoint
 
-    clip_path, clip_state = clip_file
+    _, clip_state = clip_file
     run, _ = make_run(tmp_path / "run", clip_state)
     ckpt_file = run / "ckpts" / "epoch=7-step=96.ckpt"
     for error in (ValueError("boom"), RuntimeError("CUDA error: something unexpected"), MemoryError()):

@@ -60,7 +60,12 @@ from .config import (
     model_section,
     read_run_config,
 )
-from .run import ImportResult, ReferenceImportWarning, import_reference, import_reference_run
+from .run import (
+    ImportResult,
+    ReferenceImportWarning,
+    import_reference,
+    import_reference_run,
+)
 from .weights import combine_backbone_weights
 
 __all__ = [

@@ -13,8 +13,18 @@ from ..backbones import load_backbone, read_weight_file
 from ..errors import ExplorerError
 from ..prompts import LearnerConfig, build_prompt_model
 from ..ranks import Ranks
-from .checkpoint import find_checkpoint, prompt_tensors, read_lightning_checkpoint, refuse_unsupported_modules
-from .config import check_clip_image_encoder, learner_config_from_reference, model_section, read_run_config
+from .checkpoint import (
+    find_checkpoint,
+    prompt_tensors,
+    read_lightning_checkpoint,
+    refuse_unsupported_modules,
+)
+from .config import (
+    check_clip_image_encoder,
+    learner_config_from_reference,
+    model_section,
+    read_run_config,
+)
 from .weights import combine_backbone_weights, write_backbone_file
 
 
@@ -183,7 +193,9 @@ def _source(run_dir, ckpt_path, info, clip_path, model_cfg, changed, warn) -> di
 
 
 def _save(out: Path, model, backbone, name: str | None, source: dict[str, Any]) -> Path:
-    from ..checkpoints import save_checkpoint  # checkpoints imports prompts; keep the import local
+    from ..checkpoints import (
+        save_checkpoint,  # checkpoints imports prompts; keep the import local
+    )
 
     return save_checkpoint(out, model, backbone, name=name or out.stem, extra={"source": source})
 

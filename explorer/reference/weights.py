@@ -18,7 +18,7 @@ _SAME_WEIGHTS_HINT = "give the CLIP weights the run started from"
 
 
 def _is_text_key(key: str) -> bool:
-    return key.startswith("transformer.") or key.startswith("ln_final.") or key in ("positional_embedding", "text_projection")
+    return key.startswith(("transformer.", "ln_final.")) or key in ("positional_embedding", "text_projection")
 
 
 def combine_backbone_weights(
