@@ -41,6 +41,9 @@ def atomic_path(path: str | Path, mode: int = 0o666) -> Iterator[Path]:
     os.chmod(tmp, mode & ~umask)  # mkstemp makes 0600 files
     try:
         yield Path(tmp)
+        # Again after writing: a writer may replace the temporary (safetensors' save_file writes
+        # its own file and renames it over ``tmp``), which brings back 0600.
+        os.chmod(tmp, mode & ~umask)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -557,3 +557,136 @@ def test_missing_state_dict_keys_are_refused(clip_file, tmp_path):
     with pytest.raises(ExplorerError, match="image_encoder"):
         import_reference(run_dir=run, clip_weights=clip_path, out=out)
     assert not out.exists()
+
+
+# --- unsupported model types: refused in one sentence, nothing written ----------------------------
+
+
+def _outputs(folder: Path) -> list[str]:
+    return sorted(os.listdir(folder)) if folder.exists() else []
+
+
+def _set_model_type(run: Path, model_type) -> None:
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    if model_type is None:
+        del cfg["runner_cfg"]["model_cfg"]["type"]
+    else:
+        cfg["runner_cfg"]["model_cfg"]["type"] = model_type
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def _add_numclip_weights(ckpt_file: Path, sd: dict[str, torch.Tensor]) -> None:
+    """Re-save the run's .ckpt with NumCLIP's image adapter and SSR regressor (method doc numclip §2)."""
+    E = sd["module.text_encoder.text_projection"].shape[1]
+    K = 5
+    numclip = {
+        "module.image_adapter.fc.0.weight": torch.randn(E // 4, E),
+        "module.image_adapter.fc.2.weight": torch.randn(E, E // 4),
+        "module.regressor.stage1_FC_after_PB.0.weight": torch.randn(2 * K, K),
+        "module.regressor.stage1_FC_after_PB.0.bias": torch.zeros(2 * K),
+        "module.regressor.stage1_delta_k.0.weight": torch.randn(K, 2 * K),
+        "module.regressor.stage1_delta_k.0.bias": torch.zeros(K),
+    }
+    torch.save({"epoch": 7, "global_step": 96, "pytorch-lightning_version": "1.6.4", "state_dict": {**sd, **numclip}}, ckpt_file)
+
+
+def test_numclip_run_is_refused_and_nothing_is_written(clip_file, tmp_path):
+    clip_path, clip_state = clip_file
+    run, sd = make_run(tmp_path / "run", clip_state, kind="plain")
+    _add_numclip_weights(run / "ckpts" / "epoch=7-step=96.ckpt", sd)
+    _set_model_type(run, "RegCLIPSSR")
+    out_dir = tmp_path / "out"
+    with pytest.raises(ExplorerError, match=r"model type RegCLIPSSR \(NumCLIP\): its image adapter and soft-bin regressor are not supported"):
+        import_reference(run_dir=run, clip_weights=clip_path, out=out_dir / "x.safetensors")
+    assert _outputs(out_dir) == []
+    # The --ckpt path finds the run's config.yaml too.
+    with pytest.raises(ExplorerError, match="RegCLIPSSR"):
+        import_reference(ckpt=run / "ckpts" / "epoch=7-step=96.ckpt", clip_weights=clip_path, out=out_dir / "x.safetensors")
+    assert _outputs(out_dir) == []
+
+
+def test_numclip_weights_in_a_bare_ckpt_are_refused_not_dropped(clip_file, tmp_path):
+    clip_path, clip_state = clip_file
+    run, sd = make_run(tmp_path / "bare", clip_state, kind="plain", write_config=False)
+    ckpt_file = run / "ckpts" / "epoch=7-step=96.ckpt"
+    _add_numclip_weights(ckpt_file, sd)
+    out_dir = tmp_path / "out"
+    with pytest.raises(ExplorerError, match=r"image_adapter\.\* and regressor\.\* weights .*NumCLIP.*not supported"):
+        import_reference(ckpt=ckpt_file, clip_weights=clip_path, out=out_dir / "x.safetensors",
+                         learner_overrides={"kind": "plain", "num_ranks": R})
+    assert _outputs(out_dir) == []
+
+    # Even when config.yaml claims OrdinalCLIP, the adapter / regressor weights are not dropped in silence.
+    run, sd = make_run(tmp_path / "claims-ordinalclip", clip_state, kind="plain")
+    ckpt_file = run / "ckpts" / "epoch=7-step=96.ckpt"
+    _add_numclip_weights(ckpt_file, {k: v for k, v in sd.items() if not k.startswith("module.image_adapter")})
+    with pytest.raises(ExplorerError, match="NumCLIP"):
+        import_reference(run_dir=run, clip_weights=clip_path, out=out_dir / "x.safetensors")
+    assert _outputs(out_dir) == []
+
+    # Any other module OrdinalCLIP lacks is named.
+    torch.save({"epoch": 1, "global_step": 2, "state_dict": {**sd, "module.head.weight": torch.zeros(3, 3)}}, ckpt_file)
+    with pytest.raises(ExplorerError, match=r"module\.head"):
+        import_reference(run_dir=run, clip_weights=clip_path, out=out_dir / "x.safetensors")
+    assert _outputs(out_dir) == []
+
+
+@pytest.mark.parametrize("model_type", ["CoOpRegression", None])
+def test_other_model_types_are_refused_by_name(model_type, clip_file, tmp_path):
+    clip_path, clip_state = clip_file
+    run, _ = make_run(tmp_path / "run", clip_state)
+    _set_model_type(run, model_type)
+    out_dir = tmp_path / "out"
+    expected = "model type 'CoOpRegression'" if model_type else "no runner_cfg.model_cfg.type"
+    with pytest.raises(ExplorerError, match=rf"{expected}; only OrdinalCLIP runs can be imported"):
+        import_reference(run_dir=run, clip_weights=clip_path, out=out_dir / "x.safetensors")
+    assert _outputs(out_dir) == []
+
+
+# --- damaged files and unexpected failures -------------------------------------------------------
+
+
+def test_damaged_checkpoints_are_user_errors(clip_file, tmp_path):
+    clip_path, clip_state = clip_file
+    run, _ = make_run(tmp_path / "run", clip_state)
+    ckpt_file = run / "ckpts" / "epoch=7-step=96.ckpt"
+    data = ckpt_file.read_bytes()
+    out_dir = tmp_path / "out"
+    for content, message in (
+        (data[: len(data) // 2], "truncated or damaged"),
+        (b"", "it is empty"),
+        (b"epoch: 7\nthis is a text file\n", "neither a zip archive nor a pickle"),
+    ):
+        ckpt_file.write_bytes(content)
+        with pytest.raises(ExplorerError, match=message):
+            import_reference(run_dir=run, clip_weights=clip_path, out=out_dir / "x.safetensors")
+    assert _outputs(out_dir) == []
+
+
+def test_unexpected_load_failures_propagate(clip_file, tmp_path, monkeypatch):
+    """Only problems the user can fix are ExplorerErrors; a bug keeps its own type and traceback."""
+    from explorer.reference import read_lightning_checkpoint
+
+    _, clip_state = clip_file
+    run, _ = make_run(tmp_path / "run", clip_state)
+    ckpt_file = run / "ckpts" / "epoch=7-step=96.ckpt"
+    for error in (ValueError("boom"), RuntimeError("CUDA error: something unexpected"), MemoryError()):
+        def failing_load(*args, _error=error, **kwargs):
+            raise _error
+
+        monkeypatch.setattr(torch, "load", failing_load)
+        with pytest.raises(type(error)) as info:
+            read_lightning_checkpoint(ckpt_file)
+        assert not isinstance(info.value, ExplorerError)
+
+
+def test_backbone_file_is_written_atomically_and_shareable(clip_file, tmp_path):
+    clip_path, clip_state = clip_file
+    run, _ = make_run(tmp_path / "run", clip_state)
+    out_dir = tmp_path / "out"
+    result = import_reference_run(run_dir=run, clip_weights=clip_path, out=out_dir / "x.safetensors")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert result.backbone_file is not None
+    assert (result.backbone_file.stat().st_mode & 0o777) == (0o666 & ~umask)
+    assert _outputs(out_dir) == ["x.backbone.safetensors", "x.safetensors"]  # no temporaries left behind
