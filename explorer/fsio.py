@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from safetensors.torch import save_file
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -38,11 +40,10 @@ def atomic_path(path: str | Path, mode: int = 0o666) -> Iterator[Path]:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, mode & ~umask)  # mkstemp makes 0600 files
     try:
         yield Path(tmp)
-        # Again after writing: a writer may replace the temporary (safetensors' save_file writes
-        # its own file and renames it over ``tmp``), which brings back 0600.
+        # after writing: mkstemp makes 0600 files, and a writer may replace the temporary
+        # (safetensors' save_file writes its own file and renames it over ``tmp``)
         os.chmod(tmp, mode & ~umask)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -86,8 +87,6 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 def save_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
     """Write torch ``tensors`` as a safetensors file atomically (contiguous CPU copies)."""
-    from safetensors.torch import save_file
-
     data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(data, str(tmp), metadata=metadata)

@@ -20,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import explorer.checkpoints as checkpoints
+import explorer.fsio as fsio
 from explorer.backbones import load_backbone
 from explorer.checkpoints import (
     FORMAT_VERSION,
@@ -430,7 +431,7 @@ def test_crash_during_write_keeps_the_previous_checkpoint(demo, tmp_path, monkey
     path = tmp_path / "run.safetensors"
     save_checkpoint(path, _model(demo, "rank", seed=1), demo, metrics={"mae_exp": 1.0})
     before = path.read_bytes()
-    real_save_file = checkpoints.save_file
+    real_save_file = fsio.save_file
     written = []
 
     def crashing_save_file(tensors, filename, metadata=None):
@@ -440,7 +441,7 @@ def test_crash_during_write_keeps_the_previous_checkpoint(demo, tmp_path, monkey
         written.append(filename)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoints, "save_file", crashing_save_file)
+    monkeypatch.setattr(fsio, "save_file", crashing_save_file)  # the one atomic write every file goes through
     with pytest.raises(OSError, match="No space left"):
         save_checkpoint(path, _model(demo, "rank", seed=2), demo, metrics={"mae_exp": 2.0})
     monkeypatch.undo()

@@ -8,6 +8,8 @@ reference interpolation, open_clip's own ``encode_text``).
 
 from __future__ import annotations
 
+import copy
+
 import math
 
 import open_clip
@@ -166,7 +168,7 @@ def test_template_learner_equals_open_clip_encode_text(request, clip_tokenizer, 
     else:
         config = LearnerConfig(kind="template", num_ranks=101)  # default names: the rank labels 0..100
     pm = build_prompt_model(bb, config)
-    names = config.rank_names
+    names = pm.config.rank_names  # the model's resolved copy; the caller's config is left as it was
     texts = [config.template.replace("{}", n) for n in names]
     assert pm.learner.texts == texts
     with torch.no_grad():
@@ -310,7 +312,7 @@ def test_context_init_from_text(demo, clip_tokenizer):
     for text in (AGE_CONTEXT, AGE_CONTEXT.replace(" ", "_")):
         config = LearnerConfig(kind="rank", num_ranks=11, num_context_tokens=4, context_init=text)
         pm = build_prompt_model(demo, config)
-        assert config.num_context_tokens == 10  # the text's token count overrides n = 4
+        assert pm.config.num_context_tokens == 10 and config.num_context_tokens == 4  # the text's token count overrides n = 4
         assert torch.equal(pm.learner.context_embeds.detach(), token_embeddings(demo, AGE_CONTEXT_IDS))
         assert pm.learner(full_length=False).eot_index.tolist() == [1 + 10 + 1 + 1] * 11
     # rank-specific context: the same text embedding, once per rank
@@ -336,7 +338,7 @@ def test_rank_names_init(demo, tmp_path):
     config = LearnerConfig(kind="rank", num_ranks=101, num_base_ranks=3, num_context_tokens=3, rank_names=names)
     learner = build_prompt_model(demo, config).learner
     base = learner.rank_embeds.detach()
-    assert base.shape == (3, 4, 128) and config.max_rank_tokens == 4
+    assert base.shape == (3, 4, 128) and learner.config.max_rank_tokens == 4
     for k, row in enumerate(ids):
         padded = row + [PAD] * (4 - len(row))
         assert torch.equal(base[k], token_embeddings(demo, padded))
@@ -452,3 +454,19 @@ def test_seeded_init_is_reproducible(demo):
     ctx = a["context_embeds"]
     assert ctx.shape == (10, 128)
     assert abs(ctx.mean().item()) < 0.003 and 0.018 < ctx.std().item() < 0.022
+
+
+def test_building_never_changes_the_callers_config(demo):
+    """Derived settings (n from the context text, token counts, template names) go into the model's own copy."""
+    configs = [
+        LearnerConfig(kind="rank", num_ranks=8, context_init="the age of the person is", rank_names=["young", "middle aged", "old"]),
+        LearnerConfig(kind="plain", num_ranks=3, num_context_tokens=2, rank_names=["one", "twenty two", "three"]),
+        LearnerConfig(kind="template", num_ranks=5),
+    ]
+    for config in configs:
+        before = copy.deepcopy(config)
+        pm = build_prompt_model(demo, config)
+        assert config == before
+        assert pm.config is not config
+    rank = build_prompt_model(demo, configs[0])
+    assert rank.config.num_context_tokens == 6 and rank.config.rank_token_counts is not None
