@@ -183,3 +183,18 @@ def format_mean_std(agg: dict, metric: str, digits: int = 2) -> str:
         raise ExplorerError(f"Metric {metric!r} is not in the aggregated results.")
     a = agg[metric]
     return f"{a['mean']:.{digits}f} ± {a['std']:.{digits}f}"
+
+
+def epsilon_error(y_true, y_pred, sigma) -> float:
+    """ChaLearn LAP epsilon-error: mean of 1 - exp(-(y_pred - mu)^2 / (2 sigma^2)), mu = y_true (apparent age).
+
+    ``sigma`` is each sample's apparent-age spread (standard deviation); all three are in the same
+    units (e.g. years) and sigma must be positive. 0 is perfect, values near 1 are far off.
+    """
+    pred, mu = _pair(y_pred, y_true)
+    s = _np(sigma).reshape(-1)
+    if s.shape != mu.shape:
+        raise ExplorerError(f"Got {s.size} spreads for {mu.size} labels; give one spread (sigma) per sample.")
+    if not (np.all(np.isfinite(s)) and np.all(s > 0)):
+        raise ExplorerError("Every spread (sigma) must be a positive finite number.")
+    return float(np.mean(1.0 - np.exp(-((pred - mu) ** 2) / (2.0 * s**2))))

@@ -363,3 +363,112 @@ def test_ranks_option_accepts_ranks_object(tmp_path):
     ds = D.open_dataset(f"csv:{tmp_path / 'r.csv'}", ranks=given)
     assert len(ds.ranks) == 101 and [s.label for s in ds.samples] == [3, 25, 100]
     assert ds.ranks is not given and ds.summary()["num_ranks"] == 101
+
+
+# --------------------------------------------------------------------------- real data formats (issue 9, item 4)
+
+
+def write_official_fold(path: Path, rows: list[tuple[str, str, int, str]]) -> None:
+    """An Adience fold file as distributed: tab-separated, header row, CRLF line endings."""
+    head = "user_id\toriginal_image\tface_id\tage\tgender\tx\ty\tdx\tdy\ttilt_ang\tfiducial_yaw_angle\tfiducial_score"
+    body = [f"{u}\t{o}\t{f}\t{a}\tf\t0\t0\t10\t10\t0\t0\t1" for u, o, f, a in rows]
+    path.write_bytes(("\r\n".join([head] + body) + "\r\n").encode())
+
+
+def test_adience_official_fold_files_contained_ages(tmp_path):
+    ages = ["(25, 32)", "(38, 42)", "(8, 23)", "35", "5", "3", "13", "None", "", "(60, 100)", "(27, 32)", "(0, 2)"]
+    rows = [(f"u{i % 3}", f"{i}.jpg", i, age) for i, age in enumerate(ages)]
+    write_official_fold(tmp_path / "fold_0_data.txt", rows[:6])
+    write_official_fold(tmp_path / "fold_1_data.txt", rows[6:])
+    for u, o, f, _ in rows:
+        img(tmp_path / "faces" / u / f"coarse_tilt_aligned_face.{f}.{o}", "JPEG")
+    ds = D.open_dataset(f"adience:{tmp_path}", adience_ages="contained", fold=0)
+    assert ds.samples[0].path == "faces/u0/coarse_tilt_aligned_face.0.0.jpg"
+    got = {s.line + (0 if s.source == "fold_0_data.txt" else 100): (s.labels[0] if s.labels else None) for s in ds.samples}
+    assert got == {2: 4, 3: 5, 4: None, 5: None, 6: 1, 7: None, 102: None, 103: None, 104: None, 105: 7, 106: 4, 107: 0}
+    assert [D.adience_group(a, contained=True) for a in ("(38, 43)", "(40, 41)", "(0, 3)", "60", "101")] == [5, 5, None, 7, None]
+    with pytest.raises(ExplorerError) as exc:
+        D.validate(ds)
+    msg = str(exc.value)
+    assert msg.startswith("6 of 12 entries are unusable (first: fold_0_data.txt:4: bad label '(8, 23)' "
+                          "(not inside exactly one of the 8 Adience age groups) for faces/u2/coarse_tilt_aligned_face.2.2.jpg; ")
+    assert "fold_0_data.txt:5: bad label '35'" in msg
+    report = D.validate(ds, skip_bad=True)
+    assert (report.total, report.skipped, report.kept) == (12, 6, 6)
+    assert "fold_1_data.txt:3: bad label 'None' (not an age or age range) for faces/u1/coarse_tilt_aligned_face.7.7.jpg" in report.problems
+    assert "fold_1_data.txt:4: bad label '' (an empty age) for faces/u2/coarse_tilt_aligned_face.8.8.jpg" in report.problems
+    assert len(ds.splits["test"]) == 3  # fold 0's usable rows: (25, 32), (38, 42), 5
+
+
+def test_adience_exact_ages_by_default(tmp_path):
+    write_official_fold(tmp_path / "fold_0_data.txt", [("u1", "a.jpg", 1, "(38, 42)"), ("u1", "b.jpg", 2, "(38, 43)"),
+                                                       ("u2", "c.jpg", 3, "(0, 2)")])
+    ds = D.open_dataset(f"adience:{tmp_path}")
+    assert [s.labels for s in ds.samples] == [[], [5], [0]]
+    assert "adience_ages='contained'" in ds.samples[0].error
+    with pytest.raises(ExplorerError, match="adience_ages is 'loose'"):
+        D.open_dataset(f"adience:{tmp_path}", adience_ages="loose")
+
+
+def test_list_numeric_ish_labels_header_and_crlf(tmp_path):
+    root = tmp_path / "decades"
+    for i in range(5):
+        img(root / f"{i}.png")
+    (root / "train.txt").write_bytes(b"path label\r\n0.png 1930s\r\n1.png 1950s\r\n2.png 1940s 1930s\r\n3.png x\r\n4.png 1950s\r\n")
+    ds = D.open_dataset(f"list:{root}:train.txt", val_fraction=0, test_fraction=0)
+    assert ds.ranks.labels == ["1930s", "1940s", "1950s"] and ds.ranks.values == [1930, 1940, 1950]
+    assert [s.labels for s in ds.samples] == [[0], [2], [0, 1], [], [2]]
+    assert [s.line for s in ds.samples] == [2, 3, 4, 5, 6]
+    with pytest.raises(ExplorerError, match=r"^1 of 5 entries is unusable \(first: train.txt:5: bad label 'x' \(not a number\) for 3.png\)"):
+        D.validate(ds)
+    # 3.0 and 3 are the same rank: rank indices when every label is a whole number ...
+    (root / "idx.txt").write_text("0.png 3.0\n1.png 3\n2.png 0\n3.png 1.00\n")
+    ds = D.open_dataset(f"list:{root}:idx.txt")
+    assert len(ds.ranks) == 4 and [s.labels for s in ds.samples] == [[3], [3], [0], [1]]
+    # ... and one rank per distinct value, in value order, when some label is a fraction
+    (root / "val.txt").write_text("0.png 3\n1.png 2.5\n2.png 3.0\n3.png 10\n")
+    ds = D.open_dataset(f"list:{root}:val.txt")
+    assert ds.ranks.labels == ["2.5", "3", "10"] and [s.labels for s in ds.samples] == [[1], [0], [1], [2]]
+    # a first line with an image path is data, never a header
+    (root / "nohead.txt").write_text("0.png x\n1.png 1\n2.png 0\n")
+    ds = D.open_dataset(f"list:{root}:nohead.txt")
+    assert ds.samples[0].error == "bad label 'x' (not an integer) for 0.png" and ds.samples[0].line == 1
+
+
+def test_utkface_name_variants(tmp_path):
+    names = ("61_1_2_20170109150557335.jpg.chip.jpg", "39_1_20170116174525125.jpg.chip.jpg",
+             "_1_2_20170109150557335.jpg.chip.jpg", "age_1_2_2017.jpg")
+    for name in names:
+        img(tmp_path / name, "JPEG")
+    ds = D.open_dataset(f"utkface:{tmp_path}", val_fraction=0, test_fraction=0)
+    ages = {s.path: int(ds.ranks.values[s.label]) for s in ds.samples if not s.error}
+    assert ages == {names[0]: 61, names[1]: 39}
+    report = D.validate(ds, skip_bad=True)
+    assert report.problems == [
+        f"{names[2]}: cannot read the age from the file name {names[2]} (expected age_gender_race_date.jpg)",
+        f"{names[3]}: cannot read the age from the file name {names[3]} (expected age_gender_race_date.jpg)",
+    ]
+
+
+def test_csv_apparent_age_spread(tmp_path):
+    from explorer.metrics import epsilon_error
+
+    for i in range(5):
+        img(tmp_path / f"{i}.jpg")
+    (tmp_path / "lap.csv").write_bytes(b"filename,age,stdv\r\n0.jpg,25,3.5\r\n1.jpg,30,2\r\n2.jpg,27,4.25\r\n3.jpg,28,0\r\n4.jpg,29,\r\n")
+    ds = D.open_dataset(f"csv:{tmp_path / 'lap.csv'}", val_fraction=0, test_fraction=0)
+    assert [s.spread for s in ds.samples[:3]] == [3.5, 2.0, 4.25] and ds.ranks.labels[0] == "25"
+    assert ds.samples[3].error == "bad spread '0' (not a positive number) for 3.jpg"
+    with pytest.raises(ExplorerError, match=r"2 of 5 entries are unusable \(first: lap.csv:5: bad spread '0' .*; lap.csv:6: no spread"):
+        D.validate(ds)
+    D.validate(ds, skip_bad=True)
+    spreads = ds.spreads(ds.samples)
+    assert spreads.tolist() == [3.5, 2.0, 4.25] and ds.spreads().dtype == np.float64
+    ages = [ds.ranks.values[s.label] for s in ds.samples]
+    assert epsilon_error(ages, ages, spreads) == 0.0
+    # path,label plus an optional spread column; without one there are no spreads
+    (tmp_path / "p.csv").write_text("path,label,spread\n0.jpg,1,0.5\n1.jpg,2,1.5\n")
+    assert D.open_dataset(f"csv:{tmp_path / 'p.csv'}").spreads().tolist() == [0.5, 1.5]
+    (tmp_path / "q.csv").write_text("path,label\n0.jpg,1\n1.jpg,2\n")
+    q = D.open_dataset(f"csv:{tmp_path / 'q.csv'}")
+    assert q.samples[0].spread is None and q.spreads() is None

@@ -191,3 +191,21 @@ def test_aggregate():
     assert M.format_mean_std(agg, "acc", digits=3) == "0.550 ± 0.050"
     one = M.aggregate([{"mae": 1.5}])
     assert one["mae"] == {"mean": 1.5, "std": 0.0, "ci95": 0.0, "n": 1}
+
+
+def test_epsilon_error_against_hand_computation():
+    mu, pred, sigma = [30.0, 20.0, 50.0], [32.0, 20.0, 44.0], [2.0, 5.0, 3.0]
+    # per sample: 1 - e^(-4/8), 1 - e^0, 1 - e^(-36/18)
+    hand = ((1 - math.exp(-0.5)) + 0.0 + (1 - math.exp(-2.0))) / 3
+    assert M.epsilon_error(mu, pred, sigma) == pytest.approx(hand, abs=1e-12)
+    assert M.epsilon_error(torch.tensor(mu), np.array(pred), sigma) == pytest.approx(hand, abs=1e-12)
+    assert M.epsilon_error([10.0], [10.0], [1.0]) == 0.0
+    for bad in (
+        lambda: M.epsilon_error([1.0, 2.0], [1.0], [1.0]),
+        lambda: M.epsilon_error([1.0, 2.0], [1.0, 2.0], [1.0]),
+        lambda: M.epsilon_error([1.0], [1.0], [0.0]),
+        lambda: M.epsilon_error([1.0], [1.0], [np.nan]),
+        lambda: M.epsilon_error([], [], []),
+    ):
+        with pytest.raises(ExplorerError):
+            bad()
