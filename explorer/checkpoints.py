@@ -170,7 +170,11 @@ def save_checkpoint(
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a full checkpoint (the method's tensors + prototypes) atomically; returns the path."""
+    """Write a full checkpoint (the method's tensors + prototypes) atomically; returns the path.
+    A method whose prototypes are all it learns is written as a prototype-only checkpoint."""
+    if model.checkpoint_kind == "prototypes":
+        return save_prototypes(path, model.prototypes(), backbone.spec, backbone.backbone_id, name=name or Path(path).stem,
+                               source={"learner": model.name}, training=training, metrics=metrics)
     meta = _base_meta("full", name or Path(path).stem, backbone.spec, backbone.backbone_id, model.ranks, model.logit_scale)
     meta.update(model.metadata(), training=training, metrics=metrics, **(extra or {}))
     tensors = {f"learner.{k}": v for k, v in model.state_tensors().items()}

@@ -274,26 +274,26 @@ class _Bar:
             self.bar, self.key = None, None
 
 
-def _learner_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The learner options set on the command line (the rank-names file read into names)."""
+def _learner_settings(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """The options of ``method`` set on the command line (the rank-names file read into names)."""
     from .methods import get_method
     from .options import values_from_args
     from .ranks import read_names_file
 
-    settings = values_from_args(get_method(args.learner).config_class, args)
+    settings = values_from_args(get_method(method).config_class, args)
     if settings.get("rank_names"):
         settings["rank_names"] = read_names_file(settings["rank_names"])
     return settings
 
 
-def _train_config(args: argparse.Namespace, dataset: str, out: str):
+def _train_config(args: argparse.Namespace, dataset: str, out: str, method: str = "rank"):
     """The TrainConfig of a train / sweep command: dataclass defaults, then the flags given."""
     from .methods import make_config
     from .options import values_from_args
     from .runconfig import TrainConfig
 
     return TrainConfig(
-        dataset=dataset, out=out, backbone=args.backbone, learner=make_config(args.learner, **_learner_settings(args)),
+        dataset=dataset, out=out, backbone=args.backbone, learner=make_config(method, **_learner_settings(args, method)),
         skip_bad=args.skip_bad, device=args.device, cache_dir=args.cache_dir, name=getattr(args, "name", None),
         **values_from_args(TrainConfig, args),
     )
@@ -303,7 +303,7 @@ def _train_config(args: argparse.Namespace, dataset: str, out: str):
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
-    config = _train_config(args, args.dataset, args.out)
+    config = _train_config(args, args.dataset, args.out, args.learner)
     result = train(config, progress=_Bar(args.quiet), resume=args.resume)
     summary = {
         "checkpoint": str(result.checkpoint), "history": str(result.history_path), "best_epoch": result.best_epoch + 1,
@@ -362,7 +362,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .train import sweep
 
     base = _train_config(args, args.dataset, str(Path(args.out_dir) / "run.safetensors"))
-    learners = parse_learner_list(args.learners, _learner_settings(argparse.Namespace(**{**vars(args), "learner": "rank"})))
+    learners = parse_learner_list(args.learners, _learner_settings(args, "rank"))
     shots = [None if s in ("all", "0") else int(s) for s in args.shots_list.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     table = sweep(sweep_grid(base, learners, shots, seeds, args.out_dir), Path(args.out_dir), progress=_Bar(args.quiet))

@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from safetensors.torch import save_file
-
 TMP_SUFFIX = ".tmp"
 
 
@@ -83,6 +81,13 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as JSON atomically; returns the path."""
     return write_text(path, json.dumps(obj, default=str))
+
+
+def save_file(tensors: dict, filename: str, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' ``save_file``, imported on first use (this module stays importable without torch)."""
+    from safetensors.torch import save_file as _save_file
+
+    _save_file(tensors, filename, metadata=metadata)
 
 
 def save_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> Path:

@@ -230,7 +230,10 @@ class Trainer:
     def build(self) -> None:
         """The method's head, the image encoder when fine-tuning, optimizer and schedule."""
         config = self.config
-        self.head = self.method.build(self.backbone, config.learner, self.ranks, seed=config.seed)
+        learner = config.learner
+        if hasattr(learner, "num_ranks"):  # the dataset decides how many ranks there are
+            learner = replace(learner, num_ranks=len(self.ranks))
+        self.head = self.method.build(self.backbone, learner, self.ranks, seed=config.seed)
         self.visual = None
         if config.mode == "finetune":
             self.visual = self.backbone.model.visual

@@ -50,6 +50,8 @@ class Method(nn.Module):
     trainable: ClassVar[bool] = True
     supports_finetune: ClassVar[bool] = True
     needs_text_encoder: ClassVar[bool] = True
+    # "prototypes" for methods whose prototypes are all they learn (saved as a prototype-only checkpoint)
+    checkpoint_kind: ClassVar[str] = "full"
 
     config: Any
     ranks: Ranks

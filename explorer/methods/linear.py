@@ -34,6 +34,7 @@ class LinearProbe(Method):
     config_class = LinearConfig
     supports_finetune = False
     needs_text_encoder = False
+    checkpoint_kind = "prototypes"  # the normalised weight rows are the prototypes: nothing else to store
 
     def __init__(self, config: LinearConfig, dim: int, logit_scale: float, ranks: Ranks, generator: torch.Generator | None = None):
         super().__init__()
