@@ -2,8 +2,9 @@
 choice and the sidebar. A thin layer: the computing is done by ``explorer``.
 
 Caching:
-- backbones: one per (spec, device) per server (``st.cache_resource``), loaded in a background
-  thread so a page never waits for one it does not need; every encode call holds the backbone's lock.
+- backbones: a bounded :class:`explorer.registry.BackboneRegistry` per server (least recently used
+  evicted), each loaded in a background thread so a page never waits for one it does not need;
+  every encode call holds the backbone's lock.
 - library rows: by (path, mtime, size); checkpoints, prompt models, geometry and projections by the
   checkpoint's content hash (BLAKE2b of its bytes); UMAP / t-SNE layouts also on disk.
 """
@@ -14,17 +15,15 @@ import contextlib
 import gc
 import logging
 import os
-import threading
-import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import streamlit as st
 
-from explorer.errors import ExplorerError
 from explorer import library as lib
+from explorer.errors import ExplorerError
+from explorer.registry import BackboneRegistry, BackboneSlot
 
 log = logging.getLogger("ordinalclip_explorer.app")
 
@@ -50,8 +49,11 @@ def report_exception(exc: Exception, where: str) -> None:
     if isinstance(exc, ExplorerError):
         st.error(str(exc))
         return
-    log.error("Unexpected error in %s:\n%s", where, "".join(traceback.format_exception(exc)))
-    st.error(f"Something went wrong in {where} ({_summary(exc)}); the details are in the server log.")
+    details = "".join(traceback.format_exception(exc))
+    log.error("Unexpected error in %s:\n%s", where, details)
+    st.error(f"Something went wrong in {where} ({_summary(exc)}); this is a bug, not something in your input.")
+    with st.expander("Details"):
+        st.code(details, language="text")
 
 
 def run_page(fn: Callable[[], None]) -> None:
@@ -74,74 +76,34 @@ def guard(where: str):
 # --- backbones ----------------------------------------------------------------------------------
 
 
-@dataclass
-class BackboneSlot:
-    """A backbone being loaded (in a thread) or loaded, with the lock every encode call holds."""
+def _on_loaded(slot: BackboneSlot) -> None:
+    if slot.details:
+        log.error("Loading backbone %s failed:\n%s", slot.spec, slot.details)
+    _warm_imports()
+    # torch, open_clip and the weights stay for a while: keep them out of the cyclic GC's full
+    # collections (which otherwise cost ~0.3 s each, now and then, mid-request)
+    gc.freeze()
 
-    spec: str
-    device: str | None
-    lock: threading.RLock = field(default_factory=threading.RLock)
-    backbone: Any = None
-    error: str | None = None
-    seconds: float | None = None
-    _done: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
 
-    def start(self) -> "BackboneSlot":
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._load, name=f"load-backbone-{self.spec}", daemon=True)
-            self._thread.start()
-        return self
-
-    def _load(self) -> None:
-        from explorer.backbones import load_backbone
-
-        t0 = time.perf_counter()
-        try:
-            self.backbone = load_backbone(self.spec, device=self.device)
-        except ExplorerError as exc:
-            self.error = str(exc)
-        except Exception as exc:
-            log.error("Loading backbone %s failed:\n%s", self.spec, traceback.format_exc())
-            self.error = f"Loading the backbone {self.spec} failed ({_summary(exc)})."
-        finally:
-            self.seconds = time.perf_counter() - t0
-            _warm_imports()
-            # torch, open_clip and the weights stay for the server's life: keep them out of the
-            # cyclic GC's full collections (which otherwise cost ~0.3 s each, now and then, mid-request)
-            gc.freeze()
-            self._done.set()
-
-    @property
-    def pending(self) -> bool:
-        return not self._done.is_set()
-
-    def wait(self):
-        """The backbone (blocking until loaded); ExplorerError when it cannot be loaded."""
-        self.start()
-        self._done.wait()
-        if self.error:
-            raise ExplorerError(self.error)
-        return self.backbone
+def _on_evict(slot: BackboneSlot) -> None:
+    # an evicted backbone must become collectable again: frozen objects are never collected
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _warm_imports() -> None:
     """Import what the Geometry page needs while the user is still looking at the first page."""
-    try:
-        import explorer.checkpoints  # noqa: F401
-        import plotly.graph_objects  # noqa: F401
-        import sklearn.decomposition  # noqa: F401
-    except Exception:  # only a warm-up
-        pass
+    import explorer.checkpoints  # noqa: F401
+    import plotly.graph_objects  # noqa: F401
+    import sklearn.decomposition  # noqa: F401
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _backbone_slot(spec: str, device: str | None) -> BackboneSlot:
-    return BackboneSlot(spec, device).start()
-
-
-_SLOTS: dict[tuple[str, str | None], BackboneSlot] = {}
-_SLOTS_LOCK = threading.Lock()
+@st.cache_resource(show_spinner=False)
+def backbone_registry() -> BackboneRegistry:
+    """One bounded registry per server (least recently used backbones are evicted)."""
+    size = int(os.environ.get("ORDINAL_EXPLORER_MAX_BACKBONES") or 3)
+    return BackboneRegistry(max_entries=size, on_loaded=_on_loaded, on_evict=_on_evict)
 
 
 def device_setting() -> str | None:
@@ -150,16 +112,12 @@ def device_setting() -> str | None:
 
 def backbone_slot(spec: str) -> BackboneSlot:
     """The (server-wide) slot of backbone ``spec``; starts loading it in the background."""
-    slot = _backbone_slot(spec, device_setting())
-    with _SLOTS_LOCK:
-        _SLOTS[(spec, device_setting())] = slot
-    return slot
+    return backbone_registry().slot(spec, device_setting())
 
 
 def known_slots() -> list[BackboneSlot]:
-    """Backbones this server has loaded or is loading (for the sidebar)."""
-    with _SLOTS_LOCK:
-        return list(_SLOTS.values())
+    """Backbones this server keeps (loaded or loading), for the sidebar."""
+    return backbone_registry().slots()
 
 
 def backbone_for(entry: lib.LibraryEntry):

@@ -52,7 +52,8 @@ def library_page() -> None:
 
 def _table(entries: list[lib.LibraryEntry]) -> None:
     df = pd.DataFrame([e.row() for e in entries])
-    problems = [e for e in entries if not e.ok or e.backbone_ok is False]
+    problems = [e for e in entries if (not e.ok and e.status != "resume") or e.backbone_ok is False]
+    resumable = [e for e in entries if e.status == "resume"]
     st.dataframe(
         df,
         hide_index=True,
@@ -76,6 +77,10 @@ def _table(entries: list[lib.LibraryEntry]) -> None:
                 if not text.startswith(e.path.name):
                     text = f"**{e.path.name}**: {text}"
                 (st.warning if e.status == "not_checkpoint" else st.error)(text)
+    if resumable:
+        with st.expander(f"{len(resumable)} interrupted run{'s' if len(resumable) != 1 else ''} can be resumed", expanded=False):
+            for e in resumable:
+                st.info(f"**{e.path.name}**: {e.message}")
 
 
 def _details(entry: lib.LibraryEntry) -> dict:

@@ -15,7 +15,10 @@ import streamlit as st
 from app_pages import common
 from explorer import library as lib
 from explorer.jobs import JobManager
-from explorer.train import TrainConfig
+from explorer.methods import get_method, make_config, method_names
+from explorer.options import choices_of, default_of
+from explorer.prompts import LearnerConfig
+from explorer.runconfig import TrainConfig
 
 JOB_KEY = "job"
 
@@ -27,14 +30,15 @@ def job_manager() -> JobManager:
 
 
 def _config_from_form(values: dict) -> TrainConfig:
+    """The run's TrainConfig: the method's own config from the form's fields that it has."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", values["name"].strip()) or "run"
-    learner: dict = {"kind": values["learner"]}
-    if values["learner"] in ("rank", "plain"):
-        learner["num_context_tokens"] = int(values["context_tokens"])
-    if values["learner"] == "rank":
-        learner.update(interpolation=values["interpolation"], num_base_ranks=int(values["base_ranks"]))
-    if values["learner"] == "template":
-        learner["template"] = values["template"]
+    method = get_method(values["learner"])
+    settings = {
+        "num_context_tokens": int(values["context_tokens"]), "interpolation": values["interpolation"],
+        "num_base_ranks": int(values["base_ranks"]), "template": values["template"],
+    }
+    fields = method.config_class.__dataclass_fields__
+    learner = make_config(method.name, **{k: v for k, v in settings.items() if k in fields})
     return TrainConfig(
         dataset=values["dataset"].strip(), out=str(lib.library_folder() / f"app-{name}.safetensors"), name=name,
         backbone=values["backbone"].strip(), learner=learner, shots=int(values["shots"]) or None,
@@ -44,6 +48,9 @@ def _config_from_form(values: dict) -> TrainConfig:
 
 
 def _form() -> None:
+    """The run form; defaults and choices come from the config dataclasses (as the CLI's flags do)."""
+    L, T = LearnerConfig, TrainConfig
+    titles = {name: get_method(name).title for name in method_names()}
     with st.form("train-form"):
         st.subheader("New few-shot run")
         c1, c2, c3 = st.columns(3)
@@ -51,15 +58,15 @@ def _form() -> None:
             "dataset": c1.text_input("Dataset", "dots:20", help="DATASET spec: dots:K[:N[:SEED]], utkface:DIR, csv:FILE, folder:DIR, list:ROOT:TRAIN.txt:VAL.txt:TEST.txt …"),
             "backbone": c2.text_input("Backbone", "demo", help="demo, NAME:TAG (open_clip), PATH or ARCH@PATH"),
             "name": c3.text_input("Name", "my-run"),
-            "learner": c1.selectbox("Learner", ["rank", "plain", "template", "linear"],
-                                    format_func={"rank": "OrdinalCLIP (rank)", "plain": "CoOp (plain)", "template": "zero-shot template", "linear": "linear probe"}.get),
-            "interpolation": c2.selectbox("Interpolation (rank)", ["linear", "inv_prop", "normal"]),
-            "base_ranks": c3.number_input("Base ranks B (rank)", 1, 50, 3),
-            "context_tokens": c1.number_input("Context tokens n", 0, 60, 8),
+            "learner": c1.selectbox("Learner", list(titles), format_func=titles.get),
+            "interpolation": c2.selectbox("Interpolation (rank)", choices_of(L, "interpolation"),
+                                          index=choices_of(L, "interpolation").index(default_of(L, "interpolation"))),
+            "base_ranks": c3.number_input("Base ranks B (rank)", 1, 50, default_of(L, "num_base_ranks")),
+            "context_tokens": c1.number_input("Context tokens n", 0, 60, default_of(L, "num_context_tokens")),
             "shots": c2.number_input("Shots per label (0 = all)", 0, 1000, 16),
-            "epochs": c3.number_input("Epochs", 1, 500, 20),
-            "lr": c1.number_input("Learning rate", 1e-6, 1.0, 2e-3, format="%.4f"),
-            "seed": c2.number_input("Seed", 0, 10_000, 0),
+            "epochs": c3.number_input("Epochs", 1, 500, default_of(T, "epochs")),
+            "lr": c1.number_input("Learning rate", 1e-6, 1.0, default_of(T, "lr"), format="%.4f"),
+            "seed": c2.number_input("Seed", 0, 10_000, default_of(T, "seed")),
             "template": c3.text_input("Template (zero-shot)", "a photo of {} dots."),
         }
         submitted = st.form_submit_button("Start training", type="primary")

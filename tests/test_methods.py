@@ -1,0 +1,197 @@
+"""Methods as plug-ins: every registered method honours the interface, and a new method plugged in
+from outside (one class plus one registry line) trains, saves, loads and predicts without any change
+to the trainer, checkpoints or CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from explorer import cli, methods
+from explorer.backbones import load_backbone
+from explorer.checkpoints import inspect_resume_state, load_checkpoint, save_checkpoint
+from explorer.errors import ExplorerError
+from explorer.methods import Method, get_method, make_config, method_names
+from explorer.options import default_of, option
+from explorer.prompts import LearnerConfig
+from explorer.ranks import Ranks
+from explorer.runconfig import TrainConfig, parse_learner_list, sweep_grid
+from explorer.train import train
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_backbone("demo", device="cpu")
+
+
+def _config(name: str, ranks: Ranks):
+    settings = {"num_ranks": len(ranks)}
+    if name in ("rank", "plain"):
+        settings["num_context_tokens"] = 3
+    return make_config(name, **settings)
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_every_method_builds_scores_learns_and_round_trips(name, demo, tmp_path):
+    ranks = Ranks.integers(6)
+    method = get_method(name)
+    model = method.build(demo, _config(name, ranks), ranks, seed=0)
+    protos = model()
+    assert protos.shape == (6, demo.embed_dim)
+    assert torch.allclose(protos.norm(dim=-1), torch.ones(6), atol=1e-5)
+    feats = F.normalize(torch.randn(8, demo.embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
+    y = torch.tensor([0, 1, 2, 3, 4, 5, 0, 1])
+    loss, parts = model.loss(feats, protos, y, TrainConfig(dataset="dots:5", out="x"))
+    assert torch.isfinite(loss) and set(parts) >= {"ce", "kl"}
+    if method.trainable:
+        loss.backward()
+        grads = [p.grad for _, p in model.learned_parameters()]
+        assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    path = save_checkpoint(tmp_path / f"{name}.safetensors", model, demo)
+    ckpt = load_checkpoint(path, backbone=demo)
+    assert torch.allclose(ckpt.predictor().logits(feats), model.predictor().logits(feats), atol=1e-5)
+    if ckpt.kind == "full":
+        rebuilt = ckpt.build_model(demo)
+        assert type(rebuilt) is method and torch.allclose(rebuilt(), protos.detach(), atol=1e-6)
+
+
+def test_unknown_methods_and_settings_are_one_sentence():
+    with pytest.raises(ExplorerError, match="Unknown learner 'numclipx'; choose one of rank, plain"):
+        get_method("numclipx")
+    with pytest.raises(ExplorerError, match="Unknown learner settings: num_base_rank"):
+        make_config("rank", num_base_rank=3)
+    with pytest.raises(ExplorerError, match="Unknown learner settings"):
+        TrainConfig(dataset="dots:3", out="x", learner={"kind": "linear", "interpolation": "normal"})
+
+
+def test_configs_are_copied_not_shared():
+    learner = make_config("rank", num_context_tokens=5)
+    config = TrainConfig(dataset="dots:3", out="x", learner=learner)
+    assert config.learner == learner and config.learner is not learner
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_cli_defaults_and_choices_come_from_the_dataclasses(capsys):
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "dots:3", "--out", "x.safetensors"])
+    config = cli._train_config(args, args.dataset, args.out, args.learner)
+    assert config.learner == LearnerConfig(kind="rank") and config.learner.num_context_tokens == default_of(LearnerConfig, "num_context_tokens")
+    assert config.epochs == default_of(TrainConfig, "epochs") and config.lr == default_of(TrainConfig, "lr")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "dots:3", "--out", "x", "--learner", "nope"])
+    assert "choose from" in capsys.readouterr().err
+    help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
+    assert f"(default {default_of(LearnerConfig, 'num_context_tokens')})" in help_text
+    for name in method_names():
+        assert name in help_text
+
+
+def test_sweep_grid_is_every_combination():
+    base = TrainConfig(dataset="dots:3", out="x", epochs=2)
+    learners = parse_learner_list("template,rank:normal", {"num_context_tokens": 4, "interpolation": "linear"})
+    assert [label for label, _ in learners] == ["template", "rank:normal"]
+    assert learners[1][1].interpolation == "normal" and learners[1][1].num_context_tokens == 4
+    runs = sweep_grid(base, learners, [1, None], [0, 1], "out")
+    assert len(runs) == 8 and {(r.label, r.shots, r.seed) for r in runs} == {
+        (label, s, seed) for label in ("template", "rank:normal") for s in (1, None) for seed in (0, 1)}
+    assert all(r.config.epochs == 2 and r.config.seed == r.seed for r in runs)
+    assert runs[-1].config.out.endswith("rank-normal-shotsall-seed1.safetensors")
+
+
+# --- a method plugged in from outside: the worked example of the README --------------------------
+
+
+@dataclass
+class CentroidConfig(methods.ConfigMixin):
+    """Settings of the toy method: prototypes are learned offsets from one shared centre."""
+
+    kind: str = option("centroid")
+    num_ranks: int = 101
+    spread: float = option(0.1, flag="--spread", help="initial spread of the offsets")
+
+
+class CentroidMethod(Method):
+    """Toy method: R prototypes = normalise(centre + offset_r); no text encoder."""
+
+    name = "centroid"
+    title = "centroid (toy)"
+    config_class = CentroidConfig
+    supports_finetune = False
+    needs_text_encoder = False
+
+    def __init__(self, config, dim, logit_scale, ranks, generator=None):
+        super().__init__()
+        self.config, self.logit_scale, self.ranks = config, float(logit_scale), ranks
+        self.centre = nn.Parameter(torch.randn(dim, generator=generator))
+        self.offsets = nn.Parameter(config.spread * torch.randn(config.num_ranks, dim, generator=generator))
+
+    @classmethod
+    def build(cls, backbone, config, ranks, seed=0):
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        return cls(config, backbone.embed_dim, backbone.logit_scale, ranks, gen)
+
+    @classmethod
+    def expected_shapes(cls, config):
+        return {"centre": (None,), "offsets": (config.num_ranks, None)}
+
+    def forward(self, full_length: bool = False):
+        return F.normalize(self.centre + self.offsets, dim=-1)
+
+
+@pytest.fixture
+def centroid_registered(monkeypatch):
+    monkeypatch.setitem(methods.REGISTRY, "centroid", f"{__name__}:CentroidMethod")
+    yield
+
+
+def test_a_plugged_in_method_trains_saves_and_predicts_unchanged(centroid_registered, tmp_path, capsys):
+    out = tmp_path / "toy.safetensors"
+    args = ["train", "dots:4:8", "--learner", "centroid", "--spread", "0.3", "--epochs", "3", "--batch-size", "8",
+            "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--quiet", "--json"]
+    assert cli.main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ckpt = load_checkpoint(out)
+    assert ckpt.kind == "full" and ckpt.meta["learner"] == {"kind": "centroid", "num_ranks": 5, "spread": 0.3}
+    assert set(ckpt.learner_tensors()) == {"centre", "offsets"} and summary["test"]["n"] > 0
+    rebuilt = ckpt.build_model(load_backbone("demo", device="cpu"))
+    assert isinstance(rebuilt, CentroidMethod) and torch.allclose(rebuilt(), ckpt.prototypes.matrix, atol=1e-6)
+    assert cli.main(["info", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["learner"] == "centroid"
+
+
+def test_info_and_library_describe_a_resume_state(tmp_path, capsys):
+    from explorer import library as lib
+
+    out = tmp_path / "run.safetensors"
+    stop_after = {"n": 0}
+
+    def stop():  # stop in the second epoch: a checkpoint and a resume state exist, the run is unfinished
+        return stop_after["n"] > 0
+
+    def on_event(p):
+        if p.stage == "epoch":
+            stop_after["n"] += 1
+
+    config = TrainConfig(dataset="dots:4:8", out=str(out), learner={"kind": "rank", "num_context_tokens": 2}, epochs=4,
+                         batch_size=8, cache_dir=str(tmp_path / "cache"), device="cpu")
+    result = train(config, progress=on_event, should_stop=stop)
+    assert result.cancelled
+    resume = tmp_path / "run.resume.safetensors"
+    info = inspect_resume_state(resume)
+    assert info["run"] == "run" and info["epochs_done"] == 1 and info["epochs"] == 4 and info["learner"] == "rank"
+    assert cli.main(["info", str(resume), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["kind"] == "resume-state" and printed["continue_with"].endswith("--resume")
+    with pytest.raises(ExplorerError, match="resume state of run run"):
+        load_checkpoint(resume)
+    entries = {e.path.name: e for e in lib.scan_folder(tmp_path)}
+    assert entries["run.safetensors"].ok
+    row = entries["run.resume.safetensors"].row()
+    assert row["status"] == "resume state" and "epoch 1 of 4" in row["note"] and "--resume" in row["note"]
