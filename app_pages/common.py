@@ -317,6 +317,16 @@ def choose_checkpoint(entries: list[lib.LibraryEntry], widget_key: str, label: s
     return options[keys.index(key)]
 
 
+def page_checkpoint(title: str, widget_key: str, **choose: Any):
+    """The page's title and checkpoint picker: ``(entry, checkpoint)``, or None (with a message) when there is none."""
+    st.title(title)
+    entry = choose_checkpoint(library_entries(), widget_key, **choose)
+    if entry is None:
+        no_checkpoints_message()
+        return None
+    return entry, load_checkpoint(entry)
+
+
 def compare_set(entries: list[lib.LibraryEntry]) -> list[str]:
     """Keys of the compare set (defaults to the first usable checkpoints)."""
     ok = [e.key for e in usable(entries)]

@@ -12,13 +12,10 @@ METHODS = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}
 
 
 def geometry_page() -> None:
-    st.title("Geometry")
-    entries = common.library_entries()
-    entry = common.choose_checkpoint(entries, "geometry-checkpoint")
-    if entry is None:
-        common.no_checkpoints_message()
+    picked = common.page_checkpoint("Geometry", "geometry-checkpoint")
+    if picked is None:
         return
-    ckpt = common.load_checkpoint(entry)
+    entry, ckpt = picked
     ranks = ckpt.ranks
     c1, c2 = st.columns([3, 2])
     with c1:

@@ -49,6 +49,31 @@ def lab_page() -> None:
     ranks = ckpt.ranks
     num_ranks = len(ranks)
 
+    settings = _settings(entry, config, len(ranks))
+    if settings is None:
+        return
+    schemes, bandwidth, num_base, (a, b) = settings
+    model, lock = common.prompt_model(entry)
+    with st.spinner("Recomputing prototypes…"):
+        variants = [_variant(entry.content_hash, ckpt.backbone_id, scheme, float(bandwidth) if scheme == "normal" else 1.0,
+                             num_base, model, lock) for scheme in schemes]
+    st.subheader("Interpolation weights W[r, k]")
+    st.plotly_chart(charts.interpolation_weights([(v.label, v.weights, v.positions) for v in variants], ranks.labels),
+                    key="lab-weights", config={"displaylogo": False})
+    stored = common.geometry(entry, (a, b))
+    window = common._norm_window((a, b), len(ranks))
+    summaries = [(v, lib.geometry_summary(v.prototypes, window, ckpt.meta["logit_scale"])) for v in variants]
+    panels = [(f"stored (trained: {config.interpolation}, B={config.num_base_ranks})", stored)] + [(v.label, g) for v, g in summaries]
+    labels = ranks.labels[a : b + 1]
+    _heatmaps(panels, labels, ranks.unit)
+    _table(panels, summaries, ckpt.prototypes.matrix.numpy().astype(np.float64))
+    st.plotly_chart(charts.adjacent_curve(stored["adjacent"], labels, unit=ranks.unit,
+                                          series={title: g["adjacent"] for title, g in panels}),
+                    key="lab-adjacent", config={"displaylogo": False})
+
+
+def _settings(entry, config, num_ranks: int):
+    """(schemes, bandwidth, B', rank window) from the controls; None (with a note) without a scheme."""
     c1, c2, c3 = st.columns([2, 1, 1])
     schemes = c1.multiselect("Schemes", list(INTERPOLATIONS), default=list(INTERPOLATIONS), key="lab-schemes")
     bandwidth = c2.number_input("Normal bandwidth", min_value=0.05, max_value=float(max(num_ranks, 2)),
@@ -57,31 +82,17 @@ def lab_page() -> None:
     num_base = int(c3.number_input("Base ranks B′", min_value=1, max_value=num_ranks, value=int(config.num_base_ranks),
                                    step=1, key=f"lab-b-{entry.content_hash}",
                                    help=f"The checkpoint learned B = {config.num_base_ranks}."))
-    a, b = common.rank_window(entry, "lab-window", label="Rank window (heatmaps and ordinality)")
+    window = common.rank_window(entry, "lab-window", label="Rank window (heatmaps and ordinality)")
     if not schemes:
         st.info("Pick at least one scheme.")
-        return
+        return None
+    return schemes, bandwidth, num_base, window
 
-    model, lock = common.prompt_model(entry)
-    backbone_id = ckpt.backbone_id
-    variants = []
-    with st.spinner("Recomputing prototypes…"):
-        for scheme in schemes:
-            bw = float(bandwidth) if scheme == "normal" else 1.0
-            variants.append(_variant(entry.content_hash, backbone_id, scheme, bw, num_base, model, lock))
 
-    st.subheader("Interpolation weights W[r, k]")
-    st.plotly_chart(charts.interpolation_weights([(v.label, v.weights, v.positions) for v in variants], ranks.labels),
-                    key="lab-weights", config={"displaylogo": False})
-
-    stored = common.geometry(entry, (a, b))
-    summaries = [(v, lib.geometry_summary(v.prototypes, common._norm_window((a, b), num_ranks), ckpt.meta["logit_scale"]))
-                 for v in variants]
-    labels = ranks.labels[a : b + 1]
-    panels = [("stored (trained: " + f"{config.interpolation}, B={config.num_base_ranks})", stored)] + [(v.label, g) for v, g in summaries]
+def _heatmaps(panels, labels, unit: str) -> None:
+    """One similarity heatmap per variant on one colour scale, with its ordinality."""
     zmin = min(float(np.min(g["similarity"])) for _, g in panels)
     zmax = max(float(np.max(g["similarity"])) for _, g in panels)
-
     st.subheader("Similarity and ordinality per scheme")
     st.caption("Cosine similarity on one colour scale.")
     per_row = 2 if len(panels) == 4 else min(len(panels), 3)
@@ -91,12 +102,14 @@ def lab_page() -> None:
             with col:
                 rep = g["report"]
                 st.markdown(f"**{title}**")
-                st.plotly_chart(charts.heatmap(g["similarity"], labels, zmin=zmin, zmax=zmax, height=340, unit=ranks.unit,
+                st.plotly_chart(charts.heatmap(g["similarity"], labels, zmin=zmin, zmax=zmax, height=340, unit=unit,
                                                show_scale=col is cols[-1]),
                                 key=f"lab-heat-{start}-{title}", config={"displaylogo": False})
                 st.caption(f"ordinality {common.fmt_pct(rep['ordinality'], 2)} · violations {common.fmt_pct(rep['violation_rate'], 2)}")
 
-    stored_protos = ckpt.prototypes.matrix.numpy().astype(np.float64)
+
+def _table(panels, summaries, stored_protos: np.ndarray) -> None:
+    """Ordinality per span and closeness to the stored prototypes, one row per variant."""
     rows = []
     for title, g in panels:
         rep = g["report"]
@@ -108,9 +121,6 @@ def lab_page() -> None:
         row["min cosine to stored"] = float(np.min(np.sum(v.prototypes * stored_protos, axis=1)))
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="%.2f") for c in rows[0] if c.endswith("%")})
-    st.plotly_chart(charts.adjacent_curve(stored["adjacent"], labels, unit=ranks.unit,
-                                          series={title: g["adjacent"] for title, g in panels}),
-                    key="lab-adjacent", config={"displaylogo": False})
 
 
 if __name__ == "__main__":

@@ -28,13 +28,10 @@ def predict_bytes(entry, uploads: list[tuple[str, bytes]], whole: bool = False, 
 
 
 def predict_page() -> None:
-    st.title("Predict")
-    entries = common.library_entries()
-    entry = common.choose_checkpoint(entries, "predict-checkpoint")
-    if entry is None:
-        common.no_checkpoints_message()
+    picked = common.page_checkpoint("Predict", "predict-checkpoint")
+    if picked is None:
         return
-    ckpt = common.load_checkpoint(entry)
+    entry, ckpt = picked
     ranks = ckpt.ranks
     c1, c2, c3 = st.columns([3, 1, 1])
     uploaded = c1.file_uploader("Images (PNG, JPEG, WebP, BMP, TIFF)", type=common.IMAGE_TYPES, accept_multiple_files=True,

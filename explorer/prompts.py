@@ -179,6 +179,14 @@ class PromptLearner(nn.Module):
         for name, value in tools.special().items():
             self.register_buffer(f"{name}_embed", value, persistent=False)
 
+    def _rank_parameter(self, config: LearnerConfig, tools: _TokenTools, rows: int, generator) -> nn.Parameter:
+        """Rank embeddings (rows x t x D): from the rank names when given, else N(0, 0.02^2)."""
+        if config.rank_names is not None:
+            emb, _counts = _names_to_embeddings(config.rank_names, tools)
+        else:
+            emb = torch.randn((rows, config.num_tokens_per_rank, tools.embedding.embedding_dim), generator=generator) * 0.02
+        return nn.Parameter(emb.float().contiguous())
+
     def special_embeddings(self) -> dict[str, torch.Tensor]:
         return {k: getattr(self, f"{k}_embed") for k in ("sot", "period", "eot", "pad")}
 
@@ -228,12 +236,7 @@ class RankPromptLearner(PromptLearner):
 
     def __init__(self, config: LearnerConfig, tools: _TokenTools, generator: torch.Generator | None = None):
         super().__init__(config, tools, generator)
-        dim = tools.embedding.embedding_dim
-        if config.rank_names is not None:
-            base, _counts = _names_to_embeddings(config.rank_names, tools)
-        else:
-            base = torch.randn((config.num_base_ranks, config.num_tokens_per_rank, dim), generator=generator) * 0.02
-        self.rank_embeds = nn.Parameter(base.float().contiguous())
+        self.rank_embeds = self._rank_parameter(config, tools, config.num_base_ranks, generator)
         self.register_buffer(
             "interpolation",
             interpolation_weights(config.num_ranks, config.num_base_ranks, config.interpolation, config.bandwidth),
@@ -255,12 +258,7 @@ class PlainPromptLearner(PromptLearner):
 
     def __init__(self, config: LearnerConfig, tools: _TokenTools, generator: torch.Generator | None = None):
         super().__init__(config, tools, generator)
-        dim = tools.embedding.embedding_dim
-        if config.rank_names is not None:
-            emb, _counts = _names_to_embeddings(config.rank_names, tools)
-        else:
-            emb = torch.randn((config.num_ranks, config.num_tokens_per_rank, dim), generator=generator) * 0.02
-        self.rank_embeds = nn.Parameter(emb.float().contiguous())
+        self.rank_embeds = self._rank_parameter(config, tools, config.num_ranks, generator)
 
     def rank_embeddings(self) -> torch.Tensor:
         return self.rank_embeds

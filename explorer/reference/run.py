@@ -210,27 +210,15 @@ def _json_ready(value: Any) -> Any:
     return str(value)
 
 
-def import_reference(
-    *,
-    run_dir: str | Path | None = None,
-    ckpt: str | Path | None = None,
-    clip_weights: str | Path,
-    out: str | Path,
-    learner_overrides: dict[str, Any] | None = None,
-    ranks: Ranks | None = None,
-    device: str = "cpu",
-    name: str | None = None,
-) -> Path:
-    """Import a reference OrdinalCLIP run as an explorer checkpoint at ``out``; returns its path.
+def import_reference(**arguments: Any) -> Path:
+    """Import a reference OrdinalCLIP run as an explorer checkpoint; returns its path. Takes the
+    keyword arguments of :func:`import_reference_run`.
 
     Warnings (e.g. a rank-names file with R lines for a rank learner) are issued as
     ``ReferenceImportWarning`` and stored in the checkpoint's ``source.warnings`` metadata;
     ``import_reference_run`` returns them directly.
     """
-    result = import_reference_run(
-        run_dir=run_dir, ckpt=ckpt, clip_weights=clip_weights, out=out,
-        learner_overrides=learner_overrides, ranks=ranks, device=device, name=name,
-    )
+    result = import_reference_run(**arguments)
     for message in result.warnings:
         warnings.warn(message, ReferenceImportWarning, stacklevel=2)
     return result.path
