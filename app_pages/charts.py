@@ -104,8 +104,9 @@ def distribution(probs: np.ndarray, labels: Sequence[str], values: Sequence[floa
                            hovertemplate="rank %{customdata}: %{y:.3f}<extra></extra>", name="p(rank)"))
     fig.add_vrect(x0=lo - 0.5 * _step(values), x1=hi + 0.5 * _step(values), fillcolor="#f2c14e", opacity=0.18, line_width=0,
                   annotation_text=f"{record['coverage'] * 100:.0f}% interval", annotation_position="top left")
-    fig.add_vline(x=record["expected_value"], line_color="#d62728", line_dash="dash",
-                  annotation_text=f"expected {record['expected_value']:.1f}", annotation_position="top right")
+    value = record.get("value", record["expected_value"])
+    fig.add_vline(x=value, line_color="#d62728", line_dash="dash",
+                  annotation_text=f"{record.get('value_kind', 'expected')} {value:.1f}", annotation_position="top right")
     fig.update_xaxes(title=f"rank value{f' ({unit})' if unit else ''}")
     fig.update_yaxes(title="probability", rangemode="tozero")
     fig.update_layout(showlegend=False, bargap=0.05)
@@ -123,7 +124,7 @@ def overlaid_distributions(series: list[tuple[str, np.ndarray, np.ndarray, dict]
         colour = PALETTE[k % len(PALETTE)]
         fig.add_trace(go.Scatter(x=values, y=probs, mode="lines", name=name, line=dict(color=colour, width=2, shape="hvh"),
                                  hovertemplate=f"{name}<br>%{{x:g}}: %{{y:.3f}}<extra></extra>"))
-        fig.add_vline(x=rec["expected_value"], line_color=colour, line_dash="dot")
+        fig.add_vline(x=rec.get("value", rec["expected_value"]), line_color=colour, line_dash="dot")
     fig.update_xaxes(title=f"rank value{f' ({unit})' if unit else ''}")
     fig.update_yaxes(title="probability", rangemode="tozero")
     fig.update_layout(legend=dict(orientation="h", y=1.1))

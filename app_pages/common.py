@@ -219,7 +219,7 @@ def _geometry(content_hash: str, window: tuple[int, int] | None, _path: str) -> 
 def geometry(entry: lib.LibraryEntry, window: tuple[int, int] | None = None) -> dict:
     """geometry_summary of a checkpoint's stored prototypes (cached by content hash and window)."""
     load_checkpoint(entry)
-    return _geometry(entry.content_hash, _norm_window(window, entry.num_ranks), str(entry.path))
+    return _geometry(entry.content_hash, _norm_window(window, entry.num_classes), str(entry.path))
 
 
 def _norm_window(window, num_ranks) -> tuple[int, int] | None:
@@ -243,7 +243,7 @@ def _projection(content_hash: str, window, method: str, dims: int, seed: int, _p
 def projection(entry: lib.LibraryEntry, window, method: str, dims: int, seed: int):
     """Layout (rows of the window) of a checkpoint's prototypes; UMAP/t-SNE persist on disk."""
     load_checkpoint(entry)
-    window = _norm_window(window, entry.num_ranks)
+    window = _norm_window(window, entry.num_classes)
     return _projection(entry.content_hash, window, method, int(dims), int(seed), str(entry.path))
 
 
@@ -251,7 +251,7 @@ def projection_is_ready(entry: lib.LibraryEntry, window, method: str, dims: int,
     """True when the layout is on disk (no spinner needed)."""
     if method == "pca":
         return True
-    window = _norm_window(window, entry.num_ranks)
+    window = _norm_window(window, entry.num_classes)
     key = entry.content_hash if window is None else f"{entry.content_hash}-w{window[0]}_{window[1]}"
     return lib.projection_path(key, method, dims, seed, lib.cache_folder()).is_file()
 
@@ -350,7 +350,7 @@ def choose_compare(entries: list[lib.LibraryEntry], widget_key: str, label: str 
 def rank_window(entry: lib.LibraryEntry, widget_key: str, label: str = "Rank window") -> tuple[int, int]:
     """A range slider over the checkpoint's rank labels; returns inclusive indices."""
     ckpt = load_checkpoint(entry)
-    labels = ckpt.ranks.labels
+    labels = ckpt.classes.labels
     if len(labels) < 3:
         return 0, len(labels) - 1
     key = f"{widget_key}-{entry.content_hash}"

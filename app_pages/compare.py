@@ -45,8 +45,8 @@ def compare_page() -> None:
             with col:
                 st.markdown(f"**{chosen[i].name}**")
                 with common.guard(f"the heatmap of {chosen[i].name}"):
-                    st.plotly_chart(charts.heatmap(mats[i], ckpts[i].ranks.labels, zmin=zmin, zmax=zmax, height=360,
-                                                   unit=ckpts[i].ranks.unit, show_scale=k == len(cols) - 1),
+                    st.plotly_chart(charts.heatmap(mats[i], ckpts[i].classes.labels, zmin=zmin, zmax=zmax, height=360,
+                                                   unit=ckpts[i].classes.unit, show_scale=k == len(cols) - 1),
                                     key=f"compare-heat-{i}", config={"displaylogo": False})
 
     st.subheader("Ordinality")
@@ -115,7 +115,7 @@ def _same_image(chosen, ckpts) -> None:
             right.warning(f"{e.name}: {exc}")
             continue
         locks[id(backbone)] = lock
-        models.append((e.name, ckpt.prototypes, backbone))
+        models.append((e.name, ckpt.predictor(), backbone))
     preds = faces.overlay_distributions(crop.image, models, lock_for=lambda bb: locks.get(id(bb)))
     series = [(name, p.ranks.value_array, p.probs[0], p.record(0)) for name, p in preds]
     units = {p.ranks.unit for _, p in preds}

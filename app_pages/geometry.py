@@ -16,7 +16,7 @@ def geometry_page() -> None:
     if picked is None:
         return
     entry, ckpt = picked
-    ranks = ckpt.ranks
+    ranks = ckpt.classes  # what the prototype rows score (NumCLIP: its concept bins)
     c1, c2 = st.columns([3, 2])
     with c1:
         a, b = common.rank_window(entry, "geometry-window")

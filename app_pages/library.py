@@ -62,7 +62,7 @@ def _table(entries: list[lib.LibraryEntry]) -> None:
         column_order=["name", "status", "learner", "backbone", "interpolation", "ranks", "range", "MAE", "accuracy %",
                       "metrics on", "ordinality %", "violations %", "file", "note"],
         column_config={
-            "MAE": st.column_config.NumberColumn(format="%.3f", help="Mean absolute error (expected value), from the checkpoint's evaluation"),
+            "MAE": st.column_config.NumberColumn(format="%.3f", help="Mean absolute error of the point estimate in the ranks' units (expected value; NumCLIP: the regressed value), from the checkpoint's evaluation; older checkpoints: in rank steps"),
             "accuracy %": st.column_config.NumberColumn(format="%.1f"),
             "ordinality %": st.column_config.NumberColumn(format="%.2f", help="All-pairs ordinality of the prototypes (OrdinalCLIP definition)"),
             "violations %": st.column_config.NumberColumn(format="%.2f"),

@@ -24,7 +24,7 @@ def predict_bytes(entry, uploads: list[tuple[str, bytes]], whole: bool = False, 
     digests = tuple(bytes_digest(data) for _, data in uploads)
     names = tuple(name for name, _ in uploads)
     return _predict(entry.content_hash, backbone.backbone_id, digests, names, bool(whole), float(margin),
-                    uploads, ckpt.prototypes, backbone, lock)
+                    uploads, ckpt.predictor(), backbone, lock)
 
 
 def predict_page() -> None:
@@ -60,7 +60,7 @@ def predict_page() -> None:
         pos = st.selectbox("Show image", good, format_func=lambda p: result.items[p].name, key="predict-show")
     else:
         pos = good[0]
-    _show_one(result, pos, ranks)
+    _show_one(result, pos, result.prediction.ranks)
 
 
 def _show_one(result: faces.UploadPrediction, pos: int, ranks) -> None:
@@ -77,14 +77,14 @@ def _show_one(result: faces.UploadPrediction, pos: int, ranks) -> None:
         lo, hi = rec["interval_values"]
         in_unit = f" ({unit})" if unit else ""
         m1, m2, m3, m4 = st.columns(4)
-        m1.metric(f"Expected value{in_unit}", f"{rec['expected_value']:.1f}")
+        m1.metric(f"{rec['value_kind'].capitalize()} value{in_unit}", f"{rec['value']:.1f}")
         m2.metric(f"Most probable{in_unit}", rec["argmax_label"])
         m3.metric(f"Median{in_unit}", f"{rec['median_value']:g}")
         m4.metric(f"{rec['coverage'] * 100:.0f} % interval{in_unit}", f"{lo:g} – {hi:g}")
         st.plotly_chart(charts.distribution(result.probs(pos), ranks.labels, ranks.values, rec, unit=unit),
                         key="predict-distribution", config={"displaylogo": False})
         top = ", ".join(f"{t['label']} ({t['prob'] * 100:.1f} %)" for t in rec["top"])
-        st.caption(f"Top ranks: {top}.")
+        st.caption(f"Top {'concepts' if rec['value_kind'] == 'regressed' else 'ranks'}: {top}.")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,7 @@ class Checkpoint:
             "learner": cfg.get("kind") or (self.meta.get("source") or {}).get("learner"),
             "num_ranks": len(ranks["labels"]),
             "ranks": f"{ranks['labels'][0]} .. {ranks['labels'][-1]}" + (f" {ranks['unit']}" if ranks.get("unit") else ""),
+            "num_classes": int(self.tensors["prototypes"].shape[0]),  # prototype rows: the ranks, or NumCLIP's bins
             "embed_dim": int(self.tensors["prototypes"].shape[1]),
             "logit_scale": self.meta["logit_scale"],
             "tensors": {k: list(v.shape) for k, v in self.tensors.items()},

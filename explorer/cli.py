@@ -139,7 +139,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from .geometry import adjacent_similarity, ordinality_report, similarity_matrix
 
     ckpt, _ = _open(args, need_backbone=False)
-    ranks = ckpt.ranks
+    ranks = ckpt.classes  # the prototype rows (NumCLIP: concept bins)
     window = _parse_window(args.window, ranks)
     protos = ckpt.prototypes.matrix.numpy()
     report = ordinality_report(protos, window=window)
@@ -171,7 +171,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     ckpt, backbone = _open(args)
     images = [open_image(p) for p in args.images]
-    pred = ckpt.prototypes.predict(backbone.encode_images(images), coverage=args.coverage)
+    pred = ckpt.predictor().predict(backbone.encode_images(images), coverage=args.coverage)
     records = [{"image": str(p), **pred.record(i, k=args.top)} for i, p in enumerate(args.images)]
     if args.json:
         _print_json(records if len(records) > 1 else records[0])
@@ -183,7 +183,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         lo, hi = rec["interval_values"]
         top = ", ".join(f"{t['label']} ({t['prob'] * 100:.1f}%)" for t in rec["top"])
         print(
-            f"{rec['image']}: expected {ranks.format_value(rec['expected_value'])}, argmax {rec['argmax_label']}, "
+            f"{rec['image']}: {rec['value_kind']} {ranks.format_value(rec['value'])}, argmax {rec['argmax_label']}, "
             f"median {rec['median_value']:g}, {rec['coverage'] * 100:.0f}% interval [{lo:g}, {hi:g}]; top: {top}"
         )
     return 0

@@ -11,15 +11,28 @@ from .errors import ExplorerError
 from .metrics import metric_panel
 
 
-@torch.no_grad()
-def evaluate_features(predictor, feats: torch.Tensor, labels: np.ndarray) -> dict[str, Any]:
-    """Full metric panel (and per-rank MAE of the expected rank) of ``predictor`` on image features."""
-    probs = torch.softmax(predictor.logits(feats), dim=-1).cpu().numpy().astype(np.float64)
+def value_errors(labels: np.ndarray, values: np.ndarray, ranks) -> tuple[float, list[float | None]]:
+    """(MAE of point estimates ``values`` against the labels' values, per-rank MAE with None where a rank is absent)."""
+    err = np.abs(np.asarray(values, dtype=np.float64) - ranks.value_array[labels])
+    per_rank = [float(err[labels == r].mean()) if (labels == r).any() else None for r in range(len(ranks))]
+    return float(err.mean()), per_rank
+
+
+def rank_metrics(labels: np.ndarray, probs: np.ndarray, ranks) -> dict[str, Any]:
+    """Metrics of a distribution over the ranks themselves: the full panel (rank-index units), per-rank MAE
+    of the expected rank, and ``mae_value``, the MAE of the expected value in the ranks' units."""
     labels = np.asarray(labels, dtype=np.int64)
     panel = metric_panel(labels, probs)
     expected = probs @ np.arange(probs.shape[1])
     per_rank = [float(np.abs(expected[labels == r] - r).mean()) if (labels == r).any() else None for r in range(probs.shape[1])]
-    return {**panel, "per_rank_mae": per_rank}
+    mae_value, _ = value_errors(labels, probs @ ranks.value_array, ranks)
+    return {**panel, "mae_value": mae_value, "per_rank_mae": per_rank}
+
+
+@torch.no_grad()
+def evaluate_features(predictor, feats: torch.Tensor, labels: np.ndarray) -> dict[str, Any]:
+    """The metrics of ``predictor`` (prototypes, or a method's own predictor) on image features."""
+    return predictor.evaluate(feats, np.asarray(labels, dtype=np.int64))
 
 
 def _eval_indices(ckpt, dataset, dataset_spec: str, split: str, min_label: int | None) -> list[int]:

@@ -207,7 +207,7 @@ class UploadPrediction:
             rows.append({
                 "image": item.name,
                 "face": "yes" if item.crop and item.crop.found else "no (whole image)",
-                "expected": round(rec["expected_value"], 3),
+                "expected": round(rec["value"], 3),  # the method's point estimate (NumCLIP: the regressed value)
                 "argmax": rec["argmax_label"],
                 "median": rec["median_value"],
                 f"{rec['coverage'] * 100:.0f}% low": lo,

@@ -111,6 +111,11 @@ class LibraryEntry:
     def num_ranks(self) -> int | None:
         return self.summary.get("num_ranks")
 
+    @property
+    def num_classes(self) -> int | None:
+        """Rows of the prototype matrix: the ranks, or a binned method's bins."""
+        return self.summary.get("num_classes", self.num_ranks)
+
     def row(self) -> dict[str, Any]:
         """A flat table row (the Library table)."""
         km = key_metrics(self.metrics)
@@ -128,7 +133,7 @@ class LibraryEntry:
             "interpolation": _interp_text(self.summary),
             "ranks": self.num_ranks,
             "range": self.summary.get("ranks", ""),
-            "MAE": km.get("mae_exp"),
+            "MAE": km.get("mae_value", km.get("mae_exp")),
             "accuracy %": None if km.get("acc_max") is None else 100 * km["acc_max"],
             "metrics on": km.get("split", ""),
             "ordinality %": None if self.ordinality is None else 100 * self.ordinality,
@@ -363,7 +368,7 @@ def inspect_file(path: str | Path, source: str = "library") -> LibraryEntry:
         return LibraryEntry(path, "error", f"{path.name} could not be read ({type(exc).__name__}: {_one_line(exc)}).", source=source)
 
 
-LISTING_VERSION = 1
+LISTING_VERSION = 2  # 2: summaries have num_classes
 
 
 def _listing_path(path: Path, cache_dir: Path) -> Path:

@@ -35,3 +35,14 @@ def ordinal_loss(logits: torch.Tensor, y: torch.Tensor, kl_weight: float = 1.0, 
     kl = kl_text_to_image(logits, y) if kl_weight else logits.new_zeros(())
     loss = ce + kl_weight * kl
     return loss, {"ce": float(ce.detach()), "kl": float(kl.detach())}
+
+
+def fcrl_kl(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """NumCLIP's FCRL text-to-image KL (§4): the transposed logits of concept i are scaled per image by
+    w = (K-1)|i - c_n| / sum_n' |i - c_n'| (w = 1 where c_n = i), then OrdinalCLIP's KL over the batch."""
+    num_bins = logits.shape[1]
+    bins = torch.arange(num_bins, device=logits.device, dtype=logits.dtype)
+    dist = (bins[:, None] - y[None, :].to(logits.dtype)).abs()  # K x N
+    total = dist.sum(dim=1, keepdim=True)
+    w = torch.where(dist == 0, torch.ones_like(dist), (num_bins - 1) * dist / total.clamp_min(1e-12))
+    return kl_text_to_image((logits.t() * w).t(), y)

@@ -51,6 +51,14 @@ class Prototypes:
         feats = F.normalize(feats.to(self.matrix.device), dim=-1)
         return self.logit_scale * feats @ self.matrix.T
 
+    def evaluate(self, image_features: torch.Tensor, labels: np.ndarray) -> dict[str, Any]:
+        """The metric panel against rank-index ``labels`` (see :func:`explorer.evaluation.rank_metrics`)."""
+        from .evaluation import rank_metrics
+
+        with torch.no_grad():
+            probs = torch.softmax(self.logits(image_features), dim=-1).cpu().numpy().astype(np.float64)
+        return rank_metrics(labels, probs, self.ranks)
+
     def predict(self, image_features: torch.Tensor, coverage: float = 0.9) -> "Prediction":
         """Distribution over ranks and its summaries for each image."""
         with torch.no_grad():
@@ -102,6 +110,7 @@ class Prediction:
             "top": [{"rank": r, "label": self.ranks.labels[r], "prob": p} for r, p in self.top(i, k)],
             "unit": self.ranks.unit,
             "value": float(self.value[i]),
+            "value_kind": "expected" if self.values is None else "regressed",
             "probs": [float(p) for p in self.probs[i]],
         }
 

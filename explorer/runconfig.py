@@ -41,7 +41,7 @@ class TrainConfig:
     distance_weighted: bool = option(False, flag="--distance-weighted", help="NumCLIP distance-weighted cross-entropy")
     mode: str = option("frozen", flag="--mode", choices=MODES, help="frozen image encoder on cached features, or fine-tune it")
     image_lr: float = option(1e-5, flag="--image-lr", help="image encoder learning rate in finetune mode")
-    select_metric: str = "mae_exp"
+    select_metric: str | None = None  # None: the method's own (mae_exp; NumCLIP: mae_value)
     seed: int = option(0, flag="--seed", help="seed of splits, sampling and initialisation")
     val_fraction: float = option(0.1, flag="--val-fraction", help="validation share when the dataset has no split")
     test_fraction: float = option(0.2, flag="--test-fraction", help="test share when the dataset has no split")
@@ -53,6 +53,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.learner = learner_config(self.learner)
+
+    @property
+    def selection_metric(self) -> str:
+        """The validation metric that picks the best epoch."""
+        from .methods import get_method
+
+        return self.select_metric or get_method(self.method).select_metric
 
     @property
     def method(self) -> str:

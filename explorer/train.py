@@ -306,7 +306,7 @@ class Trainer:
         self.save_progress(record, epoch)
         epochs = self.config.epochs
         self.emit(Progress("epoch", epoch + 1, epochs, epoch + 1, epochs,
-                           {"train_loss": record["train_loss"] or 0.0, "val_mae": val["mae_exp"], "val_acc": val["acc_max"],
+                           {"train_loss": record["train_loss"] or 0.0, "val_mae": val[self.config.selection_metric], "val_acc": val["acc_max"],
                             "best": float(improved)}))
 
     def fit_epoch(self, epoch: int) -> list[float]:
@@ -364,7 +364,7 @@ class Trainer:
     def keep_best(self, val: dict[str, Any], epoch: int) -> bool:
         """Write the checkpoint when ``val`` improves on the best so far; returns whether it did."""
         s = self.state
-        value = val[self.config.select_metric]
+        value = val[self.config.selection_metric]
         if not value < s.best_value and s.best_epoch >= 0:
             return False
         s.best_value, s.best_epoch, s.best_val = value, epoch, val

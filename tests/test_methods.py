@@ -32,9 +32,12 @@ def demo():
 
 
 def _config(name: str, ranks: Ranks):
-    settings = {"num_ranks": len(ranks)}
-    if name in ("rank", "plain"):
+    fields = get_method(name).config_class.__dataclass_fields__
+    settings = {"num_ranks": len(ranks)} if "num_ranks" in fields else {}
+    if name in ("rank", "plain", "numclip"):
         settings["num_context_tokens"] = 3
+    if name == "numclip":
+        settings.update(concepts="dots", context_init="")  # bins 0, 3, 7, 12, 16 over ranks 0..5; random context
     return make_config(name, **settings)
 
 
@@ -44,8 +47,9 @@ def test_every_method_builds_scores_learns_and_round_trips(name, demo, tmp_path)
     method = get_method(name)
     model = method.build(demo, _config(name, ranks), ranks, seed=0)
     protos = model()
-    assert protos.shape == (6, demo.embed_dim)
-    assert torch.allclose(protos.norm(dim=-1), torch.ones(6), atol=1e-5)
+    k = len(model.classes)  # the ranks, or NumCLIP's concept bins
+    assert protos.shape == (k, demo.embed_dim) and k == (5 if name == "numclip" else 6)
+    assert torch.allclose(protos.norm(dim=-1), torch.ones(k), atol=1e-5)
     feats = F.normalize(torch.randn(8, demo.embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
     y = torch.tensor([0, 1, 2, 3, 4, 5, 0, 1])
     loss, parts = model.loss(feats, protos, y, TrainConfig(dataset="dots:5", out="x"))

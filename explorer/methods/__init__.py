@@ -5,6 +5,7 @@
 ``plain``      CoOp: learned context + one learned embedding per rank
 ``template``   zero-shot CLIP: a hand-written template per rank; nothing is learned
 ``linear``     linear probe: R prototypes learned directly in the embedding space
+``numclip``    NumCLIP: concept bins from a plain learner, image adapter and soft-bin regressor
 =============  ==================================================================================
 
 Adding a method is one module with a :class:`~explorer.methods.base.Method` subclass and one line
@@ -23,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "plain": "explorer.methods.coop:CoOp",
     "template": "explorer.methods.zeroshot:ZeroShot",
     "linear": "explorer.methods.linear:LinearProbe",
+    "numclip": "explorer.methods.numclip:NumCLIP",
 }
 
 

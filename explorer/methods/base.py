@@ -52,6 +52,7 @@ class Method(nn.Module):
     needs_text_encoder: ClassVar[bool] = True
     # "prototypes" for methods whose prototypes are all they learn (saved as a prototype-only checkpoint)
     checkpoint_kind: ClassVar[str] = "full"
+    select_metric: ClassVar[str] = "mae_exp"  # validation metric that picks the best epoch
 
     config: Any
     ranks: Ranks

@@ -1,0 +1,264 @@
+"""NumCLIP (ECCV 2024): coarse language concepts, then a fine number.
+
+K concept bins (e.g. child, teenager, young adult, middle adult, older adult) are matched CLIP-style
+by a plain (CoOp) prompt learner over the concept names; an image adapter mixes its output with the
+image feature (ratio 0.8); a soft-bin regressor (SSR stage 1) turns the K logits into the value.
+Objective: FCRL cross-entropy + FCRL text-to-image KL + L1 on the value (method doc §2-§4).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..concepts import CONCEPT_PRESETS, ConceptBins, bin_index, resolve_concepts
+from ..errors import ExplorerError
+from ..objectives import distance_weighted_logits, fcrl_kl, kl_text_to_image
+from ..options import option
+from ..prompts import LearnerConfig, PromptModel, build_prompt_model
+from ..ranks import Ranks
+from .base import ConfigMixin
+
+
+@dataclass
+class NumCLIPConfig(ConfigMixin):
+    """Settings of NumCLIP; ``concepts`` is a preset name or a file of ``start,name`` lines."""
+
+    kind: str = option("numclip")
+    concepts: str = option("age", flag="--concepts", help=f"concept bins: a preset ({', '.join(CONCEPT_PRESETS)}) or a file of start,name lines")
+    bin_starts: list[float] | None = None  # resolved from ``concepts`` when the method is built
+    bin_names: list[str] | None = None
+    num_context_tokens: int = option(10, flag="--context-tokens", help="n learned context tokens")
+    context_init: str | None = option(None, flag="--context-init", help="initialise the context from this text (NumCLIP: the preset's text by default)")
+    position: str = option("tail", flag="--position", choices=("tail", "front", "middle"), help="where the concept tokens go")
+    adapter: bool = option(True, flag="--adapter", help="NumCLIP image adapter (--no-adapter: the ablation without it)")
+    adapter_ratio: float = 0.8
+    adapter_reduction: int = 4
+    fcrl: bool = option(True, flag="--fcrl", help="FCRL distance-weighted CE and KL (--no-fcrl: plain CE and KL)")
+    ce_weight: float = option(1.0, flag="--ce-weight", help="weight of the (FCRL) cross-entropy term")
+    reg_weight: float = option(1.0, flag="--reg-weight", help="weight of the L1 term on the regressed value (0: no regression term)")
+    ssr_lambda: float = 1.0
+    value_offset: float = 0.0  # added to the regressor's output (1 for imported reference runs, see the method doc §3)
+
+    def bins(self, unit: str = "") -> ConceptBins:
+        """The concept bins (resolved config only)."""
+        if self.bin_starts is None or self.bin_names is None:
+            raise ExplorerError("The NumCLIP config has no resolved concept bins yet.")
+        return ConceptBins(list(self.bin_starts), list(self.bin_names), unit)
+
+    def prompt_config(self) -> LearnerConfig:
+        """The plain learner over the concept names."""
+        return LearnerConfig(kind="plain", num_ranks=len(self.bin_names), num_context_tokens=self.num_context_tokens,
+                             context_init=self.context_init or None, position=self.position, rank_names=list(self.bin_names))
+
+
+class ImageAdapter(nn.Module):
+    """ReLU(W2 ReLU(W1 f)), W1: E -> E/r, W2: E/r -> E, no biases (reference ``Adapter``)."""
+
+    def __init__(self, dim: int, reduction: int = 4):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(dim, dim // reduction, bias=False), nn.ReLU(),
+                                nn.Linear(dim // reduction, dim, bias=False), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+class SoftBinRegressor(nn.Module):
+    """SSR stage 1: value = sum_k softmax(L)_k * s_k / (1 + lambda * tanh(W_d ReLU(W_a L + b_a) + b_d)_k)."""
+
+    def __init__(self, bin_starts: list[float], ssr_lambda: float = 1.0, generator: torch.Generator | None = None):
+        super().__init__()
+        k = len(bin_starts)
+        self.stage1_FC_after_PB = nn.Sequential(nn.Linear(k, 2 * k), nn.ReLU())
+        self.stage1_delta_k = nn.Sequential(nn.Linear(2 * k, k), nn.Tanh())
+        self.register_buffer("bin_starts", torch.tensor(bin_starts, dtype=torch.float32), persistent=False)
+        self.ssr_lambda = float(ssr_lambda)
+        with torch.no_grad():  # reference init: N(0, 0.001^2), biases 0
+            for layer in (self.stage1_FC_after_PB[0], self.stage1_delta_k[0]):
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * 0.001)
+                layer.bias.zero_()
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(logits, dim=-1)
+        delta = self.stage1_delta_k(self.stage1_FC_after_PB(logits))
+        return (probs * self.bin_starts / (1 + self.ssr_lambda * delta)).sum(dim=-1)
+
+
+class NumCLIP(PromptModel):
+    """Concept prototypes (K x E) from a plain learner, image adapter and soft-bin regressor."""
+
+    name = "numclip"
+    title = "NumCLIP (concepts + regressor)"
+    config_class = NumCLIPConfig
+    select_metric = "mae_value"
+
+    def __init__(self, prompts: PromptModel, config: NumCLIPConfig, ranks: Ranks, dim: int,
+                 generator: torch.Generator | None = None):
+        super().__init__(prompts.learner, prompts.encoder, prompts.logit_scale, ranks)
+        self._config = config
+        self.bins = config.bins(ranks.unit)
+        self.adapter = ImageAdapter(dim, config.adapter_reduction) if config.adapter else None
+        if self.adapter is not None:
+            with torch.no_grad():
+                for layer in (self.adapter.fc[0], self.adapter.fc[2]):
+                    nn.init.kaiming_uniform_(layer.weight, a=5 ** 0.5, generator=generator)
+        self.regressor = SoftBinRegressor(config.bin_starts, config.ssr_lambda, generator)
+
+    @classmethod
+    def build(cls, backbone, config: NumCLIPConfig, ranks: Ranks, seed: int | None = 0) -> "NumCLIP":
+        config = resolve_numclip_config(config, ranks)
+        prompts = build_prompt_model(backbone, config.prompt_config(), config.bins(ranks.unit).as_ranks(), seed)
+        config = replace(config, num_context_tokens=prompts.config.num_context_tokens)
+        generator = torch.Generator().manual_seed(int(seed) + 1) if seed is not None else None
+        return cls(prompts, config, ranks, backbone.embed_dim, generator).to(backbone.device)
+
+    @classmethod
+    def expected_shapes(cls, config: NumCLIPConfig) -> dict[str, tuple]:
+        k, n = len(config.bin_names or ()), config.num_context_tokens
+        shapes = {"context_embeds": (n, None), "rank_embeds": (k, None, None),
+                  "regressor.stage1_FC_after_PB.0.weight": (2 * k, k), "regressor.stage1_FC_after_PB.0.bias": (2 * k,),
+                  "regressor.stage1_delta_k.0.weight": (k, 2 * k), "regressor.stage1_delta_k.0.bias": (k,)}
+        if config.adapter:
+            shapes.update({"adapter.fc.0.weight": (None, None), "adapter.fc.2.weight": (None, None)})
+        return shapes
+
+    @classmethod
+    def summary_fields(cls, config: dict[str, Any]) -> dict[str, Any]:
+        return {"concepts": config.get("bin_names"), "bin_starts": config.get("bin_starts"), "adapter": config.get("adapter"),
+                "num_context_tokens": config.get("num_context_tokens")}
+
+    @property
+    def config(self) -> NumCLIPConfig:
+        return self._config
+
+    @property
+    def classes(self) -> Ranks:
+        return self.bins.as_ranks()
+
+    def learned_parameters(self):
+        yield from self.learner.named_parameters()
+        for prefix, module in (("adapter.", self.adapter), ("regressor.", self.regressor)):
+            if module is not None:
+                yield from ((prefix + n, p) for n, p in module.named_parameters())
+
+    def metadata(self) -> dict[str, Any]:
+        return {"learner": self.config.to_dict(), "classes": self.classes.to_dict()}
+
+    def adapt(self, image_features: torch.Tensor) -> torch.Tensor:
+        """Normalised f' = normalise(ratio * adapter(f) + (1 - ratio) * f) (f itself without the adapter)."""
+        return adapt_features(image_features, self.adapter, self.config.adapter_ratio)
+
+    def logits(self, image_features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        return self.logit_scale * self.adapt(image_features) @ prototypes.float().T
+
+    def loss(self, image_features, prototypes, y, objective) -> tuple[torch.Tensor, dict[str, float]]:
+        """ce_weight * (FCRL) CE + kl_weight * (FCRL) KL + reg_weight * L1(value, label value)."""
+        logits = self.logits(image_features, prototypes)
+        y_value = torch.as_tensor(self.ranks.value_array, dtype=torch.float32, device=logits.device)[y]
+        coarse = bin_index(y_value, self.regressor.bin_starts)
+        cfg = self.config
+        ce = F.cross_entropy(distance_weighted_logits(logits, coarse) if cfg.fcrl else logits, coarse)
+        kl = logits.new_zeros(())
+        if objective.kl_weight:
+            kl = fcrl_kl(logits, coarse) if cfg.fcrl else kl_text_to_image(logits, coarse)
+        reg = F.l1_loss(self.regressor(logits) + cfg.value_offset, y_value)
+        loss = cfg.ce_weight * ce + objective.kl_weight * kl + cfg.reg_weight * reg
+        return loss, {"ce": float(ce.detach()), "kl": float(kl.detach()), "l1": float(reg.detach())}
+
+    def predictor(self) -> "NumCLIPPredictor":
+        with torch.no_grad():
+            protos = self().detach().cpu()
+        return NumCLIPPredictor(protos, self.logit_scale, self.ranks, self.config, _cpu_copy(self.adapter), _cpu_copy(self.regressor))
+
+    @classmethod
+    def predictor_from_checkpoint(cls, checkpoint) -> "NumCLIPPredictor":
+        config = checkpoint.learner_config
+        stored = checkpoint.learner_tensors()
+        adapter = None
+        if config.adapter:
+            dim = stored["adapter.fc.0.weight"].shape[1]
+            adapter = ImageAdapter(dim, config.adapter_reduction)
+            adapter.load_state_dict({k[len("adapter."):]: v for k, v in stored.items() if k.startswith("adapter.")})
+        regressor = SoftBinRegressor(config.bin_starts, config.ssr_lambda)
+        regressor.load_state_dict({k[len("regressor."):]: v for k, v in stored.items() if k.startswith("regressor.")})
+        return NumCLIPPredictor(checkpoint.tensors["prototypes"], float(checkpoint.meta["logit_scale"]), checkpoint.ranks,
+                                config, adapter, regressor)
+
+
+def _cpu_copy(module: nn.Module | None) -> nn.Module | None:
+    return None if module is None else copy.deepcopy(module).cpu().eval()
+
+
+def adapt_features(image_features: torch.Tensor, adapter: nn.Module | None, ratio: float) -> torch.Tensor:
+    """NumCLIP's residual mix, normalised. The adapter is positively homogeneous (no biases, ReLU), so
+    applying it to normalised or raw features gives the same normalised result."""
+    f = F.normalize(image_features.float(), dim=-1)
+    if adapter is None:
+        return f
+    return F.normalize(ratio * adapter(f) + (1 - ratio) * f, dim=-1)
+
+
+def resolve_numclip_config(config: NumCLIPConfig, ranks: Ranks) -> NumCLIPConfig:
+    """A copy with the concept bins and the context text filled in from ``concepts`` (never the caller's)."""
+    if config.bin_starts is not None and config.bin_names is not None:  # resolved before (e.g. a checkpoint's)
+        bins, context_init = ConceptBins(list(config.bin_starts), list(config.bin_names), ranks.unit), config.context_init
+    else:
+        bins, context = resolve_concepts(config.concepts, ranks.unit)
+        context_init = config.context_init if config.context_init is not None else context
+    bins.validate()
+    return replace(config, bin_starts=bins.starts, bin_names=bins.names, context_init=context_init)
+
+
+class NumCLIPPredictor:
+    """Prediction with stored tensors: concept distribution (K bins) and the regressed value."""
+
+    def __init__(self, prototypes: torch.Tensor, logit_scale: float, ranks: Ranks, config: NumCLIPConfig,
+                 adapter: nn.Module | None, regressor: SoftBinRegressor):
+        self.matrix = F.normalize(prototypes.float(), dim=-1)
+        self.logit_scale, self.ranks, self.config = float(logit_scale), ranks, config
+        self.bins = config.bins(ranks.unit)
+        self.adapter = None if adapter is None else adapter.requires_grad_(False).eval()
+        self.regressor = regressor.requires_grad_(False).eval()
+
+    @torch.no_grad()
+    def logits(self, image_features: torch.Tensor) -> torch.Tensor:
+        """N x K concept logits."""
+        feats = torch.as_tensor(image_features, dtype=torch.float32)
+        feats = feats[None] if feats.dim() == 1 else feats
+        if feats.shape[-1] != self.matrix.shape[1]:
+            raise ExplorerError(f"Image features have {feats.shape[-1]} dimensions but the prototypes have {self.matrix.shape[1]}.")
+        return self.logit_scale * adapt_features(feats, self.adapter, self.config.adapter_ratio) @ self.matrix.T
+
+    @torch.no_grad()
+    def outputs(self, image_features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(N x K concept probabilities, N regressed values in the ranks' units)."""
+        logits = self.logits(image_features)
+        values = self.regressor(logits) + self.config.value_offset
+        return torch.softmax(logits, dim=-1).numpy().astype(np.float64), values.numpy().astype(np.float64)
+
+    def predict(self, image_features: torch.Tensor, coverage: float = 0.9):
+        """Distribution over the concept bins and the regressed value (``Prediction.value``)."""
+        from ..prototypes import summarize
+
+        probs, values = self.outputs(image_features)
+        pred = summarize(probs, self.bins.as_ranks(), coverage)
+        pred.values = values
+        return pred
+
+    def evaluate(self, image_features: torch.Tensor, labels: np.ndarray) -> dict[str, Any]:
+        """Value MAE (label units, per rank too) and the panel over the coarse bins (acc_max = the
+        reference's coarse accuracy)."""
+        from ..evaluation import value_errors
+        from ..metrics import metric_panel
+
+        probs, values = self.outputs(image_features)
+        coarse = bin_index(torch.as_tensor(self.ranks.value_array[labels]), self.regressor.bin_starts).numpy()
+        mae_value, per_rank = value_errors(labels, values, self.ranks)
+        return {**metric_panel(coarse, probs), "mae_value": mae_value, "per_rank_mae": per_rank}
