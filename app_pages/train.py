@@ -14,6 +14,7 @@ import streamlit as st
 
 from app_pages import common
 from explorer import library as lib
+from explorer.concepts import CONCEPT_PRESETS
 from explorer.jobs import JobManager
 from explorer.methods import get_method, make_config, method_names
 from explorer.options import choices_of, default_of
@@ -35,7 +36,7 @@ def _config_from_form(values: dict) -> TrainConfig:
     method = get_method(values["learner"])
     settings = {
         "num_context_tokens": int(values["context_tokens"]), "interpolation": values["interpolation"],
-        "num_base_ranks": int(values["base_ranks"]), "template": values["template"],
+        "num_base_ranks": int(values["base_ranks"]), "template": values["template"], "concepts": values["concepts"],
     }
     fields = method.config_class.__dataclass_fields__
     learner = make_config(method.name, **{k: v for k, v in settings.items() if k in fields})
@@ -68,6 +69,8 @@ def _form() -> None:
             "lr": c1.number_input("Learning rate", 1e-6, 1.0, default_of(T, "lr"), format="%.4f"),
             "seed": c2.number_input("Seed", 0, 10_000, default_of(T, "seed")),
             "template": c3.text_input("Template (zero-shot)", "a photo of {} dots."),
+            "concepts": c1.selectbox("Concepts (NumCLIP)", list(CONCEPT_PRESETS), index=list(CONCEPT_PRESETS).index("dots"),
+                                     help="NumCLIP's coarse concept bins (a preset; the CLI also takes a start,name file)"),
         }
         submitted = st.form_submit_button("Start training", type="primary")
     if submitted:

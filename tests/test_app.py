@@ -407,3 +407,45 @@ def test_train_page_runs_a_job_to_completion_and_the_checkpoint_reaches_the_libr
     names = [str(n) for df in library.dataframe if "name" in df.value for n in df.value["name"]]
     assert any("apptest" in n for n in names), names
     assert (env["folder"] / "app-apptest.safetensors").is_file()
+
+
+def _run_job_to_end(at, seconds: float = 180) -> AppTest:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        at.run()
+        if at.success or at.error:
+            break
+        time.sleep(0.5)
+    return at
+
+
+def test_numclip_from_the_train_page_to_geometry_and_predict(env):
+    """A NumCLIP run trained on the Train page lands in the Library; Geometry shows its 5 concept
+    prototypes and Predict its concept distribution with the regressed value."""
+    at = open_page(env, "train")
+    at.text_input[0].set_value("dots:6:8")  # dataset
+    at.text_input[2].set_value("apptest-numclip")  # name
+    at.selectbox[0].set_value("numclip")  # learner
+    at.number_input[4].set_value(3)  # epochs
+    at.button[0].click().run()
+    _ok(_run_job_to_end(at))
+    assert not at.error, [e.value for e in at.error]
+    assert "now in the Library" in at.success[0].value
+    path = env["folder"] / "app-apptest-numclip.safetensors"
+    from explorer.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    assert ckpt.meta["learner"]["kind"] == "numclip" and ckpt.meta["learner"]["concepts"] == "dots"
+
+    geo = _wait_for_backbone(open_page(env, "geometry", checkpoint="app-apptest-numclip"))
+    _ok(geo)
+    assert geo.selectbox(key="geometry-checkpoint").value.endswith("app-apptest-numclip.safetensors")
+    assert len(_charts(geo)) >= 1 and "5" in _texts(geo)
+
+    pred = _wait_for_backbone(open_page(env, "predict", checkpoint="app-apptest-numclip"))
+    pred.file_uploader(key="predict-images").set_value(("dots.png", image_bytes(plain_image()), "image/png")).run()
+    _ok(pred)
+    metrics = {m.label: m.value for m in pred.metric}
+    assert "Regressed value (dots)" in metrics, metrics
+    assert metrics["Most probable (dots)"] in ckpt.classes.labels
+    assert "Top concepts" in _texts(pred)
