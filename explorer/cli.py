@@ -287,15 +287,13 @@ def _learner_settings(args: argparse.Namespace, method: str) -> dict[str, Any]:
 
 
 def _train_config(args: argparse.Namespace, dataset: str, out: str, method: str = "rank"):
-    """The TrainConfig of a train / sweep command: dataclass defaults, then the flags given."""
-    from .methods import make_config
+    """The TrainConfig of a train / sweep command: dataclass defaults, the --preset's, then the flags given."""
     from .options import values_from_args
-    from .runconfig import TrainConfig
+    from .runconfig import TrainConfig, config_from_preset
 
-    return TrainConfig(
-        dataset=dataset, out=out, backbone=args.backbone, learner=make_config(method, **_learner_settings(args, method)),
-        skip_bad=args.skip_bad, device=args.device, cache_dir=args.cache_dir, name=getattr(args, "name", None),
-        **values_from_args(TrainConfig, args),
+    return config_from_preset(
+        getattr(args, "preset", None), dataset, out, method, values_from_args(TrainConfig, args), _learner_settings(args, method),
+        backbone=args.backbone, skip_bad=args.skip_bad, device=args.device, cache_dir=args.cache_dir, name=getattr(args, "name", None),
     )
 
 
@@ -388,6 +386,11 @@ def _add_training_parsers(add) -> None:
         from .options import add_flags
         from .runconfig import TrainConfig
 
+        from .recipes import RECIPES
+
+        p.add_argument("--preset", choices=list(RECIPES), default=None,
+                       help="paper preset: ranks, prompt initialisation and the reference recipe of "
+                            + ", ".join(f"{k} ({r.title})" for k, r in RECIPES.items()) + "; flags given win")
         add_flags(p, TrainConfig)
         seen: set[str] = set()
         for name in REGISTRY:

@@ -64,7 +64,9 @@ def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", 
     from . import datasets as ds
     from .features import FeatureCache
 
-    dataset = ds.open_dataset(dataset_spec)
+    training = ckpt.meta.get("training") or {}
+    options = (training.get("dataset_options") or {}) if training.get("dataset") == dataset_spec else {}
+    dataset = ds.open_dataset(dataset_spec, **options)
     ds.validate(dataset, check_images=True, skip_bad=skip_bad)
     if len(dataset.ranks) != len(ckpt.ranks):
         raise ExplorerError(f"{ckpt.name} predicts {len(ckpt.ranks)} ranks but {dataset_spec} has {len(dataset.ranks)}.")

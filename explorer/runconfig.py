@@ -50,6 +50,8 @@ class TrainConfig:
     cache_dir: str | None = None
     amp: bool = True
     name: str | None = None
+    dataset_options: dict[str, Any] | None = None  # open_dataset options, e.g. {"num_ranks": 101, "unit": "years"}
+    preset: str | None = None  # the paper preset (explorer.recipes) the defaults came from, for the record
 
     def __post_init__(self) -> None:
         self.learner = learner_config(self.learner)
@@ -92,6 +94,25 @@ class TrainConfig:
         """Inverse of to_dict (keys of other versions are ignored)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def config_from_preset(preset: str | None, dataset: str, out: str, method: str, training: dict[str, Any],
+                       learner: dict[str, Any], **fixed: Any) -> TrainConfig:
+    """A TrainConfig: dataclass defaults, then the paper preset's (if any), then ``training`` / ``learner``
+    settings (what the user set), which always win."""
+    from .methods import get_method, make_config
+    from .recipes import learner_defaults, recipe
+
+    fields = set(get_method(method).config_class.__dataclass_fields__)
+    base_train, base_learner, options = {}, {}, None
+    if preset:
+        r = recipe(preset)
+        base_train, options = dict(r.training), dict(r.dataset_options)
+        base_learner = learner_defaults(preset, method, fields)
+        if not get_method(method).supports_finetune:
+            base_train["mode"] = "frozen"
+    return TrainConfig(dataset=dataset, out=out, learner=make_config(method, **{**base_learner, **learner}),
+                       dataset_options=options, preset=preset, **{**base_train, **training, **fixed})
 
 
 def learner_config(value: Any):

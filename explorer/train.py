@@ -51,7 +51,7 @@ def prepare_data(config: TrainConfig, progress: Callable[[Progress], None] | Non
     """Open and check the dataset, make the splits and apply the training regimes (§6)."""
     from . import datasets as ds
 
-    dataset = ds.open_dataset(config.dataset)
+    dataset = ds.open_dataset(config.dataset, **(config.dataset_options or {}))
     report = ds.validate(dataset, check_images=True, skip_bad=config.skip_bad)
     splits = ds.make_splits(dataset, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed)
     labels_eval = np.array([s.label for s in dataset.samples], dtype=np.int64)
