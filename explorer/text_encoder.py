@@ -144,23 +144,37 @@ def _heads(x: torch.Tensor, batch: int, num_heads: int) -> torch.Tensor:
     return x.reshape(batch, -1, num_heads, x.shape[-1] // num_heads).transpose(1, 2)
 
 
+def _suffix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor,
+                      num_prompts: int, mask: torch.Tensor) -> torch.Tensor:
+    """Attention of the R*S suffix queries over the prefix keys (shared, never copied R times)
+    and, causally, their own prompt's suffix keys: scaled dot product, one softmax over both."""
+    heads, prefix, head_dim = kp.shape[1], kp.shape[2], kp.shape[3]
+    rows = q.shape[0]
+    qh = q.reshape(rows, heads, head_dim).transpose(0, 1) * head_dim**-0.5  # H x RS x d
+    scores_p = torch.matmul(qh, kp[0].transpose(1, 2))  # H x RS x P
+    qs, ks, vs = (_heads(z, num_prompts, heads) for z in (qh.transpose(0, 1).reshape(rows, -1), k, v))
+    scores_s = torch.matmul(qs, ks.transpose(2, 3)).masked_fill(~mask, float("-inf"))  # R x H x S x S
+    scores_p = scores_p.reshape(heads, num_prompts, -1, prefix).transpose(0, 1)  # R x H x S x P
+    weights = torch.softmax(torch.cat([scores_p, scores_s], dim=-1), dim=-1)
+    w_p = weights[..., :prefix].transpose(0, 1).reshape(heads, rows, prefix)
+    out = torch.matmul(w_p, vp[0]).reshape(heads, num_prompts, -1, head_dim).transpose(0, 1)
+    out = out + torch.matmul(weights[..., prefix:], vs)  # R x H x S x d
+    return out.transpose(1, 2).reshape(rows, -1)
+
+
 def _shared_block(block: nn.Module, h: torch.Tensor, prefix: int, num_prompts: int, mask: torch.Tensor) -> torch.Tensor:
     """One open_clip ResidualAttentionBlock on packed tokens: the prefix once, then R suffixes.
 
     ``h`` is (P + R*S) x D: the P prefix tokens, then each prompt's S suffix tokens. Suffix
-    queries attend to the prefix's keys/values and, causally (``mask``), to their own suffix.
+    queries attend to the prefix's keys/values and, causally (``mask``, S x S), to their own suffix.
     """
     attn = block.attn
     heads = attn.num_heads
     q, k, v = F.linear(block.ln_1(h), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
     qp, kp, vp = (_heads(z[:prefix], 1, heads) for z in (q, k, v))
-    qs, ks, vs = (_heads(z[prefix:], num_prompts, heads) for z in (q, k, v))
-    out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
-    keys = torch.cat([kp.expand(num_prompts, -1, -1, -1), ks], dim=2)
-    values = torch.cat([vp.expand(num_prompts, -1, -1, -1), vs], dim=2)
-    out_s = F.scaled_dot_product_attention(qs, keys, values, attn_mask=mask)
-    dim = h.shape[-1]
-    out = torch.cat([out_p.transpose(1, 2).reshape(-1, dim), out_s.transpose(1, 2).reshape(-1, dim)])
+    out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True).transpose(1, 2).reshape(prefix, -1)
+    out_s = _suffix_attention(q[prefix:], k[prefix:], v[prefix:], kp, vp, num_prompts, mask)
+    out = torch.cat([out_p, out_s])
     h = h + block.ls_1(F.linear(out, attn.out_proj.weight, attn.out_proj.bias))
     return h + block.ls_2(block.mlp(block.ln_2(h)))
 
@@ -261,9 +275,7 @@ class TextEncoder(nn.Module):
         head = x[0, :prefix] + pos[:prefix]
         tail = (x[:, prefix:] + pos[prefix:length]).reshape(num_prompts * suffix, dim)
         h = torch.cat([head, tail])
-        # Suffix query i sees every prefix key and suffix keys j <= i.
-        mask = torch.ones(suffix, prefix + suffix, dtype=torch.bool, device=x.device)
-        mask[:, prefix:] = torch.ones(suffix, suffix, dtype=torch.bool, device=x.device).tril()
+        mask = torch.ones(suffix, suffix, dtype=torch.bool, device=x.device).tril()  # suffix key j <= query i
         for block in self.transformer.resblocks:
             h = _shared_block(block, h, prefix, num_prompts, mask)
         h = h[prefix:].reshape(num_prompts, suffix, dim)
