@@ -146,19 +146,20 @@ def _heads(x: torch.Tensor, batch: int, num_heads: int) -> torch.Tensor:
 
 def _suffix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor,
                       num_prompts: int, mask: torch.Tensor) -> torch.Tensor:
-    """Attention of the R*S suffix queries over the prefix keys (shared, never copied R times)
-    and, causally, their own prompt's suffix keys: scaled dot product, one softmax over both."""
+    """Attention of suffix queries (R*Sq rows, prompt-major) over the prefix keys (shared, never
+    copied R times) and their own prompt's S suffix keys where ``mask`` (broadcast to R x H x Sq x S)
+    allows: scaled dot product, one softmax over both."""
     heads, prefix, head_dim = kp.shape[1], kp.shape[2], kp.shape[3]
     rows = q.shape[0]
     qh = q.reshape(rows, heads, head_dim).transpose(0, 1) * head_dim**-0.5  # H x RS x d
     scores_p = torch.matmul(qh, kp[0].transpose(1, 2))  # H x RS x P
     qs, ks, vs = (_heads(z, num_prompts, heads) for z in (qh.transpose(0, 1).reshape(rows, -1), k, v))
-    scores_s = torch.matmul(qs, ks.transpose(2, 3)).masked_fill(~mask, float("-inf"))  # R x H x S x S
-    scores_p = scores_p.reshape(heads, num_prompts, -1, prefix).transpose(0, 1)  # R x H x S x P
+    scores_s = torch.matmul(qs, ks.transpose(2, 3)).masked_fill(~mask, float("-inf"))  # R x H x Sq x S
+    scores_p = scores_p.reshape(heads, num_prompts, -1, prefix).transpose(0, 1)  # R x H x Sq x P
     weights = torch.softmax(torch.cat([scores_p, scores_s], dim=-1), dim=-1)
     w_p = weights[..., :prefix].transpose(0, 1).reshape(heads, rows, prefix)
     out = torch.matmul(w_p, vp[0]).reshape(heads, num_prompts, -1, head_dim).transpose(0, 1)
-    out = out + torch.matmul(weights[..., prefix:], vs)  # R x H x S x d
+    out = out + torch.matmul(weights[..., prefix:], vs)  # R x H x Sq x d
     return out.transpose(1, 2).reshape(rows, -1)
 
 
@@ -177,6 +178,22 @@ def _shared_block(block: nn.Module, h: torch.Tensor, prefix: int, num_prompts: i
     out = torch.cat([out_p, out_s])
     h = h + block.ls_1(F.linear(out, attn.out_proj.weight, attn.out_proj.bias))
     return h + block.ls_2(block.mlp(block.ln_2(h)))
+
+
+def _last_block(block: nn.Module, h: torch.Tensor, prefix: int, num_prompts: int, mask: torch.Tensor,
+                rows: torch.Tensor) -> torch.Tensor:
+    """The last block, where only the EOT outputs matter: keys/values for every token, queries,
+    attention and MLP for the EOT ``rows`` of ``h`` only (their causal ``mask`` rows, R x 1 x 1 x S)."""
+    attn = block.attn
+    dim, heads = h.shape[-1], attn.num_heads
+    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    x = block.ln_1(h)
+    k, v = F.linear(x, weight[dim:], None if bias is None else bias[dim:]).chunk(2, dim=-1)
+    q = F.linear(x[rows], weight[:dim], None if bias is None else bias[:dim])
+    kp, vp = (_heads(z[:prefix], 1, heads) for z in (k, v))
+    out = _suffix_attention(q, k[prefix:], v[prefix:], kp, vp, num_prompts, mask)
+    x = h[rows] + block.ls_1(F.linear(out, attn.out_proj.weight, attn.out_proj.bias))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
 class TextEncoder(nn.Module):
@@ -276,10 +293,11 @@ class TextEncoder(nn.Module):
         tail = (x[:, prefix:] + pos[prefix:length]).reshape(num_prompts * suffix, dim)
         h = torch.cat([head, tail])
         mask = torch.ones(suffix, suffix, dtype=torch.bool, device=x.device).tril()  # suffix key j <= query i
-        for block in self.transformer.resblocks:
+        *blocks, last = self.transformer.resblocks
+        for block in blocks:
             h = _shared_block(block, h, prefix, num_prompts, mask)
-        h = h[prefix:].reshape(num_prompts, suffix, dim)
-        return self._project(h[torch.arange(num_prompts, device=x.device), eot - prefix])
+        rows = prefix + torch.arange(num_prompts, device=x.device) * suffix + (eot - prefix)
+        return self._project(_last_block(last, h, prefix, num_prompts, mask[eot - prefix][:, None, None], rows))
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         """ln_final and the text projection of the EOT states (R x D -> R x E)."""
