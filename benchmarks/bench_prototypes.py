@@ -150,8 +150,10 @@ def run(args: argparse.Namespace) -> dict:
         position=args.position,
     )
     pm = build_prompt_model(bb, config, seed=args.seed)
-    figures = prototype_timings(pm, args)
-    figures.update(lab_timings(pm, args))
+    figures = prototype_timings(pm, args) if "prototypes" in args.parts else {}
+    figures.update(lab_timings(pm, args) if "lab" in args.parts else {})
+    if "head" not in args.parts:
+        return {"arch": args.arch, "threads": torch.get_num_threads(), "parts": args.parts, **figures}
 
     with torch.no_grad():
         short = pm(full_length=False)
@@ -190,6 +192,12 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def print_report(r: dict) -> None:
+    if "head_share_percent" not in r:  # only some parts were run
+        print(f"{r['arch']}, CPU, {r['threads']} threads")
+        for key, value in r.items():
+            print(f"  {key:<36} {value * 1e3:10.1f} ms" if key.endswith("_s") else f"  {key:<36} {value}")
+        print("JSON " + json.dumps(r, sort_keys=True))
+        return
     rows = [
         (f"prototypes, shared prefix ({r['shared_prefix_tokens']} + suffix)", f"{r['prototypes_shared_prefix_s'] * 1e3:10.1f} ms"),
         (f"prototypes, truncated ({r['prompt_tokens_truncated']} tokens)", f"{r['prototypes_truncated_s'] * 1e3:10.1f} ms"),
@@ -228,7 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up calls")
     parser.add_argument("--head-calls", type=int, default=200, help="head calls per timed repeat (it is fast)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--parts", nargs="+", default=["prototypes", "lab", "head"], choices=("prototypes", "lab", "head"),
+                        help="which figures to measure (the report table needs all three)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.repeats < 1 or args.warmup < 0 or args.head_calls < 1:
         parser.error("--repeats and --head-calls must be >= 1 and --warmup >= 0")
     print_report(run(args))
