@@ -103,7 +103,7 @@ def recompute(model: PromptModel, scheme: str, bandwidth: float = 1.0, num_base_
         ranks = torch.einsum("rk,ktd->rtd", weights.to(bases.device, bases.dtype), bases)
         prompts = assemble_prompts(
             learner.context().detach(), ranks, learner.rank_token_counts(), learner.special_embeddings(),
-            config.position,
+            config.position, shared_context=learner.context_embeds.dim() == 2,
         )
         protos = F.normalize(model.encoder(prompts).float(), dim=-1).cpu().numpy().astype(np.float64)
     return LabVariant(

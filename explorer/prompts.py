@@ -215,6 +215,7 @@ class PromptLearner(nn.Module):
             self.special_embeddings(),
             self.config.position,
             length=context_length if full_length else None,
+            shared_context=self.context_embeds.dim() == 2,
         )
 
 
