@@ -68,7 +68,10 @@ def _load_detector():
             raise ExplorerError("Face detection needs the yuface package (pip install yuface).") from exc
         finally:
             for key, value in saved.items():
-                os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
         _detector = yuface.detect
     return _detector
 
