@@ -1,4 +1,5 @@
-"""Predict: upload images, crop the face, show the distribution over ranks and its summaries."""
+"""Predict: upload images, crop the face (the largest, or the one picked), show the distribution over
+ranks and its summaries."""
 
 from __future__ import annotations
 
@@ -9,21 +10,29 @@ from explorer import faces
 from explorer.library import bytes_digest
 
 MAX_CHARTS = 1  # one distribution chart at a time; a selector picks the image when there are several
+CHOICES_KEY = "predict-face-choices"  # session state: upload digest -> face index picked (kept across images)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _predict(content_hash: str, backbone_id: str, digests: tuple[str, ...], names: tuple[str, ...], whole: bool,
-             margin: float, _uploads, _prototypes, _backbone, _lock) -> faces.UploadPrediction:
-    return faces.predict_uploads(_uploads, _prototypes, _backbone, use_whole_image=whole, margin=margin, lock=_lock)
+             margin: float, choices: tuple[tuple[int, int], ...], _uploads, _prototypes, _backbone, _lock) -> faces.UploadPrediction:
+    return faces.predict_uploads(_uploads, _prototypes, _backbone, use_whole_image=whole, margin=margin, lock=_lock,
+                                 face_choices=dict(choices))
 
 
-def predict_bytes(entry, uploads: list[tuple[str, bytes]], whole: bool = False, margin: float = faces.DEFAULT_MARGIN) -> faces.UploadPrediction:
-    """The upload handling, from (name, bytes) pairs: what the page shows (cached by content)."""
+def predict_bytes(entry, uploads: list[tuple[str, bytes]], whole: bool = False, margin: float = faces.DEFAULT_MARGIN,
+                  face_choices: dict[str, int] | None = None) -> faces.UploadPrediction:
+    """The upload handling, from (name, bytes) pairs: what the page shows (cached by content).
+
+    ``face_choices``: upload digest -> which face to use (largest first); others use the largest.
+    """
     ckpt = common.load_checkpoint(entry)
     backbone, lock = common.backbone_for(entry)
     digests = tuple(bytes_digest(data) for _, data in uploads)
     names = tuple(name for name, _ in uploads)
-    return _predict(entry.content_hash, backbone.backbone_id, digests, names, bool(whole), float(margin),
+    picked = face_choices or {}
+    choices = tuple((pos, picked[d]) for pos, d in enumerate(digests) if d in picked)
+    return _predict(entry.content_hash, backbone.backbone_id, digests, names, bool(whole), float(margin), choices,
                     uploads, ckpt.predictor(), backbone, lock)
 
 
@@ -37,8 +46,8 @@ def predict_page() -> None:
     uploaded = c1.file_uploader("Images (PNG, JPEG, WebP, BMP, TIFF)", type=common.IMAGE_TYPES, accept_multiple_files=True,
                                 key="predict-images")
     whole = c2.toggle("Use the whole image", value=False, key="predict-whole",
-                      help="Off: the largest face found by OpenCV's detector is cropped (with a margin); "
-                           "when no face is found the whole image is used anyway.")
+                      help="Off: the largest face found by the face detector is cropped (with a margin; pick another "
+                           "face when there are several); when no face is found the whole image is used anyway.")
     margin = c3.slider("Face margin", 0.0, 1.0, faces.DEFAULT_MARGIN, 0.05, key="predict-margin", disabled=whole,
                        help="Extra space around the face, as a fraction of its size on every side.")
     if not uploaded:
@@ -46,7 +55,7 @@ def predict_page() -> None:
                    f"({ranks.labels[0]} to {ranks.labels[-1]}{(' ' + ranks.unit) if ranks.unit else ''}).")
         return
     uploads = [(f.name, f.getvalue()) for f in uploaded]
-    result = predict_bytes(entry, uploads, whole, margin)
+    result = predict_bytes(entry, uploads, whole, margin, st.session_state.setdefault(CHOICES_KEY, {}))
     for name, message in result.errors:
         st.error(message if name in message else f"{name}: {message}")
     good = [pos for pos, it in enumerate(result.items) if it.ok]
@@ -60,15 +69,28 @@ def predict_page() -> None:
         pos = st.selectbox("Show image", good, format_func=lambda p: result.items[p].name, key="predict-show")
     else:
         pos = good[0]
-    _show_one(result, pos, result.prediction.ranks)
+    _show_one(result, pos, result.prediction.ranks, bytes_digest(uploads[pos][1]))
 
 
-def _show_one(result: faces.UploadPrediction, pos: int, ranks) -> None:
+def _face_picker(crop: faces.FaceCrop, digest: str) -> None:
+    """A selectbox of the faces found (several only); the choice is kept per upload in CHOICES_KEY."""
+    key = f"predict-face-{digest[:16]}"
+
+    def remember() -> None:
+        st.session_state[CHOICES_KEY][digest] = st.session_state[key]
+
+    st.selectbox("Face used", list(range(crop.num_faces)), index=crop.face_index, format_func=crop.face_label,
+                 key=key, on_change=remember, help="Numbered on the preview (largest first); the green box is used.")
+
+
+def _show_one(result: faces.UploadPrediction, pos: int, ranks, digest: str) -> None:
     item = result.items[pos]
     rec = result.record(pos)
     left, right = st.columns([1, 2])
     with left:
         st.image(faces.annotate(item.image, item.crop, max_side=420), caption=item.name, output_format="JPEG")
+        if item.crop.num_faces > 1:
+            _face_picker(item.crop, digest)
         (st.info if item.crop.found or item.crop.whole_image_requested else st.warning)(item.crop.note)
         if item.crop.found:
             st.image(item.crop.image.resize((112, 112)), caption="What the model sees", width=112, output_format="JPEG")

@@ -171,8 +171,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     ckpt, backbone = _open(args)
     images = [open_image(p) for p in args.images]
+    crops = None
+    if args.face:
+        from .faces import DEFAULT_MARGIN, crop_face
+
+        margin = DEFAULT_MARGIN if args.margin is None else args.margin
+        crops = [crop_face(image, margin=margin) for image in images]
+        images = [crop.image for crop in crops]
     pred = ckpt.predictor().predict(backbone.encode_images(images), coverage=args.coverage)
     records = [{"image": str(p), **pred.record(i, k=args.top)} for i, p in enumerate(args.images)]
+    for rec, crop in zip(records, crops or []):
+        rec["face"] = crop.summary()
     if args.json:
         _print_json(records if len(records) > 1 else records[0])
         return 0
@@ -182,9 +191,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for rec in records:
         lo, hi = rec["interval_values"]
         top = ", ".join(f"{t['label']} ({t['prob'] * 100:.1f}%)" for t in rec["top"])
+        face = rec.get("face")
+        face_note = "" if face is None else (
+            f"; face {face['box']} (score {face['score']:.2f})" if face["found"] else "; no face found: whole image")
         print(
             f"{rec['image']}: {rec['value_kind']} {ranks.format_value(rec['value'])}, argmax {rec['argmax_label']}, "
-            f"median {rec['median_value']:g}, {rec['coverage'] * 100:.0f}% interval [{lo:g}, {hi:g}]; top: {top}"
+            f"median {rec['median_value']:g}, {rec['coverage'] * 100:.0f}% interval [{lo:g}, {hi:g}]; top: {top}{face_note}"
         )
     return 0
 
@@ -473,6 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=3, help="how many top ranks to list (default 3)")
     p.add_argument("--coverage", type=float, default=0.9, help="central interval coverage (default 0.9)")
     p.add_argument("--json", action="store_true", help="print JSON (one object, or a list for several images)")
+    p.add_argument("--face", action="store_true",
+                   help="crop the largest face (as the app does) before encoding; JSON gains face: {found, box, score}")
+    p.add_argument("--margin", type=float, default=None,
+                   help="with --face: space around the face on every side, a fraction of its size (default: the app's, 0.4)")
 
     p = add("export", "Export a prototype-only checkpoint (predicts like the full one; no text encoder needed).")
     p.add_argument("checkpoint")

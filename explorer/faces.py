@@ -1,9 +1,11 @@
-"""Faces and uploaded photos: find the largest face, crop it with a margin, predict from uploads.
+"""Faces and uploaded photos: find faces, crop one with a margin, predict from uploads.
 
-Detection uses OpenCV's bundled Haar cascade (``cv2.data.haarcascades`` +
-``haarcascade_frontalface_default.xml``) on a grey, histogram-equalised copy downscaled to at
-most ``DETECT_SIDE`` pixels (fast on any photo size; boxes are mapped back to the original).
-The largest face wins; its box is grown by ``margin`` (a fraction of the face size on every
+Detection uses libfacedetection's CNN (the YuNet family) through the ``yuface`` package, whose
+weights are compiled into its wheel: nothing is downloaded at run time. It runs on a copy whose
+longer side is at most ``DETECT_SIDE`` pixels (small images are enlarged to ``MIN_SIDE``); boxes
+are mapped back to the original. Each :class:`Face` has a box, a confidence score and five
+landmarks; faces under ``MIN_SCORE`` are dropped. :func:`crop_face` uses the largest face unless
+``face_index`` picks another; its box is grown by ``margin`` (a fraction of the face size on every
 side), made square when the image allows, and clipped to the image. When no face is found the
 whole image is used and :class:`FaceCrop` says so (``found`` is False).
 
@@ -16,66 +18,99 @@ never stops the others: it comes back with its one-sentence error.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .errors import ExplorerError
 from .images import MAX_PIXELS, open_image
 
-CASCADE_FILE = "haarcascade_frontalface_default.xml"
 DETECT_SIDE = 640  # detection runs on a copy whose longer side is at most this
+MIN_SIDE = 192  # ... and at least this (tiny crops are enlarged: the detector likes some pixels)
+MIN_SCORE = 0.7  # faces scored below are dropped (0.5 finds faces in the moon)
 DEFAULT_MARGIN = 0.4
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive), original-image pixels
 
-_local = threading.local()
+_lock = threading.Lock()
+_detector = None
 
 
-def _cascade():
-    """One CascadeClassifier per thread (OpenCV does not promise thread safety for one instance)."""
-    cascade = getattr(_local, "cascade", None)
-    if cascade is None:
+@dataclass(frozen=True)
+class Face:
+    """One detected face: its box (original pixels), confidence in [0, 1] and five landmarks
+    (right eye, left eye, nose tip, right and left mouth corners, as seen in the image)."""
+
+    box: Box
+    score: float
+    landmarks: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def area(self) -> int:
+        return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
+
+
+class DetectorUnavailable(ExplorerError):
+    """The face detector cannot be imported on this platform; callers fall back to the whole image."""
+
+
+def _load_detector():
+    """Import yuface once. Its bundled OpenMP runtime reads the environment when it loads: one
+    thread that sleeps when idle, so it never spins against the torch encoder on a small CPU."""
+    global _detector
+    if _detector is None:
+        saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+        os.environ.update(OMP_NUM_THREADS=os.environ.get("ORDINAL_EXPLORER_FACE_THREADS", "1"), OMP_WAIT_POLICY="PASSIVE")
         try:
-            import cv2
-        except ImportError as exc:  # pragma: no cover - dependency is declared
-            raise ExplorerError("Face detection needs OpenCV; install opencv-python-headless.") from exc
-        path = getattr(getattr(cv2, "data", None), "haarcascades", "") + CASCADE_FILE
-        if not hasattr(cv2, "CascadeClassifier"):
-            raise ExplorerError(
-                f"This OpenCV ({cv2.__version__}) has no Haar cascade detector; install opencv-python-headless 4.x."
-            )
-        cascade = cv2.CascadeClassifier(path)
-        if cascade.empty():
-            raise ExplorerError(f"OpenCV's face detector file {CASCADE_FILE} could not be loaded from {path}.")
-        _local.cascade = cascade
-    return cascade
+            import yuface
+        except ImportError as exc:  # a platform yuface has no wheel for (see pyproject.toml)
+            raise DetectorUnavailable(
+                "No face detector is installed here: the yuface package has wheels for Linux x86-64 and Windows "
+                "with Python 3.11 or older only."
+            ) from exc
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        _detector = yuface.detect
+    return _detector
 
 
-def detect_faces(image: Image.Image, min_neighbors: int = 4, min_size_frac: float = 0.06) -> list[Box]:
-    """Face boxes in ``image`` (any PIL mode), largest first; empty when none is found.
-
-    ``min_size_frac``: the smallest face side searched for, as a fraction of the shorter image side.
-    """
-    import cv2
-
+def _detection_copy(image: Image.Image) -> tuple[np.ndarray, float]:
+    """A BGR uint8 array of ``image`` scaled so its longer side lies in [MIN_SIDE, DETECT_SIDE]."""
     rgb = image.convert("RGB")
-    width, height = rgb.size
-    scale = min(1.0, DETECT_SIDE / max(width, height))
-    small = rgb if scale == 1.0 else rgb.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BILINEAR)
-    grey = cv2.equalizeHist(cv2.cvtColor(np.asarray(small), cv2.COLOR_RGB2GRAY))
-    side = max(20, int(min(grey.shape) * min_size_frac))
-    found = _cascade().detectMultiScale(grey, scaleFactor=1.1, minNeighbors=int(min_neighbors), minSize=(side, side))
-    boxes: list[Box] = []
-    for x, y, w, h in (found if len(found) else []):
-        x0, y0 = int(round(x / scale)), int(round(y / scale))
-        x1, y1 = int(round((x + w) / scale)), int(round((y + h) / scale))
-        boxes.append((max(0, x0), max(0, y0), min(width, x1), min(height, y1)))
-    boxes.sort(key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
-    return boxes
+    longer = max(rgb.size)
+    scale = min(1.0, DETECT_SIDE / longer) if longer >= MIN_SIDE else MIN_SIDE / longer
+    if scale != 1.0:
+        rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.BILINEAR)
+    return np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1]), scale
+
+
+def detect_faces(image: Image.Image, min_score: float = MIN_SCORE) -> list[Face]:
+    """Faces in ``image`` (any PIL mode) scored at least ``min_score``, largest first; empty when none."""
+    detect = _load_detector()
+    bgr, scale = _detection_copy(image)
+    with _lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # yuface warns about sides over 960 px; ours are at most 640
+        scores, boxes, marks = detect(bgr, conf=0.0)
+    width, height = image.size
+    found = []
+    for score, (x, y, w, h), pts in zip(scores, boxes, marks):
+        if score / 100 < min_score or w <= 0 or h <= 0:
+            continue
+        box = (max(0, round(x / scale)), max(0, round(y / scale)),
+               min(width, round((x + w) / scale)), min(height, round((y + h) / scale)))
+        points = tuple((round(pts[i] / scale), round(pts[i + 1] / scale)) for i in range(0, 10, 2))
+        found.append(Face(box, round(float(score) / 100, 4), points))
+    found.sort(key=lambda f: (f.area, f.score), reverse=True)
+    return found
 
 
 def expand_box(box: Box, size: tuple[int, int], margin: float = DEFAULT_MARGIN) -> Box:
@@ -96,39 +131,81 @@ def expand_box(box: Box, size: tuple[int, int], margin: float = DEFAULT_MARGIN) 
 
 @dataclass
 class FaceCrop:
-    """What the model sees (``image``) and where it came from."""
+    """What the model sees (``image``) and where it came from: every face found (``faces``, largest
+    first) and which one was used (``face_index``)."""
 
     image: Image.Image
     found: bool
-    num_faces: int = 0
-    face_box: Box | None = None  # the detected face, original pixels
+    faces: list[Face] = field(default_factory=list)
+    face_index: int | None = None  # position in ``faces`` of the face used
     crop_box: Box | None = None  # the region used (face + margin); None when the whole image is used
     whole_image_requested: bool = False
+    detector_missing: str | None = None  # why no detector ran (a platform without the yuface wheel)
+
+    @property
+    def num_faces(self) -> int:
+        return len(self.faces)
+
+    @property
+    def face(self) -> Face | None:
+        """The face used (None when the whole image is)."""
+        return None if self.face_index is None else self.faces[self.face_index]
+
+    @property
+    def face_box(self) -> Box | None:
+        return self.face.box if self.face else None
+
+    @property
+    def score(self) -> float | None:
+        return self.face.score if self.face else None
+
+    def face_label(self, index: int) -> str:
+        """``Face 2 of 3 (score 0.91)``, with "largest" for the first: for a picker."""
+        largest = ", largest" if index == 0 and self.num_faces > 1 else ""
+        return f"Face {index + 1} of {self.num_faces} (score {self.faces[index].score:.2f}{largest})"
+
+    def summary(self) -> dict[str, Any]:
+        """``{found, box, score}`` of the face used, for JSON output (box None when none)."""
+        return {"found": self.found, "box": list(self.face_box) if self.face_box else None, "score": self.score}
 
     @property
     def note(self) -> str:
         """One sentence for the page."""
+        if self.detector_missing:
+            return self.detector_missing
         if self.whole_image_requested:
             return "Whole image used (face cropping switched off)."
         if not self.found:
             return "No face found: the whole image is used."
-        extra = f" (largest of {self.num_faces})" if self.num_faces > 1 else ""
-        return f"Face found{extra}: the crop around it is used."
+        if self.num_faces == 1:
+            return f"Face found (score {self.score:.2f}): the crop around it is used."
+        which = "the largest" if self.face_index == 0 else f"face {self.face_index + 1}"
+        return f"{self.num_faces} faces found: the crop around {which} (score {self.score:.2f}) is used."
 
 
-def crop_face(image: Image.Image, margin: float = DEFAULT_MARGIN, use_whole_image: bool = False) -> FaceCrop:
-    """Crop the largest face (plus margin) or fall back to the whole image."""
+def crop_face(image: Image.Image, margin: float = DEFAULT_MARGIN, use_whole_image: bool = False,
+              face_index: int | None = None, faces: Sequence[Face] | None = None) -> FaceCrop:
+    """Crop a face (plus margin) or fall back to the whole image.
+
+    ``face_index``: which of the faces (largest first) to use; None (or out of range) uses the
+    largest. ``faces``: detections of this image made before (skips detecting again).
+    """
     if use_whole_image:
         return FaceCrop(image, found=False, whole_image_requested=True)
-    boxes = detect_faces(image)
-    if not boxes:
+    try:
+        found = list(detect_faces(image) if faces is None else faces)
+    except DetectorUnavailable as exc:
+        return FaceCrop(image, found=False, detector_missing=f"{exc} The whole image is used.")
+    if not found:
         return FaceCrop(image, found=False)
-    crop_box = expand_box(boxes[0], image.size, margin)
-    return FaceCrop(image.crop(crop_box), found=True, num_faces=len(boxes), face_box=boxes[0], crop_box=crop_box)
+    index = face_index if face_index is not None and 0 <= face_index < len(found) else 0
+    crop_box = expand_box(found[index].box, image.size, margin)
+    return FaceCrop(image.crop(crop_box), found=True, faces=found, face_index=index, crop_box=crop_box)
 
 
 def annotate(image: Image.Image, crop: FaceCrop, max_side: int = 512) -> Image.Image:
-    """A preview: the image (downscaled to ``max_side``) with the face box (green) and crop (yellow)."""
+    """A preview: the image (downscaled to ``max_side``) with every face numbered (the one used in
+    green, others in blue) and the crop (yellow)."""
     scale = min(1.0, max_side / max(image.size))
     preview = image.convert("RGB")
     if scale < 1.0:
@@ -137,10 +214,14 @@ def annotate(image: Image.Image, crop: FaceCrop, max_side: int = 512) -> Image.I
         preview = preview.copy()
     draw = ImageDraw.Draw(preview)
     width = max(2, round(max(preview.size) / 150))
-    for box, colour in ((crop.crop_box, (250, 200, 0)), (crop.face_box, (0, 200, 80))):
-        if box:
-            x0, y0, x1, y1 = (v * scale for v in box)
-            draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour, width=width)
+    font = ImageFont.load_default(size=max(12, 7 * width))
+    boxes = [(crop.crop_box, (250, 200, 0), None)] if crop.crop_box else []
+    boxes += [(f.box, (0, 200, 80) if i == crop.face_index else (40, 140, 255), i + 1) for i, f in enumerate(crop.faces)]
+    for box, colour, number in boxes:
+        x0, y0, x1, y1 = (v * scale for v in box)
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour, width=width)
+        if number is not None and crop.num_faces > 1:
+            draw.text((x0 + width + 2, y0 + width), str(number), fill=colour, font=font)
     return preview
 
 
@@ -162,12 +243,15 @@ class PreparedImage:
 
 
 def prepare_upload(
-    data: bytes, name: str, *, use_whole_image: bool = False, margin: float = DEFAULT_MARGIN, max_pixels: int = MAX_PIXELS
+    data: bytes, name: str, *, use_whole_image: bool = False, margin: float = DEFAULT_MARGIN, max_pixels: int = MAX_PIXELS,
+    face_index: int | None = None,
 ) -> PreparedImage:
-    """Decode uploaded bytes (friendly error for empty / non-image / too large) and crop the face."""
+    """Decode uploaded bytes (friendly error for empty / non-image / too large) and crop the face
+    (the largest, or ``face_index`` among those found)."""
     try:
         image = open_image(data, name=name, max_pixels=max_pixels)
-        return PreparedImage(name, image, crop_face(image, margin=margin, use_whole_image=use_whole_image))
+        crop = crop_face(image, margin=margin, use_whole_image=use_whole_image, face_index=face_index)
+        return PreparedImage(name, image, crop)
     except ExplorerError as exc:
         return PreparedImage(name, error=str(exc))
 
@@ -207,6 +291,7 @@ class UploadPrediction:
             rows.append({
                 "image": item.name,
                 "face": "yes" if item.crop and item.crop.found else "no (whole image)",
+                "faces found": item.crop.num_faces if item.crop else 0,
                 "expected": round(rec["value"], 3),  # the method's point estimate (NumCLIP: the regressed value)
                 "argmax": rec["argmax_label"],
                 "median": rec["median_value"],
@@ -233,10 +318,15 @@ def predict_uploads(
     coverage: float = 0.9,
     lock: Any = None,
     max_pixels: int = MAX_PIXELS,
+    face_choices: Mapping[int, int] | None = None,
 ) -> UploadPrediction:
-    """Decode, crop, encode (holding ``lock`` if given) and predict every upload ``(name, bytes)``."""
-    items = [prepare_upload(data, name, use_whole_image=use_whole_image, margin=margin, max_pixels=max_pixels)
-             for name, data in uploads]
+    """Decode, crop, encode (holding ``lock`` if given) and predict every upload ``(name, bytes)``.
+
+    ``face_choices``: upload position -> which face to use there (largest first); others use the largest.
+    """
+    choices = dict(face_choices or {})
+    items = [prepare_upload(data, name, use_whole_image=use_whole_image, margin=margin, max_pixels=max_pixels,
+                            face_index=choices.get(pos)) for pos, (name, data) in enumerate(uploads)]
     usable = [pos for pos, it in enumerate(items) if it.ok]
     result = UploadPrediction(items)
     if not usable:

@@ -118,7 +118,7 @@ def make_library(folder: str | Path, with_bad: bool = True) -> dict[str, Path]:
 
 def face_image(width: int = 400, height: int = 300, cx: int | None = None, cy: int | None = None, scale: float = 1.0,
                background=(90, 110, 140)) -> Image.Image:
-    """A drawn frontal face that OpenCV's Haar cascade detects (for tests: no real photos offline)."""
+    """A drawn frontal face (the face detector finds it) (for tests: no real photos offline)."""
     cx = width // 2 if cx is None else cx
     cy = height // 2 if cy is None else cy
     s = scale

@@ -280,6 +280,37 @@ def test_predict_one_image(env):
     assert any("face cropping switched off" in i.value for i in at.info)
 
 
+def test_predict_two_faces_pick_the_second(env):
+    import face_photos as fp
+    from explorer import faces
+    from explorer.checkpoints import load_checkpoint
+    from app_testdata import demo_backbone
+
+    image, _ = fp.two_faces()
+    data = image_bytes(image, "JPEG", quality=92)
+    at = _wait_for_backbone(open_page(env, "predict", checkpoint="ages-rank-normal"))
+    at.file_uploader(key="predict-images").set_value(("two.jpg", data, "image/jpeg")).run()
+    _ok(at)
+    picker = at.selectbox(key=next(k for k in (w.key for w in at.selectbox) if k and k.startswith("predict-face-")))
+    assert picker.label == "Face used"
+    assert len(picker.options) == 2 and picker.index == 0 and "largest" in picker.options[0]
+    assert any("2 faces found" in i.value and "largest" in i.value for i in at.info)
+    ckpt = load_checkpoint(env["folder"] / "ages-rank-normal.safetensors")
+    refs = [faces.predict_uploads([("two.jpg", data)], ckpt.prototypes, demo_backbone(), face_choices={0: i}).record(0)
+            for i in (0, 1)]
+    expected = {m.label: m.value for m in at.metric}["Expected value (years)"]
+    assert expected == f"{refs[0]['expected_value']:.1f}"
+    picker.set_value(1).run()
+    _ok(at)
+    assert any("face 2" in i.value for i in at.info)
+    assert {m.label: m.value for m in at.metric}["Expected value (years)"] == f"{refs[1]['expected_value']:.1f}"
+    assert refs[0]["expected_value"] != pytest.approx(refs[1]["expected_value"], abs=0.05)
+    assert at.selectbox(key=picker.key).index == 1
+    at.run()  # the choice stays
+    _ok(at)
+    assert any("face 2" in i.value for i in at.info)
+
+
 def test_predict_many_images_with_bad_ones(env):
     at = _wait_for_backbone(open_page(env, "predict", checkpoint="dots-rank-linear"))
     big = Image.new("1", (8000, 6000))  # 48 MP: over the 40 MP limit, tiny as a PNG

@@ -355,6 +355,31 @@ def test_predict_json_one_and_two_images(capsys, files, demo):
         assert r["top"][0]["prob"] >= r["top"][1]["prob"] >= r["top"][2]["prob"]
 
 
+def test_predict_face_json(capsys, files, demo, tmp_path):
+    import face_photos as fp
+    from explorer.faces import crop_face
+
+    portrait = tmp_path / "astronaut.jpg"
+    fp.photo("astronaut").save(portrait, quality=92)
+    rc, out, err = cli(capsys, "predict", files["rank"], portrait, files["jpg"], "--face", "--json")
+    assert rc == 0 and err == ""
+    face_rec, plain_rec = json.loads(out)
+    assert set(face_rec["face"]) == {"found", "box", "score"}
+    assert face_rec["face"]["found"] is True and 0.7 <= face_rec["face"]["score"] <= 1
+    x0, y0, x1, y1 = face_rec["face"]["box"]
+    assert 150 <= x0 < x1 <= 300 and 30 <= y0 < y1 <= 220  # the astronaut's face, original pixels
+    assert plain_rec["face"] == {"found": False, "box": None, "score": None}  # whole image used
+    # the crop is what is encoded: same numbers as predicting the app's crop directly
+    crop = crop_face(open_image(portrait))
+    assert list(crop.face_box) == face_rec["face"]["box"]
+    direct = load_checkpoint(files["rank"]).prototypes.predict(demo.encode_images([crop.image]))
+    assert face_rec["expected_value"] == pytest.approx(direct.record(0)["expected_value"], abs=1e-4)
+    whole = json.loads(cli(capsys, "predict", files["rank"], portrait, "--json")[1])
+    assert "face" not in whole and whole["expected_value"] != pytest.approx(face_rec["expected_value"], abs=1e-6)
+    rc, out, _ = cli(capsys, "predict", files["rank"], portrait, "--face")
+    assert rc == 0 and f"; face [{x0}, {y0}, {x1}, {y1}] (score " in out
+
+
 def test_predict_text(capsys, files):
     rc, out, err = cli(capsys, "predict", files["rank"], files["png"], files["jpg"])
     assert rc == 0

@@ -1,4 +1,5 @@
-"""explorer.faces: Haar-cascade face crop (largest face + margin, whole-image fallback) and the upload pipeline."""
+"""explorer.faces: the CNN face detector on real photos, face crop (largest or chosen face + margin,
+whole-image fallback) and the upload pipeline."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import face_photos as fp
 from app_testdata import build, demo_backbone, face_image, image_bytes, plain_image
 from explorer import faces
 from explorer.errors import ExplorerError
@@ -20,9 +22,9 @@ def _inside(inner, outer) -> bool:
 
 
 def test_detects_the_drawn_face():
-    boxes = faces.detect_faces(face_image())
-    assert len(boxes) >= 1
-    x0, y0, x1, y1 = boxes[0]
+    found = faces.detect_faces(face_image())
+    assert len(found) >= 1 and faces.MIN_SCORE <= found[0].score <= 1
+    x0, y0, x1, y1 = found[0].box
     assert 100 <= (x0 + x1) / 2 <= 300 and 80 <= (y0 + y1) / 2 <= 220  # centred on the face (200, 150)
     assert 120 <= x1 - x0 <= 300
 
@@ -177,3 +179,88 @@ def test_overlay_distributions_encodes_once_per_backbone(protos):
     out = faces.overlay_distributions(face_image(), [("a", protos, bb), ("b", protos, bb)], lock_for=lambda b: lock)
     assert [n for n, _ in out] == ["a", "b"] and lock.entered == 1
     np.testing.assert_allclose(out[0][1].probs, out[1][1].probs)
+
+
+# --- the detector on real photos (scikit-image / scikit-learn sample images) ---------------------
+
+
+@pytest.fixture(scope="module")
+def face_sets():
+    return {"portraits": fp.portraits(), "tight crops": fp.tight_crops()}
+
+
+@pytest.mark.parametrize("which", ["portraits", "tight crops"])
+def test_detection_rate_on_real_faces(face_sets, which):
+    samples = face_sets[which]
+    assert len(samples) >= 20
+    missed = [name for name, image, centre, size in samples
+              if not fp.hit([f.box for f in faces.detect_faces(image)], centre, size)]
+    rate = 1 - len(missed) / len(samples)
+    assert rate >= 0.95, f"{which}: {rate:.0%} found, missed {missed}"
+
+
+def test_at_most_one_false_face_on_photos_without_faces():
+    photos = fp.no_faces()
+    assert len(photos) >= 10
+    false = [(name, [f.score for f in found]) for name, image in photos if (found := faces.detect_faces(image))]
+    assert sum(len(scores) for _, scores in false) <= 1, false
+
+
+def test_astronaut_box_is_plausible():
+    image = fp.photo("astronaut")
+    found = faces.detect_faces(image)
+    assert len(found) == 1
+    face = found[0]
+    x0, y0, x1, y1 = face.box
+    assert y1 <= image.height * 0.45  # the face lies in the upper part of the portrait
+    assert 0.1 * image.width <= x1 - x0 <= 0.35 * image.width and 0.8 <= (y1 - y0) / (x1 - x0) <= 1.6
+    assert fp.hit([face.box], (222, 118), 110) and face.score >= 0.85
+    assert len(face.landmarks) == 5 and all(x0 <= x <= x1 and y0 <= y <= y1 for x, y in face.landmarks)
+    crop = faces.crop_face(image)
+    assert crop.summary() == {"found": True, "box": list(face.box), "score": face.score}
+
+
+def test_two_faces_and_picking_one():
+    image, centres = fp.two_faces()
+    crop = faces.crop_face(image)
+    assert crop.found and crop.num_faces == 2 and crop.face_index == 0
+    assert all(fp.hit([f.box], c, 200) for f, c in zip(crop.faces, centres))  # largest (left) first
+    assert "2 faces found" in crop.note and "largest" in crop.note
+    second = faces.crop_face(image, face_index=1, faces=crop.faces)
+    assert second.face_index == 1 and second.face_box == crop.faces[1].box
+    assert _inside(second.face_box, second.crop_box) and second.crop_box[0] > image.width / 2
+    assert "face 2" in second.note and second.face_label(1).startswith("Face 2 of 2 (score ")
+    # an index that does not exist falls back to the largest face
+    assert faces.crop_face(image, face_index=5).face_index == 0
+    # the preview draws both faces and the crop
+    prev = np.asarray(faces.annotate(image, second, max_side=image.width)).astype(int)
+    (fx0, fy0, _, _), (sx0, sy0, _, _) = crop.faces[0].box, crop.faces[1].box
+    assert prev[fy0 + 20, fx0, 2] > 200 and prev[fy0 + 20, fx0, 0] < 100  # blue: the other face
+    assert prev[sy0 + 20, sx0, 1] > 150 and prev[sy0 + 20, sx0, 0] < 60  # green: the face used
+
+
+def test_predict_uploads_face_choices(protos):
+    image, _ = fp.two_faces()
+    data = image_bytes(image, "JPEG", quality=92)
+    uploads = [("two.jpg", data), ("two-again.jpg", data)]
+    result = faces.predict_uploads(uploads, protos, demo_backbone(), face_choices={1: 1})
+    first, second = (it.crop for it in result.items)
+    assert first.face_index == 0 and second.face_index == 1 and first.num_faces == second.num_faces == 2
+    assert not np.allclose(result.probs(0), result.probs(1))
+    direct = protos.predict(demo_backbone().encode_images([second.image]))
+    np.testing.assert_allclose(result.probs(1), direct.probs[0], atol=1e-5)
+    assert list(result.table()["faces found"]) == [2, 2]
+
+
+def test_a_platform_without_the_detector_uses_the_whole_image_and_says_so(monkeypatch):
+    """yuface has wheels for some platforms only: elsewhere crops fall back to the whole image, with a note."""
+    import sys
+
+    from explorer import faces as F
+
+    monkeypatch.setattr(F, "_detector", None)
+    monkeypatch.setitem(sys.modules, "yuface", None)  # import yuface -> ImportError
+    image = face_image()
+    crop = F.crop_face(image)
+    assert not crop.found and crop.image is image
+    assert "No face detector is installed here" in crop.note and "whole image is used" in crop.note
