@@ -19,7 +19,7 @@ from explorer.jobs import JobManager
 from explorer.methods import get_method, make_config, method_names
 from explorer.options import choices_of, default_of
 from explorer.prompts import LearnerConfig
-from explorer.runconfig import TrainConfig
+from explorer.runconfig import TrainConfig, format_seconds
 
 JOB_KEY = "job"
 
@@ -87,7 +87,7 @@ def _job_panel(job_id: str) -> None:
         return
     snap = job.snapshot()
     st.subheader(f"Run {job.config.name} · {snap['state']}")
-    st.progress(min(1.0, snap["fraction"]), text=f"{snap['message'] or snap['stage']} · epoch {snap['epoch']}/{snap['epochs']} · {snap['elapsed']:.0f} s")
+    st.progress(min(1.0, snap["fraction"]), text=_progress_text(snap))
     if snap["history"]:
         hist = pd.DataFrame(snap["history"]).set_index("epoch")
         c1, c2 = st.columns(2)
@@ -105,6 +105,16 @@ def _job_panel(job_id: str) -> None:
         st.info(f"Cancelled. {snap['error'] or 'The best checkpoint so far is kept and listed in the Library.'}")
     else:
         st.error(snap["error"] or "The run failed.")
+
+
+def _progress_text(snap: dict) -> str:
+    """What the run is doing: images embedded with the time left, or the epoch."""
+    embed = snap["embed"]
+    if snap["stage"] == "embed" and embed.get("total"):
+        where = f"{embed['done']:,} / {embed['total']:,} images · about {format_seconds(embed['eta_s'])} left"
+    else:
+        where = f"epoch {snap['epoch']}/{snap['epochs']}"
+    return f"{snap['message'] or snap['stage']} · {where} · {snap['elapsed']:.0f} s"
 
 
 def train_page() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ExplorerError
+from .runconfig import RateEstimate
 from .train import Cancelled, Progress, TrainConfig, TrainResult, train
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -39,6 +40,8 @@ class TrainingJob:
     error: str | None = None
     started: float = field(default_factory=time.time)
     finished: float | None = None
+    embed: dict[str, Any] = field(default_factory=dict)  # done, total, eta_s of the embedding under way
+    _eta: RateEstimate = field(default_factory=RateEstimate, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -64,6 +67,7 @@ class TrainingJob:
                 "checkpoint": str(self.checkpoint) if self.checkpoint else None,
                 "test": dict(self.result.test_metrics or {}) if self.result else None,
                 "elapsed": (self.finished or time.time()) - self.started,
+                "embed": dict(self.embed),
             }
 
     def _on_progress(self, p: Progress) -> None:
@@ -74,6 +78,8 @@ class TrainingJob:
                 self.epoch, self.epochs = p.epoch, p.epochs
             if p.stage == "embed" and p.total:
                 self.fraction = 0.1 * p.fraction
+                eta = self._eta.update(p.done, p.total, time.time())
+                self.embed = {"done": p.done, "total": p.total, "eta_s": eta}
             elif p.stage == "train" and p.epochs:
                 self.fraction = 0.1 + 0.85 * ((p.epoch - 1) + p.fraction) / p.epochs
                 self.steps.append({"step": len(self.steps) + 1, "epoch": p.epoch, "loss": p.metrics.get("loss")})

@@ -146,6 +146,36 @@ class Progress:
 
 
 @dataclass
+class RateEstimate:
+    """Time left for a counted stage (embedding thousands of images): linear in the rate so far."""
+
+    started: float | None = None
+    start_done: int = 0
+    last: tuple[int, int] = (0, 0)  # (done, total) of the previous update
+
+    def update(self, done: int, total: int, now: float) -> float | None:
+        """Seconds left after ``done`` of ``total`` at time ``now`` (None until there is a rate); a count
+        that goes back or another total starts a new estimate."""
+        new_stage = self.started is None or done < self.last[0] or total != self.last[1]
+        self.last = (done, total)
+        if new_stage:
+            self.started, self.start_done = now, done
+            return None
+        rate = (done - self.start_done) / max(now - self.started, 1e-9)
+        return None if rate <= 0 else (total - done) / rate
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``"1 h 05 min"``, ``"3 min 20 s"``, ``"12 s"`` (``"…"`` while unknown)."""
+    if seconds is None:
+        return "…"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+
+
+@dataclass
 class TrainResult:
     """What a run produced."""
 

@@ -69,3 +69,29 @@ def test_running_limit(tmp_path):
         manager.start(config(tmp_path, "e"))
     job.cancel()
     wait(job)
+
+
+def test_embedding_progress_has_a_time_left():
+    from explorer.runconfig import RateEstimate, format_seconds
+
+    eta = RateEstimate()
+    assert eta.update(0, 5000, now=100.0) is None  # no rate yet
+    assert eta.update(500, 5000, now=110.0) == pytest.approx(90.0)  # 50 images/s, 4500 left
+    assert eta.update(1000, 5000, now=130.0) == pytest.approx(4000 / (1000 / 30))
+    assert eta.update(200, 300, now=131.0) is None  # a new stage restarts the estimate
+    assert [format_seconds(s) for s in (None, 12.4, 200, 3900)] == ["…", "12 s", "3 min 20 s", "1 h 05 min"]
+
+
+def test_a_job_reports_embedding_done_total_and_eta(tmp_path):
+    manager = JobManager()
+    job = manager.start(config(tmp_path, "embed-eta", epochs=1))
+    seen = []
+    deadline = time.monotonic() + 120
+    while job.active and time.monotonic() < deadline:
+        snap = job.snapshot()
+        if snap["embed"]:
+            seen.append(snap["embed"])
+        time.sleep(0.01)
+    final = job.snapshot()["embed"]
+    assert final["total"] > 0 and final["done"] == final["total"]
+    assert all(set(s) == {"done", "total", "eta_s"} for s in seen)
