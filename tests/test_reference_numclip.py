@@ -155,6 +155,15 @@ def test_numclip_import_matches_the_reference_forward(clip_file, tmp_path):
     assert src["tuned"]["image_encoder"] and ckpt.backbone_spec.endswith("numclip.backbone.safetensors")
     assert result.warnings == [] and sorted(os.listdir(out.parent)) == ["numclip.backbone.safetensors", "numclip.safetensors"]
 
+    # Evaluation in label units: the coarse bin of label y is the reference's bin of y - 1 (13 -> child).
+    feats = load_backbone(ckpt.backbone_spec).encode_images(_images())
+    labels = np.array([13, 14, 19, 66])  # ranks 0..100: index = age
+    probs, values = ckpt.predictor().outputs(feats)
+    metrics = ckpt.predictor().evaluate(feats, labels)
+    coarse = np.array([0, 1, 1, 4])
+    assert metrics["mae_max"] == pytest.approx(np.abs(probs.argmax(1) - coarse).mean())
+    assert metrics["mae_value"] == pytest.approx(np.abs(values - labels).mean(), abs=1e-6)
+
 
 def test_reference_forward_is_sensitive(clip_file, tmp_path):
     """The parity check would catch wrong prompt token counts or a missing +1 (guards the test above)."""
