@@ -233,7 +233,8 @@ def cmd_import_reference(args: argparse.Namespace) -> int:
     }
     out = import_reference(
         run_dir=args.run_dir, ckpt=args.ckpt, clip_weights=args.clip_weights, out=args.out,
-        learner_overrides=overrides or None, device=args.device,
+        learner_overrides=overrides or None, concepts=args.concepts, rank_start=args.rank_start,
+        rank_unit=args.rank_unit, device=args.device,
     )
     print(f"wrote {out}")
     return 0
@@ -495,14 +496,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prototypes-only", action="store_true", required=True, help="keep only the prototypes")
     p.add_argument("--out", required=True, help="output .safetensors file")
 
-    p = add("import-reference", "Import a reference OrdinalCLIP run (Lightning .ckpt) as an explorer checkpoint.")
+    p = add("import-reference", "Import a reference OrdinalCLIP / CoOp / NumCLIP run (Lightning .ckpt) as an explorer checkpoint.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run-dir", help="reference output folder holding config.yaml and ckpts/*.ckpt")
     src.add_argument("--ckpt", help="a reference .ckpt file (give the learner flags below when there is no config.yaml)")
     p.add_argument("--clip-weights", required=True, help="the OpenAI-layout CLIP weights the run started from (e.g. ViT-B-16.pt)")
     p.add_argument("--out", required=True, help="output .safetensors checkpoint")
-    p.add_argument("--learner", choices=["rank", "plain"], help="learner kind (RankPromptLearner = rank)")
-    p.add_argument("--num-ranks", type=int)
+    p.add_argument("--learner", choices=["rank", "plain", "numclip"], help="learner kind (RankPromptLearner = rank, RegCLIPSSR = numclip)")
+    p.add_argument("--num-ranks", type=int, help="number of ranks (NumCLIP: label ranks; default 0..100 years for age concepts)")
+    p.add_argument("--rank-start", type=float, help="value of the first rank (default 0)")
+    p.add_argument("--rank-unit", help="unit of the rank values (NumCLIP age concepts: years)")
+    p.add_argument("--concepts", help="NumCLIP concept bins: a preset (age, adience, aesthetics, historical, dots) or a bins file; default age")
     p.add_argument("--num-base-ranks", type=int)
     p.add_argument("--interpolation", choices=["linear", "inv_prop", "normal"])
     p.add_argument("--position", choices=["tail", "front", "middle"])

@@ -58,7 +58,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def clip_file(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
     """clip.pt (OpenAI key names, fp16 like OpenAI's) and its fp32 state as loaded back."""
-    path = tmp_path_factory.mktemp("clip") / "clip.pt"
+    return write_clip_file(tmp_path_factory.mktemp("clip") / "clip.pt")
+
+
+def write_clip_file(path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """Write the tiny CLIP as ``path`` (fp16, OpenAI layout); returns it and its fp32 state as loaded back."""
     state = {k: v.detach().clone() for k, v in _clip_model().state_dict().items()}
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, path)
     loaded = {k: v.float() for k, v in torch.load(path, weights_only=True).items()}
@@ -103,6 +107,7 @@ def make_run(
     seed: int = 0,
     write_config: bool = True,
     ckpt_name: str = "epoch=7-step=96.ckpt",
+    num_ranks: int = R,
 ) -> tuple[Path, dict[str, torch.Tensor]]:
     """Write <root>/config.yaml and <root>/ckpts/<ckpt_name>; returns (run folder, state_dict)."""
     g = torch.Generator().manual_seed(seed)
@@ -115,7 +120,7 @@ def make_run(
             ctx = ctx[None].repeat(R, 1, 1) + 0.3 * torch.randn(R, n, D, generator=g)
     else:
         ctx = torch.randn((R, n, D) if specific else (n, D), generator=g) * 0.5
-    rows = B if kind == "rank" else R
+    rows = B if kind == "rank" else num_ranks
     rank = torch.randn(rows, t, D, generator=g) * 0.5
 
     sd: dict[str, torch.Tensor] = {
@@ -146,7 +151,7 @@ def make_run(
                     "type": "OrdinalCLIP",
                     "prompt_learner_cfg": {
                         "type": "RankPromptLearner" if kind == "rank" else "PlainPromptLearner",
-                        "num_ranks": R,
+                        "num_ranks": num_ranks,
                         "num_base_ranks": B,
                         "num_tokens_per_rank": t,
                         "num_context_tokens": n if num_context_tokens is None else num_context_tokens,
@@ -205,23 +210,25 @@ def _text_transformer(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tens
 
 
 def reference_prototypes(sd, token_embedding, *, kind, B, position, interpolation="linear", counts=None) -> torch.Tensor:
-    """Normalised R x E prototypes exactly as the reference computes them (77-token sentences)."""
+    """Normalised R x E prototypes exactly as the reference computes them (77-token sentences; a plain
+    learner has one prototype per row of rank_embeds)."""
     tok = token_embedding.double()
     ctx = sd["module.prompt_learner.context_embeds"].double()
     rank = sd["module.prompt_learner.rank_embeds"].double()
     n, t = ctx.shape[-2], rank.shape[1]
+    num = R if kind == "rank" else rank.shape[0]
     if ctx.dim() == 2:
-        ctx = ctx[None].expand(R, -1, -1)
+        ctx = ctx[None].expand(num, -1, -1)
     if kind == "rank":
         rank = torch.sum(reference_interpolation(R, B, interpolation).double()[..., None, None] * rank[None], dim=1)
-    counts = counts or [t] * R
+    counts = counts or [t] * num
     eot = torch.tensor([1 + n + c + 1 for c in counts])  # argmax of the pseudo sentence tokens
-    rows = torch.arange(R)
-    sentence = tok[PAD][None, None].repeat(R, CONTEXT_LENGTH, 1)
+    rows = torch.arange(num)
+    sentence = tok[PAD][None, None].repeat(num, CONTEXT_LENGTH, 1)
     sentence[:, 0] = tok[SOT]
     sentence[rows, eot] = tok[EOT]
     sentence[rows, eot - 1] = tok[PERIOD]
-    for i in range(R):
+    for i in range(num):
         r = rank[i, : counts[i]]
         if position == "tail":
             body = torch.cat([ctx[i], r])
@@ -590,13 +597,14 @@ def _add_numclip_weights(ckpt_file: Path, sd: dict[str, torch.Tensor]) -> None:
     torch.save({"epoch": 7, "global_step": 96, "pytorch-lightning_version": "1.6.4", "state_dict": {**sd, **numclip}}, ckpt_file)
 
 
-def test_numclip_run_is_refused_and_nothing_is_written(clip_file, tmp_path):
+def test_numclip_run_with_a_rank_learner_is_refused_and_nothing_is_written(clip_file, tmp_path):
+    """RegCLIPSSR runs are imported (tests/test_reference_numclip.py), but only with the reference's plain learner."""
     clip_path, clip_state = clip_file
-    run, sd = make_run(tmp_path / "run", clip_state, kind="plain")
+    run, sd = make_run(tmp_path / "run", clip_state, kind="rank", B=5)
     _add_numclip_weights(run / "ckpts" / "epoch=7-step=96.ckpt", sd)
     _set_model_type(run, "RegCLIPSSR")
     out_dir = tmp_path / "out"
-    with pytest.raises(ExplorerError, match=r"model type RegCLIPSSR \(NumCLIP\): its image adapter and soft-bin regressor are not supported"):
+    with pytest.raises(ExplorerError, match=r"RegCLIPSSR run with prompt learner 'RankPromptLearner' is not the reference NumCLIP"):
         import_reference(run_dir=run, clip_weights=clip_path, out=out_dir / "x.safetensors")
     assert _outputs(out_dir) == []
     # The --ckpt path finds the run's config.yaml too.
@@ -611,7 +619,7 @@ def test_numclip_weights_in_a_bare_ckpt_are_refused_not_dropped(clip_file, tmp_p
     ckpt_file = run / "ckpts" / "epoch=7-step=96.ckpt"
     _add_numclip_weights(ckpt_file, sd)
     out_dir = tmp_path / "out"
-    with pytest.raises(ExplorerError, match=r"image_adapter\.\* and regressor\.\* weights .*NumCLIP.*not supported"):
+    with pytest.raises(ExplorerError, match=r"image_adapter\.\* and regressor\.\* weights .*NumCLIP.*--learner numclip"):
         import_reference(ckpt=ckpt_file, clip_weights=clip_path, out=out_dir / "x.safetensors",
                          learner_overrides={"kind": "plain", "num_ranks": R})
     assert _outputs(out_dir) == []
@@ -638,7 +646,7 @@ def test_other_model_types_are_refused_by_name(model_type, clip_file, tmp_path):
     _set_model_type(run, model_type)
     out_dir = tmp_path / "out"
     expected = "model type 'CoOpRegression'" if model_type else "no runner_cfg.model_cfg.type"
-    with pytest.raises(ExplorerError, match=rf"{expected}; only OrdinalCLIP runs can be imported"):
+    with pytest.raises(ExplorerError, match=rf"{expected}; only OrdinalCLIP / RegCLIPSSR runs can be imported"):
         import_reference(run_dir=run, clip_weights=clip_path, out=out_dir / "x.safetensors")
     assert _outputs(out_dir) == []
 

@@ -44,7 +44,8 @@ class NumCLIPConfig(ConfigMixin):
     ce_weight: float = option(1.0, flag="--ce-weight", help="weight of the (FCRL) cross-entropy term")
     reg_weight: float = option(1.0, flag="--reg-weight", help="weight of the L1 term on the regressed value (0: no regression term)")
     ssr_lambda: float = 1.0
-    value_offset: float = 0.0  # added to the regressor's output (1 for imported reference runs, see the method doc §3)
+    prompt_token_counts: list[int] | None = None  # tokens per concept in the prompts when not the names' (imported runs)
+    value_offset: float = 0.0  # label = regressor output + offset; bin starts are in regressor units (1 for imported reference runs, §3)
 
     def bins(self, unit: str = "") -> ConceptBins:
         """The concept bins (resolved config only)."""
@@ -53,9 +54,12 @@ class NumCLIPConfig(ConfigMixin):
         return ConceptBins(list(self.bin_starts), list(self.bin_names), unit)
 
     def prompt_config(self) -> LearnerConfig:
-        """The plain learner over the concept names."""
+        """The plain learner over the concept names (or over ``prompt_token_counts`` tokens per concept)."""
+        counts = list(self.prompt_token_counts) if self.prompt_token_counts else None
         return LearnerConfig(kind="plain", num_ranks=len(self.bin_names), num_context_tokens=self.num_context_tokens,
-                             context_init=self.context_init or None, position=self.position, rank_names=list(self.bin_names))
+                             context_init=self.context_init or None, position=self.position,
+                             rank_names=None if counts else list(self.bin_names), rank_token_counts=counts,
+                             num_tokens_per_rank=max(counts) if counts else 1)
 
 
 class ImageAdapter(nn.Module):
@@ -162,8 +166,8 @@ class NumCLIP(PromptModel):
         """ce_weight * (FCRL) CE + kl_weight * (FCRL) KL + reg_weight * L1(value, label value)."""
         logits = self.logits(image_features, prototypes)
         y_value = torch.as_tensor(self.ranks.value_array, dtype=torch.float32, device=logits.device)[y]
-        coarse = bin_index(y_value, self.regressor.bin_starts)
         cfg = self.config
+        coarse = bin_index(y_value - cfg.value_offset, self.regressor.bin_starts)  # bins are in regressor units (§3)
         ce = F.cross_entropy(distance_weighted_logits(logits, coarse) if cfg.fcrl else logits, coarse)
         kl = logits.new_zeros(())
         if objective.kl_weight:
@@ -259,6 +263,7 @@ class NumCLIPPredictor:
         from ..metrics import metric_panel
 
         probs, values = self.outputs(image_features)
-        coarse = bin_index(torch.as_tensor(self.ranks.value_array[labels]), self.regressor.bin_starts).numpy()
+        shifted = torch.as_tensor(self.ranks.value_array[labels]) - self.config.value_offset  # regressor units (§3)
+        coarse = bin_index(shifted, self.regressor.bin_starts).numpy()
         mae_value, per_rank = value_errors(labels, values, self.ranks)
         return {**metric_panel(coarse, probs), "mae_value": mae_value, "per_rank_mae": per_rank}

@@ -1,4 +1,4 @@
-"""Import reference OrdinalCLIP runs (PyTorch Lightning ``.ckpt``) as explorer checkpoints.
+"""Import reference OrdinalCLIP, CoOp and NumCLIP runs (PyTorch Lightning ``.ckpt``) as explorer checkpoints.
 
 A reference run folder holds ``config.yaml`` (an OmegaConf dump, read here as plain YAML) and
 ``ckpts/*.ckpt``. A checkpoint's ``state_dict`` has ``module.``-prefixed keys:
@@ -9,10 +9,12 @@ initialise the context or the rank names) are not in it: they come from the CLIP
 started from (OpenAI layout, e.g. ``ViT-B-16.pt``).
 
 What is imported: runs of the reference model ``OrdinalCLIP`` (``runner_cfg.model_cfg.type``) with
-a RankPromptLearner (OrdinalCLIP) or PlainPromptLearner (CoOp) and a CLIP image encoder. Anything
-else is refused with one sentence naming it, never approximated: NumCLIP runs (model type
-``RegCLIPSSR``, or a bare ``.ckpt`` with ``image_adapter.*`` / ``regressor.*`` weights), other
-model types, weights of modules OrdinalCLIP lacks, non-CLIP image encoders.
+a RankPromptLearner (OrdinalCLIP) or PlainPromptLearner (CoOp), and NumCLIP runs (model type
+``RegCLIPSSR`` with a PlainPromptLearner, or a bare ``.ckpt`` with ``learner_overrides={'kind':
+'numclip'}``; see :mod:`explorer.reference.numclip`), all with a CLIP image encoder. Anything else
+is refused with one sentence naming it, never approximated: other model types, weights of modules
+the model lacks (NumCLIP's ``image_adapter.*`` / ``regressor.*`` in a run imported as OrdinalCLIP),
+non-CLIP image encoders.
 
 What an import writes (``out`` = ``<dir>/<stem>.safetensors``):
 
@@ -38,7 +40,8 @@ Nothing is ever unpickled with code execution: the ``.ckpt`` is read with
 ``torch.load(..., weights_only=True)`` and refused when that is not enough.
 
 Modules: ``config`` (config.yaml and the learner settings), ``checkpoint`` (the ``.ckpt``),
-``weights`` (the combined backbone), ``run`` (the import).
+``numclip`` (NumCLIP's adapter, regressor, concepts and label ranks), ``weights`` (the combined
+backbone), ``run`` (the import).
 """
 
 from .checkpoint import (

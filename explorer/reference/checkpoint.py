@@ -109,20 +109,22 @@ def _unreadable(path: Path, exc: BaseException) -> ExplorerError:
     return ExplorerError(f"{path.name} is not a readable torch checkpoint, it may be truncated or damaged ({detail}).")
 
 
-def refuse_unsupported_modules(state: dict[str, torch.Tensor], name: str) -> None:
-    """Refuse a state dict with weights of modules OrdinalCLIP lacks (NumCLIP's adapter and regressor, ...)."""
-    modules = sorted({key.split(".", 1)[0] for key in state} - set(ORDINALCLIP_MODULES))
+def refuse_unsupported_modules(state: dict[str, torch.Tensor], name: str, numclip: bool = False) -> None:
+    """Refuse weights of modules the model lacks (NumCLIP's adapter and regressor unless ``numclip``, anything else)."""
+    allowed = ORDINALCLIP_MODULES + (NUMCLIP_MODULES if numclip else ())
+    modules = sorted({key.split(".", 1)[0] for key in state} - set(allowed))
     if not modules:
         return
-    numclip = [m for m in modules if m in NUMCLIP_MODULES]
-    if numclip:
+    numclip_modules = [m for m in modules if m in NUMCLIP_MODULES]
+    if numclip_modules:
         raise ExplorerError(
-            f"{name} has {' and '.join(m + '.*' for m in numclip)} weights (a NumCLIP RegCLIPSSR checkpoint): its image "
-            "adapter and soft-bin regressor are not supported by this import yet."
+            f"{name} has {' and '.join(m + '.*' for m in numclip_modules)} weights (a NumCLIP RegCLIPSSR checkpoint) but is "
+            "imported as OrdinalCLIP; give its RegCLIPSSR config.yaml, or --learner numclip for a bare .ckpt."
         )
+    what = "NumCLIP" if numclip else "OrdinalCLIP"
     raise ExplorerError(
-        f"{name} has weights of modules the OrdinalCLIP model does not have ({', '.join('module.' + m for m in modules)}); "
-        f"only OrdinalCLIP checkpoints ({', '.join(ORDINALCLIP_MODULES)}) can be imported."
+        f"{name} has weights of modules the {what} model does not have ({', '.join('module.' + m for m in modules)}); "
+        f"only {what} checkpoints ({', '.join(allowed)}) can be imported."
     )
 
 

@@ -22,8 +22,8 @@ from ..ranks import read_names_file
 CLIP_MODEL_NAMES = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px")
 LEARNER_TYPES = {"RankPromptLearner": "rank", "PlainPromptLearner": "plain"}
 # runner_cfg.model_cfg.type values this import reproduces faithfully (the reference's model class).
-SUPPORTED_MODEL_TYPES = ("OrdinalCLIP",)
-NUMCLIP_MODEL_TYPE = "RegCLIPSSR"
+NUMCLIP_MODEL_TYPE = "RegCLIPSSR"  # NumCLIP (numclip-method.md §2)
+SUPPORTED_MODEL_TYPES = ("OrdinalCLIP", NUMCLIP_MODEL_TYPE)
 
 
 # --- config.yaml ----------------------------------------------------------------------------------
@@ -46,16 +46,11 @@ def read_run_config(path: str | Path) -> dict[str, Any]:
 
 
 def model_section(config: dict[str, Any], where: str = "config.yaml") -> dict[str, Any]:
-    """``runner_cfg.model_cfg`` of a reference config, checked to be an OrdinalCLIP (or CoOp) prompt-learner run."""
+    """``runner_cfg.model_cfg`` of a reference config, checked to be an OrdinalCLIP (or CoOp) or NumCLIP prompt-learner run."""
     model_cfg = (config.get("runner_cfg") or {}).get("model_cfg") if isinstance(config.get("runner_cfg"), dict) else None
     if not isinstance(model_cfg, dict):
         raise ExplorerError(f"{where} has no runner_cfg.model_cfg section; it is not the config of a reference OrdinalCLIP run.")
     model_type = _setting(model_cfg, "type", where)
-    if model_type == NUMCLIP_MODEL_TYPE:
-        raise ExplorerError(
-            f"{where} has model type {NUMCLIP_MODEL_TYPE} (NumCLIP): its image adapter and soft-bin regressor are not "
-            "supported by this import yet."
-        )
     if not isinstance(model_cfg.get("prompt_learner_cfg"), dict):
         raise ExplorerError(
             f"{where} has no runner_cfg.model_cfg.prompt_learner_cfg (model type {model_type!r}); "
@@ -66,6 +61,9 @@ def model_section(config: dict[str, Any], where: str = "config.yaml") -> dict[st
         raise ExplorerError(
             f"{where} has {what}; only {' / '.join(SUPPORTED_MODEL_TYPES)} runs can be imported, other models are not reproduced."
         )
+    learner_type = _setting(model_cfg["prompt_learner_cfg"], "type", where)
+    if model_type == NUMCLIP_MODEL_TYPE and learner_type not in (None, "PlainPromptLearner"):
+        raise ExplorerError(f"{where}: a {NUMCLIP_MODEL_TYPE} run with prompt learner {learner_type!r} is not the reference NumCLIP (PlainPromptLearner).")
     return model_cfg
 
 
@@ -367,7 +365,7 @@ def _reference_base_positions(num_ranks: int, num_base_ranks: int) -> torch.Tens
 # --- rank names file ------------------------------------------------------------------------------
 
 
-def _resolve_names_file(name: str, search_roots: list[Path]) -> Path | None:
+def resolve_names_file(name: str, search_roots: list[Path]) -> Path | None:
     path = Path(name).expanduser()
     if path.is_absolute():
         return path if path.is_file() else None
@@ -379,7 +377,7 @@ def _resolve_names_file(name: str, search_roots: list[Path]) -> Path | None:
 
 def _names_from_file(name, kind, num_ranks, num_base_ranks, t, tokenizer, roots, warn) -> list[str] | None:
     """Rank names of init_rank_path when the file is found and fits the tensors; otherwise a warning and None."""
-    path = _resolve_names_file(name, roots)
+    path = resolve_names_file(name, roots)
     plain_note = (
         " Every rank is assumed to use all its rank tokens; if the names had different token counts the prompts differ."
         if kind == "plain"

@@ -11,7 +11,7 @@ import torch
 
 from ..backbones import load_backbone, read_weight_file
 from ..errors import ExplorerError
-from ..prompts import LearnerConfig, build_prompt_model
+from ..prompts import build_prompt_model
 from ..ranks import Ranks
 from .checkpoint import (
     find_checkpoint,
@@ -20,10 +20,19 @@ from .checkpoint import (
     refuse_unsupported_modules,
 )
 from .config import (
+    NUMCLIP_MODEL_TYPE,
     check_clip_image_encoder,
     learner_config_from_reference,
     model_section,
     read_run_config,
+)
+from .numclip import (
+    build_numclip_model,
+    check_overrides,
+    numclip_config,
+    numclip_ranks,
+    numclip_source,
+    numclip_tensors,
 )
 from .weights import combine_backbone_weights, write_backbone_file
 
@@ -39,7 +48,7 @@ class ImportResult:
     path: Path
     backbone_spec: str
     backbone_file: Path | None
-    config: LearnerConfig
+    config: Any  # LearnerConfig, or NumCLIPConfig for a NumCLIP run
     source: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
 
@@ -61,32 +70,85 @@ def import_reference_run(
     out: str | Path,
     learner_overrides: dict[str, Any] | None = None,
     ranks: Ranks | None = None,
+    concepts: str | None = None,
+    rank_start: float | None = None,
+    rank_unit: str | None = None,
     device: str = "cpu",
     name: str | None = None,
 ) -> ImportResult:
-    """Import a reference run; see the package docstring. Returns what was written and the warnings."""
+    """Import a reference run; see the package docstring. Returns what was written and the warnings.
+
+    NumCLIP runs: ``concepts`` (default ``age``) gives the bins; ``learner_overrides['num_ranks']``,
+    ``rank_start`` and ``rank_unit`` (or ``ranks``) give the label ranks."""
     warn: list[str] = []
     out = Path(out).expanduser().resolve()
     clip_path = _clip_weights_path(clip_weights)
     run_dir, ckpt_path = _locate(run_dir, ckpt, warn)
     model_cfg, where = _run_model_cfg(run_dir)
+    numclip = _is_numclip(model_cfg, learner_overrides, concepts, where)
+    labels = _LabelRanks(ranks, rank_start, rank_unit)
 
     state, info = read_lightning_checkpoint(ckpt_path)
-    refuse_unsupported_modules(state, ckpt_path.name)
+    refuse_unsupported_modules(state, ckpt_path.name, numclip)
     context, rank = prompt_tensors(state, ckpt_path.name)
+    extra = numclip_tensors(state, ckpt_path.name) if numclip else None
     backbone = _write_backbone(clip_path, state, model_cfg, context, out, ckpt_path)
     del state
     try:
-        loaded, model, config_warnings = _build_learner(backbone.spec, model_cfg, context, rank, learner_overrides,
-                                                        ranks, run_dir, where, device)
+        request = _Request(model_cfg, context, rank, learner_overrides, labels, run_dir, where, device)
+        if numclip:
+            loaded, model, config_warnings, more = _build_numclip(backbone.spec, request, concepts or "age", *extra)
+        else:
+            (loaded, model, config_warnings), more = _build_learner(backbone.spec, request), {}
         warn.extend(config_warnings)
         source = _source(run_dir, ckpt_path, info, clip_path, model_cfg, backbone.changed, warn)
+        source.update(more)
         path = _save(out, model, loaded, name, source)
     except BaseException:
         if backbone.file is not None and backbone.file.exists():
             backbone.file.unlink()
         raise
     return ImportResult(path, backbone.spec, backbone.file, model.config, source, warn)
+
+
+@dataclass
+class _LabelRanks:
+    """The label ranks asked for: given outright, or a start and unit for integer ranks (count from the learner)."""
+
+    ranks: Ranks | None
+    start: float | None
+    unit: str | None
+
+
+@dataclass
+class _Request:
+    """What building the learner needs from the run."""
+
+    model_cfg: dict[str, Any] | None
+    context: torch.Tensor
+    rank: torch.Tensor
+    overrides: dict[str, Any] | None
+    labels: _LabelRanks
+    run_dir: Path | None
+    where: str
+    device: str
+
+
+def _is_numclip(model_cfg, overrides, concepts, where: str) -> bool:
+    """Whether the run is a NumCLIP one (config type RegCLIPSSR, or --learner numclip for a bare .ckpt)."""
+    model_type = (model_cfg or {}).get("type")
+    kind = (overrides or {}).get("kind")
+    if model_type == NUMCLIP_MODEL_TYPE:
+        if kind not in (None, "numclip"):
+            raise ExplorerError(f"{where} is a {NUMCLIP_MODEL_TYPE} (NumCLIP) run; it cannot be imported as a {kind!r} learner.")
+    elif model_cfg is not None and kind == "numclip":
+        raise ExplorerError(f"{where} has model type {model_type!r}, not {NUMCLIP_MODEL_TYPE}; --learner numclip is for NumCLIP runs.")
+    numclip = model_type == NUMCLIP_MODEL_TYPE or kind == "numclip"
+    if concepts is not None and not numclip:
+        raise ExplorerError("Concept bins (--concepts) only apply to NumCLIP (RegCLIPSSR) runs.")
+    if numclip:
+        check_overrides(overrides)
+    return numclip
 
 
 def _clip_weights_path(clip_weights: str | Path) -> Path:
@@ -154,16 +216,24 @@ def _write_backbone(clip_path: Path, state, model_cfg, context: torch.Tensor, ou
     return _Backbone(str(backbone_file), backbone_file, changed)
 
 
-def _build_learner(spec, model_cfg, context, rank, overrides, ranks, run_dir, where, device):
+def _search_roots(run_dir: Path | None) -> list[Path]:
+    """Where relative names files (init_rank_path) are looked for: the run folder and its parents, then here."""
+    return ([run_dir, *run_dir.parents][:6] if run_dir is not None else []) + [Path.cwd()]
+
+
+def _build_learner(spec, request: _Request):
     """The loaded backbone ``spec``, the explorer prompt model on it with the run's learned tensors, and the config warnings."""
-    backbone = load_backbone(spec, device=device)
-    search_roots = [Path.cwd()]
-    if run_dir is not None:
-        search_roots = [run_dir, *run_dir.parents][:6] + search_roots
+    backbone = load_backbone(spec, device=request.device)
+    model_cfg, context, rank = request.model_cfg, request.context, request.rank
     prompt_cfg = model_cfg["prompt_learner_cfg"] if model_cfg is not None else None
     config, config_warnings = learner_config_from_reference(
-        prompt_cfg, context, rank, overrides, tokenizer=backbone.tokenizer, search_roots=search_roots, where=where
+        prompt_cfg, context, rank, request.overrides, tokenizer=backbone.tokenizer,
+        search_roots=_search_roots(request.run_dir), where=request.where,
     )
+    labels = request.labels
+    ranks = labels.ranks
+    if ranks is None and (labels.start is not None or labels.unit is not None):
+        ranks = Ranks.integers(config.num_ranks, labels.start or 0, unit=labels.unit or "")
     model = build_prompt_model(backbone, config, ranks, seed=None)
     params = dict(model.learner.named_parameters())
     with torch.no_grad():
@@ -172,6 +242,24 @@ def _build_learner(spec, model_cfg, context, rank, overrides, ranks, run_dir, wh
                 raise ExplorerError(f"The imported {key} has shape {tuple(tensor.shape)} but the learner needs {tuple(params[key].shape)}.")
             params[key].copy_(tensor.to(params[key].device))
     return backbone, model, config_warnings
+
+
+def _build_numclip(spec, request: _Request, concepts: str, tensors, dropped):
+    """Backbone, NumCLIP model with the run's tensors, warnings and the ``source`` additions."""
+    backbone = load_backbone(spec, device=request.device)
+    prompt_cfg = (request.model_cfg or {}).get("prompt_learner_cfg")
+    config, config_warnings = numclip_config(
+        prompt_cfg, request.context, request.rank, concepts, request.overrides, tokenizer=backbone.tokenizer,
+        search_roots=_search_roots(request.run_dir), where=request.where,
+    )
+    labels = request.labels
+    if labels.ranks is not None:
+        ranks, how = labels.ranks, "given"
+    else:
+        num_ranks = (request.overrides or {}).get("num_ranks")
+        ranks, how = numclip_ranks(concepts, config.bin_starts, num_ranks, labels.start, labels.unit)
+    model = build_numclip_model(backbone, config, ranks, request.context, request.rank, tensors)
+    return backbone, model, config_warnings, numclip_source(concepts, dropped, how)
 
 
 def _source(run_dir, ckpt_path, info, clip_path, model_cfg, changed, warn) -> dict[str, Any]:
@@ -186,6 +274,7 @@ def _source(run_dir, ckpt_path, info, clip_path, model_cfg, changed, warn) -> di
         "clip_weights": str(clip_path),
         "text_encoder_name": model_cfg.get("text_encoder_name"),
         "image_encoder_name": model_cfg.get("image_encoder_name"),
+        "model_type": model_cfg.get("type"),
         "tuned": changed,
         "prompt_learner_cfg": _json_ready(model_cfg.get("prompt_learner_cfg")),
         "warnings": list(warn),
