@@ -5,7 +5,8 @@
 relies on (``X-Repo-Commit``, ``ETag``, ``Content-Length``, ``Accept-Ranges``; ``Range`` requests
 answered with 206 + ``Content-Range``; 404 with ``X-Error-Code: EntryNotFound`` / ``RepoNotFound``).
 ``cut(filename, after)`` makes the next GET of a file stop after ``after`` bytes (the connection is
-closed mid-body) and every later GET of it close at once, until ``heal()``.
+closed mid-body) and every later GET of it close at once, until ``heal()``; ``chunk_delay`` makes
+it a slow hub (a pause after every MiB).
 
 ``make_tiny_hub_model(folder, seed)`` writes a small seeded open_clip CLIP as ``open_clip_config.json``
 + ``open_clip_model.safetensors`` (what open_clip reads for ``hf-hub:`` models).
@@ -17,6 +18,7 @@ import hashlib
 import json
 import math
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -50,8 +52,9 @@ def make_tiny_hub_model(folder: Path, seed: int = 7) -> Path:
 class HubServer:
     """A ThreadingHTTPServer on 127.0.0.1 serving ``repos`` ({"org/repo": folder}); use as a context manager."""
 
-    def __init__(self, repos: dict[str, Path]):
+    def __init__(self, repos: dict[str, Path], chunk_delay: float = 0.0):
         self.repos = {k: Path(v) for k, v in repos.items()}
+        self.chunk_delay = chunk_delay  # seconds between 1 MiB pieces of a body (a slow hub)
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self._cuts: dict[str, int | None] = {}  # filename -> bytes to send (None: close at once)
         self._lock = threading.Lock()
@@ -156,7 +159,11 @@ class HubServer:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
-                self.wfile.write(body)
+                step = 1 << 20
+                for i in range(0, len(body), step):
+                    self.wfile.write(body[i : i + step])
+                    if server.chunk_delay:
+                        time.sleep(server.chunk_delay)
 
             def _error(self, status: int, code: str):
                 self.send_response(status)
