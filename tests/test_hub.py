@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from explorer.backbones import load_backbone
 from explorer.errors import ExplorerError
+from explorer.library import backbone_status
 from explorer.hub import DownloadCancelled, hub_model_for, remote_size, zoo_hub_model
 from hubserver import HubServer, TINY_MODEL_CFG, TINY_PREPROCESS_CFG, make_tiny_hub_model
 
@@ -85,6 +86,9 @@ def test_cache_is_used_when_the_network_is_gone(online, server, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert load_backbone(SPEC, device="cpu").backbone_id == first.backbone_id
     assert remote_size(hub_model_for(SPEC)) is None  # "unknown offline"
+    assert backbone_status(SPEC) == (True, "")  # what the Library shows
+    ok, note = backbone_status("hf-hub:explorer-tests/never-downloaded")
+    assert ok is False and "offline" in note
 
 
 class _NoSleep:
