@@ -34,6 +34,7 @@ PAGES = [
     ("compare.py", "Compare", ":material/compare:"),
     ("predict.py", "Predict", ":material/photo_camera:"),
     ("train.py", "Train", ":material/model_training:"),
+    ("models.py", "Models", ":material/download:"),
 ]
 
 

@@ -7,7 +7,11 @@ Spec strings (``load_backbone(spec)``):
   ``scripts/make_demo_backbone.py``). Loads offline, identically everywhere. Its predictions on
   real photos mean nothing: it exists for demos and tests.
 - ``NAME:TAG`` -- open_clip's model zoo, e.g. ``ViT-B-16:openai``, ``ViT-B-32:laion2b_s34b_b79k``.
-  When the weights are not cached and the hub cannot be reached this fails in about 2 s.
+- ``hf-hub:ORG/REPO`` -- an open_clip model on the Hugging Face hub (``open_clip_config.json`` +
+  ``open_clip_model.safetensors`` or ``open_clip_pytorch_model.bin``), e.g.
+  ``hf-hub:apple/MobileCLIP-S1-OpenCLIP``. Hub weights (these and most zoo entries) are fetched by
+  :mod:`explorer.hub`: progress and cancel, the hub cache, and a failure in about 2 s when neither
+  the hub nor the cache has them.
 - ``PATH`` or ``ARCH@PATH`` -- a local weight file: open_clip ``.safetensors`` / ``.bin`` /
   ``.pt`` state dicts, or OpenAI-layout CLIP files (``ViT-B-16.pt``, TorchScript archive or plain
   state dict). Without ``ARCH`` the architecture is inferred from the tensor shapes (OpenAI
@@ -19,7 +23,6 @@ tensor as loaded (fp32), so the same weights give the same id whatever file form
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import io
@@ -27,7 +30,7 @@ import json
 import math
 import os
 import pickle
-import socket
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +41,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors
 
+from . import hub
 from .errors import ExplorerError
 from .fsio import save_safetensors
 
@@ -54,7 +58,7 @@ DEMO_CONFIG: dict[str, Any] = {
     "quick_gelu": False,
 }
 DEMO_SEED = 20221128
-HUB_PROBE_SECONDS = 1.5
+HUB_PROBE_SECONDS = hub.HUB_PROBE_SECONDS
 
 
 @dataclass
@@ -139,8 +143,14 @@ def weights_digest(model: torch.nn.Module, arch_config: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def load_backbone(spec: str, device: str | torch.device | None = None, cache_dir: str | None = None) -> Backbone:
-    """Load a CLIP backbone from a spec string (see module docstring); model in eval mode, frozen, fp32."""
+def load_backbone(spec: str, device: str | torch.device | None = None, cache_dir: str | None = None,
+                  progress: Callable[[int, int | None, str], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> Backbone:
+    """Load a CLIP backbone from a spec string (see module docstring); model in eval mode, frozen, fp32.
+
+    Hub downloads (``hf-hub:`` specs, zoo entries on the hub) report ``progress(done_bytes,
+    total_bytes, filename)`` and stop (ExplorerError) as soon as ``should_stop()`` returns True;
+    ``cache_dir`` overrides the hub cache folder."""
     parsed = parse_backbone_spec(spec)
     spec = parsed.text
     dev = resolve_device(device)
@@ -149,9 +159,9 @@ def load_backbone(spec: str, device: str | torch.device | None = None, cache_dir
     elif parsed.kind == "file":
         model, arch, config, preprocess = _load_file(parsed.path, parsed.arch)
     elif parsed.kind == "hub":
-        raise ExplorerError("hf-hub: specs are not supported yet; download the weights and pass NAME@PATH instead.")
+        model, arch, config, preprocess = _load_hub(parsed.text, cache_dir, progress, should_stop)
     else:
-        model, arch, config, preprocess = _load_zoo(parsed.name, parsed.tag, cache_dir)
+        model, arch, config, preprocess = _load_zoo(parsed.name, parsed.tag, cache_dir, progress, should_stop)
     import open_clip
 
     if getattr(model, "text_pool_type", "argmax") != "argmax" or getattr(model, "attn_mask", None) is None:
@@ -205,45 +215,11 @@ def _load_demo():
     return model, DEMO_ARCH, config, _image_transform(DEMO_CONFIG["vision_cfg"]["image_size"])
 
 
-# --- open_clip zoo ------------------------------------------------------------------------------
+# --- open_clip zoo and the hub ------------------------------------------------------------------
 
 
-def _hub_reachable(url: str, seconds: float = HUB_PROBE_SECONDS) -> bool:
-    """True when a TCP connection to the URL's host can be opened within ``seconds`` (DNS included)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return False
-    host = urlparse(url).hostname or url
-    port = urlparse(url).port or 443
-
-    def connect():
-        with socket.create_connection((host, port), timeout=seconds):
-            return True
-
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    try:
-        return bool(pool.submit(connect).result(timeout=seconds))
-    except (OSError, concurrent.futures.TimeoutError):
-        return False
-    finally:
-        pool.shutdown(wait=False)
-
-
-def _cached_weight_file(pretrained_cfg: dict[str, Any], cache_dir: str | None) -> str | None:
-    """The local file of a zoo entry if it is already downloaded, else None (no network)."""
-    hub_id = pretrained_cfg.get("hf_hub")
-    if hub_id:
-        from huggingface_hub import try_to_load_from_cache
-
-        parts = hub_id.rstrip("/").split("/")
-        repo_id = "/".join(parts[:2])
-        sub = "/".join(parts[2:])
-        names = [pretrained_cfg.get("hf_weights_filename")] if pretrained_cfg.get("hf_weights_filename") else []
-        names += ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        for name in names:
-            filename = f"{sub}/{name}" if sub else name
-            found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
-            if isinstance(found, str) and os.path.isfile(found):
-                return found
+def _cached_url_file(pretrained_cfg: dict[str, Any], cache_dir: str | None) -> str | None:
+    """The local file of a zoo entry downloaded from a plain URL (not the hub), else None."""
     url = pretrained_cfg.get("url")
     if url:
         root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "clip"
@@ -253,7 +229,7 @@ def _cached_weight_file(pretrained_cfg: dict[str, Any], cache_dir: str | None) -
     return None
 
 
-def _load_zoo(name: str, tag: str, cache_dir: str | None):
+def _load_zoo(name: str, tag: str, cache_dir: str | None, progress=None, should_stop=None):
     import open_clip
 
     if name not in open_clip.list_models():
@@ -262,14 +238,16 @@ def _load_zoo(name: str, tag: str, cache_dir: str | None):
     if not pcfg:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
         raise ExplorerError(f"open_clip has no pretrained tag '{tag}' for {name} (available: {tags}).")
-    local = _cached_weight_file(pcfg, cache_dir)
-    if local is None:
-        where = f"https://huggingface.co/{pcfg['hf_hub']}" if pcfg.get("hf_hub") else pcfg.get("url", "")
-        probe = os.environ.get("HF_ENDPOINT", "https://huggingface.co") if pcfg.get("hf_hub") else where
-        if not _hub_reachable(probe):
+    on_hub = hub.zoo_hub_model(f"{name}:{tag}", name, pcfg)
+    if on_hub is not None:  # the one download path (progress, cancel, cache, fast failure)
+        local = hub.fetch(on_hub, progress, should_stop, cache_dir)[0]
+    else:
+        local = _cached_url_file(pcfg, cache_dir)
+        if local is None and (hub.hub_environment().offline or not hub.hub_reachable(pcfg["url"])):
             raise ExplorerError(
-                f"Cannot get the weights of {name}:{tag}: they are not in the local cache and {urlparse(probe).hostname} "
-                f"cannot be reached; download them elsewhere ({where}) and pass the file as '{name}@/path/to/weights'."
+                f"Cannot get the weights of {name}:{tag}: they are not in the local cache and "
+                f"{urlparse(pcfg['url']).hostname} cannot be reached; download them elsewhere ({pcfg['url']}) "
+                f"and pass the file as '{name}@/path/to/weights'."
             )
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
@@ -283,6 +261,30 @@ def _load_zoo(name: str, tag: str, cache_dir: str | None):
         preprocess = _image_transform(_visual_size(model), mean, std)
     config = {"arch": name, "open_clip_model": name, "pretrained": tag}
     return model, name, config, preprocess
+
+
+def _load_hub(spec: str, cache_dir: str | None, progress=None, should_stop=None):
+    """An ``hf-hub:ORG/REPO`` model: open_clip_config.json + weights fetched (or found in the cache),
+    then built by open_clip from a folder holding just those two files."""
+    import open_clip
+
+    model_ref = hub.hub_model_for(spec)
+    config_path, weights_path = hub.fetch(model_ref, progress, should_stop, cache_dir)
+    try:
+        hub_config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+        model_cfg = hub_config["model_cfg"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ExplorerError(f"{spec} has no usable {hub.CONFIG_NAME} (it needs a 'model_cfg'): {_one_line(exc)}.") from exc
+    with tempfile.TemporaryDirectory(prefix="explorer-hub-") as folder:
+        os.symlink(os.path.realpath(config_path), os.path.join(folder, hub.CONFIG_NAME))
+        os.symlink(os.path.realpath(weights_path), os.path.join(folder, os.path.basename(weights_path)))
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}", device="cpu")
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise ExplorerError(f"open_clip could not build {spec} from its hub files: {_one_line(exc)}") from exc
+    arch = model_ref.repo_id.split("/")[-1]
+    config = {"arch": arch, "hf_hub": model_ref.repo_id, "model_cfg": model_cfg}
+    return model, arch, config, preprocess
 
 
 # --- local files --------------------------------------------------------------------------------

@@ -54,7 +54,8 @@ def _open(args: argparse.Namespace, need_backbone: bool = True):
     ckpt = load_checkpoint(args.checkpoint)
     if not need_backbone:
         return ckpt, None
-    backbone = load_backbone(getattr(args, "backbone", None) or ckpt.backbone_spec, device=getattr(args, "device", None))
+    backbone = load_backbone(getattr(args, "backbone", None) or ckpt.backbone_spec, device=getattr(args, "device", None),
+                             progress=DownloadBar())
     ckpt.check_backbone(backbone)
     return ckpt, backbone
 
@@ -287,6 +288,48 @@ class _Bar:
             self.bar, self.key = None, None
 
 
+class DownloadBar:
+    """A tqdm bar per downloaded file (bytes, percent, rate) on stderr, fed by ``load_backbone(progress=...)``."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.bar = None
+        self.name: str | None = None
+
+    def __call__(self, done: int, total: int | None, filename: str) -> None:
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        if filename != self.name:
+            self.close()
+            self.bar = tqdm(total=total, desc=filename, unit="B", unit_scale=True, unit_divisor=1024,
+                            file=sys.stderr, dynamic_ncols=True, leave=False)
+            self.name = filename
+        self.bar.n = done
+        self.bar.refresh()
+        if total is not None and done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar, self.name = None, None
+
+
+@command("zero-shot")
+def cmd_zero_shot(args: argparse.Namespace) -> int:
+    from .backbones import load_backbone
+    from .presets import build_preset_checkpoint, get_preset
+
+    preset = get_preset(args.preset)
+    backbone = load_backbone(args.backbone, device=args.device, progress=DownloadBar(args.quiet))
+    out = build_preset_checkpoint(preset, backbone, args.out, name=args.name)
+    print(f"wrote {out} (zero-shot preset {preset.name}: {len(preset.labels)} ranks, "
+          f"{len(preset.templates)} templates averaged, backbone {backbone.spec})")
+    return 0
+
+
 def _learner_settings(args: argparse.Namespace, method: str) -> dict[str, Any]:
     """The options of ``method`` set on the command line (the rank-names file read into names)."""
     from .methods import get_method
@@ -338,7 +381,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .datasets import open_dataset, validate
     from .features import FeatureCache
 
-    backbone = load_backbone(args.backbone, device=args.device)
+    backbone = load_backbone(args.backbone, device=args.device, progress=DownloadBar(args.quiet))
     dataset = open_dataset(args.dataset)
     validate(dataset, check_images=True, skip_bad=args.skip_bad)
     cache = FeatureCache(backbone, args.cache_dir)
@@ -388,7 +431,7 @@ def _add_training_parsers(add) -> None:
 
     def data_flags(p, with_backbone: bool = True):
         if with_backbone:
-            p.add_argument("--backbone", default="demo", help="backbone spec: demo, NAME:TAG (open_clip), PATH or ARCH@PATH")
+            p.add_argument("--backbone", default="demo", help="backbone spec: demo, NAME:TAG (open_clip), hf-hub:ORG/REPO, PATH or ARCH@PATH")
             p.add_argument("--device", default=None, help="cpu, cuda ... (default: CUDA when available)")
         p.add_argument("--cache-dir", default=None, help="feature cache folder (default .cache/features)")
         p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and bad labels (their count is reported)")
@@ -512,6 +555,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--position", choices=["tail", "front", "middle"])
     p.add_argument("--rank-specific-context", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--device", default="cpu")
+
+    from .presets import PRESETS
+
+    p = add("zero-shot", "Write a zero-shot template checkpoint from a preset's prompt ensemble (nothing is trained).")
+    p.add_argument("--preset", required=True, choices=list(PRESETS),
+                   help="; ".join(f"{k}: {v.title}" for k, v in PRESETS.items()))
+    p.add_argument("--backbone", default="demo", help="backbone spec: demo, NAME:TAG, hf-hub:ORG/REPO, PATH or ARCH@PATH")
+    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    p.add_argument("--name", default=None, help="display name stored in the checkpoint")
+    p.add_argument("--device", default=None, help="cpu, cuda ... (default: CUDA when available)")
+    p.add_argument("--quiet", action="store_true", help="no download progress bar")
 
     _add_training_parsers(add)
     return parser

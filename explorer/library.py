@@ -317,15 +317,17 @@ def backbone_status(spec: str) -> tuple[bool | None, str]:
         return (True, "") if DEMO_WEIGHTS.is_file() else (False, "The demo backbone weights are missing; run 'make demo-backbone'.")
     if parsed.kind == "file":
         return True, ""
+    from . import hub
+
     if parsed.kind == "hub":
-        return False, f"Backbone not available: {parsed.text} (hf-hub: models are not supported yet)."
+        return _hub_status(hub.hub_model_for(parsed.text), parsed.text)
     return _zoo_status(parsed.name, parsed.tag)
 
 
 def _zoo_status(name: str, tag: str) -> tuple[bool | None, str]:
     import open_clip
 
-    from .backbones import _cached_weight_file
+    from . import hub
 
     spec = f"{name}:{tag}"
     if name not in open_clip.list_models():
@@ -333,10 +335,16 @@ def _zoo_status(name: str, tag: str) -> tuple[bool | None, str]:
     cfg = open_clip.get_pretrained_cfg(name, tag)
     if not cfg:
         return False, f"Backbone not available: open_clip has no pretrained tag '{tag}' for {name}."
-    if _cached_weight_file(cfg, None):
+    return _hub_status(hub.zoo_hub_model(spec, name, cfg), spec)
+
+
+def _hub_status(model, spec: str) -> tuple[bool | None, str]:
+    """Cached: usable; not cached and offline: not available; else only a download will tell."""
+    from . import hub
+
+    if model is not None and hub.cached_paths(model) is not None:
         return True, ""
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    if offline:
+    if hub.hub_environment().offline:
         return False, f"Backbone not available: the weights of {spec} are not in the local cache and the hub is offline."
     return None, f"The weights of {spec} are not cached; they will be downloaded on first use."
 

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 
 def option(default: Any = None, *, flag: str | None = None, help: str = "", choices: Iterable[Any] | None = None,
-           nargs: int | None = None, metavar: Any = None, default_factory: Any = None) -> Any:
+           nargs: int | str | None = None, metavar: Any = None, default_factory: Any = None) -> Any:
     """A dataclass field with CLI metadata (``flag`` None: not on the command line)."""
     meta = {"flag": flag, "help": help, "choices": tuple(choices) if choices is not None else None,
             "nargs": nargs, "metavar": metavar}

@@ -46,6 +46,8 @@ class LearnerConfig(ConfigMixin):
     rank_names: list[str] | None = option(None, flag="--rank-names", metavar="FILE",
                                          help="file with names to initialise rank embeddings (B lines for rank, R for plain)")
     template: str = option(DEFAULT_TEMPLATE, flag="--template", help="zero-shot template with {} for the rank name")
+    templates: list[str] | None = option(None, flag="--templates", nargs="+", metavar="TEMPLATE",
+                                         help="zero-shot prompt ensemble (replaces --template): text features averaged per rank")
     # Filled in when the learner is built (token counts of names / context text):
     rank_token_counts: list[int] | None = field(default=None)
 
@@ -56,8 +58,11 @@ class LearnerConfig(ConfigMixin):
         if int(self.num_ranks) < 2:
             raise ExplorerError(f"num_ranks must be at least 2 (got {self.num_ranks}).")
         if self.kind == "template":
-            if "{}" not in self.template:
-                raise ExplorerError(f"The template '{self.template}' has no '{{}}' where the rank name goes.")
+            if self.templates is not None and not self.templates:
+                raise ExplorerError("The template ensemble is empty; give at least one template or none.")
+            for template in self.prompt_templates:
+                if "{}" not in template:
+                    raise ExplorerError(f"The template '{template}' has no '{{}}' where the rank name goes.")
             if self.rank_names is not None and len(self.rank_names) != self.num_ranks:
                 raise ExplorerError(f"The template learner needs {self.num_ranks} rank names, got {len(self.rank_names)}.")
             return
@@ -96,6 +101,11 @@ class LearnerConfig(ConfigMixin):
                 f"The prompt needs {needed} tokens (SOT + {self.num_context_tokens} context + "
                 f"{self.max_rank_tokens} rank + '.' + EOT) but the text encoder takes {context_length}."
             )
+
+    @property
+    def prompt_templates(self) -> list[str]:
+        """The zero-shot templates in use: the ensemble when given, else the one template."""
+        return list(self.templates) if self.templates else [self.template]
 
     @property
     def max_rank_tokens(self) -> int:
@@ -266,13 +276,17 @@ class PlainPromptLearner(PromptLearner):
 
 
 class TemplatePromptLearner(nn.Module):
-    """Zero-shot CLIP: a hand-written template filled with each rank's name; nothing is learned."""
+    """Zero-shot CLIP: hand-written templates filled with each rank's name; nothing is learned.
+
+    With T templates (an ensemble) the prompts are template-major (T x R rows); the model averages
+    the T normalised text features of each rank and normalises again (CLIP's zero-shot recipe)."""
 
     def __init__(self, config: LearnerConfig, tools: _TokenTools, context_length: int = 77):
         super().__init__()
         self.config = config
         names = config.rank_names or [str(i) for i in range(config.num_ranks)]
-        texts = [config.template.replace("{}", n) for n in names]
+        templates = config.prompt_templates
+        texts = [template.replace("{}", n) for template in templates for n in names]
         rows = [[tools.sot_id] + tools.encode(t) + [tools.eot_id] for t in texts]
         too_long = [t for t, r in zip(texts, rows) if len(r) > context_length]
         if too_long:
@@ -283,11 +297,19 @@ class TemplatePromptLearner(nn.Module):
         self.register_buffer("token_ids", ids, persistent=False)
         self.register_buffer("token_embeds", tools.embed(ids), persistent=False)
         self.texts = texts
+        self.num_templates = len(templates)
 
     def forward(self, full_length: bool = False, context_length: int = 77) -> PromptBatch:
         eot = self.token_ids.argmax(dim=1)
         length = context_length if full_length else int(eot.max()) + 1
         return PromptBatch(self.token_embeds[:, :length], eot)
+
+
+def ensemble_features(features: torch.Tensor, num_templates: int) -> torch.Tensor:
+    """(T*R) x E normalised features, template-major -> R x E: the mean over templates, normalised."""
+    if num_templates <= 1:
+        return features
+    return F.normalize(features.view(num_templates, -1, features.shape[-1]).mean(dim=0), dim=-1)
 
 
 # --- the model: learner + encoder -> prototypes -------------------------------------------------
@@ -339,7 +361,8 @@ class PromptModel(Method):
 
     def forward(self, full_length: bool = False) -> torch.Tensor:
         prompts = self.learner(full_length=full_length, context_length=self.encoder.context_length)
-        return F.normalize(self.encoder(prompts).float(), dim=-1)
+        features = F.normalize(self.encoder(prompts).float(), dim=-1)
+        return ensemble_features(features, getattr(self.learner, "num_templates", 1))
 
 
 def _resolved_config(config: LearnerConfig, tools: _TokenTools, ranks: Ranks) -> LearnerConfig:

@@ -72,7 +72,7 @@ def open_page(env, page: str | None = None, checkpoint: str | None = None) -> Ap
 
 @pytest.mark.parametrize("page, title", [
     (None, "Library"), ("geometry", "Geometry"), ("lab", "Interpolation lab"), ("compare", "Compare"),
-    ("predict", "Predict"), ("train", "Train"),
+    ("predict", "Predict"), ("train", "Train"), ("models", "Models"),
 ])
 def test_every_page_renders_with_the_backbone_in_the_sidebar(env, page, title):
     at = _wait_for_backbone(open_page(env, page))
@@ -480,3 +480,69 @@ def test_numclip_from_the_train_page_to_geometry_and_predict(env):
     assert "Regressed value (dots)" in metrics, metrics
     assert metrics["Most probable (dots)"] in ckpt.classes.labels
     assert "Top concepts" in _texts(pred)
+
+
+# --- models page ---------------------------------------------------------------------------------
+
+
+def test_models_page_offline_says_not_cached_in_one_sentence(env, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    at = open_page(env, "models")
+    assert at.title[0].value == "Models"
+    table = at.dataframe[0].value
+    assert {"ViT-B-16:openai", "RN50:openai", "hf-hub:apple/MobileCLIP-S1-OpenCLIP"} <= set(table["backbone"])
+    assert set(table["download size"]) == {"unknown offline"}
+    warning = at.warning[0].value
+    assert warning == "ViT-B-16:openai is not cached and cannot be downloaded here (HF_HUB_OFFLINE is set)."
+    assert not at.error and not at.exception
+    at.button(key="models-build")  # present, disabled until the backbone is cached
+    assert "must be cached" in _texts(at)
+
+
+def test_models_page_downloads_with_progress_and_builds_a_preset(env, monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    from hubserver import HubServer, make_tiny_hub_model
+
+    spec = "hf-hub:explorer-tests/tiny-clip"
+    library = tmp_path / "library"
+    library.mkdir()
+    monkeypatch.setenv("ORDINAL_EXPLORER_CHECKPOINTS", str(library))
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with HubServer({"explorer-tests/tiny-clip": make_tiny_hub_model(tmp_path / "repo")}, chunk_delay=0.15) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        at = open_page(env, "models")
+        at.text_input[0].set_value(spec)
+        at.button[0].click().run()  # the form's Add button
+        at.selectbox(key="models-chosen").set_value(spec).run()
+        _ok(at)
+        assert "Not cached yet" in " ".join(at.dataframe[0].value["status"])
+        at.button(key="models-download").click().run()
+        seen = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not at.success:
+            seen += [p.value for p in at.get("progress")]
+            time.sleep(0.3)
+            at.run()
+        assert seen and at.success and "is cached" in at.success[0].value
+        assert not at.error, [e.value for e in at.error]
+        at.selectbox(key="models-preset").set_value("aesthetics").run()
+        at.button(key="models-build").click().run()
+        _ok(at)
+        assert "now in the Library" in at.success[-1].value, [s.value for s in at.success]
+    written = list(library.glob("zeroshot-aesthetics-*.safetensors"))
+    assert len(written) == 1
+    lib_page = open_page(env)
+    names = [str(n) for df in lib_page.dataframe if "name" in df.value for n in df.value["name"]]
+    assert any("aesthetics" in n for n in names), names
+    # Predict works on it (the backbone now comes from the cache: the hub server is gone)
+    at = _wait_for_backbone(open_page(env, "predict", checkpoint=written[0].stem))
+    at.toggle(key="predict-whole").set_value(True).run()
+    at.file_uploader(key="predict-images").set_value(("plain.png", image_bytes(plain_image(), "PNG"), "image/png")).run()
+    _ok(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert 1 <= float(metrics["Expected value"]) <= 5, metrics

@@ -25,6 +25,7 @@ PAGES = {
     "/compare": "Compare",
     "/predict": "Predict",
     "/train": "Train",
+    "/models": "Models",
 }
 
 

@@ -151,7 +151,7 @@ def test_zoo_fails_fast_without_offline_flag(monkeypatch, tmp_path, endpoint):
     [
         ("ViT-B-99:openai", "no architecture 'ViT-B-99'"),
         ("ViT-B-32:no_such_tag", "no pretrained tag 'no_such_tag'"),
-        ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "hf-hub: specs are not supported"),
+        ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "ARCH@/path/to/open_clip_model.safetensors"),
         ("not-a-backbone", "neither 'demo'"),
         ("", "No backbone"),
     ],

@@ -1,0 +1,112 @@
+"""Models: curated backbones and any spec, cached or not, download with progress, zero-shot presets."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app_pages import common
+from explorer import hub, models
+from explorer import library as lib
+from explorer.presets import PRESETS
+
+TYPED = "models-typed-specs"  # session key: specs the user added
+
+
+@st.cache_resource(show_spinner=False)
+def _downloads() -> dict[str, models.DownloadJob]:
+    """Download jobs by spec, one dict per server (a reloaded page finds its download again)."""
+    return {}
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def _statuses(specs: tuple[str, ...], descriptions: tuple[str, ...], _cache_key: str) -> list[models.ModelStatus]:
+    online = models.hub_online()
+    return [models.model_status(s, online, description=d) for s, d in zip(specs, descriptions)]
+
+
+def _specs() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    typed = list(st.session_state.get(TYPED, []))
+    pairs = list(models.CURATED) + [(s, "added by you") for s in typed if s not in dict(models.CURATED)]
+    return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+
+
+def _table(statuses: list[models.ModelStatus]) -> None:
+    rows = [{"backbone": s.spec, "description": s.description, "cached": "yes" if s.cached else "no",
+             "download size": "—" if s.cached else models.format_size(s.size), "status": s.note} for s in statuses]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+
+
+def _download_panel(status: models.ModelStatus) -> None:
+    jobs = _downloads()
+    job = jobs.get(status.spec)
+    if job is not None and job.active:
+        _progress_fragment(job)
+        return
+    if job is not None and job.state != "done":
+        (st.info if job.state == "cancelled" else st.error)(job.error or "The download stopped.")
+    if status.cached:
+        st.success(f"{status.spec} is cached: it loads without the network.")
+    elif not status.downloadable:
+        st.warning(status.note)
+    elif st.button(f"Download {status.spec}", key="models-download", type="primary"):
+        jobs[status.spec] = models.start_download(status.spec)
+        st.rerun()
+
+
+def _progress_fragment(job: models.DownloadJob) -> None:
+    @st.fragment(run_every=0.5)
+    def _show():
+        if not job.active:
+            _statuses.clear()
+            st.rerun()
+        total = models.format_size(job.total) if job.total else "?"
+        st.progress(job.fraction, text=f"Downloading {job.filename or job.spec}: "
+                                       f"{models.format_size(job.done)} of {total} ({job.fraction * 100:.0f} %)")
+        if st.button("Cancel download", key="models-cancel"):
+            job.cancel()
+
+    _show()
+
+
+def _preset_panel(status: models.ModelStatus) -> None:
+    st.subheader("Zero-shot checkpoint from a preset")
+    names = list(PRESETS)
+    preset = st.selectbox("Preset", names, format_func=lambda n: f"{n} · {PRESETS[n].title}", key="models-preset")
+    st.caption(f"{len(PRESETS[preset].labels)} ranks, {len(PRESETS[preset].templates)} templates averaged per rank; "
+               f"written into the library folder `{lib.library_folder()}`.")
+    if not st.button("Build checkpoint", key="models-build", disabled=not status.cached):
+        if not status.cached:
+            st.caption("The backbone must be cached (or local) first.")
+        return
+    slot = common.backbone_slot(status.spec)
+    with st.spinner(f"Loading {status.spec} and encoding the prompts…"):
+        backbone = slot.wait()
+        with slot.lock:
+            path = models.build_preset_for(status.spec, preset, lib.library_folder(), backbone=backbone)
+    st.success(f"Wrote {path.name}: it is now in the Library (and usable on Predict).")
+
+
+def models_page() -> None:
+    st.title("Models")
+    env = hub.hub_environment()
+    st.caption(f"Hub: `{env.endpoint}` · cache `{env.cache_dir}`" + (" · HF_HUB_OFFLINE is set" if env.offline else ""))
+    specs, descriptions = _specs()
+    statuses = _statuses(specs, descriptions, f"{env.endpoint}|{env.cache_dir}|{env.offline}")
+    _table(statuses)
+    with st.form("models-add", clear_on_submit=True):
+        typed = st.text_input("Another backbone: NAME:TAG, hf-hub:ORG/REPO, a local path or ARCH@PATH")
+        if st.form_submit_button("Add") and typed.strip():
+            st.session_state[TYPED] = list(dict.fromkeys([*st.session_state.get(TYPED, []), typed.strip()]))
+            st.rerun()
+    by_spec = {s.spec: s for s in statuses}
+    chosen = st.selectbox("Backbone", list(by_spec), key="models-chosen")
+    status = by_spec[chosen]
+    with common.guard("the download"):
+        _download_panel(status)
+    with common.guard("the preset build"):
+        _preset_panel(status)
+
+
+if __name__ == "__main__":
+    common.run_page(models_page)
