@@ -44,6 +44,7 @@ from safetensors.torch import load_file as load_safetensors
 from . import hub
 from .errors import ExplorerError
 from .fsio import save_safetensors
+from .torchfiles import load_weights_only
 
 from open_clip.constants import OPENAI_DATASET_MEAN as OPENAI_MEAN
 from open_clip.constants import OPENAI_DATASET_STD as OPENAI_STD
@@ -298,16 +299,7 @@ def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
         return _read_safetensors(path)
     if zipfile.is_zipfile(path) and _is_torchscript(path):
         return _read_torchscript_tensors(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)  # never executes pickled code
-    except pickle.UnpicklingError as exc:
-        raise ExplorerError(
-            f"{path.name} was refused: unpickling it would run code or build arbitrary objects; "
-            "only plain tensor files are read (weights_only=True)."
-        ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:  # truncated / not a torch file
-        raise ExplorerError(f"{path.name} is not a readable weight file ({_one_line(exc)}).") from exc
-    return _unwrap_state_dict(obj, path)
+    return _unwrap_state_dict(load_weights_only(path, what="weight file"), path)
 
 
 def _looks_like_safetensors(path: Path) -> bool:

@@ -6,14 +6,13 @@ Nothing is ever unpickled with code execution: the file is read with
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import ExplorerError
+from ..torchfiles import load_weights_only
 
 CKPT_PREFIX = "module."
 CONTEXT_KEY = "prompt_learner.context_embeds"
@@ -24,10 +23,6 @@ IMAGE_PREFIX = "image_encoder."
 ORDINALCLIP_MODULES = ("prompt_learner", "text_encoder", "image_encoder", "logit_scale")
 # Modules of the NumCLIP model (RegCLIPSSR) that OrdinalCLIP lacks.
 NUMCLIP_MODULES = ("image_adapter", "regressor")
-# Exceptions torch.load raises for a truncated or damaged file (the user gave a broken file).
-_DAMAGED_FILE_ERRORS = (EOFError, zipfile.BadZipFile, OSError)
-_PICKLE_PROTOCOL_2_PLUS = 0x80
-_ZIP_MAGIC = b"PK\x03\x04"
 
 
 def find_checkpoint(run_dir: str | Path) -> tuple[Path, str | None]:
@@ -73,40 +68,9 @@ def read_lightning_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor]
 
 
 def _load_weights_only(path: Path) -> Any:
-    """``torch.load(weights_only=True)``; a refused pickle or a damaged file is an ExplorerError, anything else propagates."""
-    _check_torch_file(path)
-    try:
-        # weights_only=True: only tensors and plain containers are rebuilt; pickled code is never run.
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ExplorerError(
-            f"{path.name} was refused: unpickling it would run code or build arbitrary Python objects, and reference "
-            "checkpoints are only read with weights_only=True (if it is genuine, re-save just its 'state_dict' with torch.save)."
-        ) from exc
-    except RuntimeError as exc:
-        if "PytorchStreamReader" not in str(exc) and "zip archive" not in str(exc):
-            raise
-        raise _unreadable(path, exc) from exc
-    except _DAMAGED_FILE_ERRORS as exc:
-        raise _unreadable(path, exc) from exc
-
-
-def _check_torch_file(path: Path) -> None:
-    """Refuse files that are neither a torch zip archive nor a legacy (pickle protocol >= 2) torch file."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(4)
-    except OSError as exc:
-        raise _unreadable(path, exc) from exc
-    if head.startswith(_ZIP_MAGIC) or zipfile.is_zipfile(path) or (head[:1] and head[0] == _PICKLE_PROTOCOL_2_PLUS):
-        return  # a truncated zip (no central directory) is left to torch's zip reader to report
-    reason = "it is empty" if not head else "it is neither a zip archive nor a pickle"
-    raise ExplorerError(f"{path.name} is not a readable torch checkpoint ({reason}).")
-
-
-def _unreadable(path: Path, exc: BaseException) -> ExplorerError:
-    detail = " ".join(str(exc).split())[:160] or type(exc).__name__
-    return ExplorerError(f"{path.name} is not a readable torch checkpoint, it may be truncated or damaged ({detail}).")
+    """The Lightning checkpoint object, read by the one torch-file reader (``weights_only=True``)."""
+    return load_weights_only(path, what="torch checkpoint",
+                             refusal_hint=" (if it is genuine, re-save just its 'state_dict' with torch.save)")
 
 
 def refuse_unsupported_modules(state: dict[str, torch.Tensor], name: str, numclip: bool = False) -> None:
