@@ -69,6 +69,12 @@ def _rank_tokens(ckpt, rank_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return rank_embeds, None
 
 
+def has_learned_tokens(ckpt) -> bool:
+    """True when ``ckpt`` stores learned context or rank token vectors (rank / plain learners)."""
+    tensors = ckpt.learner_tensors() if ckpt.kind == "full" else {}
+    return "context_embeds" in tensors or "rank_embeds" in tensors
+
+
 def decode_checkpoint(ckpt, backbone, top: int = 5) -> dict[str, Any]:
     """Nearest vocabulary tokens of every learned token of ``ckpt`` (see the module docstring).
 
@@ -82,7 +88,7 @@ def decode_checkpoint(ckpt, backbone, top: int = 5) -> dict[str, Any]:
     tensors = ckpt.learner_tensors() if ckpt.kind == "full" else {}
     out: dict[str, Any] = {"checkpoint": ckpt.name, "top": int(top), "context": [], "context_per_rank": False,
                            "ranks": [], "bases": None, "message": None}
-    if "context_embeds" not in tensors and "rank_embeds" not in tensors:
+    if not has_learned_tokens(ckpt):
         what = (ckpt.meta.get("learner") or {}).get("kind") or (ckpt.meta.get("source") or {}).get("learner") or ckpt.kind
         out["message"] = NO_LEARNED_TOKENS.format(name=ckpt.name, what=what)
         return out
