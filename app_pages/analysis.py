@@ -36,6 +36,7 @@ def figure(fig, data: pd.DataFrame, key: str, filename: str) -> None:
 
 
 def csv_button(data: pd.DataFrame, key: str, filename: str, label: str = "Data (CSV)") -> None:
+    """A download button for ``data`` as ``<filename>.csv`` (no rerun on click)."""
     st.download_button(label, data.to_csv(index=False).encode(), file_name=f"{filename}.csv", mime="text/csv",
                        key=f"{key}-csv", on_click="ignore", icon=":material/download:")
 
@@ -71,7 +72,7 @@ def decode_section(entry: lib.LibraryEntry, ckpt) -> None:
     if not decode.has_learned_tokens(ckpt):
         st.info(decode.decode_checkpoint(ckpt, None)["message"])
         return
-    top = int(st.number_input("Nearest tokens per learned token", 1, 20, 5, key="decode-top"))
+    top = int(st.columns([1, 3])[0].number_input("Nearest tokens per learned token", 1, 20, 5, key="decode-top"))
     backbone, _lock = common.backbone_for(entry)
     decoded = _decode(entry.content_hash, top, backbone.backbone_id, str(entry.path), backbone)
     rows = pd.DataFrame(decode.decode_rows(decoded))
@@ -110,10 +111,13 @@ def map_section(entry: lib.LibraryEntry, ckpt) -> None:
     if not spec:
         st.caption("Give a dataset spec to place its images among the prototypes.")
         return
-    p1, p2, p3 = st.columns([3, 1, 1])
+    p1, p2, p3, p4 = st.columns([2, 1, 1, 2])
     method = p1.segmented_control("Projection", list(METHODS), format_func=METHODS.get, default="pca", key="map-method") or "pca"
     dims = p2.segmented_control("Dimensions", [2, 3], format_func=lambda d: f"{d}-D", default=2, key="map-dims") or 2
     seed = int(p3.number_input("Seed", 0, 10_000, 0, key="map-seed", disabled=method == "pca"))
+    close = p4.toggle("Close the modality gap", value=True, key="map-gap",
+                      help="Centre images and prototypes separately before projecting: CLIP keeps the two far apart, "
+                           "which otherwise dominates the map. Distances below are always the raw cosine ones.")
     try:
         with st.spinner(f"Embedding {spec} [{split}]…"):
             sp = split_predictions(entry, spec, split)
@@ -122,13 +126,15 @@ def map_section(entry: lib.LibraryEntry, ckpt) -> None:
         return
     ranks, protos = ckpt.ranks, ckpt.prototypes.matrix.numpy()
     with st.spinner(f"Computing the {METHODS[method]} layout…"):
-        img, pro, _ = maps.joint_layout(sp.features, protos, method, int(dims), seed, cache_dir=lib.cache_folder())
+        img, pro, _ = maps.joint_layout(sp.features, protos, method, int(dims), seed, cache_dir=lib.cache_folder(),
+                                        close_gap=close)
     _metrics_line(sp)
     rank_labels = ckpt.classes.labels
     data = pd.DataFrame(maps.joint_map_rows(img, pro, sp.labels, sp.argmax, rank_labels))
     figure(ac.joint_map(img, pro, sp.labels, rank_labels, unit=ranks.unit), data, "map-joint", f"{entry.name}-joint-map")
     st.caption(f"{len(sp.labels)} images of {spec} [{split}] coloured by label, and the {len(protos)} prototypes joined in "
-               "rank order, in one projection (UMAP / t-SNE layouts are kept on disk by content).")
+               "rank order, in one projection" + (" after centring each group (modality gap closed)" if close else "")
+               + ". UMAP / t-SNE layouts are kept on disk by content.")
     _rank_panels(entry, ckpt, sp, protos)
 
 
@@ -160,10 +166,18 @@ def _rank_panels(entry, ckpt, sp: maps.SplitPredictions, protos: np.ndarray) -> 
         e.insert(1, "label", labels)
         figure(ac.rank_error_bars(labels, e["mae"].tolist(), e["std"].tolist(), ckpt.ranks.unit), e, "map-errors",
                f"{entry.name}-per-rank-errors")
-    st.markdown("**Confusion matrix** · rows: true rank, columns: argmax prediction")
-    cm = maps.confusion_matrix(sp.labels, sp.argmax, R)
-    frame = pd.DataFrame(cm, index=pd.Index(labels, name="true"), columns=labels).reset_index()
-    figure(ac.confusion(cm, labels), frame, "map-confusion", f"{entry.name}-confusion")
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Confusion matrix** · rows: true rank, columns: argmax prediction")
+        cm = maps.confusion_matrix(sp.labels, sp.argmax, R)
+        frame = pd.DataFrame(cm, index=pd.Index(labels, name="true"), columns=labels).reset_index()
+        figure(ac.confusion(cm, labels), frame, "map-confusion", f"{entry.name}-confusion")
+    with right:
+        st.markdown("**Per rank**")
+        table = e[["label", "n", "mae", "std"]].rename(columns={"mae": "MAE", "std": "MAE std"})
+        table["accuracy"] = [cm[r, r] / n if n else None for r, n in enumerate(table["n"])]
+        st.dataframe(table, hide_index=True, width="stretch", height=460,
+                     column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("MAE", "MAE std", "accuracy")})
 
 
 # --- Compare: reliability diagrams ---------------------------------------------------------------------
@@ -183,7 +197,7 @@ def calibration_section(chosen: list[lib.LibraryEntry]) -> None:
             with st.spinner(f"Evaluating {e.name} on {spec} [{split}]…"):
                 sp = split_predictions(e, spec, split)
         except ExplorerError as exc:
-            st.warning(f"{e.name}: {exc}")
+            st.warning(str(exc) if e.name in str(exc) else f"{e.name}: {exc}")
             continue
         table = calibration.reliability_table(sp.labels, sp.probs, n_bins=bins)
         series.append((e.name, table))

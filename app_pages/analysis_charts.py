@@ -7,7 +7,16 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from app_pages.charts import PALETTE, _layout
+from app_pages.charts import PALETTE, _layout as _base_layout
+
+LEGEND = dict(orientation="h", yanchor="bottom", y=1.0, x=0, xanchor="left")
+
+
+def _layout(fig: go.Figure, height: int) -> go.Figure:
+    """The pages' layout with room above the plot for a horizontal legend (clear of the toolbar)."""
+    _base_layout(fig, height)
+    fig.update_layout(margin=dict(t=48))
+    return fig
 
 
 def reliability(series: list[tuple[str, dict]], height: int = 420) -> go.Figure:
@@ -21,9 +30,9 @@ def reliability(series: list[tuple[str, dict]], height: int = 420) -> go.Figure:
             x=conf[full], y=acc[full], mode="lines+markers", name=name, line=dict(color=PALETTE[k % len(PALETTE)]),
             marker=dict(size=4 + 10 * np.sqrt(count[full] / max(count.sum(), 1))), customdata=count[full],
             hovertemplate=f"{name}<br>confidence %{{x:.3f}}<br>accuracy %{{y:.3f}}<br>%{{customdata:.0f}} images<extra></extra>"))
-    fig.update_xaxes(title="confidence (argmax probability)", range=[0, 1])
+    fig.update_xaxes(title="confidence (argmax probability)", range=[0, 1], constrain="domain")
     fig.update_yaxes(title="accuracy", range=[0, 1], scaleanchor="x", constrain="domain")
-    fig.update_layout(legend=dict(orientation="h", y=1.12))
+    fig.update_layout(legend=LEGEND)
     return _layout(fig, height)
 
 
@@ -37,7 +46,7 @@ def curves(series: list[dict], metric_title: str, height: int = 360) -> go.Figur
             customdata=s["seeds"], hovertemplate=f"{s['learner']}<br>shots %{{x}}: %{{y:.3f}}<br>%{{customdata}} seeds<extra></extra>"))
     fig.update_xaxes(type="category", title="shots per label")
     fig.update_yaxes(title=metric_title)
-    fig.update_layout(legend=dict(orientation="h", y=1.15))
+    fig.update_layout(legend=LEGEND)
     return _layout(fig, height)
 
 
@@ -69,7 +78,7 @@ def joint_map(img: np.ndarray, protos: np.ndarray, labels: np.ndarray, rank_labe
     if not three:
         fig.update_xaxes(title="component 1")
         fig.update_yaxes(title="component 2", scaleanchor="x")
-    fig.update_layout(legend=dict(orientation="h", y=1.08))
+    fig.update_layout(legend=LEGEND)
     return _layout(fig, height)
 
 
@@ -101,5 +110,5 @@ def prototype_distances(labels: Sequence[str], own: Sequence, predicted: Sequenc
                              marker_color=PALETTE[k], hovertemplate=f"{name}<br>rank %{{x}}: %{{y:.4f}}<extra></extra>"))
     fig.update_xaxes(type="category", title="true rank", nticks=25)
     fig.update_yaxes(title="mean cosine distance (1 − cos)", rangemode="tozero")
-    fig.update_layout(barmode="group", legend=dict(orientation="h", y=1.15))
+    fig.update_layout(barmode="group", legend=LEGEND)
     return _layout(fig, height)

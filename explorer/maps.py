@@ -29,10 +29,12 @@ class SplitPredictions:
 
     @property
     def argmax(self) -> np.ndarray:
+        """Most probable row (rank) per image."""
         return self.probs.argmax(axis=1)
 
     @property
     def expected(self) -> np.ndarray:
+        """Expected rank index per image."""
         return self.probs @ np.arange(self.probs.shape[1], dtype=np.float64)
 
 
@@ -104,20 +106,27 @@ def prototype_distances(features, labels, prototypes, predicted) -> list[dict[st
     return rows
 
 
-def joint_matrix(features, prototypes) -> np.ndarray:
-    """Images (N rows) then prototypes (R rows), every row L2-normalised: what the joint map projects."""
+def joint_matrix(features, prototypes, close_gap: bool = False) -> np.ndarray:
+    """Images (N rows) then prototypes (R rows), every row L2-normalised: what the joint map projects.
+
+    ``close_gap`` removes CLIP's modality gap first (each group minus its own mean, then normalised
+    again), so that the map shows how images and prototypes are ordered rather than that offset.
+    """
     from .geometry import normalise_rows
 
-    return np.vstack([normalise_rows(features), normalise_rows(prototypes)])
+    X, P = normalise_rows(features), normalise_rows(prototypes)
+    if close_gap:
+        X, P = normalise_rows(X - X.mean(0)), normalise_rows(P - P.mean(0))
+    return np.vstack([X, P])
 
 
 def joint_layout(features, prototypes, method: str = "pca", dims: int = 2, seed: int = 0,
-                 cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+                 cache_dir: str | Path | None = None, close_gap: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
     """(image layout N x dims, prototype layout R x dims, from_disk): one projection of both, cached on
     disk by content (the hash of the stacked matrix) like :func:`explorer.library.cached_projection`."""
     from .library import bytes_digest, cached_projection
 
-    X = joint_matrix(features, prototypes)
+    X = joint_matrix(features, prototypes, close_gap)
     key = "joint-" + bytes_digest(np.ascontiguousarray(X, dtype=np.float64).tobytes())
     layout, from_disk = cached_projection(X, key, method, dims, seed, cache_dir=cache_dir)
     n = np.asarray(features).shape[0]
