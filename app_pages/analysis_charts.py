@@ -30,8 +30,8 @@ def reliability(series: list[tuple[str, dict]], height: int = 420) -> go.Figure:
             x=conf[full], y=acc[full], mode="lines+markers", name=name, line=dict(color=PALETTE[k % len(PALETTE)]),
             marker=dict(size=4 + 10 * np.sqrt(count[full] / max(count.sum(), 1))), customdata=count[full],
             hovertemplate=f"{name}<br>confidence %{{x:.3f}}<br>accuracy %{{y:.3f}}<br>%{{customdata:.0f}} images<extra></extra>"))
-    fig.update_xaxes(title="confidence (argmax probability)", range=[0, 1], constrain="domain")
-    fig.update_yaxes(title="accuracy", range=[0, 1], scaleanchor="x", constrain="domain")
+    fig.update_xaxes(title="confidence (argmax probability)", range=[-0.03, 1.03], constrain="domain")
+    fig.update_yaxes(title="accuracy", range=[-0.03, 1.03], scaleanchor="x", constrain="domain")
     fig.update_layout(legend=LEGEND)
     return _layout(fig, height)
 
