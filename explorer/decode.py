@@ -96,19 +96,24 @@ def decode_checkpoint(ckpt, backbone, top: int = 5) -> dict[str, Any]:
     W = token_embedding_matrix(backbone)
 
     def near(x: torch.Tensor) -> list:
-        return nearest_tokens(x.reshape(-1, x.shape[-1]), W, lambda i: clean_token(backbone.tokenizer, i), top)
+        """Neighbours of a (rows x) tokens x D tensor in one pass over the vocabulary, nested like its rows."""
+        flat = nearest_tokens(x.reshape(-1, x.shape[-1]), W, lambda i: clean_token(backbone.tokenizer, i), top)
+        if x.dim() == 2:
+            return flat
+        t = x.shape[1]
+        return [flat[i * t : (i + 1) * t] for i in range(x.shape[0])]
 
     labels = ckpt.ranks.labels
     ctx = tensors.get("context_embeds")
     if ctx is not None and ctx.numel():
         out["context_per_rank"] = ctx.dim() == 3
-        out["context"] = [near(c) for c in ctx] if ctx.dim() == 3 else near(ctx)
+        out["context"] = near(ctx)
     if "rank_embeds" in tensors:
         per_rank, bases = _rank_tokens(ckpt, tensors["rank_embeds"])
-        out["ranks"] = [{"rank": r, "label": labels[r], "tokens": near(per_rank[r])} for r in range(per_rank.shape[0])]
+        out["ranks"] = [{"rank": r, "label": labels[r], "tokens": tok} for r, tok in enumerate(near(per_rank))]
         if bases is not None:
             pos = base_positions(len(labels), bases.shape[0]).tolist()
-            out["bases"] = [{"base": b, "position": pos[b], "tokens": near(bases[b])} for b in range(bases.shape[0])]
+            out["bases"] = [{"base": b, "position": pos[b], "tokens": tok} for b, tok in enumerate(near(bases))]
     return out
 
 
