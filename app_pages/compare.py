@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_pages import charts, common
+from app_pages import analysis, charts, common
 from explorer import faces, library as lib
 from explorer.errors import ExplorerError
 
@@ -87,6 +87,10 @@ def compare_page() -> None:
 
     st.subheader("Predicted distributions for the same image")
     _same_image(chosen, ckpts)
+    with common.guard("the calibration section"):
+        analysis.calibration_section(chosen)
+    with common.guard("the sweep curves"):
+        analysis.curves_section()
 
 
 def _same_image(chosen, ckpts) -> None:

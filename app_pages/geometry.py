@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages import charts, common
+from app_pages import analysis, charts, common
 
 VIEWS = {"cosine": "Cosine", "max_normalised": "Max-normalised", "softmax": "Softmax"}
 METHODS = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}
@@ -78,6 +78,11 @@ def geometry_page() -> None:
                         config={"displaylogo": False})
         st.caption("Coloured by rank value; consecutive ranks are joined. UMAP and t-SNE layouts are kept on disk per "
                    "checkpoint content, window, dimensions and seed.")
+
+    with common.guard("the nearest-word decoding"):
+        analysis.decode_section(entry, ckpt)
+    with common.guard("the image and prototype map"):
+        analysis.map_section(entry, ckpt)
 
 
 if __name__ == "__main__":

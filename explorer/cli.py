@@ -422,6 +422,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     table = sweep(sweep_grid(base, learners, shots, seeds, args.out_dir), Path(args.out_dir), progress=_Bar(args.quiet))
     print(table["markdown"])
     print(f"wrote {table['csv']} and {table['md']}")
+    print(f"wrote {table['curves']} (few-shot / label-shift curves)")
     return 0
 
 
@@ -568,6 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no download progress bar")
 
     _add_training_parsers(add)
+    from .cli_analysis import add_analysis_parsers  # registers decode / curves
+
+    add_analysis_parsers(add)
     return parser
 
 

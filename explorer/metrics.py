@@ -129,7 +129,8 @@ def metric_panel(y_true, y_prob) -> dict:
     """All metrics from an N x R probability matrix: "exp" = sum_r p_r * r, "max" = argmax (OrdinalCLIP conventions).
 
     Keys: mae_exp, mae_max, acc_exp, acc_max, cs1, cs3, cs5 (argmax), amae, mmae (exp),
-    qwk (argmax), spearman, kendall (exp), rps, n. Undefined correlations/QWK are NaN.
+    qwk (argmax), spearman, kendall (exp), rps, n, then ece, mce (argmax confidence, 15 bins) and
+    interval_coverage (90 % central interval). Undefined correlations/QWK are NaN.
     """
     P, y = _probs(y_true, y_prob)
     R = P.shape[1]
@@ -151,7 +152,15 @@ def metric_panel(y_true, y_prob) -> dict:
         "kendall": kendall(y, exp),
         "rps": ranked_probability_score(y, P),
         "n": float(y.size),
+        **_calibration(y, P),
     }
+
+
+def _calibration(y, P) -> dict:
+    """ece, mce (15 bins, argmax confidence) and interval_coverage (90 %): see :mod:`explorer.calibration`."""
+    from .calibration import calibration_panel
+
+    return calibration_panel(y, P)
 
 
 def aggregate(runs) -> dict:

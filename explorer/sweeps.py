@@ -1,4 +1,5 @@
-"""Sweep results: per-run rows -> ``runs.csv``, and mean ± std over seeds -> ``results.csv`` / ``results.md``."""
+"""Sweep results: per-run rows -> ``runs.csv``, and mean ± std over seeds -> ``results.csv`` / ``results.md``
+(and the few-shot / label-shift curves -> ``curves.csv``, see :mod:`explorer.curves`)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def markdown_table(summary: list[dict[str, Any]]) -> str:
 
 
 def write_sweep_tables(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Any]:
-    """Write runs.csv, results.csv and results.md (atomically) into ``out_dir``."""
+    """Write runs.csv, results.csv, results.md and curves.csv (atomically) into ``out_dir``."""
     import pandas as pd
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -51,4 +52,7 @@ def write_sweep_tables(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, A
     write_text(csv_path, table.to_csv(index=False))
     markdown = markdown_table(summary)
     write_text(md_path, markdown + "\n")
-    return {"csv": csv_path, "md": md_path, "markdown": markdown, "table": table}
+    from .curves import write_curves
+
+    curves_path = write_curves(raw, out_dir)
+    return {"csv": csv_path, "md": md_path, "markdown": markdown, "table": table, "curves": curves_path}

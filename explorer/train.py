@@ -446,7 +446,9 @@ def sweep(runs: list[SweepRun], out_dir: Path, progress: Callable[[Progress], No
         result = train(run.config, progress=progress)
         test = result.test_metrics or {}
         protos = load_checkpoint(result.checkpoint).prototypes.matrix.numpy()
+        shift = run.config.label_shift
         rows.append({"learner": run.label, "shots": run.shots or "all", "seed": run.seed,
+                     "label_shift": " ".join(f"{v:g}" for v in shift) if shift else "none",
                      **{k: v for k, v in test.items() if k != "per_rank_mae"},
                      "ordinality": ordinality_report(protos)["ordinality"], "seconds": result.seconds})
     return write_sweep_tables(rows, Path(out_dir))

@@ -145,7 +145,7 @@ def test_metric_panel():
     assert panel["kendall"] == pytest.approx(tau_b(exp, y), abs=1e-6)
     assert panel["rps"] == pytest.approx(rps_loop(P, y), abs=1e-6)
     assert set(panel) == {"mae_exp", "mae_max", "acc_exp", "acc_max", "cs1", "cs3", "cs5", "amae",
-                          "mmae", "qwk", "spearman", "kendall", "rps", "n"}
+                          "mmae", "qwk", "spearman", "kendall", "rps", "n", "ece", "mce", "interval_coverage"}
     assert all(isinstance(v, float) for v in panel.values())
 
 

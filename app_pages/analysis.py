@@ -1,0 +1,250 @@
+"""Analysis sections of the Geometry and Compare pages: nearest-word decoding, images and prototypes
+in one map (with confusion matrix and per-rank errors), reliability diagrams and sweep curves.
+
+Every figure keeps plotly's toolbar (PNG download) and has a CSV download of the data behind it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app_pages import analysis_charts as ac
+from app_pages import common
+from explorer import calibration, curves, decode, library as lib, maps
+from explorer.errors import ExplorerError
+
+DEFAULT_DATASET = "dots:20"
+SPLITS = ("test", "val", "train", "all")
+METHODS = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}
+METRIC_TITLES = {"mae_exp": "test MAE (expected rank)", "acc_max": "test accuracy (argmax)"}
+
+
+def plot_config(filename: str) -> dict:
+    """Plotly chart config: toolbar shown, PNG download named after the figure."""
+    return {"displaylogo": False, "displayModeBar": True,
+            "toImageButtonOptions": {"format": "png", "filename": filename, "scale": 2}}
+
+
+def figure(fig, data: pd.DataFrame, key: str, filename: str) -> None:
+    """A plotly chart (PNG from its toolbar) and a button that downloads its data as CSV."""
+    st.plotly_chart(fig, key=key, config=plot_config(filename))
+    csv_button(data, key, filename)
+
+
+def csv_button(data: pd.DataFrame, key: str, filename: str, label: str = "Data (CSV)") -> None:
+    """A download button for ``data`` as ``<filename>.csv`` (no rerun on click)."""
+    st.download_button(label, data.to_csv(index=False).encode(), file_name=f"{filename}.csv", mime="text/csv",
+                       key=f"{key}-csv", on_click="ignore", icon=":material/download:")
+
+
+def _feature_dir() -> str:
+    return str(lib.cache_folder() / "features")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _split(content_hash: str, dataset: str, split: str, backbone_id: str, _path: str, _backbone, _lock):
+    ckpt = common._load_checkpoint(_path, content_hash)
+    with _lock:
+        return maps.split_predictions(ckpt, _backbone, dataset, split, cache_dir=_feature_dir())
+
+
+def split_predictions(entry: lib.LibraryEntry, dataset: str, split: str) -> maps.SplitPredictions:
+    """A checkpoint's features, labels and probabilities on a dataset split (cached by content and spec)."""
+    backbone, lock = common.backbone_for(entry)
+    return _split(entry.content_hash, dataset.strip(), split, backbone.backbone_id, str(entry.path), backbone, lock)
+
+
+# --- Geometry: decoding ----------------------------------------------------------------------------
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _decode(content_hash: str, top: int, backbone_id: str, _path: str, _backbone) -> dict:
+    return decode.decode_checkpoint(common._load_checkpoint(_path, content_hash), _backbone, top)
+
+
+def decode_section(entry: lib.LibraryEntry, ckpt) -> None:
+    """Nearest vocabulary tokens of every learned context and rank token."""
+    st.subheader("Nearest words of the learned tokens")
+    if not decode.has_learned_tokens(ckpt):
+        st.info(decode.decode_checkpoint(ckpt, None)["message"])
+        return
+    top = int(st.columns([1, 3])[0].number_input("Nearest tokens per learned token", 1, 20, 5, key="decode-top"))
+    backbone, _lock = common.backbone_for(entry)
+    decoded = _decode(entry.content_hash, top, backbone.backbone_id, str(entry.path), backbone)
+    rows = pd.DataFrame(decode.decode_rows(decoded))
+    first = rows[rows["neighbour"] == 1].drop(columns=["neighbour"])
+    others = rows.groupby(["group", "slot", "position"], sort=False)["token"].apply(lambda t: " · ".join(t.iloc[1:]))
+    first = first.merge(others.rename("next nearest").reset_index(), on=["group", "slot", "position"])
+    tabs = st.tabs([t for t, g in (("Context", "context"), ("Ranks (interpolated)" if decoded["bases"] else "Ranks", "rank"),
+                                   ("Bases", "base")) if (first["group"] == g).any()])
+    for tab, group in zip(tabs, [g for g in ("context", "rank", "base") if (first["group"] == g).any()]):
+        with tab:
+            part = first[first["group"] == group].drop(columns=["group"])
+            st.dataframe(part, hide_index=True, width="stretch", height=min(420, 38 + 35 * len(part)),
+                         column_config={"distance": st.column_config.NumberColumn("Euclidean", format="%.4f"),
+                                        "cosine": st.column_config.NumberColumn(format="%.4f")})
+    st.caption("Nearest by Euclidean distance in the backbone's token embedding; context positions are "
+               + ("per rank." if decoded["context_per_rank"] else "shared by every rank.")
+               + (" Bases are the B learned rank embeddings; every rank interpolates them." if decoded["bases"] else ""))
+    csv_button(rows, "decode", f"{entry.name}-nearest-tokens", "All neighbours (CSV)")
+
+
+# --- Geometry: images and prototypes in one map ------------------------------------------------------
+
+
+def _dataset_inputs(prefix: str) -> tuple[str, str]:
+    c1, c2 = st.columns([3, 1])
+    spec = c1.text_input("Dataset", DEFAULT_DATASET, key=f"{prefix}-dataset",
+                         help="A dataset spec, e.g. dots:20 (the bundled demo checkpoints are trained on it), utkface:DIR.")
+    split = c2.selectbox("Split", SPLITS, key=f"{prefix}-split")
+    return spec.strip(), split
+
+
+def map_section(entry: lib.LibraryEntry, ckpt) -> None:
+    """Images and rank prototypes projected together; distances, confusion matrix, per-rank errors."""
+    st.subheader("Images and prototypes in one map")
+    spec, split = _dataset_inputs("map")
+    if not spec:
+        st.caption("Give a dataset spec to place its images among the prototypes.")
+        return
+    p1, p2, p3, p4 = st.columns([2, 1, 1, 2])
+    method = p1.segmented_control("Projection", list(METHODS), format_func=METHODS.get, default="pca", key="map-method") or "pca"
+    dims = p2.segmented_control("Dimensions", [2, 3], format_func=lambda d: f"{d}-D", default=2, key="map-dims") or 2
+    seed = int(p3.number_input("Seed", 0, 10_000, 0, key="map-seed", disabled=method == "pca"))
+    close = p4.toggle("Close the modality gap", value=True, key="map-gap",
+                      help="Centre images and prototypes separately before projecting: CLIP keeps the two far apart, "
+                           "which otherwise dominates the map. Distances below are always the raw cosine ones.")
+    try:
+        with st.spinner(f"Embedding {spec} [{split}]…"):
+            sp = split_predictions(entry, spec, split)
+    except ExplorerError as exc:
+        st.warning(str(exc))
+        return
+    ranks, protos = ckpt.ranks, ckpt.prototypes.matrix.numpy()
+    with st.spinner(f"Computing the {METHODS[method]} layout…"):
+        img, pro, _ = maps.joint_layout(sp.features, protos, method, int(dims), seed, cache_dir=lib.cache_folder(),
+                                        close_gap=close)
+    _metrics_line(sp)
+    rank_labels = ckpt.classes.labels
+    data = pd.DataFrame(maps.joint_map_rows(img, pro, sp.labels, sp.argmax, rank_labels))
+    figure(ac.joint_map(img, pro, sp.labels, rank_labels, unit=ranks.unit), data, "map-joint", f"{entry.name}-joint-map")
+    st.caption(f"{len(sp.labels)} images of {spec} [{split}] coloured by label, and the {len(protos)} prototypes joined in "
+               "rank order, in one projection" + (" after centring each group (modality gap closed)" if close else "")
+               + ". UMAP / t-SNE layouts are kept on disk by content.")
+    _rank_panels(entry, ckpt, sp, protos)
+
+
+def _metrics_line(sp: maps.SplitPredictions) -> None:
+    m = calibration.calibration_panel(sp.labels, sp.probs)
+    cols = st.columns(4)
+    cols[0].metric("MAE (expected)", f"{np.mean(np.abs(sp.expected - sp.labels)):.3f}")
+    cols[1].metric("Accuracy (argmax)", common.fmt_pct(float(np.mean(sp.argmax == sp.labels))))
+    cols[2].metric("ECE / MCE", f"{m['ece']:.3f} / {m['mce']:.3f}", help="15 equal-width bins of the argmax confidence")
+    cols[3].metric("90 % interval coverage", common.fmt_pct(m["interval_coverage"]), help="ideal: 90 %")
+
+
+def _rank_panels(entry, ckpt, sp: maps.SplitPredictions, protos: np.ndarray) -> None:
+    labels = ckpt.classes.labels
+    R = len(labels)
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Distance to the own vs the predicted prototype** (per true rank)")
+        if protos.shape[0] == len(ckpt.ranks):
+            d = pd.DataFrame(maps.prototype_distances(sp.features, sp.labels, protos, sp.argmax))
+            d.insert(1, "label", labels)
+            figure(ac.prototype_distances(labels, d["to_own"].tolist(), d["to_predicted"].tolist()), d, "map-distances",
+                   f"{entry.name}-prototype-distances")
+        else:
+            st.caption("This checkpoint's prototypes are bins, not one per rank.")
+    with right:
+        st.markdown("**Per-rank error** · MAE of the expected rank ± std")
+        e = pd.DataFrame(maps.per_rank_errors(sp.labels, sp.expected, R))
+        e.insert(1, "label", labels)
+        figure(ac.rank_error_bars(labels, e["mae"].tolist(), e["std"].tolist(), ckpt.ranks.unit), e, "map-errors",
+               f"{entry.name}-per-rank-errors")
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Confusion matrix** · rows: true rank, columns: argmax prediction")
+        cm = maps.confusion_matrix(sp.labels, sp.argmax, R)
+        frame = pd.DataFrame(cm, index=pd.Index(labels, name="true"), columns=labels).reset_index()
+        figure(ac.confusion(cm, labels), frame, "map-confusion", f"{entry.name}-confusion")
+    with right:
+        st.markdown("**Per rank**")
+        table = e[["label", "n", "mae", "std"]].rename(columns={"mae": "MAE", "std": "MAE std"})
+        table["accuracy"] = [cm[r, r] / n if n else None for r, n in enumerate(table["n"])]
+        st.dataframe(table, hide_index=True, width="stretch", height=460,
+                     column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("MAE", "MAE std", "accuracy")})
+
+
+# --- Compare: reliability diagrams ---------------------------------------------------------------------
+
+
+def calibration_section(chosen: list[lib.LibraryEntry]) -> None:
+    """Reliability diagram (confidence vs accuracy per bin) of the chosen checkpoints on one dataset split."""
+    st.subheader("Calibration")
+    spec, split = _dataset_inputs("calibration")
+    bins = int(st.slider("Bins", 5, 30, calibration.DEFAULT_BINS, key="calibration-bins"))
+    if not spec:
+        st.caption("Give a dataset spec to evaluate the checkpoints on.")
+        return
+    series, rows, tables = [], [], []
+    for e in chosen:
+        try:
+            with st.spinner(f"Evaluating {e.name} on {spec} [{split}]…"):
+                sp = split_predictions(e, spec, split)
+        except ExplorerError as exc:
+            st.warning(str(exc) if e.name in str(exc) else f"{e.name}: {exc}")
+            continue
+        table = calibration.reliability_table(sp.labels, sp.probs, n_bins=bins)
+        series.append((e.name, table))
+        tables.append(pd.DataFrame(table).assign(checkpoint=e.name))
+        rows.append({"checkpoint": e.name, "n": len(sp.labels), "ECE": calibration.ece(sp.labels, sp.probs, n_bins=bins),
+                     "MCE": calibration.mce(sp.labels, sp.probs, n_bins=bins),
+                     "90 % coverage": calibration.interval_coverage(sp.labels, sp.probs),
+                     "accuracy": float(np.mean(sp.argmax == sp.labels))})
+    if not series:
+        return
+    left, right = st.columns([3, 2])
+    with left:
+        data = pd.concat(tables)[["checkpoint", "bin_lower", "bin_upper", "count", "confidence", "accuracy", "gap"]]
+        figure(ac.reliability(series), data, "calibration-reliability", "reliability-diagram")
+    with right:
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                     column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("ECE", "MCE", "90 % coverage", "accuracy")})
+        st.caption(f"Argmax confidence in {bins} equal-width bins (Guo et al. 2017); marker size ∝ images per bin. "
+                   "Coverage: share of labels inside the predicted 90 % central interval (ideal 0.90).")
+
+
+# --- Compare: sweep curves -------------------------------------------------------------------------------
+
+
+def curves_section() -> None:
+    """Few-shot / label-shift curves of a sweep folder's runs.csv (MAE and accuracy vs shots, ± std over seeds)."""
+    st.subheader("Few-shot and label-shift curves")
+    c1, c2 = st.columns([3, 2])
+    folder = c1.text_input("Sweep folder", "", key="curves-folder", placeholder="the --out-dir of 'ordinal-explorer sweep'",
+                           help="A folder holding runs.csv (or the runs.csv file itself).")
+    upload = c2.file_uploader("…or upload runs.csv", type=["csv"], key="curves-upload")
+    if upload is not None:
+        runs = pd.read_csv(upload)
+    elif folder.strip():
+        runs = curves.read_runs(Path(folder.strip()).expanduser())
+    else:
+        st.caption("Point to a sweep folder (or upload its runs.csv) to plot MAE and accuracy against shots, one line per method.")
+        return
+    table = curves.build_curves(runs)
+    regimes = list(dict.fromkeys(table["regime"]))
+    regime = st.segmented_control("Regime", regimes, default=regimes[0], key="curves-regime") if len(regimes) > 1 else regimes[0]
+    regime = regime or regimes[0]
+    cols = st.columns(2)
+    for col, metric in zip(cols, ("mae_exp", "acc_max")):
+        with col:
+            st.markdown(f"**{METRIC_TITLES[metric]}** · {regime}")
+            part = table[(table["metric"] == metric) & (table["regime"] == regime)].drop(columns=["shots_order"])
+            figure(ac.curves(curves.curve_series(table, metric, regime), METRIC_TITLES[metric]), part, f"curves-{metric}",
+                   f"curves-{metric}-{regime.replace(' ', '_')}")
+    st.caption(f"Mean ± std over seeds ({int(table['seeds'].min())}–{int(table['seeds'].max())} per point).")

@@ -1,0 +1,77 @@
+"""The analysis sections of the Geometry and Compare pages through AppTest (demo library, dots:20)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from test_app import _charts, _ok, _texts, _wait_for_backbone, env, open_page  # noqa: F401 (env is a fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _downloads(at) -> list:
+    return [el for el in at.get("download_button")]
+
+
+def test_geometry_decoding_panel(env):
+    at = _wait_for_backbone(open_page(env, "geometry", checkpoint="dots-rank-linear"))
+    text = _texts(at)
+    assert "Nearest words of the learned tokens" in text
+    tables = [t.value for t in at.dataframe]
+    decoded = next(t for t in tables if "next nearest" in t.columns)
+    assert list(decoded["slot"].unique()) == ["shared"] and len(decoded) == 4  # 4 context tokens
+    assert any(getattr(d, "label", "") == "All neighbours (CSV)" or "All neighbours" in str(d.proto) for d in _downloads(at))
+    at.number_input(key="decode-top").set_value(2).run()
+    _ok(at)
+
+
+def test_geometry_decoding_of_a_prototype_only_checkpoint(env):
+    at = open_page(env, "geometry", checkpoint="ages-prototypes")
+    assert "no learned tokens" in _texts(at)
+
+
+def test_geometry_map_confusion_and_errors(env):
+    from explorer.checkpoints import load_checkpoint
+    from explorer.maps import confusion_matrix, split_predictions
+    from app_testdata import demo_backbone
+
+    at = _wait_for_backbone(open_page(env, "geometry", checkpoint="dots-rank-linear"))
+    assert at.text_input(key="map-dataset").value == "dots:20"
+    text = _texts(at)
+    assert "Images and prototypes in one map" in text and "ECE / MCE" in text
+    keys = [c.proto.id for c in _charts(at)]
+    assert len(_charts(at)) >= 7  # heatmap, violations, adjacent, projection, map, distances, errors, confusion
+    ckpt = load_checkpoint(env["folder"] / "dots-rank-linear.safetensors")
+    sp = split_predictions(ckpt, demo_backbone(), "dots:20", "test", cache_dir=env["cache"] / "features")
+    mae = float(np.mean(np.abs(sp.expected - sp.labels)))
+    assert f"{mae:.3f}" in [m.value for m in at.metric]
+    assert confusion_matrix(sp.labels, sp.argmax, 21).sum() == len(sp.labels)
+    assert len(keys) == len(set(keys))
+    at.segmented_control(key="map-method").set_value("tsne").run()
+    _ok(at)
+    at.text_input(key="map-dataset").set_value("dots:4").run()  # 5 ranks for a 21-rank checkpoint
+    assert "21 ranks" in " ".join(w.value for w in at.warning)
+
+
+def test_compare_reliability_diagram_and_curves(env, tmp_path):
+    at = _wait_for_backbone(open_page(env, "compare"))
+    keys = [str(env["folder"] / f"{n}.safetensors") for n in ("dots-rank-linear", "dots-plain", "ages-rank-normal")]
+    at.multiselect(key="compare-checkpoints").set_value(keys).run()
+    _ok(at)
+    assert "Calibration" in _texts(at)
+    warnings = " ".join(w.value for w in at.warning)
+    assert "ages-rank-normal" in warnings  # 101 ranks, not evaluated on dots:20
+    table = next(t.value for t in at.dataframe if "ECE" in t.columns)
+    assert list(table["checkpoint"]) == ["dots-rank-linear", "dots-plain"]
+    assert ((table["ECE"] >= 0) & (table["ECE"] <= table["MCE"] + 1e-12)).all()
+    runs = pd.DataFrame([{"learner": lr, "shots": s, "seed": k, "mae_exp": 2.0 - 0.1 * k, "acc_max": 0.3}
+                         for lr in ("template", "rank:linear") for s in (1, 2, 4) for k in (0, 1)])
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    at.text_input(key="curves-folder").set_value(str(tmp_path)).run()
+    _ok(at)
+    figs = [c for c in _charts(at) if "curves" in c.proto.id]
+    assert len(figs) == 2
+    at.text_input(key="curves-folder").set_value(str(tmp_path / "missing")).run()
+    assert "runs.csv" in " ".join(e.value for e in at.error)

@@ -1,0 +1,60 @@
+"""End to end in headless Chromium: the analysis sections (decoding, joint map, reliability, curves);
+screenshots in test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from playwright.sync_api import expect
+
+from test_app_browser import CHART, _no_exception, _settle, _title
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    """A very tall window: the analysis sections sit below the pages' other figures."""
+    return {**browser_context_args, "viewport": {"width": 1440, "height": 4800}}
+
+
+def _section(page, title: str):
+    heading = page.get_by_role("heading", name=title)
+    expect(heading).to_be_visible(timeout=60_000)
+    return heading
+
+
+def test_geometry_decoding_and_joint_map(open_app, screenshot):
+    page = open_app("/geometry?checkpoint=dots-rank-linear")
+    _title(page, "Geometry")
+    _section(page, "Nearest words of the learned tokens")
+    _section(page, "Images and prototypes in one map")
+    expect(page.get_by_text("Confusion matrix")).to_be_visible(timeout=60_000)
+    expect(page.locator(CHART)).to_have_count(8, timeout=60_000)
+    expect(page.get_by_role("button", name="All neighbours (CSV)")).to_be_visible()
+    expect(page.get_by_role("button", name="Data (CSV)")).to_have_count(4)
+    _settle(page)
+    _no_exception(page)
+    screenshot(page, "geometry-analysis")
+    page.get_by_role("tab", name="Bases").click()
+    _settle(page)
+    page.get_by_text("Nearest words of the learned tokens").scroll_into_view_if_needed()
+    screenshot(page, "geometry-bases")
+
+
+def test_compare_reliability_and_curves(open_app, screenshot, tmp_path):
+    rows = [{"learner": lr, "shots": s, "seed": k, "label_shift": "none",
+             "mae_exp": base / (1 + 0.3 * i) + 0.05 * k, "acc_max": gain * (0.15 + 0.08 * i) + 0.02 * k}
+            for lr, base, gain in (("template", 3.0, 0.8), ("rank:linear", 2.4, 1.0)) for i, s in enumerate((1, 2, 4, 8)) for k in (0, 1, 2)]
+    pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
+    page = open_app("/compare")
+    _title(page, "Compare")
+    _section(page, "Calibration")
+    box = page.get_by_role("textbox", name="Sweep folder")
+    box.fill(str(tmp_path))
+    box.press("Enter")
+    _settle(page)
+    expect(page.get_by_role("strong").filter(has_text="test MAE (expected rank)")).to_be_visible(timeout=60_000)
+    expect(page.locator(CHART)).to_have_count(7, timeout=60_000)  # 3 heatmaps, per-rank MAE, reliability, 2 curves
+    _no_exception(page)
+    screenshot(page, "compare-analysis")
