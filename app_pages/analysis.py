@@ -17,7 +17,6 @@ from app_pages import common
 from explorer import calibration, curves, decode, library as lib, maps
 from explorer.errors import ExplorerError
 
-DEFAULT_DATASET = "dots:20"
 SPLITS = ("test", "val", "train", "all")
 METHODS = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}
 METRIC_TITLES = {"mae_exp": "test MAE (expected rank)", "acc_max": "test accuracy (argmax)"}
@@ -96,10 +95,17 @@ def decode_section(entry: lib.LibraryEntry, ckpt) -> None:
 # --- Geometry: images and prototypes in one map ------------------------------------------------------
 
 
-def _dataset_inputs(prefix: str) -> tuple[str, str]:
+def trained_on(entries: list[lib.LibraryEntry]) -> str:
+    """The dataset the checkpoints were trained on, when they all share one (else empty)."""
+    specs = {(e.summary.get("training") or {}).get("dataset") or "" for e in entries}
+    return specs.pop() if len(specs) == 1 else ""
+
+
+def _dataset_inputs(prefix: str, default: str = "") -> tuple[str, str]:
     c1, c2 = st.columns([3, 1])
-    spec = c1.text_input("Dataset", DEFAULT_DATASET, key=f"{prefix}-dataset",
-                         help="A dataset spec, e.g. dots:20 (the bundled demo checkpoints are trained on it), utkface:DIR.")
+    spec = c1.text_input("Dataset", default, key=f"{prefix}-dataset",
+                         help="A dataset spec, e.g. dots:20 (the bundled demo checkpoints are trained on it), utkface:DIR; "
+                              "by default the one the checkpoint was trained on.")
     split = c2.selectbox("Split", SPLITS, key=f"{prefix}-split")
     return spec.strip(), split
 
@@ -107,7 +113,7 @@ def _dataset_inputs(prefix: str) -> tuple[str, str]:
 def map_section(entry: lib.LibraryEntry, ckpt) -> None:
     """Images and rank prototypes projected together; distances, confusion matrix, per-rank errors."""
     st.subheader("Images and prototypes in one map")
-    spec, split = _dataset_inputs("map")
+    spec, split = _dataset_inputs("map", trained_on([entry]))
     if not spec:
         st.caption("Give a dataset spec to place its images among the prototypes.")
         return
@@ -130,8 +136,8 @@ def map_section(entry: lib.LibraryEntry, ckpt) -> None:
                                         close_gap=close)
     _metrics_line(sp)
     rank_labels = ckpt.classes.labels
-    data = pd.DataFrame(maps.joint_map_rows(img, pro, sp.labels, sp.argmax, rank_labels))
-    figure(ac.joint_map(img, pro, sp.labels, rank_labels, unit=ranks.unit), data, "map-joint", f"{entry.name}-joint-map")
+    data = pd.DataFrame(maps.joint_map_rows(img, pro, sp.targets, sp.argmax, rank_labels))
+    figure(ac.joint_map(img, pro, sp.targets, rank_labels, unit=ranks.unit), data, "map-joint", f"{entry.name}-joint-map")
     st.caption(f"{len(sp.labels)} images of {spec} [{split}] coloured by label, and the {len(protos)} prototypes joined in "
                "rank order, in one projection" + (" after centring each group (modality gap closed)" if close else "")
                + ". UMAP / t-SNE layouts are kept on disk by content.")
@@ -139,10 +145,10 @@ def map_section(entry: lib.LibraryEntry, ckpt) -> None:
 
 
 def _metrics_line(sp: maps.SplitPredictions) -> None:
-    m = calibration.calibration_panel(sp.labels, sp.probs)
+    m = calibration.calibration_panel(sp.targets, sp.probs)
     cols = st.columns(4)
-    cols[0].metric("MAE (expected)", f"{np.mean(np.abs(sp.expected - sp.labels)):.3f}")
-    cols[1].metric("Accuracy (argmax)", common.fmt_pct(float(np.mean(sp.argmax == sp.labels))))
+    cols[0].metric("MAE (expected)", f"{np.mean(np.abs(sp.expected - sp.targets)):.3f}")
+    cols[1].metric("Accuracy (argmax)", common.fmt_pct(float(np.mean(sp.argmax == sp.targets))))
     cols[2].metric("ECE / MCE", f"{m['ece']:.3f} / {m['mce']:.3f}", help="15 equal-width bins of the argmax confidence")
     cols[3].metric("90 % interval coverage", common.fmt_pct(m["interval_coverage"]), help="ideal: 90 %")
 
@@ -153,23 +159,20 @@ def _rank_panels(entry, ckpt, sp: maps.SplitPredictions, protos: np.ndarray) -> 
     left, right = st.columns(2)
     with left:
         st.markdown("**Distance to the own vs the predicted prototype** (per true rank)")
-        if protos.shape[0] == len(ckpt.ranks):
-            d = pd.DataFrame(maps.prototype_distances(sp.features, sp.labels, protos, sp.argmax))
-            d.insert(1, "label", labels)
-            figure(ac.prototype_distances(labels, d["to_own"].tolist(), d["to_predicted"].tolist()), d, "map-distances",
-                   f"{entry.name}-prototype-distances")
-        else:
-            st.caption("This checkpoint's prototypes are bins, not one per rank.")
+        d = pd.DataFrame(maps.prototype_distances(sp.features, sp.targets, protos, sp.argmax))
+        d.insert(1, "label", labels)
+        figure(ac.prototype_distances(labels, d["to_own"].tolist(), d["to_predicted"].tolist()), d, "map-distances",
+               f"{entry.name}-prototype-distances")
     with right:
         st.markdown("**Per-rank error** · MAE of the expected rank ± std")
-        e = pd.DataFrame(maps.per_rank_errors(sp.labels, sp.expected, R))
+        e = pd.DataFrame(maps.per_rank_errors(sp.targets, sp.expected, R))
         e.insert(1, "label", labels)
         figure(ac.rank_error_bars(labels, e["mae"].tolist(), e["std"].tolist(), ckpt.ranks.unit), e, "map-errors",
                f"{entry.name}-per-rank-errors")
     left, right = st.columns(2)
     with left:
         st.markdown("**Confusion matrix** · rows: true rank, columns: argmax prediction")
-        cm = maps.confusion_matrix(sp.labels, sp.argmax, R)
+        cm = maps.confusion_matrix(sp.targets, sp.argmax, R)
         frame = pd.DataFrame(cm, index=pd.Index(labels, name="true"), columns=labels).reset_index()
         figure(ac.confusion(cm, labels), frame, "map-confusion", f"{entry.name}-confusion")
     with right:
@@ -186,7 +189,7 @@ def _rank_panels(entry, ckpt, sp: maps.SplitPredictions, protos: np.ndarray) -> 
 def calibration_section(chosen: list[lib.LibraryEntry]) -> None:
     """Reliability diagram (confidence vs accuracy per bin) of the chosen checkpoints on one dataset split."""
     st.subheader("Calibration")
-    spec, split = _dataset_inputs("calibration")
+    spec, split = _dataset_inputs("calibration", trained_on(chosen))
     bins = int(st.slider("Bins", 5, 30, calibration.DEFAULT_BINS, key="calibration-bins"))
     if not spec:
         st.caption("Give a dataset spec to evaluate the checkpoints on.")
@@ -199,13 +202,13 @@ def calibration_section(chosen: list[lib.LibraryEntry]) -> None:
         except ExplorerError as exc:
             st.warning(str(exc) if e.name in str(exc) else f"{e.name}: {exc}")
             continue
-        table = calibration.reliability_table(sp.labels, sp.probs, n_bins=bins)
+        table = calibration.reliability_table(sp.targets, sp.probs, n_bins=bins)
         series.append((e.name, table))
         tables.append(pd.DataFrame(table).assign(checkpoint=e.name))
-        rows.append({"checkpoint": e.name, "n": len(sp.labels), "ECE": calibration.ece(sp.labels, sp.probs, n_bins=bins),
-                     "MCE": calibration.mce(sp.labels, sp.probs, n_bins=bins),
-                     "90 % coverage": calibration.interval_coverage(sp.labels, sp.probs),
-                     "accuracy": float(np.mean(sp.argmax == sp.labels))})
+        rows.append({"checkpoint": e.name, "n": len(sp.targets), "ECE": calibration.ece(sp.targets, sp.probs, n_bins=bins),
+                     "MCE": calibration.mce(sp.targets, sp.probs, n_bins=bins),
+                     "90 % coverage": calibration.interval_coverage(sp.targets, sp.probs),
+                     "accuracy": float(np.mean(sp.argmax == sp.targets))})
     if not series:
         return
     left, right = st.columns([3, 2])

@@ -47,8 +47,6 @@ def lab_page() -> None:
     ckpt = common.load_checkpoint(entry)
     config = ckpt.learner_config
     ranks = ckpt.ranks
-    num_ranks = len(ranks)
-
     settings = _settings(entry, config, len(ranks))
     if settings is None:
         return

@@ -49,7 +49,7 @@ from .torchfiles import load_weights_only
 from open_clip.constants import OPENAI_DATASET_MEAN as OPENAI_MEAN
 from open_clip.constants import OPENAI_DATASET_STD as OPENAI_STD
 
-from .specs import DEMO_ARCH, DEMO_WEIGHTS, REPO_ROOT, parse_backbone_spec  # noqa: F401 - re-exported
+from .specs import DEMO_ARCH, DEMO_WEIGHTS, parse_backbone_spec
 # open_clip CLIP(**DEMO_CONFIG): 64 px ViT with 8 px patches, width 128, 4 layers per tower,
 # 64-wide heads (so an OpenAI-layout export of it round-trips through shape inference).
 DEMO_CONFIG: dict[str, Any] = {

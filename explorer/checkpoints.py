@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from .errors import ExplorerError
 from .fsio import save_safetensors

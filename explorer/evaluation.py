@@ -57,12 +57,11 @@ def _eval_indices(ckpt, dataset, dataset_spec: str, split: str, min_label: int |
     return idx
 
 
-def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", cache_dir: str | None = None,
-                        skip_bad: bool = False, min_label: int | None = None) -> dict[str, Any]:
-    """Evaluate a checkpoint on a dataset split; ``min_label`` keeps only labels >= it (the long-tail
-    evaluation of §6)."""
+def open_eval_split(ckpt, dataset_spec: str, split: str = "test", skip_bad: bool = False,
+                    min_label: int | None = None) -> tuple[Any, list, np.ndarray]:
+    """(dataset, samples, rank-index labels) of a split that ``ckpt`` can be scored on: its training
+    run's dataset options and split settings when it was trained on ``dataset_spec``."""
     from . import datasets as ds
-    from .features import FeatureCache
 
     training = ckpt.meta.get("training") or {}
     options = (training.get("dataset_options") or {}) if training.get("dataset") == dataset_spec else {}
@@ -71,7 +70,16 @@ def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", 
     if len(dataset.ranks) != len(ckpt.ranks):
         raise ExplorerError(f"{ckpt.name} predicts {len(ckpt.ranks)} ranks but {dataset_spec} has {len(dataset.ranks)}.")
     samples = [dataset.samples[i] for i in _eval_indices(ckpt, dataset, dataset_spec, split, min_label)]
-    labels = np.array([s.label for s in samples], dtype=np.int64)
+    return dataset, samples, np.array([s.label for s in samples], dtype=np.int64)
+
+
+def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", cache_dir: str | None = None,
+                        skip_bad: bool = False, min_label: int | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint on a dataset split; ``min_label`` keeps only labels >= it (the long-tail
+    evaluation of §6)."""
+    from .features import FeatureCache
+
+    dataset, samples, labels = open_eval_split(ckpt, dataset_spec, split, skip_bad, min_label)
     feats = FeatureCache(backbone, cache_dir).features(dataset, samples)
     metrics = evaluate_features(ckpt.predictor(), feats, labels)
     return {"checkpoint": ckpt.name, "dataset": dataset_spec, "split": split, "min_label": min_label, "metrics": metrics}

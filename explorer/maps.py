@@ -26,6 +26,11 @@ class SplitPredictions:
     features: np.ndarray  # N x E, normalised
     labels: np.ndarray  # N ints in 0..R-1
     probs: np.ndarray  # N x C over the prototype rows (C = R unless the method bins)
+    targets: np.ndarray | None = None  # N ints in 0..C-1: the prototype row of each label (= labels unless binned)
+
+    def __post_init__(self) -> None:
+        if self.targets is None:
+            self.targets = self.labels
 
     @property
     def argmax(self) -> np.ndarray:
@@ -44,21 +49,19 @@ def split_predictions(ckpt, backbone, dataset_spec: str, split: str = "test", ca
     samples :func:`explorer.evaluation.evaluate_checkpoint` scores)."""
     import torch
 
-    from . import datasets as ds
-    from .evaluation import _eval_indices
+    from .concepts import bin_index
+    from .evaluation import open_eval_split
     from .features import FeatureCache
 
-    dataset = ds.open_dataset(dataset_spec)
-    ds.validate(dataset, check_images=True, skip_bad=skip_bad)
-    if len(dataset.ranks) != len(ckpt.ranks):
-        raise ExplorerError(f"{ckpt.name} predicts {len(ckpt.ranks)} ranks but {dataset_spec} has {len(dataset.ranks)}.")
-    samples = [dataset.samples[i] for i in _eval_indices(ckpt, dataset, dataset_spec, split, None)]
-    labels = np.array([s.label for s in samples], dtype=np.int64)
+    dataset, samples, labels = open_eval_split(ckpt, dataset_spec, split, skip_bad)
     feats = FeatureCache(backbone, cache_dir).features(dataset, samples)
     with torch.no_grad():
         probs = torch.softmax(ckpt.predictor().logits(feats), dim=-1).cpu().numpy().astype(np.float64)
     feats = torch.nn.functional.normalize(feats.float(), dim=-1).numpy().astype(np.float64)
-    return SplitPredictions(ckpt.name, dataset_spec, split, feats, labels, probs)
+    targets = labels
+    if ckpt.meta.get("classes"):  # binned method: each label's bin is its prototype row
+        targets = bin_index(ckpt.ranks.value_array[labels], ckpt.classes.values).numpy().astype(np.int64)
+    return SplitPredictions(ckpt.name, dataset_spec, split, feats, labels, probs, targets)
 
 
 def confusion_matrix(y_true, y_pred, num_ranks: int) -> np.ndarray:

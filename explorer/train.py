@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distributed import Dist, gather_uneven, init_distributed
+from .distributed import gather_uneven, init_distributed
 from .errors import ExplorerError
 from .evaluation import evaluate_checkpoint, evaluate_features
 from .fsio import remove_temporaries, temp_pattern, write_text

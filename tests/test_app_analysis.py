@@ -38,7 +38,10 @@ def test_geometry_map_confusion_and_errors(env):
     from app_testdata import demo_backbone
 
     at = _wait_for_backbone(open_page(env, "geometry", checkpoint="dots-rank-linear"))
-    assert at.text_input(key="map-dataset").value == "dots:20"
+    # no training run recorded in this checkpoint: nothing is evaluated until a dataset is given
+    assert at.text_input(key="map-dataset").value == "" and "Give a dataset spec" in _texts(at)
+    at.text_input(key="map-dataset").set_value("dots:20").run()
+    _ok(at)
     text = _texts(at)
     assert "Images and prototypes in one map" in text and "ECE / MCE" in text
     keys = [c.proto.id for c in _charts(at)]
@@ -60,7 +63,9 @@ def test_compare_reliability_diagram_and_curves(env, tmp_path):
     keys = [str(env["folder"] / f"{n}.safetensors") for n in ("dots-rank-linear", "dots-plain", "ages-rank-normal")]
     at.multiselect(key="compare-checkpoints").set_value(keys).run()
     _ok(at)
-    assert "Calibration" in _texts(at)
+    assert "Calibration" in _texts(at) and at.text_input(key="calibration-dataset").value == ""
+    at.text_input(key="calibration-dataset").set_value("dots:20").run()
+    _ok(at)
     warnings = " ".join(w.value for w in at.warning)
     assert "ages-rank-normal" in warnings  # 101 ranks, not evaluated on dots:20
     table = next(t.value for t in at.dataframe if "ECE" in t.columns)
@@ -75,3 +80,23 @@ def test_compare_reliability_diagram_and_curves(env, tmp_path):
     assert len(figs) == 2
     at.text_input(key="curves-folder").set_value(str(tmp_path / "missing")).run()
     assert "runs.csv" in " ".join(e.value for e in at.error)
+
+
+def test_a_trained_checkpoint_is_analysed_on_its_own_dataset_and_binned_methods_use_their_bins(env, tmp_path):
+    """The map defaults to the dataset the checkpoint was trained on; a NumCLIP checkpoint's confusion
+    matrix and calibration are over its concept bins (labels mapped to their bins)."""
+    from explorer.checkpoints import load_checkpoint
+    from explorer.maps import split_predictions
+    from explorer.train import TrainConfig, train
+    from app_testdata import demo_backbone
+
+    out = env["folder"] / "analysis-numclip.safetensors"
+    train(TrainConfig(dataset="dots:6:8", out=str(out), learner={"kind": "numclip", "concepts": "dots"}, epochs=2,
+                      cache_dir=str(env["cache"] / "features"), device="cpu"))
+    ckpt = load_checkpoint(out)
+    sp = split_predictions(ckpt, demo_backbone(), "dots:6:8", "test", cache_dir=env["cache"] / "features")
+    assert sp.probs.shape[1] == 5 and set(sp.targets) <= set(range(5))
+    assert list(sp.targets) == [0 if v < 3 else 1 if v < 7 else 2 for v in sp.labels]  # dots bins 0, 3, 7, ...
+    at = _wait_for_backbone(open_page(env, "geometry", checkpoint="analysis-numclip"))
+    _ok(at)
+    assert at.text_input(key="map-dataset").value == "dots:6:8" and "ECE / MCE" in _texts(at)

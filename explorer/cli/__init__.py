@@ -1,0 +1,72 @@
+"""The ``ordinal-explorer`` command line: one module per group of sub-commands, registered by name.
+
+Errors a user can fix print one readable line (``error: ...``) and exit with status 2; an unexpected
+error says so in one line and exits 1; a cancelled run exits 130; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import ExplorerError
+from ..runconfig import Cancelled
+from . import analysis_commands, checkpoint_commands, training_commands
+from .base import COMMANDS, command
+from .training_commands import _learner_settings, _train_config
+
+__all__ = ["COMMANDS", "build_parser", "command", "main", "_learner_settings", "_train_config"]
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser for every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="ordinal-explorer",
+        description="OrdinalCLIP Explorer: train, inspect, analyse and use CLIP prompt learners for ordinal regression (OrdinalCLIP, CoOp, zero-shot, linear probe, NumCLIP).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_text: str, backbone: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
+        if backbone:
+            p.add_argument("--backbone", help="backbone spec to use instead of the checkpoint's (must be the same weights)")
+            p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+        return p
+
+    checkpoint_commands.add_checkpoint_parsers(add)
+    training_commands._add_training_parsers(add)
+    analysis_commands.add_analysis_parsers(add)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``ordinal-explorer``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except ExplorerError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Cancelled as exc:
+        print(f"cancelled: {exc}", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (a bug; run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

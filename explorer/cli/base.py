@@ -1,0 +1,144 @@
+"""What every sub-command shares: the command registry, opening a checkpoint, JSON output, progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import ExplorerError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str):
+    """Register a sub-command handler."""
+
+    def deco(fn):
+        COMMANDS[name] = fn
+        return fn
+
+    return deco
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=None, default=_json_default))
+
+
+def _json_default(obj: Any):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _open(args: argparse.Namespace, need_backbone: bool = True):
+    """Load the checkpoint and, when needed, its backbone (or the one given with --backbone)."""
+    from ..backbones import load_backbone
+    from ..checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    if not need_backbone:
+        return ckpt, None
+    backbone = load_backbone(getattr(args, "backbone", None) or ckpt.backbone_spec, device=getattr(args, "device", None),
+                             progress=DownloadBar())
+    ckpt.check_backbone(backbone)
+    return ckpt, backbone
+
+
+def _parse_window(text: str | None, ranks) -> tuple[int, int] | None:
+    """'A:B' in rank values (e.g. ages 15:75) -> inclusive rank indices."""
+    if not text:
+        return None
+    try:
+        lo, hi = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise ExplorerError(f"--window must look like A:B with numbers (got '{text}').") from None
+    values = ranks.value_array
+    inside = np.flatnonzero((values >= lo) & (values <= hi))
+    if len(inside) < 3:
+        raise ExplorerError(
+            f"The window {text} holds {len(inside)} ranks (values {values[0]:g}..{values[-1]:g}); it needs at least 3."
+        )
+    return int(inside[0]), int(inside[-1])
+
+
+
+class _Bar:
+    """tqdm progress bars on stderr fed by runconfig.Progress events (one bar per stage and epoch)."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.bar = None
+        self.key: tuple | None = None
+
+    def __call__(self, p) -> None:
+        if self.quiet:
+            return
+        if p.stage == "epoch":
+            self.close()
+            m = p.metrics
+            print(f"epoch {p.epoch}/{p.epochs}  loss {m.get('train_loss', 0):.4f}  val MAE {m.get('val_mae', 0):.3f}"
+                  + ("  *best" if m.get("best") else ""), file=sys.stderr)
+        elif p.total:
+            self._update(p)
+        elif p.message:
+            self.close()
+            print(p.message, file=sys.stderr)
+
+    def _update(self, p) -> None:
+        from tqdm import tqdm
+
+        label = p.message or (f"epoch {p.epoch}/{p.epochs}" if p.epoch else p.stage)
+        key = (p.stage, p.epoch, label, p.total)
+        if key != self.key:
+            self.close()
+            self.bar = tqdm(total=p.total, desc=label, file=sys.stderr, leave=False, dynamic_ncols=True)
+            self.key = key
+        self.bar.n = p.done
+        if "loss" in p.metrics:
+            self.bar.set_postfix(loss=f"{p.metrics['loss']:.4f}", refresh=False)
+        self.bar.refresh()
+        if p.done >= p.total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar, self.key = None, None
+
+
+class DownloadBar:
+    """A tqdm bar per downloaded file (bytes, percent, rate) on stderr, fed by ``load_backbone(progress=...)``."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.bar = None
+        self.name: str | None = None
+
+    def __call__(self, done: int, total: int | None, filename: str) -> None:
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        if filename != self.name:
+            self.close()
+            self.bar = tqdm(total=total, desc=filename, unit="B", unit_scale=True, unit_divisor=1024,
+                            file=sys.stderr, dynamic_ncols=True, leave=False)
+            self.name = filename
+        self.bar.n = done
+        self.bar.refresh()
+        if total is not None and done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar, self.name = None, None

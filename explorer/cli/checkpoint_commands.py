@@ -1,0 +1,256 @@
+"""Sub-commands on checkpoints: info, prototypes, analyze, predict, export, import-reference, zero-shot."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ExplorerError
+from .base import DownloadBar, _open, _parse_window, _print_json, command
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+@command("info")
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..checkpoints import inspect_resume_state
+    from ..resume import is_resume_name
+
+    path = Path(args.checkpoint)
+    resume = inspect_resume_state(path) if path.is_file() and is_resume_name(path) else None
+    summary = resume if resume is not None else _open(args, need_backbone=False)[0].summary()
+    if args.json:
+        _print_json(summary)
+        return 0
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        print(f"{key:>18}: {value}")
+    return 0
+
+
+@command("prototypes")
+def cmd_prototypes(args: argparse.Namespace) -> int:
+    import torch
+
+    ckpt, backbone = _open(args, need_backbone=not args.stored)
+    if args.stored:
+        matrix = ckpt.prototypes.matrix.numpy()
+        timings: list[float] = []
+    else:
+        model = ckpt.build_model(backbone)
+        timings = []
+        with torch.no_grad():
+            for _ in range(max(1, args.repeat)):
+                start = time.perf_counter()
+                matrix = model(full_length=args.full_length)
+                if matrix.is_cuda:
+                    torch.cuda.synchronize()
+                timings.append(time.perf_counter() - start)
+        matrix = matrix.cpu().numpy()
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, matrix)
+    if args.repeat:
+        _print_json({
+            "median_seconds": statistics.median(timings) if timings else 0.0,
+            "repeats": len(timings),
+            "shape": list(matrix.shape),
+            "full_length": bool(args.full_length),
+            "device": str(backbone.device) if backbone else "none",
+        })
+    elif args.out:
+        print(f"wrote {args.out}: {matrix.shape[0]} x {matrix.shape[1]} float32 prototypes")
+    return 0
+
+
+@command("analyze")
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from ..geometry import adjacent_similarity, ordinality_report, similarity_matrix
+
+    ckpt, _ = _open(args, need_backbone=False)
+    ranks = ckpt.classes  # the prototype rows (NumCLIP: concept bins)
+    window = _parse_window(args.window, ranks)
+    protos = ckpt.prototypes.matrix.numpy()
+    report = ordinality_report(protos, window=window)
+    sims = similarity_matrix(protos, window=window)
+    lo = window[0] if window else 0
+    adjacent = adjacent_similarity(sims)
+    out = {
+        "checkpoint": ckpt.name,
+        "num_ranks": len(ranks),
+        "window": None if window is None else {"ranks": list(window), "labels": [ranks.labels[window[0]], ranks.labels[window[1]]]},
+        **{k: v for k, v in report.items() if k != "window"},
+        "adjacent_similarity": [
+            {"from": ranks.labels[lo + i], "to": ranks.labels[lo + i + 1], "cosine": float(s)} for i, s in enumerate(adjacent)
+        ],
+    }
+    if args.json:
+        _print_json(out)
+        return 0
+    print(f"{ckpt.name}: {len(ranks)} ranks" + (f", window {out['window']['labels'][0]}..{out['window']['labels'][1]}" if window else ""))
+    print(f"  ordinality (all pairs): {report['ordinality'] * 100:.2f} %   violation rate: {report['violation_rate'] * 100:.2f} %")
+    print("  per span: " + "  ".join(f"s={s}: {v * 100:.1f}%" for s, v in report["spans"].items()))
+    print(f"  adjacent cosine: min {adjacent.min():.4f}  mean {adjacent.mean():.4f}  max {adjacent.max():.4f}")
+    return 0
+
+
+@command("predict")
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..images import open_image
+
+    ckpt, backbone = _open(args)
+    images = [open_image(p) for p in args.images]
+    crops = None
+    if args.face:
+        from ..faces import DEFAULT_MARGIN, crop_face
+
+        margin = DEFAULT_MARGIN if args.margin is None else args.margin
+        crops = [crop_face(image, margin=margin) for image in images]
+        images = [crop.image for crop in crops]
+    pred = ckpt.predictor().predict(backbone.encode_images(images), coverage=args.coverage)
+    records = [{"image": str(p), **pred.record(i, k=args.top)} for i, p in enumerate(args.images)]
+    for rec, crop in zip(records, crops or []):
+        rec["face"] = crop.summary()
+    if args.json:
+        _print_json(records if len(records) > 1 else records[0])
+        return 0
+    ranks = ckpt.ranks
+    if backbone.is_demo:
+        print("note: the demo backbone is in use; its predictions on real photos are not meaningful", file=sys.stderr)
+    for rec in records:
+        lo, hi = rec["interval_values"]
+        top = ", ".join(f"{t['label']} ({t['prob'] * 100:.1f}%)" for t in rec["top"])
+        face = rec.get("face")
+        face_note = "" if face is None else (
+            f"; face {face['box']} (score {face['score']:.2f})" if face["found"] else "; no face found: whole image")
+        print(
+            f"{rec['image']}: {rec['value_kind']} {ranks.format_value(rec['value'])}, argmax {rec['argmax_label']}, "
+            f"median {rec['median_value']:g}, {rec['coverage'] * 100:.0f}% interval [{lo:g}, {hi:g}]; top: {top}{face_note}"
+        )
+    return 0
+
+
+@command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..checkpoints import export_prototypes
+
+    ckpt, _ = _open(args, need_backbone=False)
+    if not args.prototypes_only:
+        raise ExplorerError("Only prototype-only export exists; pass --prototypes-only.")
+    out = export_prototypes(ckpt, args.out)
+    print(f"wrote {out} (prototypes only, {ckpt.prototypes.num_ranks} ranks)")
+    return 0
+
+
+@command("import-reference")
+def cmd_import_reference(args: argparse.Namespace) -> int:
+    from ..reference import import_reference
+
+    if not args.run_dir and not args.ckpt:
+        raise ExplorerError("Give the reference run with --run-dir DIR or --ckpt FILE.")
+    overrides = {
+        key: value
+        for key, value in {
+            "kind": args.learner,
+            "num_ranks": args.num_ranks,
+            "num_base_ranks": args.num_base_ranks,
+            "interpolation": args.interpolation,
+            "position": args.position,
+            "rank_specific_context": args.rank_specific_context,
+        }.items()
+        if value is not None
+    }
+    out = import_reference(
+        run_dir=args.run_dir, ckpt=args.ckpt, clip_weights=args.clip_weights, out=args.out,
+        learner_overrides=overrides or None, concepts=args.concepts, rank_start=args.rank_start,
+        rank_unit=args.rank_unit, device=args.device,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+@command("zero-shot")
+def cmd_zero_shot(args: argparse.Namespace) -> int:
+    from ..backbones import load_backbone
+    from ..presets import build_preset_checkpoint, get_preset
+
+    preset = get_preset(args.preset)
+    backbone = load_backbone(args.backbone, device=args.device, progress=DownloadBar(args.quiet))
+    out = build_preset_checkpoint(preset, backbone, args.out, name=args.name)
+    print(f"wrote {out} (zero-shot preset {preset.name}: {len(preset.labels)} ranks, "
+          f"{len(preset.templates)} templates averaged, backbone {backbone.spec})")
+    return 0
+
+
+
+
+def add_checkpoint_parsers(add) -> None:
+    """info / prototypes / analyze / predict / export / import-reference / zero-shot."""
+    p = add("info", "Summary of a checkpoint (kind, backbone, learner, ranks, metrics).")
+    p.add_argument("checkpoint", help="checkpoint .safetensors file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("prototypes", "Write the normalised R x E prototypes (float32 .npy), or benchmark their computation.", backbone=True)
+    p.add_argument("checkpoint")
+    p.add_argument("--out", help="output .npy file")
+    p.add_argument("--repeat", type=int, default=0, metavar="N",
+                   help="compute N times and print JSON with median_seconds (computation only, after loading)")
+    p.add_argument("--full-length", action="store_true", help="pad prompts to 77 tokens (reference path) instead of truncating")
+    p.add_argument("--stored", action="store_true", help="use the prototypes stored in the checkpoint (no backbone needed)")
+
+    p = add("analyze", "Prototype geometry: ordinality per span, violation rate, adjacent similarities.")
+    p.add_argument("checkpoint")
+    p.add_argument("--window", metavar="A:B", help="only ranks whose values lie in [A, B], e.g. ages 15:75")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("predict", "Predict the rank distribution of images.", backbone=True)
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top", type=int, default=3, help="how many top ranks to list (default 3)")
+    p.add_argument("--coverage", type=float, default=0.9, help="central interval coverage (default 0.9)")
+    p.add_argument("--json", action="store_true", help="print JSON (one object, or a list for several images)")
+    p.add_argument("--face", action="store_true",
+                   help="crop the largest face (as the app does) before encoding; JSON gains face: {found, box, score}")
+    p.add_argument("--margin", type=float, default=None,
+                   help="with --face: space around the face on every side, a fraction of its size (default: the app's, 0.4)")
+
+    p = add("export", "Export a prototype-only checkpoint (predicts like the full one; no text encoder needed).")
+    p.add_argument("checkpoint")
+    p.add_argument("--prototypes-only", action="store_true", required=True, help="keep only the prototypes")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+
+    p = add("import-reference", "Import a reference OrdinalCLIP / CoOp / NumCLIP run (Lightning .ckpt) as an explorer checkpoint.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run-dir", help="reference output folder holding config.yaml and ckpts/*.ckpt")
+    src.add_argument("--ckpt", help="a reference .ckpt file (give the learner flags below when there is no config.yaml)")
+    p.add_argument("--clip-weights", required=True, help="the OpenAI-layout CLIP weights the run started from (e.g. ViT-B-16.pt)")
+    p.add_argument("--out", required=True, help="output .safetensors checkpoint")
+    p.add_argument("--learner", choices=["rank", "plain", "numclip"], help="learner kind (RankPromptLearner = rank, RegCLIPSSR = numclip)")
+    p.add_argument("--num-ranks", type=int, help="number of ranks (NumCLIP: label ranks; default 0..100 years for age concepts)")
+    p.add_argument("--rank-start", type=float, help="value of the first rank (default 0)")
+    p.add_argument("--rank-unit", help="unit of the rank values (NumCLIP age concepts: years)")
+    p.add_argument("--concepts", help="NumCLIP concept bins: a preset (age, adience, aesthetics, historical, dots) or a bins file; default age")
+    p.add_argument("--num-base-ranks", type=int)
+    p.add_argument("--interpolation", choices=["linear", "inv_prop", "normal"])
+    p.add_argument("--position", choices=["tail", "front", "middle"])
+    p.add_argument("--rank-specific-context", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--device", default="cpu")
+
+    from ..presets import PRESETS
+
+    p = add("zero-shot", "Write a zero-shot template checkpoint from a preset's prompt ensemble (nothing is trained).")
+    p.add_argument("--preset", required=True, choices=list(PRESETS),
+                   help="; ".join(f"{k}: {v.title}" for k, v in PRESETS.items()))
+    p.add_argument("--backbone", default="demo", help="backbone spec: demo, NAME:TAG, hf-hub:ORG/REPO, PATH or ARCH@PATH")
+    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    p.add_argument("--name", default=None, help="display name stored in the checkpoint")
+    p.add_argument("--device", default=None, help="cpu, cuda ... (default: CUDA when available)")
+    p.add_argument("--quiet", action="store_true", help="no download progress bar")

@@ -1,0 +1,166 @@
+"""Sub-commands that train and evaluate: embed, train, eval, sweep."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .base import DownloadBar, _Bar, _open, _print_json, command
+
+
+def _learner_settings(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """The options of ``method`` set on the command line (the rank-names file read into names)."""
+    from ..methods import get_method
+    from ..options import values_from_args
+    from ..ranks import read_names_file
+
+    settings = values_from_args(get_method(method).config_class, args)
+    if settings.get("rank_names"):
+        settings["rank_names"] = read_names_file(settings["rank_names"])
+    return settings
+
+
+def _train_config(args: argparse.Namespace, dataset: str, out: str, method: str = "rank"):
+    """The TrainConfig of a train / sweep command: dataclass defaults, the --preset's, then the flags given."""
+    from ..options import values_from_args
+    from ..runconfig import TrainConfig, config_from_preset
+
+    return config_from_preset(
+        getattr(args, "preset", None), dataset, out, method, values_from_args(TrainConfig, args), _learner_settings(args, method),
+        backbone=args.backbone, skip_bad=args.skip_bad, device=args.device, cache_dir=args.cache_dir, name=getattr(args, "name", None),
+    )
+
+
+@command("train")
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..train import train
+
+    config = _train_config(args, args.dataset, args.out, args.learner)
+    result = train(config, progress=_Bar(args.quiet), resume=args.resume)
+    summary = {
+        "checkpoint": str(result.checkpoint), "history": str(result.history_path), "best_epoch": result.best_epoch + 1,
+        "val": {k: v for k, v in result.val_metrics.items() if k != "per_rank_mae"},
+        "test": None if result.test_metrics is None else {k: v for k, v in result.test_metrics.items() if k != "per_rank_mae"},
+        "seconds": round(result.seconds, 2),
+    }
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        if args.json:
+            _print_json(summary)
+        else:
+            test = summary["test"] or {}
+            print(f"wrote {result.checkpoint} (best epoch {summary['best_epoch']}, val MAE {summary['val']['mae_exp']:.3f}"
+                  + (f", test MAE {test['mae_exp']:.3f}, test acc {test['acc_max'] * 100:.1f}%" if test else "") + f", {result.seconds:.1f} s)")
+    return 0
+
+
+@command("embed")
+def cmd_embed(args: argparse.Namespace) -> int:
+    from ..backbones import load_backbone
+    from ..datasets import open_dataset, validate
+    from ..features import FeatureCache
+
+    backbone = load_backbone(args.backbone, device=args.device, progress=DownloadBar(args.quiet))
+    dataset = open_dataset(args.dataset)
+    validate(dataset, check_images=True, skip_bad=args.skip_bad)
+    cache = FeatureCache(backbone, args.cache_dir)
+    bar = _Bar(args.quiet)
+    from ..train import Progress
+
+    feats = cache.features(dataset, dataset.samples, batch_size=args.batch_size,
+                           progress=lambda d, t: bar(Progress("embed", d, t, message="embedding")))
+    print(f"{len(feats)} images embedded with {backbone.spec}; cache at {cache.folder}")
+    return 0
+
+
+@command("eval")
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..train import evaluate_checkpoint
+
+    ckpt, backbone = _open(args)
+    result = evaluate_checkpoint(ckpt, backbone, args.dataset, split=args.split, cache_dir=args.cache_dir,
+                                 skip_bad=args.skip_bad, min_label=args.long_tail)
+    if args.json:
+        _print_json(result)
+    else:
+        m = result["metrics"]
+        print(f"{ckpt.name} on {args.dataset} [{args.split}, n={int(m['n'])}]: MAE exp {m['mae_exp']:.3f}, MAE max {m['mae_max']:.3f}, "
+              f"acc {m['acc_max'] * 100:.1f}%, 1-off {m['cs1'] * 100:.1f}%, QWK {m['qwk']:.3f}, Spearman {m['spearman']:.3f}")
+    return 0
+
+
+@command("sweep")
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ..runconfig import parse_learner_list, sweep_grid
+    from ..train import sweep
+
+    base = _train_config(args, args.dataset, str(Path(args.out_dir) / "run.safetensors"))
+    learners = parse_learner_list(args.learners, _learner_settings(args, "rank"))
+    shots = [None if s in ("all", "0") else int(s) for s in args.shots_list.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    table = sweep(sweep_grid(base, learners, shots, seeds, args.out_dir), Path(args.out_dir), progress=_Bar(args.quiet))
+    print(table["markdown"])
+    print(f"wrote {table['csv']} and {table['md']}")
+    print(f"wrote {table['curves']} (few-shot / label-shift curves)")
+    return 0
+
+
+def _add_training_parsers(add) -> None:
+    """embed / train / eval / sweep sub-commands."""
+    from ..methods import method_names
+
+    def data_flags(p, with_backbone: bool = True):
+        if with_backbone:
+            p.add_argument("--backbone", default="demo", help="backbone spec: demo, NAME:TAG (open_clip), hf-hub:ORG/REPO, PATH or ARCH@PATH")
+            p.add_argument("--device", default=None, help="cpu, cuda ... (default: CUDA when available)")
+        p.add_argument("--cache-dir", default=None, help="feature cache folder (default .cache/features)")
+        p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and bad labels (their count is reported)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def train_flags(p):
+        from ..methods import REGISTRY, get_method
+        from ..options import add_flags
+        from ..runconfig import TrainConfig
+
+        from ..recipes import RECIPES
+
+        p.add_argument("--preset", choices=list(RECIPES), default=None,
+                       help="paper preset: ranks, prompt initialisation and the reference recipe of "
+                            + ", ".join(f"{k} ({r.title})" for k, r in RECIPES.items()) + "; flags given win")
+        add_flags(p, TrainConfig)
+        seen: set[str] = set()
+        for name in REGISTRY:
+            add_flags(p, get_method(name).config_class, seen)
+
+    p = add("embed", "Fill the feature cache for a dataset (resumable; progress shown).")
+    p.add_argument("dataset", help="DATASET spec, e.g. dots:20, utkface:DIR, list:ROOT:TRAIN.txt:VAL.txt:TEST.txt")
+    p.add_argument("--batch-size", type=int, default=64)
+    data_flags(p)
+
+    p = add("train", "Train a prompt learner (or a baseline) and write the best checkpoint by validation MAE.")
+    p.add_argument("dataset", help="DATASET spec, e.g. dots:20, utkface:DIR, csv:FILE")
+    p.add_argument("--learner", choices=method_names(), default="rank", help="method: " + ", ".join(method_names()))
+    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors); history goes beside it")
+    p.add_argument("--name", default=None, help="display name stored in the checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its .resume.safetensors state")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    data_flags(p)
+    train_flags(p)
+
+    p = add("eval", "Evaluate a checkpoint on a dataset split with the full metric panel.", backbone=True)
+    p.add_argument("checkpoint")
+    p.add_argument("dataset")
+    p.add_argument("--split", choices=["train", "val", "test", "all"], default="test")
+    p.add_argument("--long-tail", type=int, default=None, metavar="MIN", help="long-tail evaluation: only labels >= MIN (e.g. 50)")
+    p.add_argument("--json", action="store_true")
+    data_flags(p, with_backbone=False)
+
+    p = add("sweep", "Several learners x shots x seeds; writes a mean +- std results table (CSV and Markdown).")
+    p.add_argument("dataset")
+    p.add_argument("--learners", default="template,linear,plain,rank:linear,rank:inv_prop,rank:normal",
+                   help="comma list of learner[:interpolation] (default: all baselines and interpolations)")
+    p.add_argument("--shots-list", default="16", help="comma list of shots per label; 'all' for the full train split")
+    p.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
+    p.add_argument("--out-dir", required=True, help="folder for the runs and the results table")
+    data_flags(p)
+    train_flags(p)
