@@ -239,11 +239,11 @@ def test_compare_tables_per_rank_errors_and_one_image(env):
     assert list(metrics["split"]) == ["test", "unspecified", "none stored"]
     assert metrics.loc[0, "mae_exp"] == pytest.approx(2.1)
     charts = _charts(at)
-    assert len(charts) == 3 + 1 + 1  # 3 heatmaps + per-rank errors + reliability diagram (dots:20)
+    assert len(charts) == 3 + 1  # 3 heatmaps + per-rank errors (the reliability diagram waits for a dataset spec)
     assert "No per-rank errors stored for ages-rank-normal" in _texts(at)
     at.file_uploader(key="compare-image").set_value(("face.png", image_bytes(face_image()), "image/png")).run()
     _ok(at)
-    assert len(_charts(at)) == 6
+    assert len(_charts(at)) == 5
     dists = at.dataframe[2].value
     assert list(dists["checkpoint"]) == ["dots-rank-linear", "dots-plain", "ages-rank-normal"]
     assert "Face found" in _texts(at)
