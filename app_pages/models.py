@@ -34,7 +34,7 @@ def _specs() -> tuple[tuple[str, ...], tuple[str, ...]]:
 def _table(statuses: list[models.ModelStatus]) -> None:
     rows = [{"backbone": s.spec, "description": s.description, "cached": "yes" if s.cached else "no",
              "download size": "—" if s.cached else models.format_size(s.size), "status": s.note} for s in statuses]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
 def _download_panel(status: models.ModelStatus) -> None:

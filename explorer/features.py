@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -22,7 +21,11 @@ from safetensors import SafetensorError, safe_open
 from .fsio import remove_temporaries, save_safetensors
 
 STALE_TMP_SECONDS = 3600.0  # a chunk write takes well under a second
-DEFAULT_CACHE = Path(os.environ.get("ORDINAL_EXPLORER_CACHE", Path(__file__).resolve().parent.parent / ".cache")) / "features"
+def default_cache() -> Path:
+    """``<cache folder>/features`` (``$ORDINAL_EXPLORER_CACHE`` or ``.cache/``, as for every derived file)."""
+    from .library import cache_folder
+
+    return cache_folder() / "features"
 
 
 class Interrupted(Exception):
@@ -53,7 +56,7 @@ class FeatureCache:
     def __init__(self, backbone, root: str | Path | None = None):
         self.backbone = backbone
         safe_id = backbone.backbone_id.replace("/", "_").replace("@", "-")
-        self.folder = Path(root or DEFAULT_CACHE) / safe_id / preprocess_id(backbone)
+        self.folder = Path(root or default_cache()) / safe_id / preprocess_id(backbone)
         self._index: dict[str, torch.Tensor] | None = None
 
     def _load_index(self) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ ordinary explorer checkpoint that reloads and rebuilds to the same prototypes.
 ``age-groups``     Adience's 8 groups: 0-2, 4-6, 8-12, 15-20, 25-32, 38-43, 48-53, 60-100
 ``aesthetics``     aesthetic scores 1-5
 ``decade``         the decade a photo was taken, 1930s-1970s
+``age-concepts``   NumCLIP-style: the 5 age concepts (child ... older adult), valued at their bins' midpoints
 =================  ==========================================================================
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .concepts import CONCEPT_PRESETS
 from .errors import ExplorerError
 from .ranks import Ranks
 
@@ -47,6 +49,13 @@ class Preset:
                            template=self.templates[0], templates=list(self.templates))
 
 
+def _concept_midpoints(starts: tuple[float, ...], last: float) -> tuple[float, ...]:
+    """Midpoint of each bin [start_k, start_{k+1} - 1], the last one closed at ``last``."""
+    ends = [b - 1 for b in starts[1:]] + [last]
+    return tuple((a + b) / 2 for a, b in zip(starts, ends))
+
+
+_AGE_CONCEPTS = CONCEPT_PRESETS["age"]
 _AGES = tuple(str(a) for a in range(101))
 _GROUPS = ((0, 2), (4, 6), (8, 12), (15, 20), (25, 32), (38, 43), (48, 53), (60, 100))
 _DECADES = tuple(f"{y}s" for y in range(1930, 1980, 10))
@@ -75,6 +84,11 @@ PRESETS: dict[str, Preset] = {
         ("a photo from the {}.", "a photograph taken in the {}.", "an old photo from the {}.",
          "a historical color photo from the {}."),
         rank_kind="decade"),
+    "age-concepts": Preset(
+        "age-concepts", "Age concepts (NumCLIP's child ... older adult)", _AGE_CONCEPTS.names,
+        _concept_midpoints(_AGE_CONCEPTS.starts, 100.0), _AGE_CONCEPTS.names,
+        ("a photo of a {}.", "a photo of the face of a {}.", "a close-up photo of a {}.", "a portrait of a {}."),
+        unit="years", rank_kind="age concept"),
 }
 
 

@@ -123,21 +123,21 @@ def base_positions(num_ranks: int, num_base_ranks: int) -> torch.Tensor:
     return torch.linspace(0, num_ranks - 1, num_base_ranks, dtype=torch.float64)
 
 
-def interpolation_weights(num_ranks: int, num_base_ranks: int, kind: str = "linear", bandwidth: float = 1.0) -> torch.Tensor:
+def interpolation_weights(num_ranks: int, num_base_ranks: int, scheme: str = "linear", bandwidth: float = 1.0) -> torch.Tensor:
     """R x B float32 weights W (rows sum to 1) so that rank_r = sum_k W[r, k] * base_k.
 
     linear: f = 1 - d/(R-1); inv_prop: f = 1/(d + 1e-5); normal: f = exp(-(d/bandwidth)^2),
     normalised in log space so that it stays finite where the reference's float32 exp underflows.
     """
-    if kind not in INTERPOLATIONS:
-        raise ExplorerError(f"Unknown interpolation '{kind}'; choose one of {', '.join(INTERPOLATIONS)}.")
+    if scheme not in INTERPOLATIONS:
+        raise ExplorerError(f"Unknown interpolation '{scheme}'; choose one of {', '.join(INTERPOLATIONS)}.")
     if not 1 <= num_base_ranks <= num_ranks or num_ranks < 2:
         raise ExplorerError(f"Need 1 <= num_base_ranks <= num_ranks and num_ranks >= 2 (got B={num_base_ranks}, R={num_ranks}).")
     d = (torch.arange(num_ranks, dtype=torch.float64)[:, None] - base_positions(num_ranks, num_base_ranks)[None]).abs()
-    if kind == "normal":
+    if scheme == "normal":
         w = torch.softmax(-((d / bandwidth) ** 2), dim=1)
     else:
-        f = 1.0 - d / (num_ranks - 1) if kind == "linear" else 1.0 / (d + 1e-5)
+        f = 1.0 - d / (num_ranks - 1) if scheme == "linear" else 1.0 / (d + 1e-5)
         w = f / f.sum(dim=1, keepdim=True)
     return w.to(torch.float32)
 
@@ -257,11 +257,11 @@ class RankPromptLearner(PromptLearner):
     def rank_embeddings(self) -> torch.Tensor:
         return torch.einsum("rk,ktd->rtd", self.interpolation, self.rank_embeds)
 
-    def set_interpolation(self, kind: str, bandwidth: float = 1.0) -> None:
+    def set_interpolation(self, scheme: str, bandwidth: float = 1.0) -> None:
         """Swap the interpolation scheme (same base embeddings), e.g. for the interpolation lab."""
-        weights = interpolation_weights(self.config.num_ranks, self.config.num_base_ranks, kind, bandwidth)
+        weights = interpolation_weights(self.config.num_ranks, self.config.num_base_ranks, scheme, bandwidth)
         self.interpolation = weights.to(self.rank_embeds.device)
-        self.config.interpolation, self.config.bandwidth = kind, float(bandwidth)
+        self.config.interpolation, self.config.bandwidth = scheme, float(bandwidth)
 
 
 class PlainPromptLearner(PromptLearner):

@@ -53,7 +53,7 @@ def test_ensemble_templates_are_validated(demo):
         _prototypes(demo, Ranks.integers(3), templates=[])
 
 
-@pytest.mark.parametrize("name, count", [("age", 101), ("age-groups", 8), ("aesthetics", 5), ("decade", 5)])
+@pytest.mark.parametrize("name, count", [("age", 101), ("age-groups", 8), ("aesthetics", 5), ("decade", 5), ("age-concepts", 5)])
 def test_presets_are_data_with_consistent_ranks(name, count):
     preset = get_preset(name)
     assert len(preset.labels) == len(preset.values) == len(preset.names) == count
@@ -84,3 +84,15 @@ def test_cli_zero_shot_preset(tmp_path, capsys):
     assert load_checkpoint(out).ranks.labels == ["1930s", "1940s", "1950s", "1960s", "1970s"]
     with pytest.raises(SystemExit):
         main(["zero-shot", "--preset", "nope", "--out", str(out)])
+
+
+def test_age_concepts_are_numclips_bins_valued_at_their_midpoints(demo, tmp_path):
+    from explorer.checkpoints import load_checkpoint
+    from explorer.concepts import CONCEPT_PRESETS
+    from explorer.presets import build_preset_checkpoint
+
+    preset = get_preset("age-concepts")
+    assert preset.names == CONCEPT_PRESETS["age"].names
+    assert preset.values == (6.0, 15.5, 26.5, 49.5, 82.5)  # child 0-12, teenager 13-18, ..., older adult 65-100
+    ckpt = load_checkpoint(build_preset_checkpoint(preset, demo, tmp_path / "concepts.safetensors"))
+    assert ckpt.ranks.labels == list(preset.names) and ckpt.ranks.unit == "years"
