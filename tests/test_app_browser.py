@@ -149,6 +149,17 @@ def test_compare_overlays_distributions_for_one_image(open_app, screenshot, tmp_
     screenshot(page, "same-image")
 
 
+@pytest.fixture
+def trained_runs_removed(app_library_dir):
+    """Runs trained from the Train page land in the shared test library: remove them afterwards, so
+    that the pages other tests open (e.g. Compare's default set) do not depend on test order."""
+    before = set(app_library_dir.iterdir())
+    yield
+    for path in set(app_library_dir.iterdir()) - before:
+        path.unlink(missing_ok=True)
+
+
+@pytest.mark.usefixtures("trained_runs_removed")
 def test_train_a_tiny_run_to_completion_and_see_it_in_the_library(open_app, screenshot):
     page = open_app("/train")
     _title(page, "Train")
@@ -167,6 +178,7 @@ def test_train_a_tiny_run_to_completion_and_see_it_in_the_library(open_app, scre
     _no_exception(page)
 
 
+@pytest.mark.usefixtures("trained_runs_removed")
 def test_numclip_trained_in_the_app_renders_on_geometry_and_predict(open_app, screenshot, tmp_path):
     page = open_app("/train")
     _title(page, "Train")

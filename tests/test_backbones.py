@@ -137,6 +137,7 @@ def test_zoo_fails_fast_with_hf_hub_offline(tmp_path):
 def test_zoo_fails_fast_without_offline_flag(monkeypatch, tmp_path, endpoint):
     """Without HF_HUB_OFFLINE the hub is probed: an unreachable hub must fail within ~2.5 s."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)  # huggingface_hub honours it too (make test sets it)
     monkeypatch.setenv("HF_ENDPOINT", endpoint)  # never the real hub: no download, ever
     start = time.monotonic()
     with pytest.raises(ExplorerError) as err:
