@@ -30,9 +30,17 @@ def rank_metrics(labels: np.ndarray, probs: np.ndarray, ranks) -> dict[str, Any]
 
 
 @torch.no_grad()
-def evaluate_features(predictor, feats: torch.Tensor, labels: np.ndarray) -> dict[str, Any]:
-    """The metrics of ``predictor`` (prototypes, or a method's own predictor) on image features."""
-    return predictor.evaluate(feats, np.asarray(labels, dtype=np.int64))
+def evaluate_features(predictor, feats: torch.Tensor, labels: np.ndarray, spreads: np.ndarray | None = None) -> dict[str, Any]:
+    """The metrics of ``predictor`` (prototypes, or a method's own predictor) on image features; with
+    apparent-age ``spreads`` (one sigma per image) also the ChaLearn ``epsilon_error`` of the point estimate."""
+    from .metrics import epsilon_error
+
+    labels = np.asarray(labels, dtype=np.int64)
+    metrics = predictor.evaluate(feats, labels)
+    if spreads is not None:
+        values = predictor.predict(feats).value
+        metrics["epsilon_error"] = epsilon_error(predictor.ranks.value_array[labels], values, spreads)
+    return metrics
 
 
 def _eval_indices(ckpt, dataset, dataset_spec: str, split: str, min_label: int | None) -> list[int]:
@@ -81,5 +89,5 @@ def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", 
 
     dataset, samples, labels = open_eval_split(ckpt, dataset_spec, split, skip_bad, min_label)
     feats = FeatureCache(backbone, cache_dir).features(dataset, samples)
-    metrics = evaluate_features(ckpt.predictor(), feats, labels)
+    metrics = evaluate_features(ckpt.predictor(), feats, labels, dataset.spreads(samples))
     return {"checkpoint": ckpt.name, "dataset": dataset_spec, "split": split, "min_label": min_label, "metrics": metrics}

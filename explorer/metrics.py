@@ -200,7 +200,7 @@ def epsilon_error(y_true, y_pred, sigma) -> float:
     ``sigma`` is each sample's apparent-age spread (standard deviation); all three are in the same
     units (e.g. years) and sigma must be positive. 0 is perfect, values near 1 are far off.
     """
-    pred, mu = _pair(y_pred, y_true)
+    pred, mu = _pair(y_true, y_pred)
     s = _np(sigma).reshape(-1)
     if s.shape != mu.shape:
         raise ExplorerError(f"Got {s.size} spreads for {mu.size} labels; give one spread (sigma) per sample.")

@@ -359,7 +359,7 @@ class Trainer:
             self.visual.eval()
             feats = _encode_eval(self.backbone, self.data.dataset, self.samples[split])
             self.visual.train()
-        return evaluate_features(predictor, feats, self.labels[split])
+        return evaluate_features(predictor, feats, self.labels[split], self.data.dataset.spreads(self.samples[split]))
 
     def keep_best(self, val: dict[str, Any], epoch: int) -> bool:
         """Write the checkpoint when ``val`` improves on the best so far; returns whether it did."""
@@ -416,7 +416,8 @@ class Trainer:
                 feats = self.embed("test")
             else:  # the image encoder of the best epoch (the one the checkpoint names), not the last epoch's
                 feats = _encode_eval(load_backbone(best.backbone_spec, device=self.device), self.data.dataset, self.samples["test"])
-            metrics = evaluate_features(best.predictor(), feats, self.labels["test"])
+            spreads = self.data.dataset.spreads(self.samples["test"])
+            metrics = evaluate_features(best.predictor(), feats, self.labels["test"], spreads)
             update_metadata(self.out, metrics={"val": self.state.best_val, "test": metrics})
         self.resume_file.unlink(missing_ok=True)
         return metrics

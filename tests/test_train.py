@@ -335,3 +335,29 @@ def test_long_tail_evaluation_keeps_only_high_labels(tmp_path, cache, backbone):
     assert tail["metrics"]["per_rank_mae"][3:] == full["metrics"]["per_rank_mae"][3:]
     with pytest.raises(ExplorerError, match="labels >= 9"):
         evaluate_checkpoint(ckpt, backbone, "dots:5:10", cache_dir=str(cache), min_label=9)
+
+
+def test_a_csv_with_apparent_age_spreads_reports_the_epsilon_error(tmp_path, cache):
+    """ChaLearn-style ``filename,age,stdv``: the panel gains epsilon_error = mean 1 - exp(-(pred - mu)^2 / 2 sigma^2)."""
+    from explorer.backbones import load_backbone
+    from explorer.datasets import open_dataset, render_dots
+
+    rows = ["filename,age,stdv"]
+    for i in range(36):
+        age = i % 4
+        render_dots(age, seed=1, index=i).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{age},{0.5 + 0.25 * (i % 3)}")
+    (tmp_path / "lap.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "lap.safetensors"
+    result = train(config(out, cache, dataset=f"csv:{tmp_path / 'lap.csv'}", epochs=2))
+    test = result.test_metrics
+    assert 0.0 <= test["epsilon_error"] <= 1.0
+    # the same number by hand from the checkpoint's predictions
+    ckpt = load_checkpoint(out)
+    dataset = open_dataset(f"csv:{tmp_path / 'lap.csv'}")
+    samples = [dataset.samples[i] for i in dataset.splits["test"]]
+    feats = load_backbone("demo", device="cpu").encode_images([dataset.load_image(s) for s in samples])
+    pred = ckpt.predictor().predict(feats).value
+    mu = np.array([ckpt.ranks.values[s.label] for s in samples])
+    sigma = np.array([s.spread for s in samples])
+    assert test["epsilon_error"] == pytest.approx(float(np.mean(1 - np.exp(-((pred - mu) ** 2) / (2 * sigma**2)))), abs=1e-6)
