@@ -58,6 +58,6 @@ def learner_defaults(name: str, method: str, fields: set[str]) -> dict[str, Any]
     """The preset's learner settings that ``method``'s config has (``fields``)."""
     r = recipe(name)
     settings = {**r.learner, "context_init": r.context_init}
-    if method == "numclip":
-        settings = {"concepts": r.concepts}  # NumCLIP's presets carry their own context text
+    if method == "numclip":  # NumCLIP's presets carry their own context text; the reference's head lr is 1e-5
+        settings = {"concepts": r.concepts, "head_lr_scale": 0.1}
     return {k: v for k, v in settings.items() if k in fields}

@@ -239,7 +239,7 @@ class Trainer:
             self.visual = self.backbone.model.visual
             self.visual.requires_grad_(True).train()
         self.step_module = _Step(self.head, self.visual).to(self.device)
-        groups = [{"params": [p for p in self.head.parameters() if p.requires_grad], "lr": config.lr}]
+        groups = self.head.param_groups(config.lr)
         if self.visual is not None:
             groups.append({"params": list(self.visual.parameters()), "lr": config.image_lr})
         self.trainable = sum(p.numel() for g in groups for p in g["params"]) > 0 and config.epochs > 0

@@ -186,3 +186,16 @@ def test_numclip_run_end_to_end_on_dots(tmp_path, capsys):
     evaluation = json.loads(capsys.readouterr().out)["metrics"]
     assert evaluation["mae_value"] == pytest.approx(test["mae_value"], abs=1e-6)
     assert len(evaluation["per_rank_mae"]) == 21
+
+
+def test_adapter_and_regressor_train_at_their_own_learning_rate(demo):
+    model = get_method("numclip").build(demo, make_config("numclip", concepts="dots", head_lr_scale=0.1), Ranks.integers(21))
+    prompts, heads = model.param_groups(1e-4)
+    assert prompts["lr"] == 1e-4 and heads["lr"] == pytest.approx(1e-5)
+    names = {id(p): n for n, p in model.learned_parameters()}
+    assert {names[id(p)] for p in prompts["params"]} == {"context_embeds", "rank_embeds"}
+    assert {names[id(p)].split(".")[0] for p in heads["params"]} == {"adapter", "regressor"}
+    from explorer.runconfig import config_from_preset
+
+    preset = config_from_preset("morph", "dots:4", "x.safetensors", "numclip", {}, {})
+    assert preset.learner.head_lr_scale == 0.1 and preset.learner.concepts == "age" and preset.optimizer == "radam"

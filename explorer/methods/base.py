@@ -93,6 +93,10 @@ class Method(nn.Module):
         """The learned parameters (what a checkpoint stores under ``learner.``), detached, on CPU."""
         return {k: v.detach().float().cpu().contiguous() for k, v in self.learned_parameters()}
 
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups of the trainable parameters (one group at ``lr`` by default)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
     def learned_parameters(self):
         """(name, parameter) pairs a checkpoint stores."""
         return self.named_parameters()

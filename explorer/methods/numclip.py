@@ -43,6 +43,8 @@ class NumCLIPConfig(ConfigMixin):
     fcrl: bool = option(True, flag="--fcrl", help="FCRL distance-weighted CE and KL (--no-fcrl: plain CE and KL)")
     ce_weight: float = option(1.0, flag="--ce-weight", help="weight of the (FCRL) cross-entropy term")
     reg_weight: float = option(1.0, flag="--reg-weight", help="weight of the L1 term on the regressed value (0: no regression term)")
+    head_lr_scale: float = option(1.0, flag="--head-lr-scale",
+                                  help="learning rate of the adapter and regressor relative to --lr (the reference: 0.1)")
     ssr_lambda: float = 1.0
     prompt_token_counts: list[int] | None = None  # tokens per concept in the prompts when not the names' (imported runs)
     value_offset: float = 0.0  # label = regressor output + offset; bin starts are in regressor units (1 for imported reference runs, §3)
@@ -154,6 +156,14 @@ class NumCLIP(PromptModel):
 
     def metadata(self) -> dict[str, Any]:
         return {"learner": self.config.to_dict(), "classes": self.classes.to_dict()}
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Prompts at ``lr``; adapter and regressor at ``lr * head_lr_scale`` (reference: 1e-4 and 1e-5)."""
+        heads = [m for m in (self.adapter, self.regressor) if m is not None]
+        head_params = {id(p) for m in heads for p in m.parameters()}
+        prompts = [p for p in self.parameters() if p.requires_grad and id(p) not in head_params]
+        rest = [p for m in heads for p in m.parameters() if p.requires_grad]
+        return [{"params": prompts, "lr": lr}, {"params": rest, "lr": lr * self.config.head_lr_scale}]
 
     def adapt(self, image_features: torch.Tensor) -> torch.Tensor:
         """Normalised f' = normalise(ratio * adapter(f) + (1 - ratio) * f) (f itself without the adapter)."""
