@@ -233,7 +233,7 @@ def curves_section() -> None:
                            help="A folder holding runs.csv (or the runs.csv file itself).")
     upload = c2.file_uploader("…or upload runs.csv", type=["csv"], key="curves-upload")
     if upload is not None:
-        runs = pd.read_csv(upload)
+        runs = curves.parse_runs(upload, upload.name)
     elif folder.strip():
         runs = curves.read_runs(Path(folder.strip()).expanduser())
     else:

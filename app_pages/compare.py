@@ -129,7 +129,7 @@ def _same_image(chosen, ckpts) -> None:
     with right:
         if series:
             st.plotly_chart(charts.overlaid_distributions(series, unit=unit), key="compare-dists", config={"displaylogo": False})
-            st.dataframe(pd.DataFrame([{"checkpoint": n, "expected": round(r["expected_value"], 2), "argmax": r["argmax_label"],
+            st.dataframe(pd.DataFrame([{"checkpoint": n, "expected": round(r["value"], 2), "argmax": r["argmax_label"],
                                         "median": r["median_value"], "90% interval": f"{r['interval_values'][0]:g}–{r['interval_values'][1]:g}"}
                                        for n, _v, _p, r in series]), hide_index=True, width="stretch")
 

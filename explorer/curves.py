@@ -24,17 +24,25 @@ def _shots_order(value) -> float:
 
 def read_runs(path: str | Path):
     """The runs table of a sweep: ``runs.csv`` itself or the sweep folder holding it."""
-    import pandas as pd
-
     path = Path(path)
     if path.is_dir():
         path = path / "runs.csv"
     if not path.is_file():
         raise ExplorerError(f"No sweep results at {path}; run 'ordinal-explorer sweep' first (it writes runs.csv).")
-    runs = pd.read_csv(path)
+    return parse_runs(path, path.name)
+
+
+def parse_runs(source, name: str):
+    """A sweep runs table from a CSV path or file object; one sentence when it is not one."""
+    import pandas as pd
+
+    try:
+        runs = pd.read_csv(source)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ExplorerError(f"{name} is not a readable CSV file ({' '.join(str(exc).split())[:120]}).") from exc
     missing = {"learner", "shots", "seed"} - set(runs.columns)
     if missing:
-        raise ExplorerError(f"{path.name} is not a sweep runs table (missing columns {', '.join(sorted(missing))}).")
+        raise ExplorerError(f"{name} is not a sweep runs table (missing columns {', '.join(sorted(missing))}).")
     return runs
 
 

@@ -103,7 +103,7 @@ def decode_checkpoint(ckpt, backbone, top: int = 5) -> dict[str, Any]:
         t = x.shape[1]
         return [flat[i * t : (i + 1) * t] for i in range(x.shape[0])]
 
-    labels = ckpt.ranks.labels
+    labels = ckpt.classes.labels  # the prototype rows: ranks, or NumCLIP's concepts
     ctx = tensors.get("context_embeds")
     if ctx is not None and ctx.numel():
         out["context_per_rank"] = ctx.dim() == 3

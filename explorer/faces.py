@@ -60,27 +60,32 @@ class DetectorUnavailable(ExplorerError):
 
 
 def _load_detector():
-    """Import yuface once. Its bundled OpenMP runtime reads the environment when it loads: one
-    thread that sleeps when idle, so it never spins against the torch encoder on a small CPU."""
+    """Import yuface once (under the detector lock). Its bundled OpenMP runtime reads the environment
+    when it loads: one thread that sleeps when idle, so it never spins against the torch encoder."""
     global _detector
-    if _detector is None:
-        saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
-        os.environ.update(OMP_NUM_THREADS=os.environ.get("ORDINAL_EXPLORER_FACE_THREADS", "1"), OMP_WAIT_POLICY="PASSIVE")
-        try:
-            import yuface
-        except ImportError as exc:  # a platform yuface has no wheel for (see pyproject.toml)
-            raise DetectorUnavailable(
-                "No face detector is installed here: the yuface package has wheels for Linux x86-64 and Windows "
-                "with Python 3.11 or older only."
-            ) from exc
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-        _detector = yuface.detect
+    with _lock:
+        if _detector is None:
+            _detector = _import_yuface()
     return _detector
+
+
+def _import_yuface():
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    os.environ.update(OMP_NUM_THREADS=os.environ.get("ORDINAL_EXPLORER_FACE_THREADS", "1"), OMP_WAIT_POLICY="PASSIVE")
+    try:
+        import yuface
+    except ImportError as exc:  # a platform yuface has no wheel for (see pyproject.toml)
+        raise DetectorUnavailable(
+            "No face detector is installed here: the yuface package has wheels for Linux x86-64 and Windows "
+            "with Python 3.11 or older only."
+        ) from exc
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return yuface.detect
 
 
 def _detection_copy(image: Image.Image) -> tuple[np.ndarray, float]:

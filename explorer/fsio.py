@@ -1,10 +1,12 @@
 """The one atomic write: a temporary file beside the target, fsync, then rename over it.
 
-Every file the explorer writes (checkpoints, resume states, histories, feature chunks, backbone
-weights, projection layouts, library listings, uploads) goes through :func:`atomic_path`, so a
+Every file the explorer writes (checkpoints, resume states, feature chunks, backbone weights,
+projection layouts, library listings, uploads, sweep tables) goes through :func:`atomic_path`, so a
 crash or a kill at any moment leaves either the old file or the new one, never half of one. The
 temporary is named ``.<name>.<random>.tmp`` in the target's folder (same file system, so the
-rename is atomic); :func:`remove_temporaries` deletes the ones a killed process left behind.
+rename is atomic); :func:`remove_temporaries` deletes the ones a killed process left behind. The one
+exception is a run's metrics history, a log appended line by line (its reader skips a torn last
+line, and a resumed run rewrites it atomically).
 """
 
 from __future__ import annotations

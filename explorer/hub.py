@@ -188,12 +188,14 @@ def fetch(model: HubModel, progress: ProgressFn | None = None, should_stop: Stop
 
 def _download_group(model: HubModel, group: tuple[str, ...], env: HubEnv, progress, should_stop) -> str:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     for name in group:
         try:
             return hf_hub_download(model.repo_id, name, revision=model.revision, cache_dir=env.cache_dir,
                                    endpoint=env.endpoint, tqdm_class=_progress_class(name, progress, should_stop))
+        except LocalEntryNotFoundError as exc:  # (a subclass of EntryNotFoundError) the hub did not answer
+            raise ExplorerError(unavailable_message(model, env)) from exc
         except EntryNotFoundError:
             continue
         except GatedRepoError as exc:

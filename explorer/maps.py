@@ -44,24 +44,23 @@ class SplitPredictions:
 
 
 def split_predictions(ckpt, backbone, dataset_spec: str, split: str = "test", cache_dir: str | Path | None = None,
-                      skip_bad: bool = False) -> SplitPredictions:
+                      skip_bad: bool | None = None) -> SplitPredictions:
     """Features, labels and probabilities of ``ckpt`` on ``split`` of ``dataset_spec`` (the same
     samples :func:`explorer.evaluation.evaluate_checkpoint` scores)."""
     import torch
 
-    from .concepts import bin_index
     from .evaluation import open_eval_split
     from .features import FeatureCache
 
+    if skip_bad is None:  # as the checkpoint's training run did
+        skip_bad = bool((ckpt.meta.get("training") or {}).get("skip_bad", False))
     dataset, samples, labels = open_eval_split(ckpt, dataset_spec, split, skip_bad)
     feats = FeatureCache(backbone, cache_dir).features(dataset, samples)
+    predictor = ckpt.predictor()
     with torch.no_grad():
-        probs = torch.softmax(ckpt.predictor().logits(feats), dim=-1).cpu().numpy().astype(np.float64)
+        probs = torch.softmax(predictor.logits(feats), dim=-1).cpu().numpy().astype(np.float64)
     feats = torch.nn.functional.normalize(feats.float(), dim=-1).numpy().astype(np.float64)
-    targets = labels
-    if ckpt.meta.get("classes"):  # binned method: each label's bin is its prototype row
-        targets = bin_index(ckpt.ranks.value_array[labels], ckpt.classes.values).numpy().astype(np.int64)
-    return SplitPredictions(ckpt.name, dataset_spec, split, feats, labels, probs, targets)
+    return SplitPredictions(ckpt.name, dataset_spec, split, feats, labels, probs, predictor.class_targets(labels))
 
 
 def confusion_matrix(y_true, y_pred, num_ranks: int) -> np.ndarray:

@@ -51,6 +51,10 @@ class Prototypes:
         feats = F.normalize(feats.to(self.matrix.device), dim=-1)
         return self.logit_scale * feats @ self.matrix.T
 
+    def class_targets(self, labels: np.ndarray) -> np.ndarray:
+        """The prototype row of each rank-index label: the rank itself."""
+        return np.asarray(labels, dtype=np.int64)
+
     def evaluate(self, image_features: torch.Tensor, labels: np.ndarray) -> dict[str, Any]:
         """The metric panel against rank-index ``labels`` (see :func:`explorer.evaluation.rank_metrics`)."""
         from .evaluation import rank_metrics

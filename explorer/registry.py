@@ -95,11 +95,12 @@ class BackboneRegistry:
                 slot = BackboneSlot(spec, device, self.loader, self.on_loaded)
                 self._slots[key] = slot
             self._slots.move_to_end(key)
+            slot.start()  # under the lock: two callers never start two loads of one slot
             evicted = [self._slots.popitem(last=False)[1] for _ in range(len(self._slots) - self.max_entries)]
         for old in evicted:
             if self.on_evict is not None:
                 self.on_evict(old)
-        return slot.start()
+        return slot
 
     def get(self, spec: str, device: str | None = None, timeout: float | None = None):
         """The loaded backbone of ``spec`` (waits for it)."""

@@ -84,9 +84,14 @@ def describe_resume(meta: dict[str, Any], path: Path) -> dict[str, Any]:
         "epochs_done": int(meta.get("epoch", -1)) + 1,
         "epochs": epochs,
         "best_epoch": None if meta.get("best_epoch") is None else int(meta["best_epoch"]) + 1,
-        "best_val_mae": (meta.get("best_val") or {}).get("mae_exp"),
+        "best_val_mae": _headline(meta.get("best_val") or {}),
         "continue_with": f"ordinal-explorer train {config.get('dataset', 'DATASET')} --out {out} --resume",
     }
+
+
+def _headline(metrics: dict[str, Any]) -> float | None:
+    """The MAE of a method's point estimate (label units) when stored, else the expected-rank MAE."""
+    return metrics.get("mae_value", metrics.get("mae_exp"))
 
 
 def read_resume_meta(raw: str | None, path: Path) -> dict[str, Any]:
@@ -98,3 +103,26 @@ def read_resume_meta(raw: str | None, path: Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ExplorerError(f"{path.name} is a resume state with unexpected metadata.")
     return meta
+
+
+# Settings a resume state only fits when they are unchanged (they decide the tensors and the steps).
+RESUME_KEYS = ("learner", "mode", "batch_size", "optimizer", "dataset", "shots", "label_shift", "seed")
+
+
+def read_resume_config(path: Path) -> dict[str, Any]:
+    """The run config a resume state was saved with (without reading its tensors)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(read_resume_meta((f.metadata() or {}).get(RESUME_KEY), path).get("config") or {})
+
+
+def check_resumable(saved: dict[str, Any], config, path: Path) -> None:
+    """One sentence when ``config`` differs from the run that saved the resume state in what matters."""
+    current = config.to_dict()
+    differ = [k for k in RESUME_KEYS if k in saved and saved[k] != current.get(k)]
+    if differ:
+        raise ExplorerError(
+            f"{path.name} was saved by a run with other settings ({', '.join(differ)} differ); resume with the "
+            "same settings, or start afresh without --resume (the resume state is then replaced)."
+        )

@@ -81,6 +81,8 @@ class TrainConfig:
             raise ExplorerError("epochs must be >= 0, batch size >= 1 and the learning rate > 0.")
         if self.shots is not None and self.shots < 1:
             raise ExplorerError(f"shots must be at least 1 (got {self.shots}).")
+        if self.select_metric is not None and self.select_metric not in SELECT_METRICS:
+            raise ExplorerError(f"Unknown selection metric '{self.select_metric}'; choose one of {', '.join(SELECT_METRICS)}.")
         if self.mode == "finetune" and not method.supports_finetune:
             raise ExplorerError(f"The {method.title} trains on frozen features only; use --mode frozen.")
 

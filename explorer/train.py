@@ -27,7 +27,7 @@ from .errors import ExplorerError
 from .evaluation import evaluate_checkpoint, evaluate_features
 from .fsio import remove_temporaries, temp_pattern, write_text
 from .objectives import distance_weighted_logits, kl_text_to_image, ordinal_loss
-from .resume import load_resume, resume_path, save_resume
+from .resume import check_resumable, load_resume, read_resume_config, resume_path, save_resume
 from .runconfig import Cancelled, Progress, SweepRun, TrainConfig, TrainResult
 
 __all__ = ["Cancelled", "Progress", "TrainConfig", "TrainResult", "Trainer", "cosine_with_warmup", "distance_weighted_logits",
@@ -274,6 +274,7 @@ class Trainer:
         """Continue from the resume state (``resume``), or start a fresh history."""
         s = self.state
         if resume and self.resume_file.is_file() and self.optimizer is not None:
+            check_resumable(read_resume_config(self.resume_file), self.config, self.resume_file)
             meta = load_resume(self.resume_file, self.step_module, self.optimizer)
             s.start_epoch = int(meta["epoch"]) + 1
             s.best_value, s.best_epoch, s.best_val = meta["best_value"], meta["best_epoch"], meta["best_val"]

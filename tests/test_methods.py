@@ -199,3 +199,40 @@ def test_info_and_library_describe_a_resume_state(tmp_path, capsys):
     assert entries["run.safetensors"].ok
     row = entries["run.resume.safetensors"].row()
     assert row["status"] == "resume state" and "epoch 1 of 4" in row["note"] and "--resume" in row["note"]
+
+
+def test_resuming_with_other_settings_is_one_sentence(tmp_path):
+    """A resume state only fits the run that saved it: other learner settings are refused up front."""
+    out = tmp_path / "run.safetensors"
+    stopped = {"n": 0}
+    base = dict(dataset="dots:4:8", out=str(out), epochs=4, batch_size=8, cache_dir=str(tmp_path / "cache"), device="cpu")
+    train(TrainConfig(learner={"kind": "rank", "num_context_tokens": 2}, **base),
+          progress=lambda p: stopped.__setitem__("n", stopped["n"] + (p.stage == "epoch")), should_stop=lambda: stopped["n"] > 0)
+    assert (tmp_path / "run.resume.safetensors").is_file()
+    with pytest.raises(ExplorerError, match="other settings \\(learner differ\\)"):
+        train(TrainConfig(learner={"kind": "rank", "num_context_tokens": 3}, **base), resume=True)
+    with pytest.raises(ExplorerError, match="selection metric"):
+        TrainConfig(select_metric="mae", **base).validate()
+
+
+def test_decoding_a_numclip_checkpoint_names_its_concepts(tmp_path):
+    from explorer.decode import decode_checkpoint
+
+    out = tmp_path / "n.safetensors"
+    train(TrainConfig(dataset="dots:4:8", out=str(out), learner={"kind": "numclip", "concepts": "dots"}, epochs=1,
+                      batch_size=8, cache_dir=str(tmp_path / "cache"), device="cpu"))
+    decoded = decode_checkpoint(load_checkpoint(out), load_backbone("demo", device="cpu"), top=2)
+    assert [r["label"] for r in decoded["ranks"]] == ["very few", "a few", "several", "many", "very many"]
+
+
+def test_prototypes_out_writes_exactly_the_path_given(tmp_path, capsys):
+    import numpy as np
+
+    from explorer.methods import make_config as mk
+
+    demo = load_backbone("demo", device="cpu")
+    ckpt = save_checkpoint(tmp_path / "r.safetensors", get_method("rank").build(demo, mk("rank", num_ranks=5, num_context_tokens=2),
+                                                                              Ranks.integers(5)), demo)
+    assert cli.main(["prototypes", str(ckpt), "--out", str(tmp_path / "protos")]) == 0
+    assert (tmp_path / "protos").is_file() and not (tmp_path / "protos.npy").exists()
+    assert np.load(tmp_path / "protos").shape == (5, demo.embed_dim)

@@ -55,9 +55,11 @@ def cmd_prototypes(args: argparse.Namespace) -> int:
         matrix = matrix.cpu().numpy()
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     if args.out:
+        from ..fsio import atomic_path
+
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, matrix)
+        with atomic_path(out) as tmp, open(tmp, "wb") as f:  # exactly the path given (np.save would append .npy)
+            np.save(f, matrix)
     if args.repeat:
         _print_json({
             "median_seconds": statistics.median(timings) if timings else 0.0,

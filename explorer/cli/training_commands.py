@@ -48,9 +48,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(summary)
         else:
-            test = summary["test"] or {}
-            print(f"wrote {result.checkpoint} (best epoch {summary['best_epoch']}, val MAE {summary['val']['mae_exp']:.3f}"
-                  + (f", test MAE {test['mae_exp']:.3f}, test acc {test['acc_max'] * 100:.1f}%" if test else "") + f", {result.seconds:.1f} s)")
+            test, key = summary["test"] or {}, config.selection_metric  # NumCLIP: the regressed value's MAE
+            print(f"wrote {result.checkpoint} (best epoch {summary['best_epoch']}, val MAE {summary['val'][key]:.3f}"
+                  + (f", test MAE {test[key]:.3f}, test acc {test['acc_max'] * 100:.1f}%" if test else "") + f", {result.seconds:.1f} s)")
     return 0
 
 

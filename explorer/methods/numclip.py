@@ -250,6 +250,11 @@ class NumCLIPPredictor:
             raise ExplorerError(f"Image features have {feats.shape[-1]} dimensions but the prototypes have {self.matrix.shape[1]}.")
         return self.logit_scale * adapt_features(feats, self.adapter, self.config.adapter_ratio) @ self.matrix.T
 
+    def class_targets(self, labels: np.ndarray) -> np.ndarray:
+        """The concept bin of each rank-index label (bins are in regressor units: label - value_offset, §3)."""
+        shifted = torch.as_tensor(self.ranks.value_array[np.asarray(labels)]) - self.config.value_offset
+        return bin_index(shifted, self.regressor.bin_starts).numpy().astype(np.int64)
+
     @torch.no_grad()
     def outputs(self, image_features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(N x K concept probabilities, N regressed values in the ranks' units)."""
@@ -273,7 +278,6 @@ class NumCLIPPredictor:
         from ..metrics import metric_panel
 
         probs, values = self.outputs(image_features)
-        shifted = torch.as_tensor(self.ranks.value_array[labels]) - self.config.value_offset  # regressor units (§3)
-        coarse = bin_index(shifted, self.regressor.bin_starts).numpy()
+        coarse = self.class_targets(labels)
         mae_value, per_rank = value_errors(labels, values, self.ranks)
         return {**metric_panel(coarse, probs), "mae_value": mae_value, "per_rank_mae": per_rank}
