@@ -142,9 +142,10 @@ def test_compare_overlays_distributions_for_one_image(open_app, screenshot, tmp_
     face.write_bytes(image_bytes(face_image()))
     page.locator('input[type="file"]').first.set_input_files(str(face))
     expect(page.get_by_text("Predicted distributions for the same image")).to_be_visible()
-    expect(page.locator(CHART).nth(3)).to_be_visible(timeout=60_000)
+    # 3 heatmaps and the per-rank errors are there before the upload; the 5th chart is the overlay
+    expect(page.locator(CHART).nth(4)).to_be_visible(timeout=60_000)
     _settle(page)
-    expect(page.get_by_text("Face found")).to_be_visible()
+    expect(page.get_by_text("Face found")).to_be_visible(timeout=60_000)
     _no_exception(page)
     screenshot(page, "same-image")
 
