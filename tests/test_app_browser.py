@@ -140,7 +140,11 @@ def test_compare_overlays_distributions_for_one_image(open_app, screenshot, tmp_
     _title(page, "Compare")
     face = tmp_path / "face.png"
     face.write_bytes(image_bytes(face_image()))
-    page.locator('input[type="file"]').first.set_input_files(str(face))
+    # the page has two uploaders (this image, and a sweep's runs.csv further down): use the image's
+    image_input = page.get_by_role("region", name="Image").locator('input[type="file"]')
+    expect(image_input).to_have_count(1, timeout=60_000)
+    assert ".png" in (image_input.get_attribute("accept") or "")
+    image_input.set_input_files(str(face))
     expect(page.get_by_text("Predicted distributions for the same image")).to_be_visible()
     # 3 heatmaps and the per-rank errors are there before the upload; the 5th chart is the overlay
     expect(page.locator(CHART).nth(4)).to_be_visible(timeout=60_000)
