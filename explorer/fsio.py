@@ -12,12 +12,11 @@ line, and a resumed run rewrites it atomically).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 TMP_SUFFIX = ".tmp"
 
@@ -78,11 +77,6 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically; returns the path."""
     return write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as JSON atomically; returns the path."""
-    return write_text(path, json.dumps(obj, default=str))
 
 
 def save_file(tensors: dict, filename: str, metadata: dict[str, str] | None = None) -> None:

@@ -22,7 +22,6 @@ DEMO_WEIGHTS = REPO_ROOT / "checkpoints" / "demo-backbone.safetensors"
 DEMO_ARCH = "ordinalclip-demo"
 META_KEY = "ordinalclip_explorer"  # the safetensors metadata key of explorer checkpoints
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-SPEC_KINDS = ("demo", "zoo", "hub", "file")
 
 
 @dataclass(frozen=True)

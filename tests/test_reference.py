@@ -409,8 +409,6 @@ def test_untuned_run_uses_the_clip_file_as_backbone(clip_file, tmp_path):
 
 
 def test_prediction_uses_the_fine_tuned_image_encoder(clip_file, tmp_path):
-    from open_clip.model import CLIP
-
     clip_path, clip_state = clip_file
     run, sd = make_run(tmp_path / "run", clip_state, tune_image=True)
     out = tmp_path / "imported.safetensors"
@@ -425,11 +423,7 @@ def test_prediction_uses_the_fine_tuned_image_encoder(clip_file, tmp_path):
     f_plain = plain.encode_images([image])
     assert float((f_imported * f_plain).sum()) < 0.999  # not CLIP's own visual tower
 
-    cfg = DEMO_CONFIG
-    tuned = CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"], quick_gelu=True).eval()
-    state = dict(clip_state)
-    state.update({f"visual.{k[len('module.image_encoder.'):]}": v for k, v in sd.items() if k.startswith("module.image_encoder.")})
-    tuned.load_state_dict(state)
+    tuned = tuned_clip(clip_state, sd)
     with torch.no_grad():
         f_tuned = F.normalize(tuned.encode_image(imported.preprocess(image)[None]), dim=-1)
     torch.testing.assert_close(f_imported, f_tuned, atol=1e-5, rtol=1e-5)
@@ -460,6 +454,18 @@ class _Evil:
 
     def __reduce__(self):
         return (exec, (f"open({self.marker!r}, 'w').close()",))
+
+
+def tuned_clip(clip_state, sd):
+    """An independent open_clip demo CLIP with the run's fine-tuned image encoder (``module.image_encoder.*``)."""
+    from open_clip.model import CLIP
+
+    cfg = DEMO_CONFIG
+    model = CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"], quick_gelu=True).eval()
+    state = dict(clip_state)
+    state.update({f"visual.{k[len('module.image_encoder.'):]}": v for k, v in sd.items() if k.startswith("module.image_encoder.")})
+    model.load_state_dict(state)
+    return model
 
 
 def test_malicious_pickle_is_refused_without_running_it(clip_file, tmp_path):

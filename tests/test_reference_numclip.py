@@ -20,10 +20,10 @@ import torch
 import yaml
 from PIL import Image
 from test_reference import (
-    DEMO_CONFIG,
     _tokenizer,
     make_run,
     reference_prototypes,
+    tuned_clip,
     write_clip_file,
 )
 
@@ -94,14 +94,8 @@ def _images(count: int = 4) -> list[Image.Image]:
 
 def reference_forward(sd, clip_state, pixels: torch.Tensor, starts, counts) -> tuple[torch.Tensor, torch.Tensor]:
     """(N x K softmax, N values in label units) as RegCLIPSSR.forward computes them, + 1 (§3)."""
-    from open_clip.model import CLIP
-
     text = reference_prototypes(sd, clip_state["token_embedding.weight"], kind="plain", B=3, position="tail", counts=counts).double()
-    cfg = DEMO_CONFIG
-    tower = CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"], quick_gelu=True).eval()
-    state = dict(clip_state)
-    state.update({f"visual.{k[len('module.image_encoder.'):]}": v for k, v in sd.items() if k.startswith("module.image_encoder.")})
-    tower.load_state_dict(state)
+    tower = tuned_clip(clip_state, sd)
     with torch.no_grad():
         f = tower.encode_image(pixels).double()  # raw image_encoder output, not normalised
     w = {k[len("module."):]: v.double() for k, v in sd.items() if k.startswith(("module.image_adapter.", "module.regressor."))}
