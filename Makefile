@@ -1,7 +1,8 @@
 # OrdinalCLIP Explorer: developer entry points.
 #
 #   make test   set up .venv (if needed), install Chromium (if needed), run pytest
-#   make run    set up .venv (if needed), start the Streamlit app
+#   make test-fast  the same without slow and browser tests (the quick loop)
+#   make run    set up .venv (if needed), start the Streamlit app (online: the hub is reachable)
 #   make help   list all targets
 #
 # The virtualenv is (re)installed only when pyproject.toml changes or the
@@ -25,17 +26,20 @@ PYTEST_ARGS ?=
 # (or when it is missing, e.g. after `make clean` / on a fresh machine).
 STAMP := $(VENV)/.installed
 
-# Run offline and headless; keep caches inside the repo.
-RUN_ENV := HF_HUB_OFFLINE=1 \
-           TRANSFORMERS_OFFLINE=1 \
-           NUMBA_CACHE_DIR=$(CURDIR)/.cache/numba \
+# The app runs online (the Models page downloads real CLIPs); HF_HUB_OFFLINE is honoured when
+# the user sets it, never forced. Caches stay inside the repo.
+RUN_ENV := NUMBA_CACHE_DIR=$(CURDIR)/.cache/numba \
            MPLBACKEND=Agg \
            PYTHONUNBUFFERED=1
+# The test suite is hermetic: offline, a loopback server stands in for the hub.
+TEST_ENV := $(RUN_ENV) \
+            HF_HUB_OFFLINE=1 \
+            TRANSFORMERS_OFFLINE=1
 
 # apt-get needs root: use sudo only when we are not root and sudo exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo 2>/dev/null)
 
-.PHONY: help venv test run demo-backbone demo-checkpoints bench clean
+.PHONY: help venv test test-fast run demo-backbone demo-checkpoints bench clean
 
 help: ## Show this help
 	@echo "OrdinalCLIP Explorer - make targets:"
@@ -71,7 +75,11 @@ $(CHROMIUM):
 
 test: $(STAMP) $(CHROMIUM) ## Run the whole pytest suite (incl. browser tests)
 	@mkdir -p .cache/numba
-	$(RUN_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## Run the fast tier: no slow tests, no browser tests
+	@mkdir -p .cache/numba
+	$(TEST_ENV) $(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
 run: $(STAMP) ## Start the Streamlit app on PORT (default 8501)
 	@mkdir -p .cache/numba

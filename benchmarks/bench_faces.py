@@ -7,8 +7,8 @@ tests/face_photos.py): ordinary portraits and tight face crops built from ``astr
 ``camera()`` (rescaled, rotated, greyscale, JPEG, mirrored, darker ...), and photos without a face
 (coffee, a cat, rocket, moon, coins, Hubble deep field, text, textures ...).
 
-Goals (issue 9): a face found in >= 95 % of tight crops and of portraits; at most 1 false face in
-10 photos without faces. Time per image is the median over ``--repeat`` passes, detection only
+Goals (issue 14): a face found in >= 99 % of tight crops and of portraits; at most 1 false face in
+10 photos without faces; <= 10 ms per tight face crop (median) on one core. Time per image is the median over ``--repeat`` passes, detection only
 (decoding excluded), on this machine's CPU.
 """
 
@@ -73,14 +73,16 @@ def main(argv=None) -> int:
     for label, samples in (("tight face crops", fp.tight_crops()), ("portraits", fp.portraits())):
         r = bench_faces(samples, args.min_score, args.repeat)
         rate = r["found"] / r["n"]
-        ok &= rate >= 0.95
+        ok &= rate >= 0.99
+        if label == "tight face crops":
+            ok &= statistics.median(r["times"]) <= 0.010
         print(f"{label:17s}: {r['found']}/{r['n']} found ({rate:.1%}), lowest face score {min(r['scores']):.2f}; "
               f"{_ms(r['times'])} per image" + (f"; missed {r['missed']}" if r["missed"] else ""))
     r = bench_no_faces(fp.no_faces(), args.min_score, args.repeat)
     ok &= len(r["false"]) * 10 <= r["n"]
     print(f"{'no-face photos':17s}: {len(r['false'])} false faces in {r['n']} photos {r['false'] or ''}; "
           f"{_ms(r['times'])} per image")
-    print(f"detector: yuface (libfacedetection CNN), min score {args.min_score}, "
+    print(f"detector: YuNet ({faces.MODEL_FILE.name}) in cv2.FaceDetectorYN, min score {args.min_score}, "
           f"longer side scaled into [{faces.MIN_SIDE}, {faces.DETECT_SIDE}] px; goals {'met' if ok else 'NOT met'}")
     return 0 if ok else 1
 

@@ -43,6 +43,7 @@ from safetensors.torch import load_file as load_safetensors
 
 from . import hub
 from .errors import ExplorerError
+from .fileformat import SAFETENSORS, ZIP, file_format
 from .fsio import save_safetensors
 from .torchfiles import load_weights_only
 
@@ -295,18 +296,12 @@ def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a weight file without executing code: safetensors, a torch state dict loaded with
     ``weights_only=True``, or a TorchScript archive whose parameters are read by a restricted unpickler."""
     path = Path(path)
-    if _looks_like_safetensors(path):
+    fmt = file_format(path)
+    if fmt == SAFETENSORS:
         return _read_safetensors(path)
-    if zipfile.is_zipfile(path) and _is_torchscript(path):
+    if fmt == ZIP and zipfile.is_zipfile(path) and _is_torchscript(path):
         return _read_torchscript_tensors(path)
     return _unwrap_state_dict(load_weights_only(path, what="weight file"), path)
-
-
-def _looks_like_safetensors(path: Path) -> bool:
-    """safetensors files start with an 8-byte header length followed by a JSON object."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{")
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:

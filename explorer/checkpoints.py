@@ -26,6 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .errors import ExplorerError
+from .fileformat import file_format, is_torch_pickle
 from .fsio import save_safetensors
 from .methods import Method, get_method
 from .prototypes import Prototypes
@@ -218,10 +219,7 @@ def update_metadata(path: str | Path, **fields: Any) -> Path:
 
 def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """(metadata, tensors) of a safetensors file; one sentence for pickles and unreadable files."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-    is_safetensors = len(head) > 8 and head[8:9] == b"{"
-    if not is_safetensors and (head[:2] == b"PK" or head[:1] == b"\x80"):
+    if is_torch_pickle(file_format(path)):
         raise ExplorerError(
             f"{path.name} is a torch pickle, not an explorer checkpoint; pickles are never loaded here "
             "(for reference OrdinalCLIP runs use 'ordinal-explorer import-reference')."

@@ -1,13 +1,15 @@
 """Faces and uploaded photos: find faces, crop one with a margin, predict from uploads.
 
-Detection uses libfacedetection's CNN (the YuNet family) through the ``yuface`` package, whose
-weights are compiled into its wheel: nothing is downloaded at run time. It runs on a copy whose
-longer side is at most ``DETECT_SIDE`` pixels (small images are enlarged to ``MIN_SIDE``); boxes
-are mapped back to the original. Each :class:`Face` has a box, a confidence score and five
-landmarks; faces under ``MIN_SCORE`` are dropped. :func:`crop_face` uses the largest face unless
-``face_index`` picks another; its box is grown by ``margin`` (a fraction of the face size on every
-side), made square when the image allows, and clipped to the image. When no face is found the
-whole image is used and :class:`FaceCrop` says so (``found`` is False).
+Detection runs YuNet (libfacedetection's CNN, Apache-2.0; the ONNX file ships in
+``explorer/assets/yunet/``, see NOTICE) with OpenCV's ``cv2.FaceDetectorYN``: the same detector on
+every platform and Python, nothing downloaded at run time. It runs on a copy whose longer side is
+at most ``DETECT_SIDE`` pixels (small images are enlarged to ``MIN_SIDE``); boxes are mapped back to
+the original. Each :class:`Face` has a box, a confidence score and five landmarks; faces under
+``MIN_SCORE`` are dropped. :func:`crop_face` uses the largest face unless ``face_index`` picks
+another; its box is grown by ``margin`` (a fraction of the face size on every side), made square
+when the image allows, and clipped to the image. When no face is found the whole image is used and
+:class:`FaceCrop` says so (``found`` is False). Datasets are cropped with the same function
+(:func:`crop_for_model`), so training, evaluation and Predict see the same kind of sample.
 
 The upload pipeline (:func:`prepare_upload`, :func:`predict_uploads`) turns raw bytes into
 rank distributions: decode with :func:`explorer.images.open_image` (EXIF, modes, size limit,
@@ -20,8 +22,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -31,14 +33,17 @@ from .errors import ExplorerError
 from .images import MAX_PIXELS, open_image
 
 DETECT_SIDE = 640  # detection runs on a copy whose longer side is at most this
-MIN_SIDE = 192  # ... and at least this (tiny crops are enlarged: the detector likes some pixels)
-MIN_SCORE = 0.7  # faces scored below are dropped (0.5 finds faces in the moon)
+MIN_SIDE = 160  # ... and at least this (tiny crops are enlarged: the detector likes some pixels)
+MIN_SCORE = 0.7  # faces scored below are dropped: true faces score >= 0.81, false ones <= 0.57 (bench_faces.py)
 DEFAULT_MARGIN = 0.4
+NMS_THRESHOLD = 0.3
+MODEL_FILE = Path(__file__).resolve().parent / "assets" / "yunet" / "yunet_n_dynamic.onnx"
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive), original-image pixels
 
-_lock = threading.Lock()
-_detector = None
+_local = threading.local()  # one detector per thread: cv2 detectors keep per-call state
+_threads_lock = threading.Lock()
+_threads_set = False
 
 
 @dataclass(frozen=True)
@@ -55,37 +60,31 @@ class Face:
         return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
 
 
-class DetectorUnavailable(ExplorerError):
-    """The face detector cannot be imported on this platform; callers fall back to the whole image."""
+def _set_cv2_threads(cv2) -> None:
+    """OpenCV's own thread pool: ``ORDINAL_EXPLORER_FACE_THREADS`` (default 1), so detection never
+    competes with the torch encoder for cores. Set once; the environment is only read."""
+    global _threads_set
+    with _threads_lock:
+        if not _threads_set:
+            cv2.setNumThreads(int(os.environ.get("ORDINAL_EXPLORER_FACE_THREADS", "1")))
+            with contextlib.suppress(AttributeError):  # OpenCV 5 warns that its new engine ignores targets
+                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+            _threads_set = True
 
 
-def _load_detector():
-    """Import yuface once (under the detector lock). Its bundled OpenMP runtime reads the environment
-    when it loads: one thread that sleeps when idle, so it never spins against the torch encoder."""
-    global _detector
-    with _lock:
-        if _detector is None:
-            _detector = _import_yuface()
-    return _detector
+def _detector():
+    """This thread's ``cv2.FaceDetectorYN`` over the bundled model (made on first use)."""
+    detector = getattr(_local, "detector", None)
+    if detector is None:
+        import cv2
 
-
-def _import_yuface():
-    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
-    os.environ.update(OMP_NUM_THREADS=os.environ.get("ORDINAL_EXPLORER_FACE_THREADS", "1"), OMP_WAIT_POLICY="PASSIVE")
-    try:
-        import yuface
-    except ImportError as exc:  # a platform yuface has no wheel for (see pyproject.toml)
-        raise DetectorUnavailable(
-            "No face detector is installed here: the yuface package has wheels for Linux x86-64 and Windows "
-            "with Python 3.11 or older only."
-        ) from exc
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    return yuface.detect
+        _set_cv2_threads(cv2)
+        if not MODEL_FILE.is_file():
+            raise ExplorerError(f"The face detector's model file is missing ({MODEL_FILE}); reinstall the package.")
+        # score threshold 0.3 here, MIN_SCORE (or the caller's) after: callers may ask for lower scores
+        detector = cv2.FaceDetectorYN.create(str(MODEL_FILE), "", (MIN_SIDE, MIN_SIDE), 0.3, NMS_THRESHOLD, 5000)
+        _local.detector = detector
+    return detector
 
 
 def _detection_copy(image: Image.Image) -> tuple[np.ndarray, float]:
@@ -100,20 +99,23 @@ def _detection_copy(image: Image.Image) -> tuple[np.ndarray, float]:
 
 def detect_faces(image: Image.Image, min_score: float = MIN_SCORE) -> list[Face]:
     """Faces in ``image`` (any PIL mode) scored at least ``min_score``, largest first; empty when none."""
-    detect = _load_detector()
+    detector = _detector()
     bgr, scale = _detection_copy(image)
-    with _lock, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # yuface warns about sides over 960 px; ours are at most 640
-        scores, boxes, marks = detect(bgr, conf=0.0)
+    detector.setInputSize((bgr.shape[1], bgr.shape[0]))
+    _, rows = detector.detect(bgr)
     width, height = image.size
     found = []
-    for score, (x, y, w, h), pts in zip(scores, boxes, marks):
-        if score / 100 < min_score or w <= 0 or h <= 0:
+    for row in rows if rows is not None else ():
+        x, y, w, h = (float(v) for v in row[:4])
+        score = float(row[14])
+        if score < min_score or w <= 0 or h <= 0:
             continue
         box = (max(0, round(x / scale)), max(0, round(y / scale)),
                min(width, round((x + w) / scale)), min(height, round((y + h) / scale)))
-        points = tuple((round(pts[i] / scale), round(pts[i + 1] / scale)) for i in range(0, 10, 2))
-        found.append(Face(box, round(float(score) / 100, 4), points))
+        if box[2] <= box[0] or box[3] <= box[1]:
+            continue
+        points = tuple((round(float(row[i]) / scale), round(float(row[i + 1]) / scale)) for i in range(4, 14, 2))
+        found.append(Face(box, round(score, 4), points))
     found.sort(key=lambda f: (f.area, f.score), reverse=True)
     return found
 
@@ -145,7 +147,6 @@ class FaceCrop:
     face_index: int | None = None  # position in ``faces`` of the face used
     crop_box: Box | None = None  # the region used (face + margin); None when the whole image is used
     whole_image_requested: bool = False
-    detector_missing: str | None = None  # why no detector ran (a platform without the yuface wheel)
 
     @property
     def num_faces(self) -> int:
@@ -176,8 +177,6 @@ class FaceCrop:
     @property
     def note(self) -> str:
         """One sentence for the page."""
-        if self.detector_missing:
-            return self.detector_missing
         if self.whole_image_requested:
             return "Whole image used (face cropping switched off)."
         if not self.found:
@@ -197,10 +196,7 @@ def crop_face(image: Image.Image, margin: float = DEFAULT_MARGIN, use_whole_imag
     """
     if use_whole_image:
         return FaceCrop(image, found=False, whole_image_requested=True)
-    try:
-        found = list(detect_faces(image) if faces is None else faces)
-    except DetectorUnavailable as exc:
-        return FaceCrop(image, found=False, detector_missing=f"{exc} The whole image is used.")
+    found = list(detect_faces(image) if faces is None else faces)
     if not found:
         return FaceCrop(image, found=False)
     index = face_index if face_index is not None and 0 <= face_index < len(found) else 0

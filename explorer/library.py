@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ExplorerError
+from .fileformat import MAX_HEADER_BYTES, file_format, is_torch_pickle
 
 from .fsio import atomic_path, write_bytes
 from .resume import RESUME_KEY, describe_resume, read_resume_meta
@@ -37,7 +38,6 @@ from .specs import DEMO_WEIGHTS, META_KEY, REPO_ROOT, parse_backbone_spec
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 ENV_FOLDER = "ORDINAL_EXPLORER_CHECKPOINTS"
 ENV_CACHE = "ORDINAL_EXPLORER_CACHE"
-MAX_HEADER_BYTES = 100_000_000
 
 
 def library_folder() -> Path:
@@ -214,10 +214,6 @@ def _safetensors_metadata(path: Path) -> dict[str, str] | None:
     return meta if isinstance(meta, dict) else None
 
 
-def _looks_like_pickle(head: bytes) -> bool:
-    return head[:2] == b"PK" or head[:1] == b"\x80"
-
-
 SAFE_PICKLE_PREFIXES = ("torch.", "collections.OrderedDict", "numpy.core.multiarray._reconstruct", "numpy.dtype",
                         "numpy.ndarray", "_codecs.encode", "builtins.set", "builtins.dict", "builtins.list", "builtins.tuple",
                         "pytorch_lightning.", "lightning.", "__torch__.", "omegaconf.", "typing.Any",
@@ -268,9 +264,7 @@ def classify_file(path: str | Path) -> tuple[str, str]:
     try:
         if path.stat().st_size == 0:
             return "error", f"{path.name} is empty (0 bytes)."
-        with open(path, "rb") as f:
-            head = f.read(16)
-        if _looks_like_pickle(head):
+        if is_torch_pickle(file_format(path)):
             risky = [g for g in pickle_globals(path) if not g.startswith(SAFE_PICKLE_PREFIXES)]
             if risky:
                 return "error", (

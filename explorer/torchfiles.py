@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ExplorerError
+from .fileformat import EMPTY, SAFETENSORS, file_format, is_torch_pickle
 
-_ZIP_MAGIC = b"PK\x03\x04"
-_PICKLE_PROTOCOL_2_PLUS = 0x80
 # What torch.load raises for a truncated or damaged file (the user gave a broken file).
 _DAMAGED_FILE_ERRORS = (EOFError, zipfile.BadZipFile, OSError)
 
@@ -28,7 +27,9 @@ def load_weights_only(path: str | Path, what: str = "torch file", refusal_hint: 
     _check_torch_file(path, what)
     try:
         # weights_only=True: only tensors and plain containers are rebuilt; pickled code is never run.
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # An open file, not the path: recent torch picks a reader by the file's suffix, we by its header.
+        with path.open("rb") as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ExplorerError(
             f"{path.name} was refused: unpickling it would run code or build arbitrary Python objects; "
@@ -45,13 +46,12 @@ def load_weights_only(path: str | Path, what: str = "torch file", refusal_hint: 
 def _check_torch_file(path: Path, what: str) -> None:
     """Refuse files that are neither a torch zip archive nor a legacy (pickle protocol >= 2) torch file."""
     try:
-        with path.open("rb") as f:
-            head = f.read(4)
+        fmt = file_format(path)
     except OSError as exc:
         raise _unreadable(path, what, exc) from exc
-    if head.startswith(_ZIP_MAGIC) or zipfile.is_zipfile(path) or (head[:1] and head[0] == _PICKLE_PROTOCOL_2_PLUS):
+    if is_torch_pickle(fmt):
         return  # a truncated zip (no central directory) is left to torch's zip reader to report
-    reason = "it is empty" if not head else "it is neither a zip archive nor a pickle"
+    reason = {EMPTY: "it is empty", SAFETENSORS: "it is a safetensors file"}.get(fmt, "it is neither a zip archive nor a pickle")
     raise ExplorerError(f"{path.name} is not a readable {what} ({reason}).")
 
 

@@ -196,7 +196,7 @@ def test_detection_rate_on_real_faces(face_sets, which):
     missed = [name for name, image, centre, size in samples
               if not fp.hit([f.box for f in faces.detect_faces(image)], centre, size)]
     rate = 1 - len(missed) / len(samples)
-    assert rate >= 0.95, f"{which}: {rate:.0%} found, missed {missed}"
+    assert rate >= 0.99, f"{which}: {rate:.0%} found, missed {missed}"
 
 
 def test_at_most_one_false_face_on_photos_without_faces():
@@ -252,15 +252,27 @@ def test_predict_uploads_face_choices(protos):
     assert list(result.table()["faces found"]) == [2, 2]
 
 
-def test_a_platform_without_the_detector_uses_the_whole_image_and_says_so(monkeypatch):
-    """yuface has wheels for some platforms only: elsewhere crops fall back to the whole image, with a note."""
-    import sys
+def test_detector_is_thread_safe_and_leaves_the_environment_alone():
+    """One detector per thread: concurrent detection equals sequential, and os.environ is never written."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
 
-    from explorer import faces as F
+    images = [fp.photo("astronaut"), fp.two_faces()[0], fp.photo("coffee")] * 3
+    before = dict(os.environ)
+    expected = [faces.detect_faces(im) for im in images]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(faces.detect_faces, images))
+    assert got == expected and [len(f) for f in expected[:3]] == [1, 2, 0]
+    assert dict(os.environ) == before
 
-    monkeypatch.setattr(F, "_detector", None)
-    monkeypatch.setitem(sys.modules, "yuface", None)  # import yuface -> ImportError
-    image = face_image()
-    crop = F.crop_face(image)
-    assert not crop.found and crop.image is image
-    assert "No face detector is installed here" in crop.note and "whole image is used" in crop.note
+
+def test_the_bundled_model_is_the_one_its_source_names():
+    import hashlib
+    import re
+
+    source = (faces.MODEL_FILE.parent / "SOURCE.md").read_text()
+    digest = re.search(r"sha256 `([0-9a-f]{64})`", source).group(1)
+    assert hashlib.sha256(faces.MODEL_FILE.read_bytes()).hexdigest() == digest
+    assert "Apache License" in (faces.MODEL_FILE.parent / "LICENSE").read_text()
+    notice = (faces.MODEL_FILE.parents[3] / "NOTICE").read_text()
+    assert "yunet_n_dynamic.onnx" in notice and "Apache License" in notice
