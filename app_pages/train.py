@@ -44,7 +44,7 @@ def _config_from_form(values: dict) -> TrainConfig:
         dataset=values["dataset"].strip(), out=str(lib.library_folder() / f"app-{name}.safetensors"), name=name,
         backbone=values["backbone"].strip(), learner=learner, shots=int(values["shots"]) or None,
         epochs=int(values["epochs"]), seed=int(values["seed"]), lr=float(values["lr"]),
-        device=common.device_setting(),
+        faces=bool(values.get("faces", False)), device=common.device_setting(),
     )
 
 
@@ -71,6 +71,9 @@ def _form() -> None:
             "template": c3.text_input("Template (zero-shot)", "a photo of {} dots."),
             "concepts": c1.selectbox("Concepts (NumCLIP)", list(CONCEPT_PRESETS), index=list(CONCEPT_PRESETS).index("dots"),
                                      help="NumCLIP's coarse concept bins (a preset; the CLI also takes a start,name file)"),
+            "faces": c2.toggle("Crop faces", default_of(T, "faces"), key="train-faces",
+                               help="Crop each image to its largest face exactly as Predict does (for photos of people; "
+                                    "images without a face are used whole and counted). Off: whole images."),
         }
         submitted = st.form_submit_button("Start training", type="primary")
     if submitted:

@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 
 from .errors import ExplorerError
 from .fileformat import file_format, is_torch_pickle
+from .inputs import describe as describe_inputs
 from .fsio import save_safetensors
 from .methods import Method, get_method
 from .prototypes import Prototypes
@@ -134,6 +135,7 @@ class Checkpoint:
             "embed_dim": int(self.tensors["prototypes"].shape[1]),
             "logit_scale": self.meta["logit_scale"],
             "tensors": {k: list(v.shape) for k, v in self.tensors.items()},
+            "inputs": describe_inputs(self.meta),
         }
         if self.method is not None:
             out.update(self.method.summary_fields(cfg))
@@ -204,6 +206,8 @@ def export_prototypes(checkpoint: Checkpoint, path: str | Path, name: str | None
     """Write a prototype-only copy of ``checkpoint`` (predicts exactly like it, no text encoder needed)."""
     source = dict(checkpoint.meta.get("source") or {})
     source.update(name=checkpoint.name, learner=(checkpoint.meta.get("learner") or {}).get("kind") or source.get("learner"))
+    if checkpoint.meta.get("preset"):
+        source["preset"] = checkpoint.meta["preset"]
     return save_prototypes(
         path, checkpoint.prototypes, checkpoint.backbone_spec, checkpoint.backbone_id, name=name, source=source,
         training=checkpoint.meta.get("training"), metrics=checkpoint.meta.get("metrics"),

@@ -81,13 +81,33 @@ def open_eval_split(ckpt, dataset_spec: str, split: str = "test", skip_bad: bool
     return dataset, samples, np.array([s.label for s in samples], dtype=np.int64)
 
 
+def crop_faces_for(ckpt, dataset, faces: bool | None = None) -> None:
+    """Make ``dataset`` crop faces exactly as Predict does when ``faces`` is True, or (None) when
+    ``ckpt`` was trained with ``--faces`` (at the run's margin)."""
+    from .inputs import DEFAULT_MARGIN, checkpoint_inputs
+
+    record = checkpoint_inputs(ckpt.meta)
+    if faces is None:
+        faces = bool(record.get("cropped"))
+    dataset.face_margin = (record.get("margin") or DEFAULT_MARGIN) if faces else None
+
+
+def face_counts(found: list[bool | None]) -> dict[str, int] | None:
+    """``{found, images}`` of a cropped evaluation (None when whole images were used)."""
+    flags = [f for f in found if f is not None]
+    return {"found": sum(flags), "images": len(flags)} if flags else None
+
+
 def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", cache_dir: str | None = None,
-                        skip_bad: bool = False, min_label: int | None = None) -> dict[str, Any]:
+                        skip_bad: bool = False, min_label: int | None = None, faces: bool | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on a dataset split; ``min_label`` keeps only labels >= it (the long-tail
-    evaluation of §6)."""
+    evaluation of §6); ``faces`` crops faces as Predict does (None: as the checkpoint was trained)."""
     from .features import FeatureCache
 
     dataset, samples, labels = open_eval_split(ckpt, dataset_spec, split, skip_bad, min_label)
-    feats = FeatureCache(backbone, cache_dir).features(dataset, samples)
+    crop_faces_for(ckpt, dataset, faces)
+    cache = FeatureCache(backbone, cache_dir)
+    feats = cache.features(dataset, samples)
     metrics = evaluate_features(ckpt.predictor(), feats, labels, dataset.spreads(samples))
-    return {"checkpoint": ckpt.name, "dataset": dataset_spec, "split": split, "min_label": min_label, "metrics": metrics}
+    return {"checkpoint": ckpt.name, "dataset": dataset_spec, "split": split, "min_label": min_label,
+            "faces": face_counts(cache.last_faces), "metrics": metrics}

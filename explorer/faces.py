@@ -31,11 +31,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .errors import ExplorerError
 from .images import MAX_PIXELS, open_image
+from .inputs import DEFAULT_MARGIN
 
 DETECT_SIDE = 640  # detection runs on a copy whose longer side is at most this
 MIN_SIDE = 160  # ... and at least this (tiny crops are enlarged: the detector likes some pixels)
 MIN_SCORE = 0.7  # faces scored below are dropped: true faces score >= 0.81, false ones <= 0.57 (bench_faces.py)
-DEFAULT_MARGIN = 0.4
 NMS_THRESHOLD = 0.3
 MODEL_FILE = Path(__file__).resolve().parent / "assets" / "yunet" / "yunet_n_dynamic.onnx"
 
@@ -118,6 +118,19 @@ def detect_faces(image: Image.Image, min_score: float = MIN_SCORE) -> list[Face]
         found.append(Face(box, round(score, 4), points))
     found.sort(key=lambda f: (f.area, f.score), reverse=True)
     return found
+
+
+CROP_ID = f"yunet-n/{MIN_SCORE}/{DETECT_SIDE}/{MIN_SIDE}"  # part of the feature cache key of face crops
+
+
+def faces_sentence(found: Sequence[bool | None]) -> str:
+    """``faces found in 57 of 60 images; 3 used whole`` ('' when the images were not cropped)."""
+    flags = [f for f in found if f is not None]
+    if not flags:
+        return ""
+    hits = sum(flags)
+    missing = len(flags) - hits
+    return f"faces found in {hits} of {len(flags)} images" + (f"; {missing} used whole" if missing else "")
 
 
 def expand_box(box: Box, size: tuple[int, int], margin: float = DEFAULT_MARGIN) -> Box:

@@ -2,7 +2,9 @@
 
 Keyed by backbone id, preprocessing and image content: a folder per (backbone id, preprocessing
 hash) holds chunk files (safetensors: ``features`` N x E plus the content keys in metadata).
-A file that changes gets a new content key, so stale features are never returned. Chunks are
+A file that changes gets a new content key, so stale features are never returned. Face crops
+(a dataset with ``face_margin`` set) have keys of their own (the crop setting is hashed in), so a
+cropped run never reuses whole-image features; their chunks also record whether a face was found. Chunks are
 written atomically after every batch: an interrupted embedding keeps what it finished and a
 re-run computes only the rest.
 """
@@ -33,8 +35,14 @@ class Interrupted(Exception):
 
 
 def content_key(dataset, sample) -> str:
-    """BLAKE2b of the image file's bytes (or, for generated images, of their pixels)."""
+    """BLAKE2b of the image file's bytes (or, for generated images, of their pixels), and of the face
+    crop setting when the dataset crops faces."""
     h = hashlib.blake2b(digest_size=16)
+    margin = getattr(dataset, "face_margin", None)
+    if margin is not None:
+        from .faces import CROP_ID
+
+        h.update(f"face-crop:{CROP_ID}:{float(margin)!r}|".encode())
     path = dataset.image_path(sample) if hasattr(dataset, "image_path") else None
     if path is not None and Path(path).is_file():
         h.update(Path(path).read_bytes())
@@ -58,6 +66,8 @@ class FeatureCache:
         safe_id = backbone.backbone_id.replace("/", "_").replace("@", "-")
         self.folder = Path(root or default_cache()) / safe_id / preprocess_id(backbone)
         self._index: dict[str, torch.Tensor] | None = None
+        self._found: dict[str, bool] = {}  # content key -> face found (face-crop keys only)
+        self.last_faces: list[bool | None] = []  # per sample of the last features() call: face found (None: whole)
 
     def _load_index(self) -> dict[str, torch.Tensor]:
         if self._index is None:
@@ -66,13 +76,17 @@ class FeatureCache:
             for chunk in sorted(self.folder.glob("chunk-*.safetensors")):
                 try:
                     with safe_open(str(chunk), framework="pt") as f:
-                        keys = json.loads((f.metadata() or {}).get("keys", "[]"))
+                        meta = f.metadata() or {}
+                        keys = json.loads(meta.get("keys", "[]"))
+                        found = json.loads(meta.get("faces", "null"))
                         feats = f.get_tensor("features")
                 except (SafetensorError, OSError, ValueError, json.JSONDecodeError):
                     continue  # a damaged chunk is ignored; its images are embedded again
                 if not isinstance(keys, list) or feats.dim() != 2 or len(keys) != len(feats) or feats.shape[1] != self.backbone.embed_dim:
                     continue  # not a chunk of this cache (wrong shape): embed its images again
                 index.update(zip(keys, feats))
+                if isinstance(found, list) and len(found) == len(keys):
+                    self._found.update((k, bool(v)) for k, v in zip(keys, found) if v is not None)
             self._index = index
         return self._index
 
@@ -83,9 +97,12 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self._load_index())
 
-    def _write_chunk(self, keys: list[str], feats: torch.Tensor) -> None:
+    def _write_chunk(self, keys: list[str], feats: torch.Tensor, found: list[bool | None]) -> None:
         name = f"chunk-{hashlib.blake2b(''.join(keys).encode(), digest_size=8).hexdigest()}.safetensors"
-        save_safetensors(self.folder / name, {"features": feats}, metadata={"keys": json.dumps(keys)})
+        meta = {"keys": json.dumps(keys)}
+        if any(f is not None for f in found):
+            meta["faces"] = json.dumps(found)
+        save_safetensors(self.folder / name, {"features": feats}, metadata=meta)
 
     def features(
         self,
@@ -99,6 +116,7 @@ class FeatureCache:
 
         ``progress(done, total)`` is called after every batch; ``should_stop()`` returning True
         stops after the current batch with ``Interrupted`` (the finished batches stay cached).
+        Afterwards ``last_faces`` says, per sample, whether a face was found (None: whole images).
         """
         index = self._load_index()
         keys = [content_key(dataset, s) for s in samples]
@@ -111,13 +129,22 @@ class FeatureCache:
             if should_stop and should_stop():
                 raise Interrupted(f"Embedding stopped after {start} of {total} images; run again to resume.")
             batch = todo_unique[start : start + batch_size]
-            images = [dataset.load_image(samples[i]) for i in batch]
-            feats = self.backbone.encode_images(images, batch_size=batch_size)
+            images, found = zip(*(_model_input(dataset, samples[i]) for i in batch))
+            feats = self.backbone.encode_images(list(images), batch_size=batch_size)
             batch_keys = [keys[i] for i in batch]
-            self._write_chunk(batch_keys, feats)
+            self._write_chunk(batch_keys, feats, list(found))
             index.update(zip(batch_keys, feats))
+            self._found.update((k, f) for k, f in zip(batch_keys, found) if f is not None)
             if progress:
                 progress(min(start + batch_size, total), total)
+        self.last_faces = [self._found.get(k) for k in keys]
         if not keys:
             return torch.zeros(0, self.backbone.embed_dim)
         return torch.stack([index[k] for k in keys]).float()
+
+
+def _model_input(dataset, sample):
+    """(image the model sees, face found or None): datasets without face cropping give whole images."""
+    if hasattr(dataset, "model_input"):
+        return dataset.model_input(sample)
+    return dataset.load_image(sample), None

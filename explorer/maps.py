@@ -49,12 +49,13 @@ def split_predictions(ckpt, backbone, dataset_spec: str, split: str = "test", ca
     samples :func:`explorer.evaluation.evaluate_checkpoint` scores)."""
     import torch
 
-    from .evaluation import open_eval_split
+    from .evaluation import crop_faces_for, open_eval_split
     from .features import FeatureCache
 
     if skip_bad is None:  # as the checkpoint's training run did
         skip_bad = bool((ckpt.meta.get("training") or {}).get("skip_bad", False))
     dataset, samples, labels = open_eval_split(ckpt, dataset_spec, split, skip_bad)
+    crop_faces_for(ckpt, dataset)  # as eval does
     feats = FeatureCache(backbone, cache_dir).features(dataset, samples)
     predictor = ckpt.predictor()
     with torch.no_grad():

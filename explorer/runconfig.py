@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ExplorerError
+from .inputs import DEFAULT_MARGIN
 from .options import option
 
 OPTIMIZERS = ("adamw", "radam", "sgd")
@@ -39,6 +40,9 @@ class TrainConfig:
     warmup_epochs: float = option(1.0, flag="--warmup-epochs", help="linear warm-up before the cosine schedule")
     kl_weight: float = option(1.0, flag="--kl-weight", help="weight of the text-to-image KL term (0 = CE only)")
     distance_weighted: bool = option(False, flag="--distance-weighted", help="NumCLIP distance-weighted cross-entropy")
+    faces: bool = option(False, flag="--faces",
+                         help="crop each image to its largest face exactly as Predict does (images without one are used whole)")
+    face_margin: float = option(DEFAULT_MARGIN, flag="--face-margin", help="with --faces: space around the face, a fraction of its size")
     mode: str = option("frozen", flag="--mode", choices=MODES, help="frozen image encoder on cached features, or fine-tune it")
     image_lr: float = option(1e-5, flag="--image-lr", help="image encoder learning rate in finetune mode")
     select_metric: str | None = None  # None: the method's own (mae_exp; NumCLIP: mae_value)
@@ -83,6 +87,8 @@ class TrainConfig:
             raise ExplorerError(f"shots must be at least 1 (got {self.shots}).")
         if self.select_metric is not None and self.select_metric not in SELECT_METRICS:
             raise ExplorerError(f"Unknown selection metric '{self.select_metric}'; choose one of {', '.join(SELECT_METRICS)}.")
+        if self.face_margin < 0:
+            raise ExplorerError(f"The face margin must be 0 or more (got {self.face_margin}).")
         if self.mode == "finetune" and not method.supports_finetune:
             raise ExplorerError(f"The {method.title} trains on frozen features only; use --mode frozen.")
 

@@ -26,6 +26,7 @@ from .distributed import gather_uneven, init_distributed
 from .errors import ExplorerError
 from .evaluation import evaluate_checkpoint, evaluate_features
 from .fsio import remove_temporaries, temp_pattern, write_text
+from .inputs import inputs_record
 from .objectives import distance_weighted_logits, kl_text_to_image, ordinal_loss
 from .resume import check_resumable, load_resume, read_resume_config, resume_path, save_resume
 from .runconfig import Cancelled, Progress, SweepRun, TrainConfig, TrainResult
@@ -53,6 +54,7 @@ def prepare_data(config: TrainConfig, progress: Callable[[Progress], None] | Non
 
     dataset = ds.open_dataset(config.dataset, **(config.dataset_options or {}))
     report = ds.validate(dataset, check_images=True, skip_bad=config.skip_bad)
+    dataset.face_margin = config.face_margin if config.faces else None
     splits = ds.make_splits(dataset, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed)
     labels_eval = np.array([s.label for s in dataset.samples], dtype=np.int64)
     train = list(splits["train"])
@@ -219,7 +221,18 @@ class Trainer:
                     self.feats[split] = self.cache.features(self.data.dataset, self.samples[split])
             except Interrupted as exc:
                 raise Cancelled(str(exc)) from exc
+            self._report_faces(split, self.cache.last_faces)
         return self.feats[split]
+
+    def _report_faces(self, split: str, found: list[bool | None]) -> None:
+        """With --faces: count the faces found in a split (kept in the run's data report) and say so."""
+        from .faces import faces_sentence
+
+        sentence = faces_sentence(found)
+        if sentence:
+            flags = [f for f in found if f is not None]
+            self.data.report.setdefault("faces", {})[split] = {"found": sum(flags), "images": len(flags)}
+            self.emit(Progress("embed", message=f"{split}: {sentence}"))
 
     def embed_for_training(self) -> None:
         """Embed what the epochs need: train (frozen mode) and val."""
@@ -334,7 +347,7 @@ class Trainer:
         if self.visual is None:
             x = self.feats["train"][own].to(self.device)
         else:
-            x = torch.stack([self.train_transform(self.data.dataset.load_image(self.samples["train"][i])) for i in own]).to(self.device)
+            x = torch.stack([self.train_transform(self.data.dataset.model_image(self.samples["train"][i])) for i in own]).to(self.device)
         use_amp = self.config.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, enabled=use_amp):
             own_feats, protos = self.model_for_step(x)
@@ -378,7 +391,8 @@ class Trainer:
         from .checkpoints import save_checkpoint
 
         config = self.config
-        training = {**config.to_dict(), "best_epoch": epoch, "data": self.data.report}
+        inputs = inputs_record(config.faces, config.dataset, config.preset, config.face_margin if config.faces else None)
+        training = {**config.to_dict(), "best_epoch": epoch, "data": self.data.report, "inputs": inputs}
         owner = self.backbone
         if self.visual is not None:  # the tuned image encoder is part of what the checkpoint needs
             owner = save_backbone_weights(self.backbone, self.out.with_name(self.out.stem + ".backbone.safetensors"))
@@ -426,7 +440,7 @@ class Trainer:
 
 @torch.no_grad()
 def _encode_eval(backbone, dataset, samples) -> torch.Tensor:
-    return backbone.encode_images([dataset.load_image(s) for s in samples])
+    return backbone.encode_images([dataset.model_image(s) for s in samples])
 
 
 def train(config: TrainConfig, progress: Callable[[Progress], None] | None = None,

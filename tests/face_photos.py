@@ -141,3 +141,29 @@ def two_faces(side: int = 300, gap: int = 80) -> tuple[Image.Image, list]:
     rx = gap * 2 + left.width
     canvas.paste(right, (rx, gap + (side - right.height) // 2))
     return canvas, [(gap + side / 2, gap + side / 2), (rx + right.width / 2, gap + side / 2)]
+
+
+SCENE_FACE_LABELS = [2, 4, 6, 8, 3, 5]  # write_scene_dataset: one scene per label, a face pasted in each
+
+
+def face_scene(i: int) -> Image.Image:
+    """A 480 x 360 brick scene with the astronaut's (even i) or cameraman's face pasted where i says."""
+    scene = photo("brick").resize((480, 360))
+    face = tight_crop("astronaut" if i % 2 == 0 else "camera", margin=0.3, side=150)
+    scene.paste(face, (20 + 50 * i, 30 + 25 * (i % 4)))
+    return scene
+
+
+def write_scene_dataset(root: Path) -> Path:
+    """``root/data.csv`` (path,label,split): 6 scenes with a face (labels SCENE_FACE_LABELS) and two
+    photos without one (coffee 7, rocket 9); 5 train, 2 val, 1 test. Returns the CSV's path."""
+    rows = []
+    splits = ["train"] * 4 + ["val", "test"]
+    for i, label in enumerate(SCENE_FACE_LABELS):
+        face_scene(i).save(root / f"face{i}.png")
+        rows.append(f"face{i}.png,{label},{splits[i]}")
+    for name, label, split in (("coffee", 7, "train"), ("rocket", 9, "val")):
+        photo(name).resize((400, 300)).save(root / f"{name}.jpg", quality=92)
+        rows.append(f"{name}.jpg,{label},{split}")
+    (root / "data.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    return root / "data.csv"

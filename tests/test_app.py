@@ -259,6 +259,7 @@ def test_compare_shows_one_colour_scale(env):
 
 def test_predict_one_image(env):
     at = _wait_for_backbone(open_page(env, "predict", checkpoint="ages-rank-normal"))
+    assert at.toggle(key="predict-whole").value is False  # ages: a face checkpoint crops by default
     at.file_uploader(key="predict-images").set_value(("face.jpg", image_bytes(face_image(), "JPEG"), "image/jpeg")).run()
     _ok(at)
     metrics = {m.label: m.value for m in at.metric}
@@ -313,6 +314,8 @@ def test_predict_two_faces_pick_the_second(env):
 
 def test_predict_many_images_with_bad_ones(env):
     at = _wait_for_backbone(open_page(env, "predict", checkpoint="dots-rank-linear"))
+    assert at.toggle(key="predict-whole").value is True  # a whole-image checkpoint: no face cropping by default
+    at.toggle(key="predict-whole").set_value(False).run()  # crop faces anyway
     big = Image.new("1", (8000, 6000))  # 48 MP: over the 40 MP limit, tiny as a PNG
     files = [
         ("face.png", image_bytes(face_image()), "image/png"),
@@ -448,6 +451,34 @@ def _run_job_to_end(at, seconds: float = 180) -> AppTest:
             break
         time.sleep(0.5)
     return at
+
+
+def test_train_page_crops_faces_when_asked(env, tmp_path):
+    """The Train page's "Crop faces" toggle trains on Predict's crops; the checkpoint says so and Predict
+    then crops faces by default for it."""
+    import face_photos as fp
+    from explorer.checkpoints import load_checkpoint
+    from explorer.inputs import checkpoint_inputs
+
+    data = fp.write_scene_dataset(tmp_path)
+    at = open_page(env, "train")
+    at.text_input[0].set_value(f"csv:{data}")  # dataset
+    at.text_input[2].set_value("apptest-faces")  # name
+    at.number_input[3].set_value(0)  # shots: all
+    at.number_input[4].set_value(1)  # epochs
+    at.toggle(key="train-faces").set_value(True)
+    at.button[0].click().run()
+    _ok(_run_job_to_end(at))
+    assert not at.error, [e.value for e in at.error]
+    path = env["folder"] / "app-apptest-faces.safetensors"
+    try:
+        record = checkpoint_inputs(load_checkpoint(path).meta)
+        assert record["kind"] == "faces" and record["cropped"], record
+        predict = _wait_for_backbone(open_page(env, "predict", checkpoint="app-apptest-faces"))
+        assert predict.toggle(key="predict-whole").value is False
+    finally:
+        for leftover in env["folder"].glob("app-apptest-faces*"):
+            leftover.unlink()
 
 
 def test_numclip_from_the_train_page_to_geometry_and_predict(env):

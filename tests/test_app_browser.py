@@ -122,7 +122,8 @@ def test_predict_many_uploads_with_a_bad_one(open_app, screenshot, tmp_path):
     expect(page.locator('[data-testid="stDataFrame"]')).to_be_visible()
     _no_exception(page)
     screenshot(page, "many")
-    expect(page.get_by_text("Face found").first).to_be_visible()
+    # dots is a whole-image checkpoint: no face cropping unless asked for
+    expect(page.get_by_text("Whole image used").first).to_be_visible()
 
 
 def test_library_upload_of_a_pickle_is_refused(open_app, screenshot, app_library_dir):

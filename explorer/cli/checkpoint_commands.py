@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExplorerError
+from ..inputs import crops_faces
 from .base import DownloadBar, _open, _parse_window, _print_json, command
 
 # --- commands -----------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     ckpt, backbone = _open(args)
     images = [open_image(p) for p in args.images]
     crops = None
-    if args.face:
+    if crops_faces(ckpt.meta) if args.face is None else args.face:
         from ..faces import DEFAULT_MARGIN, crop_face
 
         margin = DEFAULT_MARGIN if args.margin is None else args.margin
@@ -219,8 +220,9 @@ def add_checkpoint_parsers(add) -> None:
     p.add_argument("--top", type=int, default=3, help="how many top ranks to list (default 3)")
     p.add_argument("--coverage", type=float, default=0.9, help="central interval coverage (default 0.9)")
     p.add_argument("--json", action="store_true", help="print JSON (one object, or a list for several images)")
-    p.add_argument("--face", action="store_true",
-                   help="crop the largest face (as the app does) before encoding; JSON gains face: {found, box, score}")
+    p.add_argument("--face", action=argparse.BooleanOptionalAction, default=None,
+                   help="crop the largest face (as the app does) before encoding; JSON gains face: {found, box, score} "
+                        "(default: crop exactly for face checkpoints, see 'info': inputs)")
     p.add_argument("--margin", type=float, default=None,
                    help="with --face: space around the face on every side, a fraction of its size (default: the app's, 0.4)")
 

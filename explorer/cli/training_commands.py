@@ -60,16 +60,20 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from ..datasets import open_dataset, validate
     from ..features import FeatureCache
 
+    from ..faces import faces_sentence
+    from ..train import Progress
+
     backbone = load_backbone(args.backbone, device=args.device, progress=DownloadBar(args.quiet))
     dataset = open_dataset(args.dataset)
     validate(dataset, check_images=True, skip_bad=args.skip_bad)
+    dataset.face_margin = args.face_margin if args.faces else None
     cache = FeatureCache(backbone, args.cache_dir)
     bar = _Bar(args.quiet)
-    from ..train import Progress
-
     feats = cache.features(dataset, dataset.samples, batch_size=args.batch_size,
                            progress=lambda d, t: bar(Progress("embed", d, t, message="embedding")))
-    print(f"{len(feats)} images embedded with {backbone.spec}; cache at {cache.folder}")
+    bar.close()
+    faces = faces_sentence(cache.last_faces)
+    print(f"{len(feats)} images embedded with {backbone.spec}" + (f" ({faces})" if faces else "") + f"; cache at {cache.folder}")
     return 0
 
 
@@ -79,13 +83,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     ckpt, backbone = _open(args)
     result = evaluate_checkpoint(ckpt, backbone, args.dataset, split=args.split, cache_dir=args.cache_dir,
-                                 skip_bad=args.skip_bad, min_label=args.long_tail)
+                                 skip_bad=args.skip_bad, min_label=args.long_tail, faces=args.faces)
     if args.json:
         _print_json(result)
     else:
-        m = result["metrics"]
+        m, faces = result["metrics"], result["faces"]
         print(f"{ckpt.name} on {args.dataset} [{args.split}, n={int(m['n'])}]: MAE exp {m['mae_exp']:.3f}, MAE max {m['mae_max']:.3f}, "
-              f"acc {m['acc_max'] * 100:.1f}%, 1-off {m['cs1'] * 100:.1f}%, QWK {m['qwk']:.3f}, Spearman {m['spearman']:.3f}")
+              f"acc {m['acc_max'] * 100:.1f}%, 1-off {m['cs1'] * 100:.1f}%, QWK {m['qwk']:.3f}, Spearman {m['spearman']:.3f}"
+              + (f"; faces found in {faces['found']} of {faces['images']} images" if faces else ""))
     return 0
 
 
@@ -117,6 +122,14 @@ def _add_training_parsers(add) -> None:
         p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and bad labels (their count is reported)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    def face_flags(p, text: str, margin: bool = True):
+        from ..inputs import DEFAULT_MARGIN
+
+        p.add_argument("--faces", action=argparse.BooleanOptionalAction, default=None, help=text)
+        if margin:
+            p.add_argument("--face-margin", type=float, default=DEFAULT_MARGIN,
+                           help=f"with --faces: space around the face, a fraction of its size (default {DEFAULT_MARGIN})")
+
     def train_flags(p):
         from ..methods import REGISTRY, get_method
         from ..options import add_flags
@@ -135,6 +148,7 @@ def _add_training_parsers(add) -> None:
     p = add("embed", "Fill the feature cache for a dataset (resumable; progress shown).")
     p.add_argument("dataset", help="DATASET spec, e.g. dots:20, utkface:DIR, list:ROOT:TRAIN.txt:VAL.txt:TEST.txt")
     p.add_argument("--batch-size", type=int, default=64)
+    face_flags(p, "crop each image to its largest face exactly as Predict does (images without one are used whole)")
     data_flags(p)
 
     p = add("train", "Train a prompt learner (or a baseline) and write the best checkpoint by validation MAE.")
@@ -153,6 +167,8 @@ def _add_training_parsers(add) -> None:
     p.add_argument("--split", choices=["train", "val", "test", "all"], default="test")
     p.add_argument("--long-tail", type=int, default=None, metavar="MIN", help="long-tail evaluation: only labels >= MIN (e.g. 50)")
     p.add_argument("--json", action="store_true")
+    face_flags(p, "crop each image to its largest face exactly as 'predict --face' does "
+                  "(default: exactly when the checkpoint was trained with --faces, at its margin)", margin=False)
     data_flags(p, with_backbone=False)
 
     p = add("sweep", "Several learners x shots x seeds; writes a mean +- std results table (CSV and Markdown).")

@@ -78,6 +78,7 @@ class Dataset:
     kind: str = ""
     splits: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SPLITS})
     dots: DotsConfig | None = None
+    face_margin: float | None = None  # set: the model sees each image cropped to its largest face (as Predict)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -96,6 +97,22 @@ class Dataset:
         if self.dots is not None:
             return self.dots.render(sample.label, int(sample.path.rsplit("/", 1)[-1]))
         return open_image(self.image_path(sample), name=sample.path)
+
+    def model_input(self, sample: Sample | int) -> tuple[Image.Image, bool | None]:
+        """What the model sees and whether a face was found: with ``face_margin`` set, the image cropped
+        to its largest face exactly as Predict crops (whole when no face is found); else the whole image
+        (found None)."""
+        image = self.load_image(sample)
+        if self.face_margin is None:
+            return image, None
+        from ..faces import crop_face
+
+        crop = crop_face(image, margin=self.face_margin)
+        return crop.image, crop.found
+
+    def model_image(self, sample: Sample | int) -> Image.Image:
+        """The image the model sees (see :meth:`model_input`)."""
+        return self.model_input(sample)[0]
 
     def eval_labels(self, indices: Sequence[int] | None = None) -> list[int]:
         """Evaluation labels (middle label) of the given sample indices (all samples by default)."""
