@@ -9,7 +9,9 @@ Importable without Streamlit. The data flow is visible from the module names:
 - ``metrics``     MAE, accuracy, CS@k, AMAE/MMAE, QWK, Spearman, Kendall, RPS, seed aggregation
 - ``checkpoints`` the one safetensors checkpoint format, prototype-only export
 - ``library``     checkpoint folders for the app: every file described (usable or why not), analyses, projection cache
-- ``faces``       face detection (CNN, yuface) and crop, uploaded images -> rank distributions
+- ``faces``       face detection (YuNet ONNX in OpenCV) and crop, uploaded images -> rank distributions
+- ``inputs``      what a checkpoint's inputs are (face crops or whole images) and the default crop
+- ``fileformat``  a file's format from its own header (safetensors, torch zip, pickle)
 - ``lab``         re-interpolating a rank learner (other scheme / number of base ranks) without retraining
 - ``reference``   import of reference OrdinalCLIP (Lightning) runs
 - ``cli``         the ``ordinal-explorer`` command
