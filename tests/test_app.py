@@ -482,6 +482,39 @@ def test_numclip_from_the_train_page_to_geometry_and_predict(env):
     assert "Top concepts" in _texts(pred)
 
 
+def test_train_page_shows_the_backbone_download_in_bytes(env, monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    from explorer.models import format_size
+    from hubserver import HubServer, make_tiny_hub_model
+
+    spec = "hf-hub:explorer-tests/tiny-clip"
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    repo = make_tiny_hub_model(tmp_path / "repo")
+    total = format_size((repo / "open_clip_model.safetensors").stat().st_size)
+    with HubServer({"explorer-tests/tiny-clip": repo}, chunk_delay=0.3) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        at = open_page(env, "train")
+        at.text_input[0].set_value("dots:3:6")  # dataset
+        at.text_input[1].set_value(spec)  # backbone
+        at.text_input[2].set_value("apptest-hub")  # name
+        at.number_input[4].set_value(1)  # epochs
+        at.button[0].click().run()
+        seen = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (at.success or at.error):
+            seen += [p.text for p in at.get("progress")]
+            time.sleep(0.3)
+            at.run()
+    assert not at.error, [e.value for e in at.error]
+    downloads = [t for t in seen if t.startswith(f"Downloading {spec}: ")]
+    assert any(f" MB of {total} (" in t and " %) · " in t for t in downloads), seen
+    assert "now in the Library" in at.success[0].value
+
+
 # --- models page ---------------------------------------------------------------------------------
 
 
