@@ -249,6 +249,41 @@ def test_compare_tables_per_rank_errors_and_one_image(env):
     assert "Face found" in _texts(at)
 
 
+def test_compare_two_faces_pick_the_second(env):
+    import face_photos as fp
+    from explorer import faces
+    from explorer.checkpoints import load_checkpoint
+    from app_testdata import demo_backbone
+
+    image, _ = fp.two_faces()
+    data = image_bytes(image, "JPEG", quality=92)
+    names = ("ages-rank-normal", "dots-rank-linear")
+    at = _wait_for_backbone(open_page(env, "compare"))
+    at.multiselect(key="compare-checkpoints").set_value([str(env["folder"] / f"{n}.safetensors") for n in names]).run()
+    at.file_uploader(key="compare-image").set_value(("two.jpg", data, "image/jpeg")).run()
+    _ok(at)
+    picker = at.selectbox(key=next(k for k in (w.key for w in at.selectbox) if k and k.startswith("compare-face-")))
+    assert picker.label == "Face used" and len(picker.options) == 2 and picker.index == 0
+
+    def expected_values(face_index: int) -> list[float]:
+        crop = faces.prepare_upload(data, "two.jpg", face_index=face_index).crop
+        feats = demo_backbone().encode_images([crop.image])
+        return [load_checkpoint(env["folder"] / f"{n}.safetensors").predictor().predict(feats).record(0)["value"] for n in names]
+
+    def shown() -> list[float]:
+        table = next(df.value for df in at.dataframe if "expected" in df.value)
+        assert list(table["checkpoint"]) == list(names)
+        return list(table["expected"])
+
+    assert shown() == pytest.approx(expected_values(0), abs=0.006)
+    picker.set_value(1).run()
+    _ok(at)
+    assert at.selectbox(key=picker.key).index == 1 and "face 2" in _texts(at)
+    second = expected_values(1)
+    assert shown() == pytest.approx(second, abs=0.006)
+    assert second[0] != pytest.approx(expected_values(0)[0], abs=0.05)
+
+
 def test_compare_shows_one_colour_scale(env):
     at = open_page(env, "compare")
     assert "one colour scale" in _texts(at)
