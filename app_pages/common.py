@@ -428,6 +428,23 @@ def _poll_until_loaded(slot: BackboneSlot) -> None:
 # --- small shared widgets -----------------------------------------------------------------------
 
 
+def face_choices(page: str) -> dict[str, int]:
+    """The faces picked on ``page`` (session state): upload digest -> face index (largest first)."""
+    return st.session_state.setdefault(f"{page}-face-choices", {})
+
+
+def face_picker(crop, digest: str, page: str) -> None:
+    """A "Face used" selectbox over the faces of ``crop`` (a :class:`explorer.faces.FaceCrop` with
+    several); the choice is kept per upload in :func:`face_choices` of ``page``."""
+    key = f"{page}-face-{digest[:16]}"
+
+    def remember() -> None:
+        face_choices(page)[digest] = st.session_state[key]
+
+    st.selectbox("Face used", list(range(crop.num_faces)), index=crop.face_index, format_func=crop.face_label,
+                 key=key, on_change=remember, help="Numbered on the preview (largest first); the green box is used.")
+
+
 def no_checkpoints_message() -> None:
     st.info(
         f"No usable checkpoint yet. Put explorer checkpoints (.safetensors) in `{lib.library_folder()}` "

@@ -97,11 +97,13 @@ def _same_image(chosen, ckpts) -> None:
     c1, c2 = st.columns([3, 1])
     upload = c1.file_uploader("Image", type=common.IMAGE_TYPES, key="compare-image")
     whole = c2.toggle("Use the whole image", value=False, key="compare-whole",
-                      help="Off: the largest face (plus a margin) is cropped when one is found.")
+                      help="Off: the largest face (plus a margin) is cropped when one is found; pick another when there are several.")
     if upload is None:
         st.caption("Upload an image to overlay the checkpoints' predicted distributions.")
         return
-    item = faces.prepare_upload(upload.getvalue(), upload.name, use_whole_image=whole)
+    data = upload.getvalue()
+    digest = lib.bytes_digest(data)
+    item = faces.prepare_upload(data, upload.name, use_whole_image=whole, face_index=common.face_choices("compare").get(digest))
     if not item.ok:
         st.error(item.error)
         return
@@ -109,6 +111,8 @@ def _same_image(chosen, ckpts) -> None:
     left, right = st.columns([1, 3])
     with left:
         st.image(faces.annotate(item.image, crop, max_side=320), output_format="JPEG")
+        if crop.num_faces > 1:
+            common.face_picker(crop, digest, "compare")
         st.caption(crop.note)
     models = []
     locks = {}

@@ -60,9 +60,7 @@ def _progress_fragment(job: models.DownloadJob) -> None:
         if not job.active:
             _statuses.clear()
             st.rerun()
-        total = models.format_size(job.total) if job.total else "?"
-        st.progress(job.fraction, text=f"Downloading {job.filename or job.spec}: "
-                                       f"{models.format_size(job.done)} of {total} ({job.fraction * 100:.0f} %)")
+        st.progress(job.fraction, text=models.download_text(job.filename or job.spec, job.done, job.total))
         if st.button("Cancel download", key="models-cancel"):
             job.cancel()
 

@@ -11,7 +11,6 @@ from explorer.inputs import crops_faces
 from explorer.library import bytes_digest
 
 MAX_CHARTS = 1  # one distribution chart at a time; a selector picks the image when there are several
-CHOICES_KEY = "predict-face-choices"  # session state: upload digest -> face index picked (kept across images)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -65,7 +64,7 @@ def predict_page() -> None:
                    f"({ranks.labels[0]} to {ranks.labels[-1]}{(' ' + ranks.unit) if ranks.unit else ''}).")
         return
     uploads = [(f.name, f.getvalue()) for f in uploaded]
-    result = predict_bytes(entry, uploads, whole, margin, st.session_state.setdefault(CHOICES_KEY, {}))
+    result = predict_bytes(entry, uploads, whole, margin, common.face_choices("predict"))
     for name, message in result.errors:
         st.error(message if name in message else f"{name}: {message}")
     good = [pos for pos, it in enumerate(result.items) if it.ok]
@@ -82,17 +81,6 @@ def predict_page() -> None:
     _show_one(result, pos, result.prediction.ranks, bytes_digest(uploads[pos][1]))
 
 
-def _face_picker(crop: faces.FaceCrop, digest: str) -> None:
-    """A selectbox of the faces found (several only); the choice is kept per upload in CHOICES_KEY."""
-    key = f"predict-face-{digest[:16]}"
-
-    def remember() -> None:
-        st.session_state[CHOICES_KEY][digest] = st.session_state[key]
-
-    st.selectbox("Face used", list(range(crop.num_faces)), index=crop.face_index, format_func=crop.face_label,
-                 key=key, on_change=remember, help="Numbered on the preview (largest first); the green box is used.")
-
-
 def _show_one(result: faces.UploadPrediction, pos: int, ranks, digest: str) -> None:
     item = result.items[pos]
     rec = result.record(pos)
@@ -100,7 +88,7 @@ def _show_one(result: faces.UploadPrediction, pos: int, ranks, digest: str) -> N
     with left:
         st.image(faces.annotate(item.image, item.crop, max_side=420), caption=item.name, output_format="JPEG")
         if item.crop.num_faces > 1:
-            _face_picker(item.crop, digest)
+            common.face_picker(item.crop, digest, "predict")
         (st.info if item.crop.found or item.crop.whole_image_requested else st.warning)(item.crop.note)
         if item.crop.found:
             st.image(item.crop.image.resize((112, 112)), caption="What the model sees", width=112, output_format="JPEG")

@@ -14,6 +14,7 @@ import streamlit as st
 
 from app_pages import common
 from explorer import library as lib
+from explorer import models
 from explorer.concepts import CONCEPT_PRESETS
 from explorer.jobs import JobManager
 from explorer.methods import get_method, make_config, method_names
@@ -57,7 +58,7 @@ def _form() -> None:
         c1, c2, c3 = st.columns(3)
         values = {
             "dataset": c1.text_input("Dataset", "dots:20", help="DATASET spec: dots:K[:N[:SEED]], utkface:DIR, csv:FILE, folder:DIR, list:ROOT:TRAIN.txt:VAL.txt:TEST.txt …"),
-            "backbone": c2.text_input("Backbone", "demo", help="demo, NAME:TAG (open_clip), PATH or ARCH@PATH"),
+            "backbone": c2.text_input("Backbone", "demo", help="demo, NAME:TAG (open_clip), hf-hub:ORG/REPO, PATH or ARCH@PATH; a hub download shows its progress"),
             "name": c3.text_input("Name", "my-run"),
             "learner": c1.selectbox("Learner", list(titles), format_func=titles.get),
             "interpolation": c2.selectbox("Interpolation (rank)", choices_of(L, "interpolation"),
@@ -90,7 +91,7 @@ def _job_panel(job_id: str) -> None:
         return
     snap = job.snapshot()
     st.subheader(f"Run {job.config.name} · {snap['state']}")
-    st.progress(min(1.0, snap["fraction"]), text=_progress_text(snap))
+    st.progress(_progress_value(snap), text=_progress_text(snap))
     if snap["history"]:
         hist = pd.DataFrame(snap["history"]).set_index("epoch")
         c1, c2 = st.columns(2)
@@ -110,9 +111,19 @@ def _job_panel(job_id: str) -> None:
         st.error(snap["error"] or "The run failed.")
 
 
+def _progress_value(snap: dict) -> float:
+    """The bar: the backbone file's bytes while it downloads, else the run's fraction."""
+    download = snap["download"]
+    if snap["stage"] == "download" and download.get("total"):
+        return min(1.0, download["done"] / download["total"])
+    return min(1.0, snap["fraction"])
+
+
 def _progress_text(snap: dict) -> str:
-    """What the run is doing: images embedded with the time left, or the epoch."""
-    embed = snap["embed"]
+    """What the run is doing: the backbone download, images embedded with the time left, or the epoch."""
+    embed, download = snap["embed"], snap["download"]
+    if snap["stage"] == "download":
+        return f"{models.download_text(snap['backbone'], download['done'], download['total'])} · {snap['elapsed']:.0f} s"
     if snap["stage"] == "embed" and embed.get("total"):
         where = f"{embed['done']:,} / {embed['total']:,} images · about {format_seconds(embed['eta_s'])} left"
     else:

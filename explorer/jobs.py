@@ -41,6 +41,7 @@ class TrainingJob:
     started: float = field(default_factory=time.time)
     finished: float | None = None
     embed: dict[str, Any] = field(default_factory=dict)  # done, total, eta_s of the embedding under way
+    download: dict[str, Any] = field(default_factory=dict)  # done, total bytes of the backbone file downloading
     _eta: RateEstimate = field(default_factory=RateEstimate, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -67,7 +68,7 @@ class TrainingJob:
                 "checkpoint": str(self.checkpoint) if self.checkpoint else None,
                 "test": dict(self.result.test_metrics or {}) if self.result else None,
                 "elapsed": (self.finished or time.time()) - self.started,
-                "embed": dict(self.embed),
+                "embed": dict(self.embed), "download": dict(self.download), "backbone": self.config.backbone,
             }
 
     def _on_progress(self, p: Progress) -> None:
@@ -76,7 +77,9 @@ class TrainingJob:
             self.message = p.message or self.message
             if p.stage in ("train", "epoch"):
                 self.epoch, self.epochs = p.epoch, p.epochs
-            if p.stage == "embed" and p.total:
+            if p.stage == "download":
+                self.download = {"done": p.done, "total": p.total or None}
+            elif p.stage == "embed" and p.total:
                 self.fraction = 0.1 * p.fraction
                 eta = self._eta.update(p.done, p.total, time.time())
                 self.embed = {"done": p.done, "total": p.total, "eta_s": eta}

@@ -82,6 +82,13 @@ def format_size(size: int | None) -> str:
     return f"{value:.1f} GB"
 
 
+def download_text(what: str, done: int, total: int | None) -> str:
+    """'Downloading WHAT: 120.0 MB of 335.0 MB (36 %)' (the total '?' when unknown)."""
+    if not total:
+        return f"Downloading {what}: {format_size(done)} of ?"
+    return f"Downloading {what}: {format_size(done)} of {format_size(total)} ({min(1.0, done / total) * 100:.0f} %)"
+
+
 @dataclass
 class DownloadJob:
     """A backbone's files downloading in a background thread; read its fields from any thread."""

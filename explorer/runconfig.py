@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import ExplorerError
 from .inputs import DEFAULT_MARGIN
@@ -140,7 +140,7 @@ def learner_config(value: Any):
 class Progress:
     """One progress event; the CLI draws a bar from it, the app a live chart."""
 
-    stage: str  # "load", "embed", "train", "epoch", "test", "done"
+    stage: str  # "load", "download" (bytes of a backbone file), "embed", "train", "epoch", "test", "done"
     done: int = 0
     total: int = 0
     epoch: int = 0
@@ -151,6 +151,16 @@ class Progress:
     @property
     def fraction(self) -> float:
         return self.done / self.total if self.total else 0.0
+
+
+def download_progress(emit: Callable[[Progress], None], spec: str) -> Callable[[int, "int | None", str], None]:
+    """A ``load_backbone(progress=...)`` callback that emits ``Progress("download", bytes done, bytes
+    total (0: unknown), message="Downloading SPEC")`` for each chunk of each hub file."""
+
+    def on_chunk(done: int, total: int | None, filename: str) -> None:
+        emit(Progress("download", int(done), int(total or 0), message=f"Downloading {spec}"))
+
+    return on_chunk
 
 
 @dataclass

@@ -29,7 +29,7 @@ from .fsio import remove_temporaries, temp_pattern, write_text
 from .inputs import inputs_record
 from .objectives import distance_weighted_logits, kl_text_to_image, ordinal_loss
 from .resume import check_resumable, load_resume, read_resume_config, resume_path, save_resume
-from .runconfig import Cancelled, Progress, SweepRun, TrainConfig, TrainResult
+from .runconfig import Cancelled, Progress, SweepRun, TrainConfig, TrainResult, download_progress
 
 __all__ = ["Cancelled", "Progress", "TrainConfig", "TrainResult", "Trainer", "cosine_with_warmup", "distance_weighted_logits",
            "evaluate_checkpoint", "evaluate_features", "kl_text_to_image", "ordinal_loss", "prepare_data", "sweep", "train"]
@@ -184,7 +184,7 @@ class Trainer:
 
     def prepare(self) -> None:
         """Device, processes, dataset (before the backbone: a bad spec fails fast), backbone, cache."""
-        from .backbones import load_backbone, resolve_device
+        from .backbones import resolve_device
         from .features import FeatureCache
         from .methods import get_method
 
@@ -195,7 +195,7 @@ class Trainer:
         self.data = prepare_data(self.config, self.emit)
         self.ranks = self.data.dataset.ranks
         self.emit(Progress("load", message=f"loading backbone {self.config.backbone}"))
-        self.backbone = load_backbone(self.config.backbone, device=self.device)
+        self.backbone = self.load_backbone(self.config.backbone)
         self.method = get_method(self.config.method)
         if not self.method.trainable:  # nothing to learn; never mutate the caller's config
             self.config = replace(self.config, epochs=0)
@@ -204,6 +204,16 @@ class Trainer:
         self.samples = {name: [dataset.samples[i] for i in idx] for name, idx in self.data.splits.items()}
         self.labels = {name: self.data.labels_eval[idx] for name, idx in self.data.splits.items()}
         self.cache = FeatureCache(self.backbone, Path(self.config.cache_dir) if self.config.cache_dir else None)
+
+    def load_backbone(self, spec: str):
+        """The backbone of ``spec``; a hub download emits "download" progress and honours cancel."""
+        from .backbones import load_backbone
+        from .hub import DownloadCancelled
+
+        try:
+            return load_backbone(spec, device=self.device, progress=download_progress(self.emit, spec), should_stop=self.stop)
+        except DownloadCancelled as exc:
+            raise Cancelled(str(exc)) from exc
 
     def embed(self, split: str) -> torch.Tensor:
         """Cached features of a split (computed by the main process first, then read by the others)."""
@@ -411,7 +421,6 @@ class Trainer:
 
     def test(self) -> dict[str, Any] | None:
         """Evaluate the best checkpoint once on the test split; removes the resume state of a finished run."""
-        from .backbones import load_backbone
         from .checkpoints import load_checkpoint, update_metadata
 
         if self.state.best_epoch < 0 or not self.out.is_file():
@@ -430,7 +439,7 @@ class Trainer:
             if self.visual is None:
                 feats = self.embed("test")
             else:  # the image encoder of the best epoch (the one the checkpoint names), not the last epoch's
-                feats = _encode_eval(load_backbone(best.backbone_spec, device=self.device), self.data.dataset, self.samples["test"])
+                feats = _encode_eval(self.load_backbone(best.backbone_spec), self.data.dataset, self.samples["test"])
             spreads = self.data.dataset.spreads(self.samples["test"])
             metrics = evaluate_features(best.predictor(), feats, self.labels["test"], spreads)
             update_metadata(self.out, metrics={"val": self.state.best_val, "test": metrics})

@@ -249,6 +249,41 @@ def test_compare_tables_per_rank_errors_and_one_image(env):
     assert "Face found" in _texts(at)
 
 
+def test_compare_two_faces_pick_the_second(env):
+    import face_photos as fp
+    from explorer import faces
+    from explorer.checkpoints import load_checkpoint
+    from app_testdata import demo_backbone
+
+    image, _ = fp.two_faces()
+    data = image_bytes(image, "JPEG", quality=92)
+    names = ("ages-rank-normal", "dots-rank-linear")
+    at = _wait_for_backbone(open_page(env, "compare"))
+    at.multiselect(key="compare-checkpoints").set_value([str(env["folder"] / f"{n}.safetensors") for n in names]).run()
+    at.file_uploader(key="compare-image").set_value(("two.jpg", data, "image/jpeg")).run()
+    _ok(at)
+    picker = at.selectbox(key=next(k for k in (w.key for w in at.selectbox) if k and k.startswith("compare-face-")))
+    assert picker.label == "Face used" and len(picker.options) == 2 and picker.index == 0
+
+    def expected_values(face_index: int) -> list[float]:
+        crop = faces.prepare_upload(data, "two.jpg", face_index=face_index).crop
+        feats = demo_backbone().encode_images([crop.image])
+        return [load_checkpoint(env["folder"] / f"{n}.safetensors").predictor().predict(feats).record(0)["value"] for n in names]
+
+    def shown() -> list[float]:
+        table = next(df.value for df in at.dataframe if "expected" in df.value)
+        assert list(table["checkpoint"]) == list(names)
+        return list(table["expected"])
+
+    assert shown() == pytest.approx(expected_values(0), abs=0.006)
+    picker.set_value(1).run()
+    _ok(at)
+    assert at.selectbox(key=picker.key).index == 1 and "face 2" in _texts(at)
+    second = expected_values(1)
+    assert shown() == pytest.approx(second, abs=0.006)
+    assert second[0] != pytest.approx(expected_values(0)[0], abs=0.05)
+
+
 def test_compare_shows_one_colour_scale(env):
     at = open_page(env, "compare")
     assert "one colour scale" in _texts(at)
@@ -511,6 +546,39 @@ def test_numclip_from_the_train_page_to_geometry_and_predict(env):
     assert "Regressed value (dots)" in metrics, metrics
     assert metrics["Most probable (dots)"] in ckpt.classes.labels
     assert "Top concepts" in _texts(pred)
+
+
+def test_train_page_shows_the_backbone_download_in_bytes(env, monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    from explorer.models import format_size
+    from hubserver import HubServer, make_tiny_hub_model
+
+    spec = "hf-hub:explorer-tests/tiny-clip"
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    repo = make_tiny_hub_model(tmp_path / "repo")
+    total = format_size((repo / "open_clip_model.safetensors").stat().st_size)
+    with HubServer({"explorer-tests/tiny-clip": repo}, chunk_delay=0.3) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        at = open_page(env, "train")
+        at.text_input[0].set_value("dots:3:6")  # dataset
+        at.text_input[1].set_value(spec)  # backbone
+        at.text_input[2].set_value("apptest-hub")  # name
+        at.number_input[4].set_value(1)  # epochs
+        at.button[0].click().run()
+        seen = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (at.success or at.error):
+            seen += [p.text for p in at.get("progress")]
+            time.sleep(0.3)
+            at.run()
+    assert not at.error, [e.value for e in at.error]
+    downloads = [t for t in seen if t.startswith(f"Downloading {spec}: ")]
+    assert any(f" MB of {total} (" in t and " %) · " in t for t in downloads), seen
+    assert "now in the Library" in at.success[0].value
 
 
 # --- models page ---------------------------------------------------------------------------------

@@ -172,3 +172,78 @@ def test_zoo_hub_file_names_follow_open_clip():
     assert (model.repo_id, model.files) == ("org/repo", (("pytorch_model.safetensors", "pytorch_model.bin"),))
     assert zoo_hub_model("A:b", "A", {"url": "https://example.invalid/x.pt"}) is None
     assert hub_model_for("ViT-B-32:laion2b_s34b_b79k").repo_id == "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+
+
+# --- download progress of train / embed / sweep (the trainer's "download" events) -----------------
+
+
+def _train_config(tmp_path: Path, **kw):
+    from explorer.runconfig import TrainConfig
+
+    return TrainConfig(dataset="dots:3:6", out=str(tmp_path / "run.safetensors"), backbone=SPEC, learner={"kind": "linear"},
+                       epochs=1, batch_size=8, device="cpu", cache_dir=str(tmp_path / "features"), **kw)
+
+
+def _assert_bytes_rise_to(done: list[int], size: int) -> None:
+    assert len(done) >= 2 and done == sorted(done) and done[-1] == size, done
+
+
+def test_trainer_reports_download_progress_in_bytes(online, server, repo_folder, tmp_path):
+    from explorer.train import train
+
+    events = []
+    train(_train_config(tmp_path), progress=events.append)
+    size = (repo_folder / WEIGHTS).stat().st_size
+    downloads = [p for p in events if p.stage == "download"]
+    assert {p.message for p in downloads} == {f"Downloading {SPEC}"}
+    _assert_bytes_rise_to([p.done for p in downloads if p.total == size], size)
+    first_embed = next(i for i, p in enumerate(events) if p.stage == "embed")
+    assert max(i for i, p in enumerate(events) if p.stage == "download") < first_embed
+
+
+def test_trainer_cancelled_during_the_download_keeps_nothing(online, server, tmp_path):
+    from explorer.runconfig import Cancelled
+    from explorer.train import train
+
+    with pytest.raises(Cancelled, match="cancelled"):
+        train(_train_config(tmp_path), should_stop=lambda: True)
+    assert not _leftovers(online)
+
+
+def _tqdm_percents(stderr: str, desc: str, total: str) -> list[int]:
+    """The percentages a tqdm bar ``desc`` drew for a file of ``total`` (tqdm's own size text)."""
+    import re
+
+    bars = re.findall(re.escape(desc) + r":\s+(\d+)%\|[^|]*\|\s*[\d.]+\w?/([\d.]+\w?) ", stderr)
+    return [int(pct) for pct, shown in bars if shown == total]
+
+
+@pytest.mark.parametrize("command", ["train", "embed"])
+def test_cli_shows_a_byte_bar_while_the_backbone_downloads(online, server, repo_folder, tmp_path, capsys, command):
+    from tqdm import tqdm
+
+    from explorer.cli import main
+
+    args = ["dots:3:6", "--backbone", SPEC, "--device", "cpu", "--cache-dir", str(tmp_path / "features")]
+    if command == "train":
+        args += ["--learner", "linear", "--epochs", "1", "--out", str(tmp_path / "run.safetensors")]
+    assert main([command, *args]) == 0
+    err = capsys.readouterr().err
+    size = (repo_folder / WEIGHTS).stat().st_size
+    desc = f"Downloading {SPEC}" if command == "train" else WEIGHTS
+    percents = _tqdm_percents(err, desc, tqdm.format_sizeof(size, divisor=1024))
+    assert percents == sorted(percents) and percents[-1] == 100 and len(set(percents)) >= 2, err
+    assert "B/s]" in err  # a byte bar
+
+
+def test_a_training_job_records_the_download(online, server, repo_folder, tmp_path):
+    from explorer.jobs import JobManager
+
+    job = JobManager().start(_train_config(tmp_path))
+    deadline = time.monotonic() + 120
+    while job.active and time.monotonic() < deadline:
+        time.sleep(0.1)
+    snap = job.snapshot()
+    assert snap["state"] == "done", snap["error"]
+    size = (repo_folder / WEIGHTS).stat().st_size
+    assert snap["download"] == {"done": size, "total": size} and snap["backbone"] == SPEC

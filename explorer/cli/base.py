@@ -72,17 +72,21 @@ def _parse_window(text: str | None, ranks) -> tuple[int, int] | None:
 
 
 class _Bar:
-    """tqdm progress bars on stderr fed by runconfig.Progress events (one bar per stage and epoch)."""
+    """tqdm progress bars on stderr fed by runconfig.Progress events (one bar per stage and epoch;
+    "download" events go to a :class:`DownloadBar`, in bytes)."""
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.bar = None
         self.key: tuple | None = None
+        self.download = DownloadBar(quiet)
 
     def __call__(self, p) -> None:
         if self.quiet:
             return
-        if p.stage == "epoch":
+        if p.stage == "download":
+            self.download(p.done, p.total or None, p.message)
+        elif p.stage == "epoch":
             self.close()
             m = p.metrics
             print(f"epoch {p.epoch}/{p.epochs}  loss {m.get('train_loss', 0):.4f}  val MAE {m.get('val_mae', 0):.3f}"
