@@ -76,7 +76,8 @@ class EvalSplit:
         """One sentence on the matching, or None when the dataset has the checkpoint's own ranks."""
         if self.match.by == "same" and not self.skipped:
             return None
-        skipped = f"; {self.skipped} images with labels outside them were skipped" if self.skipped else ""
+        plural = "1 image with a label outside them was" if self.skipped == 1 else f"{self.skipped} images with labels outside them were"
+        skipped = f"; {plural} skipped" if self.skipped else ""
         return f"Labels matched to the checkpoint's ranks by {self.match.by}{skipped}."
 
     def summary(self) -> dict[str, Any]:
