@@ -151,6 +151,8 @@ def _metrics_line(sp: maps.SplitPredictions) -> None:
     cols[1].metric("Accuracy (argmax)", common.fmt_pct(float(np.mean(sp.argmax == sp.targets))))
     cols[2].metric("ECE / MCE", f"{m['ece']:.3f} / {m['mce']:.3f}", help="15 equal-width bins of the argmax confidence")
     cols[3].metric("90 % interval coverage", common.fmt_pct(m["interval_coverage"]), help="ideal: 90 %")
+    if sp.note:
+        st.caption(sp.note)
 
 
 def _rank_panels(entry, ckpt, sp: maps.SplitPredictions, protos: np.ndarray) -> None:
@@ -202,6 +204,8 @@ def calibration_section(chosen: list[lib.LibraryEntry]) -> None:
         except ExplorerError as exc:
             st.warning(str(exc) if e.name in str(exc) else f"{e.name}: {exc}")
             continue
+        if sp.note:
+            st.caption(f"{e.name}: {sp.note}")
         table = calibration.reliability_table(sp.targets, sp.probs, n_bins=bins)
         series.append((e.name, table))
         tables.append(pd.DataFrame(table).assign(checkpoint=e.name))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 from .errors import ExplorerError
 from .metrics import metric_panel
+from .ranks import RankMatch, match_ranks, span
 
 
 def value_errors(labels: np.ndarray, values: np.ndarray, ranks) -> tuple[float, list[float | None]]:
@@ -43,9 +45,9 @@ def evaluate_features(predictor, feats: torch.Tensor, labels: np.ndarray, spread
     return metrics
 
 
-def _eval_indices(ckpt, dataset, dataset_spec: str, split: str, min_label: int | None) -> list[int]:
+def _eval_indices(ckpt, dataset, dataset_spec: str, split: str) -> list[int]:
     """Sample indices of ``split`` (the split seed/fractions of the checkpoint's run when it was
-    trained on this dataset, else the defaults), optionally only labels >= ``min_label``."""
+    trained on this dataset, else the defaults)."""
     from . import datasets as ds
 
     training = ckpt.meta.get("training") or {}
@@ -56,29 +58,75 @@ def _eval_indices(ckpt, dataset, dataset_spec: str, split: str, min_label: int |
         test_fraction=training.get("test_fraction", 0.2) if same else 0.2,
         seed=training.get("seed", 0) if same else 0,
     )
-    idx = list(range(len(dataset.samples))) if split == "all" else list(splits.get(split, []))
-    if min_label is not None:
-        idx = ds.long_tail(idx, [dataset.samples[i].label for i in idx], min_label)
-    if not idx:
-        tail = f" with labels >= {min_label}." if min_label is not None else "."
-        raise ExplorerError(f"The {split} split of {dataset_spec} has no images{tail}")
-    return idx
+    return list(range(len(dataset.samples))) if split == "all" else list(splits.get(split, []))
+
+
+@dataclass
+class EvalSplit:
+    """The samples of a split, their labels as the checkpoint's rank indices, how the dataset's ranks
+    were matched to the checkpoint's and how many images were skipped for labels outside them."""
+
+    dataset: Any
+    samples: list
+    labels: np.ndarray
+    match: RankMatch
+    skipped: int = 0
+
+    def note(self) -> str | None:
+        """One sentence on the matching, or None when the dataset has the checkpoint's own ranks."""
+        if self.match.by == "same" and not self.skipped:
+            return None
+        plural = "1 image with a label outside them was" if self.skipped == 1 else f"{self.skipped} images with labels outside them were"
+        skipped = f"; {plural} skipped" if self.skipped else ""
+        return f"Labels matched to the checkpoint's ranks by {self.match.by}{skipped}."
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready form of the matching."""
+        return {"matched_by": self.match.by, "skipped_outside": self.skipped}
+
+
+def _outside_labels(dataset, samples: list, match: RankMatch, ckpt_ranks, skip_bad: bool) -> list[bool]:
+    """Per sample whether its label has a checkpoint rank; refuses (one sentence) when some have none,
+    unless ``skip_bad``, and when none is left."""
+    keep = [match.index[s.label] is not None for s in samples]
+    outside = keep.count(False)
+    if not outside:
+        return keep
+    names = [dataset.ranks.labels[i] for i in sorted({s.label for s, k in zip(samples, keep) if not k})]
+    examples = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    what = f"{outside} of {len(samples)} images have" if outside > 1 else f"1 of {len(samples)} images has"
+    where = f"labels outside the checkpoint's ranks {span(ckpt_ranks)} (e.g. {examples})"
+    if outside == len(samples):
+        raise ExplorerError(f"All {len(samples)} images have {where}; nothing is left to evaluate.")
+    if not skip_bad:
+        raise ExplorerError(f"{what} {where}; --skip-bad skips them.")
+    return keep
 
 
 def open_eval_split(ckpt, dataset_spec: str, split: str = "test", skip_bad: bool = False,
-                    min_label: int | None = None) -> tuple[Any, list, np.ndarray]:
-    """(dataset, samples, rank-index labels) of a split that ``ckpt`` can be scored on: its training
-    run's dataset options and split settings when it was trained on ``dataset_spec``."""
+                    min_label: int | None = None) -> EvalSplit:
+    """The split ``ckpt`` is scored on (its training run's dataset options and split settings when it was
+    trained on ``dataset_spec``), labels matched to its ranks (:func:`explorer.ranks.match_ranks`);
+    ``min_label`` keeps only checkpoint ranks >= it."""
     from . import datasets as ds
 
     training = ckpt.meta.get("training") or {}
     options = (training.get("dataset_options") or {}) if training.get("dataset") == dataset_spec else {}
     dataset = ds.open_dataset(dataset_spec, **options)
     ds.validate(dataset, check_images=True, skip_bad=skip_bad)
-    if len(dataset.ranks) != len(ckpt.ranks):
-        raise ExplorerError(f"{ckpt.name} predicts {len(ckpt.ranks)} ranks but {dataset_spec} has {len(dataset.ranks)}.")
-    samples = [dataset.samples[i] for i in _eval_indices(ckpt, dataset, dataset_spec, split, min_label)]
-    return dataset, samples, np.array([s.label for s in samples], dtype=np.int64)
+    match = match_ranks(dataset.ranks, ckpt.ranks)
+    samples = [dataset.samples[i] for i in _eval_indices(ckpt, dataset, dataset_spec, split)]
+    if not samples:
+        raise ExplorerError(f"The {split} split of {dataset_spec} has no images.")
+    keep = _outside_labels(dataset, samples, match, ckpt.ranks, skip_bad)
+    samples = [s for s, k in zip(samples, keep) if k]
+    labels = [match.index[s.label] for s in samples]
+    if min_label is not None:
+        tail = ds.long_tail(range(len(samples)), labels, min_label)
+        samples, labels = [samples[i] for i in tail], [labels[i] for i in tail]
+        if not samples:
+            raise ExplorerError(f"The {split} split of {dataset_spec} has no images with labels >= {min_label}.")
+    return EvalSplit(dataset, samples, np.array(labels, dtype=np.int64), match, keep.count(False))
 
 
 def crop_faces_for(ckpt, dataset, faces: bool | None = None) -> None:
@@ -104,10 +152,13 @@ def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", 
     evaluation of §6); ``faces`` crops faces as Predict does (None: as the checkpoint was trained)."""
     from .features import FeatureCache
 
-    dataset, samples, labels = open_eval_split(ckpt, dataset_spec, split, skip_bad, min_label)
-    crop_faces_for(ckpt, dataset, faces)
+    es = open_eval_split(ckpt, dataset_spec, split, skip_bad, min_label)
+    crop_faces_for(ckpt, es.dataset, faces)
     cache = FeatureCache(backbone, cache_dir)
-    feats = cache.features(dataset, samples)
-    metrics = evaluate_features(ckpt.predictor(), feats, labels, dataset.spreads(samples))
-    return {"checkpoint": ckpt.name, "dataset": dataset_spec, "split": split, "min_label": min_label,
-            "faces": face_counts(cache.last_faces), "metrics": metrics}
+    feats = cache.features(es.dataset, es.samples)
+    metrics = evaluate_features(ckpt.predictor(), feats, es.labels, es.dataset.spreads(es.samples))
+    result = {"checkpoint": ckpt.name, "dataset": dataset_spec, "split": split, "min_label": min_label,
+              "faces": face_counts(cache.last_faces), "metrics": metrics}
+    if es.note():
+        result["labels"] = {**es.summary(), "note": es.note()}
+    return result

@@ -27,6 +27,7 @@ class SplitPredictions:
     labels: np.ndarray  # N ints in 0..R-1
     probs: np.ndarray  # N x C over the prototype rows (C = R unless the method bins)
     targets: np.ndarray | None = None  # N ints in 0..C-1: the prototype row of each label (= labels unless binned)
+    note: str | None = None  # how the dataset's labels were matched to the checkpoint's ranks (None: its own ranks)
 
     def __post_init__(self) -> None:
         if self.targets is None:
@@ -54,14 +55,15 @@ def split_predictions(ckpt, backbone, dataset_spec: str, split: str = "test", ca
 
     if skip_bad is None:  # as the checkpoint's training run did
         skip_bad = bool((ckpt.meta.get("training") or {}).get("skip_bad", False))
-    dataset, samples, labels = open_eval_split(ckpt, dataset_spec, split, skip_bad)
-    crop_faces_for(ckpt, dataset)  # as eval does
-    feats = FeatureCache(backbone, cache_dir).features(dataset, samples)
+    es = open_eval_split(ckpt, dataset_spec, split, skip_bad)
+    crop_faces_for(ckpt, es.dataset)  # as eval does
+    feats = FeatureCache(backbone, cache_dir).features(es.dataset, es.samples)
     predictor = ckpt.predictor()
     with torch.no_grad():
         probs = torch.softmax(predictor.logits(feats), dim=-1).cpu().numpy().astype(np.float64)
     feats = torch.nn.functional.normalize(feats.float(), dim=-1).numpy().astype(np.float64)
-    return SplitPredictions(ckpt.name, dataset_spec, split, feats, labels, probs, predictor.class_targets(labels))
+    return SplitPredictions(ckpt.name, dataset_spec, split, feats, es.labels, probs, predictor.class_targets(es.labels),
+                            es.note())
 
 
 def confusion_matrix(y_true, y_pred, num_ranks: int) -> np.ndarray:

@@ -79,3 +79,60 @@ def read_names_file(path: str | Path, expected: int | None = None, what: str = "
     if expected is not None and len(names) != expected:
         raise ExplorerError(f"The names file {path.name} has {len(names)} lines but {expected} {what} need names; give exactly one name per line.")
     return names
+
+
+@dataclass
+class RankMatch:
+    """How a dataset's ranks map onto a checkpoint's: ``index[i]`` is the checkpoint rank of dataset
+    rank i (None where it has none); ``by`` is "same", "value", "name" or "position"."""
+
+    index: list[int | None]
+    by: str
+
+    @property
+    def unmatched(self) -> list[int]:
+        """Dataset rank indices without a checkpoint rank."""
+        return [i for i, j in enumerate(self.index) if j is None]
+
+
+def _all_numbers(labels: list[str]) -> bool:
+    try:
+        return all(np.isfinite(float(lab)) for lab in labels)
+    except ValueError:
+        return False
+
+
+def _name_key(label: str) -> str:
+    return " ".join(label.replace("_", " ").split()).casefold()
+
+
+def _kind(ranks: Ranks) -> str:
+    return "numbers" if _all_numbers(ranks.labels) else "names"
+
+
+def match_ranks(source: Ranks, target: Ranks) -> RankMatch:
+    """Map ``source`` ranks (a dataset's) onto ``target`` ranks (a checkpoint's): identical ranks as they
+    are, numbers by value, names by name, and numbers against names by position when the counts agree."""
+    if source.labels == target.labels and source.values == target.values:
+        return RankMatch(list(range(len(source))), "same")
+    if source.unit and target.unit and _name_key(source.unit) != _name_key(target.unit):
+        raise ExplorerError(f"The labels are in {source.unit} but the checkpoint's ranks are in {target.unit}; "
+                            "evaluate on labels in the checkpoint's unit.")
+    if _kind(source) == _kind(target) == "numbers":
+        by_value = {round(v, 9): j for j, v in enumerate(target.values)}
+        return RankMatch([by_value.get(round(v, 9)) for v in source.values], "value")
+    if _kind(source) == _kind(target) == "names":
+        by_name = {_name_key(lab): j for j, lab in enumerate(target.labels)}
+        return RankMatch([by_name.get(_name_key(lab)) for lab in source.labels], "name")
+    if len(source) == len(target):
+        return RankMatch(list(range(len(source))), "position")
+    raise ExplorerError(f"The labels are {_kind(source)} ({source.labels[0]} .. {source.labels[-1]}) but the checkpoint's "
+                        f"{len(target)} ranks are {_kind(target)} ({target.labels[0]} .. {target.labels[-1]}); nothing matches them.")
+
+
+def span(ranks: Ranks) -> str:
+    """The ranks in a few characters: '0-100' for numbers, '(1930s, ..., 1970s)' for names."""
+    if _all_numbers(ranks.labels):
+        return f"{ranks.labels[0]}-{ranks.labels[-1]}"
+    shown = ranks.labels if len(ranks) <= 3 else [ranks.labels[0], "...", ranks.labels[-1]]
+    return f"({', '.join(shown)})"

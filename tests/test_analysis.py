@@ -215,6 +215,23 @@ def test_split_predictions_agree_with_evaluate_checkpoint(tmp_path, backbone):
     assert np.allclose(np.linalg.norm(sp.features, axis=1), 1.0)
 
 
+def test_split_predictions_match_a_dataset_with_other_ranks_by_value(tmp_path, backbone):
+    from explorer.errors import ExplorerError
+    from explorer.evaluation import evaluate_checkpoint
+    from explorer.metrics import metric_panel
+
+    ckpt = _save(tmp_path, backbone, "five", kind="plain", num_context_tokens=2)  # ranks 0..4, no unit
+    sp = maps.split_predictions(ckpt, backbone, "dots:2:9", "all", cache_dir=tmp_path / "f")
+    assert sp.probs.shape == (27, 5) and sorted(set(sp.labels.tolist())) == [0, 1, 2]
+    assert sp.note == "Labels matched to the checkpoint's ranks by value."
+    ev = evaluate_checkpoint(ckpt, backbone, "dots:2:9", "all", cache_dir=str(tmp_path / "f"))
+    assert ev["metrics"]["mae_exp"] == pytest.approx(metric_panel(sp.labels, sp.probs)["mae_exp"])
+    with pytest.raises(ExplorerError, match=r"^4 of 14 images have labels outside the checkpoint's ranks 0-4 \(e.g. 5, 6\)"):
+        maps.split_predictions(ckpt, backbone, "dots:6:2", "all", cache_dir=tmp_path / "f")
+    sp = maps.split_predictions(ckpt, backbone, "dots:6:2", "all", cache_dir=tmp_path / "f", skip_bad=True)
+    assert len(sp.labels) == 10 and sp.labels.max() == 4 and "; 4 images with labels outside them were skipped" in sp.note
+
+
 # --- curves from a sweep ------------------------------------------------------------------------------
 
 

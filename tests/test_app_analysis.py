@@ -32,7 +32,7 @@ def test_geometry_decoding_of_a_prototype_only_checkpoint(env):
     assert "no learned tokens" in _texts(at)
 
 
-def test_geometry_map_confusion_and_errors(env):
+def test_geometry_map_confusion_and_errors(env, tmp_path):
     from explorer.checkpoints import load_checkpoint
     from explorer.maps import confusion_matrix, split_predictions
     from app_testdata import demo_backbone
@@ -54,8 +54,18 @@ def test_geometry_map_confusion_and_errors(env):
     assert len(keys) == len(set(keys))
     at.segmented_control(key="map-method").set_value("tsne").run()
     _ok(at)
-    at.text_input(key="map-dataset").set_value("dots:4").run()  # 5 ranks for a 21-rank checkpoint
-    assert "21 ranks" in " ".join(w.value for w in at.warning)
+    at.text_input(key="map-dataset").set_value("dots:4").run()  # 5 ranks for a 21-rank checkpoint: matched by value
+    _ok(at)
+    assert "Labels matched to the checkpoint's ranks by value." in _texts(at)
+    from PIL import Image
+
+    for i, label in enumerate([0, 3, 25, 30]):
+        Image.new("RGB", (24, 24), (60 * i, 90, 200)).save(tmp_path / f"{i}.png")
+    (tmp_path / "own.csv").write_text("path,label\n" + "".join(f"{i}.png,{a}\n" for i, a in enumerate([0, 3, 25, 30])))
+    at.selectbox(key="map-split").set_value("all")
+    at.text_input(key="map-dataset").set_value(f"csv:{tmp_path / 'own.csv'}").run()  # 25 and 30 are not its ranks
+    assert ("2 of 4 images have labels outside the checkpoint's ranks 0-20 (e.g. 25, 30); --skip-bad skips them."
+            in [w.value for w in at.warning])
 
 
 def test_compare_reliability_diagram_and_curves(env, tmp_path):

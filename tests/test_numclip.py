@@ -186,6 +186,15 @@ def test_numclip_run_end_to_end_on_dots(tmp_path, capsys):
     evaluation = json.loads(capsys.readouterr().out)["metrics"]
     assert evaluation["mae_value"] == pytest.approx(test["mae_value"], abs=1e-6)
     assert len(evaluation["per_rank_mae"]) == 21
+    # a dataset with fewer ranks (0..10 dots) is matched by value; its MAE is the regressed values' error
+    assert cli.main(["eval", str(out), "dots:10:3", "--split", "all", "--json", "--cache-dir", str(tmp_path / "cache")]) == 0
+    fewer = json.loads(capsys.readouterr().out)
+    dataset = __import__("explorer.datasets", fromlist=["open_dataset"]).open_dataset("dots:10:3")
+    values = ckpt.predictor().predict(backbone.encode_images([dataset.load_image(s) for s in dataset.samples])).value
+    truth = np.array([dataset.ranks.values[s.label] for s in dataset.samples])
+    assert fewer["labels"]["matched_by"] == "value" and fewer["metrics"]["n"] == len(truth) == 33
+    assert fewer["metrics"]["mae_value"] == pytest.approx(float(np.abs(values - truth).mean()), abs=1e-4)
+    assert fewer["metrics"]["per_rank_mae"][11:] == [None] * 10
 
 
 def test_adapter_and_regressor_train_at_their_own_learning_rate(demo):

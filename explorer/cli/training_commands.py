@@ -91,6 +91,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{ckpt.name} on {args.dataset} [{args.split}, n={int(m['n'])}]: MAE exp {m['mae_exp']:.3f}, MAE max {m['mae_max']:.3f}, "
               f"acc {m['acc_max'] * 100:.1f}%, 1-off {m['cs1'] * 100:.1f}%, QWK {m['qwk']:.3f}, Spearman {m['spearman']:.3f}"
               + (f"; faces found in {faces['found']} of {faces['images']} images" if faces else ""))
+        if "labels" in result:
+            print(result["labels"]["note"])
     return 0
 
 
