@@ -112,46 +112,52 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_flags(p, with_backbone: bool = True) -> None:
+    """--backbone, --device, --cache-dir, --skip-bad, --quiet."""
+    if with_backbone:
+        p.add_argument("--backbone", default="demo", help="backbone spec: demo, NAME:TAG (open_clip), hf-hub:ORG/REPO, PATH or ARCH@PATH")
+        p.add_argument("--device", default=None, help="cpu, cuda ... (default: CUDA when available)")
+    p.add_argument("--cache-dir", default=None, help="feature cache folder (default .cache/features)")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and bad labels (their count is reported)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _face_flags(p, text: str, margin: bool = True) -> None:
+    """--faces / --no-faces (and --face-margin)."""
+    from ..inputs import DEFAULT_MARGIN
+
+    p.add_argument("--faces", action=argparse.BooleanOptionalAction, default=None, help=text)
+    if margin:
+        p.add_argument("--face-margin", type=float, default=DEFAULT_MARGIN,
+                       help=f"with --faces: space around the face, a fraction of its size (default {DEFAULT_MARGIN})")
+
+
+def _train_flags(p) -> None:
+    """--preset, the TrainConfig flags and every method's own flags."""
+    from ..methods import REGISTRY, get_method
+    from ..options import add_flags
+    from ..runconfig import TrainConfig
+
+    from ..recipes import RECIPES
+
+    p.add_argument("--preset", choices=list(RECIPES), default=None,
+                   help="paper preset: ranks, prompt initialisation and the reference recipe of "
+                        + ", ".join(f"{k} ({r.title})" for k, r in RECIPES.items()) + "; flags given win")
+    add_flags(p, TrainConfig)
+    seen: set[str] = set()
+    for name in REGISTRY:
+        add_flags(p, get_method(name).config_class, seen)
+
+
 def _add_training_parsers(add) -> None:
     """embed / train / eval / sweep sub-commands."""
     from ..methods import method_names
 
-    def data_flags(p, with_backbone: bool = True):
-        if with_backbone:
-            p.add_argument("--backbone", default="demo", help="backbone spec: demo, NAME:TAG (open_clip), hf-hub:ORG/REPO, PATH or ARCH@PATH")
-            p.add_argument("--device", default=None, help="cpu, cuda ... (default: CUDA when available)")
-        p.add_argument("--cache-dir", default=None, help="feature cache folder (default .cache/features)")
-        p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and bad labels (their count is reported)")
-        p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    def face_flags(p, text: str, margin: bool = True):
-        from ..inputs import DEFAULT_MARGIN
-
-        p.add_argument("--faces", action=argparse.BooleanOptionalAction, default=None, help=text)
-        if margin:
-            p.add_argument("--face-margin", type=float, default=DEFAULT_MARGIN,
-                           help=f"with --faces: space around the face, a fraction of its size (default {DEFAULT_MARGIN})")
-
-    def train_flags(p):
-        from ..methods import REGISTRY, get_method
-        from ..options import add_flags
-        from ..runconfig import TrainConfig
-
-        from ..recipes import RECIPES
-
-        p.add_argument("--preset", choices=list(RECIPES), default=None,
-                       help="paper preset: ranks, prompt initialisation and the reference recipe of "
-                            + ", ".join(f"{k} ({r.title})" for k, r in RECIPES.items()) + "; flags given win")
-        add_flags(p, TrainConfig)
-        seen: set[str] = set()
-        for name in REGISTRY:
-            add_flags(p, get_method(name).config_class, seen)
-
     p = add("embed", "Fill the feature cache for a dataset (resumable; progress shown).")
     p.add_argument("dataset", help="DATASET spec, e.g. dots:20, utkface:DIR, list:ROOT:TRAIN.txt:VAL.txt:TEST.txt")
     p.add_argument("--batch-size", type=int, default=64)
-    face_flags(p, "crop each image to its largest face exactly as Predict does (images without one are used whole)")
-    data_flags(p)
+    _face_flags(p, "crop each image to its largest face exactly as Predict does (images without one are used whole)")
+    _data_flags(p)
 
     p = add("train", "Train a prompt learner (or a baseline) and write the best checkpoint by validation MAE.")
     p.add_argument("dataset", help="DATASET spec, e.g. dots:20, utkface:DIR, csv:FILE")
@@ -160,8 +166,8 @@ def _add_training_parsers(add) -> None:
     p.add_argument("--name", default=None, help="display name stored in the checkpoint")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its .resume.safetensors state")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
-    data_flags(p)
-    train_flags(p)
+    _data_flags(p)
+    _train_flags(p)
 
     p = add("eval", "Evaluate a checkpoint on a dataset split with the full metric panel.", backbone=True)
     p.add_argument("checkpoint")
@@ -169,9 +175,9 @@ def _add_training_parsers(add) -> None:
     p.add_argument("--split", choices=["train", "val", "test", "all"], default="test")
     p.add_argument("--long-tail", type=int, default=None, metavar="MIN", help="long-tail evaluation: only labels >= MIN (e.g. 50)")
     p.add_argument("--json", action="store_true")
-    face_flags(p, "crop each image to its largest face exactly as 'predict --face' does "
+    _face_flags(p, "crop each image to its largest face exactly as 'predict --face' does "
                   "(default: exactly when the checkpoint was trained with --faces, at its margin)", margin=False)
-    data_flags(p, with_backbone=False)
+    _data_flags(p, with_backbone=False)
 
     p = add("sweep", "Several learners x shots x seeds; writes a mean +- std results table (CSV and Markdown).")
     p.add_argument("dataset")
@@ -180,5 +186,5 @@ def _add_training_parsers(add) -> None:
     p.add_argument("--shots-list", default="16", help="comma list of shots per label; 'all' for the full train split")
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
     p.add_argument("--out-dir", required=True, help="folder for the runs and the results table")
-    data_flags(p)
-    train_flags(p)
+    _data_flags(p)
+    _train_flags(p)
