@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,8 @@ def trace_to_onnx(head: nn.Module, image_size: int, opset: int = OPSET) -> bytes
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no ONNX symbolic
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes on open_clip's shape checks
             torch.onnx.export(head.eval(), (dummy,), buffer, input_names=["pixels"], output_names=["probs", "value"],
                               dynamic_axes={"pixels": {0: "N"}, "probs": {0: "N"}, "value": {0: "N"}},
                               opset_version=opset, dynamo=False, do_constant_folding=True, verbose=False)
