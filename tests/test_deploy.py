@@ -189,3 +189,11 @@ def test_onnx_recognised_by_content(exported, tmp_path):
     assert looks_like_onnx(unnamed) and looks_like_onnx(tmp_path / "x.onnx")
     assert not looks_like_onnx(ROOT / "checkpoints" / "coop.safetensors")
     assert load_onnx(unnamed).meta["method"] == "plain"
+
+
+def test_quantized_export_is_smaller_and_runs(exported, tmp_path):
+    out = tmp_path / "q.onnx"
+    assert main(["export", str(ROOT / "checkpoints" / "coop.safetensors"), "--onnx", str(out), "--quantize", "int8"]) == 0
+    assert out.stat().st_size < exported["coop"][1].stat().st_size
+    probs, value = load_onnx(out).run(np.zeros((2, 3, 64, 64), np.float32))
+    assert probs.shape[0] == 2 and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
