@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExplorerError
-from ..inputs import crops_faces
+from ..inputs import checkpoint_inputs, crops_faces
 from .base import DownloadBar, _open, _parse_window, _print_json, command
 
 # --- commands -----------------------------------------------------------------------------------
@@ -114,7 +114,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return _predict_onnx(args)
     ckpt, backbone = _open(args)
     images = [open_image(p) for p in args.images]
-    images, crops = _crop_faces(images, crops_faces(ckpt.meta) if args.face is None else args.face, args.margin)
+    margin = args.margin if args.margin is not None else checkpoint_inputs(ckpt.meta).get("margin")  # a --faces run's own
+    images, crops = _crop_faces(images, crops_faces(ckpt.meta) if args.face is None else args.face, margin)
     pred = ckpt.predictor().predict(backbone.encode_images(images), coverage=args.coverage)
     _report_predictions(args, pred, crops, ckpt.ranks, backbone.is_demo)
     return 0
