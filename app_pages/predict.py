@@ -7,7 +7,7 @@ import streamlit as st
 
 from app_pages import charts, common
 from explorer import faces
-from explorer.inputs import crops_faces
+from explorer.inputs import checkpoint_inputs, crops_faces
 from explorer.library import bytes_digest
 
 MAX_CHARTS = 1  # one distribution chart at a time; a selector picks the image when there are several
@@ -36,11 +36,13 @@ def predict_bytes(entry, uploads: list[tuple[str, bytes]], whole: bool = False, 
                     uploads, ckpt.predictor(), backbone, lock)
 
 
-def _default_whole_image(entry, ckpt) -> None:
-    """Face checkpoints crop faces by default, others use whole images (reset when the checkpoint changes)."""
+def _default_face_settings(entry, ckpt) -> None:
+    """Face checkpoints crop faces by default (at a --faces run's own margin), others use whole images;
+    reset when the checkpoint changes."""
     if st.session_state.get("predict-whole-for") != entry.content_hash:
         st.session_state["predict-whole-for"] = entry.content_hash
         st.session_state["predict-whole"] = not crops_faces(ckpt.meta)
+        st.session_state["predict-margin"] = float(checkpoint_inputs(ckpt.meta).get("margin") or faces.DEFAULT_MARGIN)
 
 
 def predict_page() -> None:
@@ -52,12 +54,12 @@ def predict_page() -> None:
     c1, c2, c3 = st.columns([3, 1, 1])
     uploaded = c1.file_uploader("Images (PNG, JPEG, WebP, BMP, TIFF)", type=common.IMAGE_TYPES, accept_multiple_files=True,
                                 key="predict-images")
-    _default_whole_image(entry, ckpt)
+    _default_face_settings(entry, ckpt)
     whole = c2.toggle("Whole image", key="predict-whole",
                       help="Off: the largest face found by the face detector is cropped (with a margin; pick another "
                            "face when there are several); when no face is found the whole image is used anyway. "
                            "On by default for checkpoints trained on whole images, off for face checkpoints.")
-    margin = c3.slider("Face margin", 0.0, 1.0, faces.DEFAULT_MARGIN, 0.05, key="predict-margin", disabled=whole,
+    margin = c3.slider("Face margin", 0.0, 1.0, step=0.05, key="predict-margin", disabled=whole,
                        help="Extra space around the face, as a fraction of its size on every side.")
     if not uploaded:
         st.caption(f"Upload one or many images; {entry.name} predicts {len(ranks)} ranks "

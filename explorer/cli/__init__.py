@@ -21,8 +21,8 @@ __all__ = ["COMMANDS", "build_parser", "command", "main", "_learner_settings", "
 # --- parser -------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser for every sub-command."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argparse parser for every sub-command (``only="predict"``: that one alone, built without torch)."""
     parser = argparse.ArgumentParser(
         prog="ordinal-explorer",
         description="OrdinalCLIP Explorer: train, inspect, analyse and use CLIP prompt learners for ordinal regression (OrdinalCLIP, CoOp, zero-shot, linear probe, NumCLIP).",
@@ -38,15 +38,23 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
         return p
 
+    if only == "predict":
+        checkpoint_commands.add_predict_parser(add)
+        return parser
     checkpoint_commands.add_checkpoint_parsers(add)
     training_commands._add_training_parsers(add)
     analysis_commands.add_analysis_parsers(add)
     return parser
 
 
+def _command_name(argv: list[str] | None) -> str | None:
+    """The sub-command named in ``argv`` (the first word that is not an option)."""
+    return next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ordinal-explorer``."""
-    parser = build_parser()
+    parser = build_parser(only="predict" if _command_name(argv) == "predict" else None)
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args) or 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExplorerError
-from ..inputs import crops_faces
+from ..inputs import checkpoint_inputs, crops_faces
 from .base import DownloadBar, _open, _parse_window, _print_json, command
 
 # --- commands -----------------------------------------------------------------------------------
@@ -108,25 +108,55 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 @command("predict")
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..images import open_image
+    from ..onnx_predict import looks_like_onnx
 
+    if looks_like_onnx(args.checkpoint):
+        return _predict_onnx(args)
     ckpt, backbone = _open(args)
     images = [open_image(p) for p in args.images]
-    crops = None
-    if crops_faces(ckpt.meta) if args.face is None else args.face:
-        from ..faces import DEFAULT_MARGIN, crop_face
-
-        margin = DEFAULT_MARGIN if args.margin is None else args.margin
-        crops = [crop_face(image, margin=margin) for image in images]
-        images = [crop.image for crop in crops]
+    margin = args.margin if args.margin is not None else checkpoint_inputs(ckpt.meta).get("margin")  # a --faces run's own
+    images, crops = _crop_faces(images, crops_faces(ckpt.meta) if args.face is None else args.face, margin)
     pred = ckpt.predictor().predict(backbone.encode_images(images), coverage=args.coverage)
+    _report_predictions(args, pred, crops, ckpt.ranks, backbone.is_demo)
+    return 0
+
+
+def _predict_onnx(args: argparse.Namespace) -> int:
+    """``predict`` with an exported ONNX file: onnxruntime, numpy and Pillow only (no torch import)."""
+    from ..images import open_image
+    from ..onnx_predict import load_onnx
+
+    if getattr(args, "backbone", None):
+        raise ExplorerError("--backbone does not apply to an ONNX file: the image tower is inside it.")
+    model = load_onnx(args.checkpoint)
+    inputs = model.meta.get("inputs") or {}
+    images = [open_image(p) for p in args.images]
+    margin = args.margin if args.margin is not None else inputs.get("margin")
+    images, crops = _crop_faces(images, inputs.get("kind") == "faces" if args.face is None else args.face, margin)
+    pred = model.predict(images, coverage=args.coverage)
+    _report_predictions(args, pred, crops, model.ranks, model.meta["backbone"]["spec"] == "demo")
+    return 0
+
+
+def _crop_faces(images, crop: bool, margin):
+    """(images, crops): the largest face of each image when ``crop`` (else the images and None)."""
+    if not crop:
+        return images, None
+    from ..faces import DEFAULT_MARGIN, crop_face
+
+    crops = [crop_face(image, margin=DEFAULT_MARGIN if margin is None else margin) for image in images]
+    return [c.image for c in crops], crops
+
+
+def _report_predictions(args: argparse.Namespace, pred, crops, ranks, is_demo: bool) -> None:
+    """Print predict's JSON or lines."""
     records = [{"image": str(p), **pred.record(i, k=args.top)} for i, p in enumerate(args.images)]
     for rec, crop in zip(records, crops or []):
         rec["face"] = crop.summary()
     if args.json:
         _print_json(records if len(records) > 1 else records[0])
-        return 0
-    ranks = ckpt.ranks
-    if backbone.is_demo:
+        return
+    if is_demo:
         print("note: the demo backbone is in use; its predictions on real photos are not meaningful", file=sys.stderr)
     for rec in records:
         lo, hi = rec["interval_values"]
@@ -138,16 +168,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"{rec['image']}: {rec['value_kind']} {ranks.format_value(rec['value'])}, argmax {rec['argmax_label']}, "
             f"median {rec['median_value']:g}, {rec['coverage'] * 100:.0f}% interval [{lo:g}, {hi:g}]; top: {top}{face_note}"
         )
-    return 0
 
 
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
+    ckpt, _ = _open(args, need_backbone=False)
+    if args.onnx:
+        from ..deploy import export_onnx
+
+        if args.prototypes_only or args.out:
+            raise ExplorerError("--onnx writes one file of its own; leave out --prototypes-only and --out.")
+        out = export_onnx(ckpt, args.onnx, backbone_spec=args.backbone, quantize=args.quantize)
+        size = Path(out).stat().st_size / 1e6
+        print(f"wrote {out} (ONNX, image tower + {len(ckpt.classes)} "
+              f"prototypes, {size:.1f} MB{', int8 weights' if args.quantize else ''})")
+        return 0
+    if not args.prototypes_only or not args.out:
+        raise ExplorerError("Choose the export: --prototypes-only --out FILE.safetensors, or --onnx FILE.onnx.")
     from ..checkpoints import export_prototypes
 
-    ckpt, _ = _open(args, need_backbone=False)
-    if not args.prototypes_only:
-        raise ExplorerError("Only prototype-only export exists; pass --prototypes-only.")
     out = export_prototypes(ckpt, args.out)
     print(f"wrote {out} (prototypes only, {ckpt.prototypes.num_ranks} ranks)")
     return 0
@@ -214,22 +253,17 @@ def add_checkpoint_parsers(add) -> None:
     p.add_argument("--window", metavar="A:B", help="only ranks whose values lie in [A, B], e.g. ages 15:75")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = add("predict", "Predict the rank distribution of images.", backbone=True)
-    p.add_argument("checkpoint")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--top", type=int, default=3, help="how many top ranks to list (default 3)")
-    p.add_argument("--coverage", type=float, default=0.9, help="central interval coverage (default 0.9)")
-    p.add_argument("--json", action="store_true", help="print JSON (one object, or a list for several images)")
-    p.add_argument("--face", action=argparse.BooleanOptionalAction, default=None,
-                   help="crop the largest face (as the app does) before encoding; JSON gains face: {found, box, score} "
-                        "(default: crop exactly for face checkpoints, see 'info': inputs)")
-    p.add_argument("--margin", type=float, default=None,
-                   help="with --face: space around the face on every side, a fraction of its size (default: the app's, 0.4)")
+    add_predict_parser(add)
 
-    p = add("export", "Export a prototype-only checkpoint (predicts like the full one; no text encoder needed).")
+    p = add("export", "Export a prototype-only checkpoint, or one ONNX file from pixels to the answer (no text encoder needed).")
     p.add_argument("checkpoint")
-    p.add_argument("--prototypes-only", action="store_true", required=True, help="keep only the prototypes")
-    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--prototypes-only", action="store_true", help="keep only the prototypes (with --out)")
+    p.add_argument("--out", help="output .safetensors file (with --prototypes-only)")
+    p.add_argument("--onnx", metavar="OUT.onnx",
+                   help="write one ONNX graph: image tower + prototypes + softmax + point estimate (input 'pixels', "
+                        "outputs 'probs' and 'value'; preprocessing in its metadata); runs with onnxruntime, no torch")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="with --onnx: dynamic int8 weights (onnxruntime)")
+    p.add_argument("--backbone", help="with --onnx: backbone spec to use instead of the checkpoint's (same weights)")
 
     p = add("import-reference", "Import a reference OrdinalCLIP / CoOp / NumCLIP run (Lightning .ckpt) as an explorer checkpoint.")
     src = p.add_mutually_exclusive_group(required=True)
@@ -258,3 +292,19 @@ def add_checkpoint_parsers(add) -> None:
     p.add_argument("--name", default=None, help="display name stored in the checkpoint")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: CUDA when available)")
     p.add_argument("--quiet", action="store_true", help="no download progress bar")
+
+
+def add_predict_parser(add) -> None:
+    """predict alone (torch-free: ``main`` builds just this parser for ``predict``, so an ONNX file
+    is run without importing torch)."""
+    p = add("predict", "Predict the rank distribution of images (with a checkpoint, or an exported .onnx file: no torch).", backbone=True)
+    p.add_argument("checkpoint", help="checkpoint .safetensors, or an ONNX file from 'export --onnx'")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top", type=int, default=3, help="how many top ranks to list (default 3)")
+    p.add_argument("--coverage", type=float, default=0.9, help="central interval coverage (default 0.9)")
+    p.add_argument("--json", action="store_true", help="print JSON (one object, or a list for several images)")
+    p.add_argument("--face", action=argparse.BooleanOptionalAction, default=None,
+                   help="crop the largest face (as the app does) before encoding; JSON gains face: {found, box, score} "
+                        "(default: crop exactly for face checkpoints, see 'info': inputs)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="with --face: space around the face on every side, a fraction of its size (default: the app's, 0.4)")
