@@ -13,7 +13,9 @@ softmax and the method's point estimate. Contract:
   ``image_size``, ``mean``, ``std``, ``interpolation`` ("bicubic"), ``resize`` ("shortest"),
   ``crop`` ("center"), ``labels``, ``values``, ``unit``, ``value_kind`` ("expected" or
   "regressed"), ``method``, ``backbone`` ({spec, id}), ``checkpoint`` ({name, content_hash}) and
-  ``inputs`` ({kind: faces | whole, cropped, margin}: the crop margin of runs trained on face crops).
+  ``inputs`` ({kind: faces | whole, cropped, margin}: the crop margin of runs trained on face crops);
+  int8 files add ``quantization`` ({kind, fp32_bytes, probe_images, seed, mean_abs_change,
+  max_abs_change}): how far int8 weights move ``value`` from the fp32 graph on seeded probe images.
 
 The preprocessing fields are read from the backbone's own ``preprocess`` (a torchvision Compose
 built by open_clip); a transform this reader does not know is refused rather than guessed.
@@ -30,6 +32,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,9 +40,10 @@ from torch import nn
 from .errors import ExplorerError
 from .fsio import write_bytes
 from .inputs import checkpoint_inputs
-from .onnx_predict import ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_META_KEY
+from .onnx_predict import ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_META_KEY, _import_onnxruntime, preprocess_image
 
 OPSET = 17
+PROBE_IMAGES = 16
 
 
 class OnnxHead(nn.Module):
@@ -181,6 +185,49 @@ def quantize_int8(data: bytes) -> bytes:
         return dst.read_bytes()
 
 
+def probe_images(n: int = PROBE_IMAGES, seed: int = 0) -> list:
+    """``n`` seeded synthetic RGB images of mixed sizes: colour gradients plus noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(n):
+        w, h = (int(x) for x in rng.integers(48, 320, size=2))
+        yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
+        slope = rng.normal(0, 120, size=(2, 3))
+        arr = rng.random(3) * 255 + xx[..., None] * slope[0] + yy[..., None] * slope[1]
+        arr = arr + rng.normal(0, 25, size=(h, w, 3))
+        images.append(Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)))
+    return images
+
+
+def quantization_cost(fp32: bytes, int8: bytes, meta: dict[str, Any], probes: int = PROBE_IMAGES,
+                      seed: int = 0) -> dict[str, Any]:
+    """How far int8 moves ``value``: both graphs (onnxruntime) on the same preprocessed probe images."""
+    ort = _import_onnxruntime()
+    pixels = np.stack([preprocess_image(im, meta) for im in probe_images(probes, seed)])
+    values = [ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(["value"], {"pixels": pixels})[0]
+              for data in (fp32, int8)]
+    change = np.abs(values[1].astype(np.float64) - values[0].astype(np.float64))
+    return {"fp32_bytes": len(fp32), "probe_images": probes, "seed": seed,
+            "mean_abs_change": float(change.mean()), "max_abs_change": float(change.max())}
+
+
+def export_note(path: str | Path) -> str:
+    """One line on a written file: its size and, for int8, the fp32 size and the value change it costs."""
+    onnx = _require_onnx()
+    path = Path(path)
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    meta = json.loads(props.get(ONNX_META_KEY, "{}"))
+    size = f"{path.stat().st_size / 1e6:.1f} MB"
+    q = meta.get("quantization")
+    if not q:
+        return f"wrote {path} (ONNX fp32, {size}; image tower + {len(meta.get('labels', []))} prototypes)"
+    unit = f" {meta['unit']}" if meta.get("unit") else ""
+    return (f"wrote {path} (ONNX int8, {size}; fp32 would be {q['fp32_bytes'] / 1e6:.1f} MB; value changes by "
+            f"{q['mean_abs_change']:.3g}{unit} on average (max {q['max_abs_change']:.3g}) on {q['probe_images']} probe images)")
+
+
 def export_onnx(ckpt, out: str | Path, backbone=None, backbone_spec: str | None = None,
                 quantize: str | None = None, opset: int = OPSET) -> Path:
     """Write ``ckpt`` as one ONNX file (see the module docstring) atomically; returns the path."""
@@ -195,7 +242,8 @@ def export_onnx(ckpt, out: str | Path, backbone=None, backbone_spec: str | None 
     visual = backbone.model.visual.to("cpu").float().eval()
     data = trace_to_onnx(OnnxHead(visual, ckpt.predictor()), backbone.image_size, opset)
     if quantize == "int8":
-        data = quantize_int8(data)
+        fp32, data = data, quantize_int8(data)
+        meta["quantization"] = {"kind": "int8 dynamic (weights)", **quantization_cost(fp32, data, meta)}
     model = onnx.load_from_string(data)
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_META_KEY, json.dumps(meta, sort_keys=True)

@@ -20,12 +20,12 @@ from PIL import Image  # noqa: E402
 from explorer.backbones import load_backbone  # noqa: E402
 from explorer.checkpoints import _atomic_save, load_checkpoint, save_checkpoint  # noqa: E402
 from explorer.cli import main  # noqa: E402
-from explorer.deploy import export_onnx, preprocess_fields  # noqa: E402
+from explorer.deploy import PROBE_IMAGES, export_onnx, preprocess_fields, probe_images  # noqa: E402
 from explorer.errors import ExplorerError  # noqa: E402
 from explorer.images import open_image  # noqa: E402
 from explorer.inputs import inputs_record  # noqa: E402
 from explorer.methods.linear import LinearConfig, LinearProbe  # noqa: E402
-from explorer.onnx_predict import ONNX_META_KEY, load_onnx, looks_like_onnx, preprocess_image  # noqa: E402
+from explorer.onnx_predict import ONNX_META_KEY, SNIPPET, load_onnx, looks_like_onnx, preprocess_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ("ordinalclip-linear", "ordinalclip-inv_prop", "ordinalclip-normal", "coop", "zero-shot", "numclip")
@@ -191,9 +191,33 @@ def test_onnx_recognised_by_content(exported, tmp_path):
     assert load_onnx(unnamed).meta["method"] == "plain"
 
 
-def test_quantized_export_is_smaller_and_runs(exported, tmp_path):
+def test_quantized_export_is_smaller_and_runs(exported, tmp_path, capsys):
     out = tmp_path / "q.onnx"
+    capsys.readouterr()
     assert main(["export", str(ROOT / "checkpoints" / "coop.safetensors"), "--onnx", str(out), "--quantize", "int8"]) == 0
+    said = capsys.readouterr().out.strip()
     assert out.stat().st_size < exported["coop"][1].stat().st_size
+    assert said.startswith(f"wrote {out} (ONNX int8, {out.stat().st_size / 1e6:.1f} MB; fp32 would be ")
+    assert "on average (max " in said and said.endswith(f"on {PROBE_IMAGES} probe images)")
     probs, value = load_onnx(out).run(np.zeros((2, 3, 64, 64), np.float32))
     assert probs.shape[0] == 2 and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+
+
+def test_int8_cost_matches_an_independent_run(exported, backbone, tmp_path):
+    ckpt, fp32_path = exported["ordinalclip-normal"]
+    q = load_onnx(export_onnx(ckpt, tmp_path / "q.onnx", backbone=backbone, quantize="int8"))
+    cost = q.meta["quantization"]
+    fp32 = load_onnx(fp32_path)
+    pixels = fp32.preprocess(probe_images(PROBE_IMAGES, cost["seed"]))
+    change = np.abs(q.run(pixels)[1].astype(np.float64) - fp32.run(pixels)[1].astype(np.float64))
+    assert cost["probe_images"] == PROBE_IMAGES == len(pixels)
+    assert cost["fp32_bytes"] > (tmp_path / "q.onnx").stat().st_size
+    np.testing.assert_allclose(cost["mean_abs_change"], change.mean(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(cost["max_abs_change"], change.max(), rtol=1e-5, atol=1e-7)
+    assert cost["max_abs_change"] > 0  # int8 weights do move the estimate
+    assert "quantization" not in fp32.meta
+
+
+def test_readme_shows_the_snippet_the_app_shows():
+    assert SNIPPET in (ROOT / "README.md").read_text(encoding="utf-8")
+    compile(SNIPPET, "snippet", "exec")

@@ -174,14 +174,11 @@ def _report_predictions(args: argparse.Namespace, pred, crops, ranks, is_demo: b
 def cmd_export(args: argparse.Namespace) -> int:
     ckpt, _ = _open(args, need_backbone=False)
     if args.onnx:
-        from ..deploy import export_onnx
+        from ..deploy import export_note, export_onnx
 
         if args.prototypes_only or args.out:
             raise ExplorerError("--onnx writes one file of its own; leave out --prototypes-only and --out.")
-        out = export_onnx(ckpt, args.onnx, backbone_spec=args.backbone, quantize=args.quantize)
-        size = Path(out).stat().st_size / 1e6
-        print(f"wrote {out} (ONNX, image tower + {len(ckpt.classes)} "
-              f"prototypes, {size:.1f} MB{', int8 weights' if args.quantize else ''})")
+        print(export_note(export_onnx(ckpt, args.onnx, backbone_spec=args.backbone, quantize=args.quantize)))
         return 0
     if not args.prototypes_only or not args.out:
         raise ExplorerError("Choose the export: --prototypes-only --out FILE.safetensors, or --onnx FILE.onnx.")
