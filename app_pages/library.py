@@ -48,6 +48,9 @@ def library_page() -> None:
         if active is not None:
             with st.expander(f"Details of {active.name}", expanded=False):
                 st.json(_details(active), expanded=1)
+    if active is not None:
+        with common.guard("the ONNX export"):
+            _onnx_section(active)
 
 
 def _table(entries: list[lib.LibraryEntry]) -> None:
@@ -88,6 +91,38 @@ def _details(entry: lib.LibraryEntry) -> dict:
     if entry.backbone_note:
         out["backbone note"] = entry.backbone_note
     return out
+
+
+def _onnx_section(entry: lib.LibraryEntry) -> None:
+    """Build (once per content hash, cached on disk) and offer the checkpoint's ONNX file."""
+    from explorer.onnx_predict import SNIPPET
+
+    st.subheader("ONNX file")
+    path = lib.onnx_cache_path(entry.content_hash)
+    left, right = st.columns(2)
+    with left:
+        st.caption("One file from preprocessed pixels to the answer: the image tower, the prototypes, the softmax "
+                   "and the point estimate (no text tower). Runs with onnxruntime, numpy and Pillow only.")
+        if not path.is_file() and st.button(f"Build the ONNX file of {entry.name}", key="library-onnx-build"):
+            build_onnx(entry, path)
+        if path.is_file():
+            st.download_button(f"Download {entry.name}.onnx ({path.stat().st_size / 1e6:.1f} MB)", data=path.read_bytes,
+                               file_name=f"{entry.name}.onnx", mime="application/octet-stream",
+                               on_click="ignore", key="library-onnx-download")
+    with right:
+        st.caption("Without the explorer (replace M.onnx by the downloaded file):")
+        st.code(SNIPPET, language="python")
+
+
+def build_onnx(entry: lib.LibraryEntry, path) -> None:
+    """Export ``entry`` to ``path`` (atomically) on its loaded backbone, with a spinner."""
+    from explorer.deploy import export_onnx
+
+    ckpt = common.load_checkpoint(entry)
+    backbone, lock = common.backbone_for(entry)
+    with st.spinner(f"Exporting {entry.name} to ONNX (tracing the image tower; a real backbone takes seconds)…"):
+        with lock:
+            export_onnx(ckpt, path, backbone=backbone)
 
 
 def _upload_form() -> None:

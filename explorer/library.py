@@ -478,6 +478,12 @@ def projection_path(key: str, method: str, dims: int, seed: int, cache_dir: str 
     return folder / "projections" / f"{_SAFE.sub('_', key)}-{method}-{int(dims)}-{int(seed)}.npy"
 
 
+def onnx_cache_path(content_hash: str, cache_dir: str | Path | None = None) -> Path:
+    """``<cache>/onnx/<content_hash>.onnx``: a checkpoint's ONNX export, keyed by its content."""
+    folder = Path(cache_dir) if cache_dir is not None else cache_folder()
+    return folder / "onnx" / f"{_SAFE.sub('_', content_hash)}.onnx"
+
+
 def cached_projection(matrix, key: str, method: str = "pca", dims: int = 2, seed: int = 0,
                       cache_dir: str | Path | None = None, persist: bool | None = None) -> tuple[np.ndarray, bool]:
     """Project ``matrix`` (see :func:`explorer.geometry.project`) and return ``(layout, from_disk)``.

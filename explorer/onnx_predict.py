@@ -29,6 +29,29 @@ ONNX_FORMAT = "ordinal-explorer-onnx"
 ONNX_FORMAT_VERSION = 1
 ONNX_SUFFIX = ".onnx"
 
+# The README's "without the explorer at all" snippet (tests/test_deploy.py checks the README shows
+# exactly this text; the app shows it beside the download).
+SNIPPET = """\
+import json, numpy as np, onnxruntime as ort
+from PIL import Image
+
+sess = ort.InferenceSession("M.onnx", providers=["CPUExecutionProvider"])
+meta = json.loads(sess.get_modelmeta().custom_metadata_map["ordinal_explorer"])
+S = meta["image_size"]
+
+def pixels(path):
+    im = Image.open(path).convert("RGB")
+    w, h = im.size
+    scale = S / min(w, h)  # shortest side to S (bicubic), then the center S x S
+    im = im.resize((S, int(h * scale)) if w <= h else (int(w * scale), S), Image.BICUBIC)
+    left, top = round((im.width - S) / 2), round((im.height - S) / 2)
+    x = np.asarray(im.crop((left, top, left + S, top + S)), np.float32) / 255
+    return ((x - meta["mean"]) / np.asarray(meta["std"])).transpose(2, 0, 1).astype(np.float32)
+
+probs, value = sess.run(["probs", "value"], {"pixels": np.stack([pixels("face.jpg")])})
+print(f"{value[0]:.1f} {meta['unit']}; most likely {meta['labels'][int(probs[0].argmax())]}")
+"""
+
 
 def looks_like_onnx(path: str | Path) -> bool:
     """An ``.onnx`` name, or an unnamed file whose header is no checkpoint format and starts like a

@@ -129,6 +129,57 @@ def test_library_picks_active_and_compare_set(env):
     assert sorted(at.multiselect(key="compare-checkpoints").value) == sorted(keys)
 
 
+def _onnx_entry(env, name: str):
+    from explorer import library as lib
+
+    return lib.inspect_file(env["folder"] / f"{name}.safetensors"), env["folder"] / f"{name}.safetensors"
+
+
+def test_library_builds_the_onnx_file_once_and_offers_it(env):
+    pytest.importorskip("onnxruntime")
+    from explorer import library as lib
+    from explorer.onnx_predict import SNIPPET, load_onnx
+
+    entry, path = _onnx_entry(env, "dots-plain")
+    cached = lib.onnx_cache_path(entry.content_hash)
+    assert cached.parent == env["cache"] / "onnx" and not cached.exists()
+    at = open_page(env)
+    at.selectbox(key="library-active").set_value(str(path)).run()
+    assert not at.get("download_button") and SNIPPET.strip() in [c.value.strip() for c in at.code]
+    at.button(key="library-onnx-build").click().run()
+    _ok(at)
+    assert not [e.value for e in at.error if "ONNX" in e.value or "went wrong" in e.value]  # (the others: bad files)
+    assert cached.is_file() and [b.label for b in at.get("download_button")][0].startswith("Download dots-plain.onnx")
+    model = load_onnx(cached)
+    assert model.meta["checkpoint"]["name"] == "dots-plain" and model.run(np.zeros((2, 3, 64, 64), np.float32))[1].shape == (2,)
+    before = cached.stat()
+    again = open_page(env)  # a second visit: the cached file is offered as it is
+    again.selectbox(key="library-active").set_value(str(path)).run()
+    _ok(again)
+    assert len(again.get("download_button")) == 1 and "library-onnx-build" not in [b.key for b in again.button]
+    after = cached.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_library_onnx_error_is_one_sentence(env, monkeypatch):
+    from explorer import deploy
+    from explorer import library as lib
+    from explorer.errors import ExplorerError
+
+    def missing():
+        raise ExplorerError("ONNX export needs the onnx package; install it with 'pip install onnx onnxruntime'.")
+
+    monkeypatch.setattr(deploy, "_require_onnx", missing)
+    entry, path = _onnx_entry(env, "dots-rank-inv_prop")
+    at = open_page(env)
+    at.selectbox(key="library-active").set_value(str(path)).run()
+    at.button(key="library-onnx-build").click().run()
+    _ok(at)
+    assert [e.value for e in at.error if "onnx package" in e.value] and not at.get("download_button")
+    assert not any("Traceback" in e.value or "\n" in e.value for e in at.error)
+    assert not lib.onnx_cache_path(entry.content_hash).exists()
+
+
 def test_library_add_by_path_and_uploads(env, tmp_path):
     from app_testdata import build, demo_backbone
     from explorer.checkpoints import save_checkpoint
