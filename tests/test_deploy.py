@@ -17,7 +17,6 @@ pytest.importorskip("onnxruntime")
 
 from PIL import Image  # noqa: E402
 
-from explorer.backbones import load_backbone  # noqa: E402
 from explorer.checkpoints import _atomic_save, load_checkpoint, save_checkpoint  # noqa: E402
 from explorer.cli import main  # noqa: E402
 from explorer.deploy import PROBE_IMAGES, export_onnx, preprocess_fields, probe_images  # noqa: E402
@@ -27,6 +26,8 @@ from explorer.inputs import inputs_record  # noqa: E402
 from explorer.methods.linear import LinearConfig, LinearProbe  # noqa: E402
 from explorer.onnx_predict import ONNX_META_KEY, SNIPPET, load_onnx, looks_like_onnx, preprocess_image  # noqa: E402
 
+from app_testdata import demo_backbone  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ("ordinalclip-linear", "ordinalclip-inv_prop", "ordinalclip-normal", "coop", "zero-shot", "numclip")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -34,7 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def backbone():
-    return load_backbone("demo", device="cpu")
+    return demo_backbone()  # the one shared demo backbone of the test process
 
 
 @pytest.fixture(scope="module")
