@@ -1,6 +1,6 @@
 # OrdinalCLIP Explorer: developer entry points.
 #
-#   make test   set up .venv (if needed), install Chromium (if needed), run pytest
+#   make test   set up .venv (if needed), install Chromium (if needed), lint, run pytest
 #   make test-fast  the same without slow and browser tests (the quick loop)
 #   make run    set up .venv (if needed), start the Streamlit app (online: the hub is reachable)
 #   make help   list all targets
@@ -39,7 +39,7 @@ TEST_ENV := $(RUN_ENV) \
 # apt-get needs root: use sudo only when we are not root and sudo exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo 2>/dev/null)
 
-.PHONY: help venv test test-fast run demo-backbone demo-checkpoints bench clean
+.PHONY: help venv lint test test-fast run demo-backbone demo-checkpoints bench clean
 
 help: ## Show this help
 	@echo "OrdinalCLIP Explorer - make targets:"
@@ -73,11 +73,15 @@ $(CHROMIUM):
 
 # --- User-facing targets ----------------------------------------------------------
 
-test: $(STAMP) $(CHROMIUM) ## Run the whole pytest suite (incl. browser tests)
+lint: $(STAMP) ## ruff, and the import layers contract (lint-imports, see pyproject.toml)
+	$(PY) -m ruff check --no-cache .
+	$(VENV)/bin/lint-imports --no-cache
+
+test: lint $(CHROMIUM) ## Lint, then run the whole pytest suite (incl. browser tests)
 	@mkdir -p .cache/numba
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) ## Run the fast tier: no slow tests, no browser tests
+test-fast: lint ## Lint, then the fast tier: no slow tests, no browser tests
 	@mkdir -p .cache/numba
 	$(TEST_ENV) $(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 

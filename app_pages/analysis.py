@@ -14,8 +14,11 @@ import streamlit as st
 
 from app_pages import analysis_charts as ac
 from app_pages import common
-from explorer import calibration, curves, decode, library as lib, maps
-from explorer.errors import ExplorerError
+from explorer.analysis import curves, decode, maps
+from explorer.core import settings
+from explorer.core.errors import ExplorerError
+from explorer.metrics import calibration
+from explorer.store import library as lib
 
 SPLITS = ("test", "val", "train", "all")
 METHODS = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}
@@ -41,7 +44,7 @@ def csv_button(data: pd.DataFrame, key: str, filename: str, label: str = "Data (
 
 
 def _feature_dir() -> str:
-    return str(lib.cache_folder() / "features")
+    return str(settings.cache_folder() / "features")
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -132,7 +135,7 @@ def map_section(entry: lib.LibraryEntry, ckpt) -> None:
         return
     ranks, protos = ckpt.ranks, ckpt.prototypes.matrix.numpy()
     with st.spinner(f"Computing the {METHODS[method]} layout…"):
-        img, pro, _ = maps.joint_layout(sp.features, protos, method, int(dims), seed, cache_dir=lib.cache_folder(),
+        img, pro, _ = maps.joint_layout(sp.features, protos, method, int(dims), seed, cache_dir=settings.cache_folder(),
                                         close_gap=close)
     _metrics_line(sp)
     rank_labels = ckpt.classes.labels

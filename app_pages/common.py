@@ -2,7 +2,7 @@
 choice and the sidebar. A thin layer: the computing is done by ``explorer``.
 
 Caching:
-- backbones: a bounded :class:`explorer.registry.BackboneRegistry` per server (least recently used
+- backbones: a bounded :class:`explorer.backbones.pool.BackboneRegistry` per server (least recently used
   evicted), each loaded in a background thread so a page never waits for one it does not need;
   every encode call holds the backbone's lock.
 - library rows: by (path, mtime, size); checkpoints, prompt models, geometry and projections by the
@@ -14,16 +14,17 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 import streamlit as st
 
-from explorer import library as lib
-from explorer.errors import ExplorerError
-from explorer.registry import BackboneRegistry, BackboneSlot
+from explorer.analysis import projections
+from explorer.backbones.pool import BackboneRegistry, BackboneSlot
+from explorer.core import settings
+from explorer.core.errors import ExplorerError
+from explorer.store import library as lib
 
 log = logging.getLogger("ordinalclip_explorer.app")
 
@@ -94,20 +95,21 @@ def _on_evict(slot: BackboneSlot) -> None:
 
 def _warm_imports() -> None:
     """Import what the Geometry page needs while the user is still looking at the first page."""
-    import explorer.checkpoints  # noqa: F401
     import plotly.graph_objects  # noqa: F401
     import sklearn.decomposition  # noqa: F401
+
+    import explorer.store.checkpoints  # noqa: F401
 
 
 @st.cache_resource(show_spinner=False)
 def backbone_registry() -> BackboneRegistry:
     """One bounded registry per server (least recently used backbones are evicted)."""
-    size = int(os.environ.get("ORDINAL_EXPLORER_MAX_BACKBONES") or 3)
+    size = settings.max_backbones()
     return BackboneRegistry(max_entries=size, on_loaded=_on_loaded, on_evict=_on_evict)
 
 
 def device_setting() -> str | None:
-    return os.environ.get("ORDINAL_EXPLORER_DEVICE") or None
+    return settings.app_device()
 
 
 def backbone_slot(spec: str) -> BackboneSlot:
@@ -141,7 +143,7 @@ def backbone_for(entry: lib.LibraryEntry):
 def _inspect(path: str, mtime_ns: int, size: int, source: str) -> lib.LibraryEntry:
     # also remembered on disk, so that a restarted server lists unchanged files without importing torch;
     # the short ttl re-checks the backbone status (a missing backbone file may appear)
-    return lib.inspect_file_cached(path, source=source, cache_dir=lib.cache_folder())
+    return lib.inspect_file_cached(path, source=source, cache_dir=settings.cache_folder())
 
 
 def inspect(path: str | Path, source: str = "library") -> lib.LibraryEntry:
@@ -155,7 +157,7 @@ def inspect(path: str | Path, source: str = "library") -> lib.LibraryEntry:
 
 def library_entries() -> list[lib.LibraryEntry]:
     """Every file of the library folder plus the ones added in this session (usable first)."""
-    entries = [inspect(p) for p in lib.list_candidates(lib.library_folder())]
+    entries = [inspect(p) for p in lib.list_candidates(settings.library_folder())]
     seen = {e.key for e in entries}
     for path in st.session_state.get(ADDED, []):
         if str(path) not in seen:
@@ -186,7 +188,7 @@ def add_checkpoint_path(path: str | Path) -> lib.LibraryEntry:
 
 @st.cache_resource(show_spinner=False, max_entries=32)
 def _load_checkpoint(path: str, content_hash: str):
-    from explorer.checkpoints import load_checkpoint as _load
+    from explorer.store.checkpoints import load_checkpoint as _load
 
     return _load(path)
 
@@ -236,7 +238,7 @@ def _projection(content_hash: str, window, method: str, dims: int, seed: int, _p
     if window is not None:
         P = P[window[0] : window[1] + 1]
         key = f"{content_hash}-w{window[0]}_{window[1]}"
-    layout, _from_disk = lib.cached_projection(P, key, method, dims, seed, cache_dir=lib.cache_folder())
+    layout, _from_disk = projections.cached_projection(P, key, method, dims, seed, cache_dir=settings.cache_folder())
     return layout
 
 
@@ -253,7 +255,7 @@ def projection_is_ready(entry: lib.LibraryEntry, window, method: str, dims: int,
         return True
     window = _norm_window(window, entry.num_classes)
     key = entry.content_hash if window is None else f"{entry.content_hash}-w{window[0]}_{window[1]}"
-    return lib.projection_path(key, method, dims, seed, lib.cache_folder()).is_file()
+    return projections.projection_path(key, method, dims, seed, settings.cache_folder()).is_file()
 
 
 # --- choosing checkpoints -----------------------------------------------------------------------
@@ -369,7 +371,7 @@ def rank_window(entry: lib.LibraryEntry, widget_key: str, label: str = "Rank win
 def sidebar(entries: list[lib.LibraryEntry], container) -> None:
     """Library folder, active checkpoint, and which backbone is loaded on what device."""
     ok = usable(entries)
-    folder = lib.library_folder()
+    folder = settings.library_folder()
     with container:
         st.caption(f"Library: `{folder}` · {len(ok)} checkpoint{'s' if len(ok) != 1 else ''}"
                    + (f", {len(entries) - len(ok)} other file{'s' if len(entries) - len(ok) != 1 else ''}" if len(entries) > len(ok) else ""))
@@ -434,7 +436,7 @@ def face_choices(page: str) -> dict[str, int]:
 
 
 def face_picker(crop, digest: str, page: str) -> None:
-    """A "Face used" selectbox over the faces of ``crop`` (a :class:`explorer.faces.FaceCrop` with
+    """A "Face used" selectbox over the faces of ``crop`` (a :class:`explorer.data.faces.FaceCrop` with
     several); the choice is kept per upload in :func:`face_choices` of ``page``."""
     key = f"{page}-face-{digest[:16]}"
 
@@ -447,8 +449,8 @@ def face_picker(crop, digest: str, page: str) -> None:
 
 def no_checkpoints_message() -> None:
     st.info(
-        f"No usable checkpoint yet. Put explorer checkpoints (.safetensors) in `{lib.library_folder()}` "
-        f"(or set {lib.ENV_FOLDER}), or add one on the Library page."
+        f"No usable checkpoint yet. Put explorer checkpoints (.safetensors) in `{settings.library_folder()}` "
+        f"(or set {settings.ENV_FOLDER}), or add one on the Library page."
     )
 
 

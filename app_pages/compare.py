@@ -7,8 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import analysis, charts, common
-from explorer import faces, library as lib
-from explorer.errors import ExplorerError
+from explorer.core.errors import ExplorerError
+from explorer.core.fsio import bytes_digest
+from explorer.data import faces
+from explorer.store import library as lib
 
 VIEWS = {"cosine": "Cosine", "max_normalised": "Max-normalised", "softmax": "Softmax"}
 
@@ -102,7 +104,7 @@ def _same_image(chosen, ckpts) -> None:
         st.caption("Upload an image to overlay the checkpoints' predicted distributions.")
         return
     data = upload.getvalue()
-    digest = lib.bytes_digest(data)
+    digest = bytes_digest(data)
     item = faces.prepare_upload(data, upload.name, use_whole_image=whole, face_index=common.face_choices("compare").get(digest))
     if not item.ok:
         st.error(item.error)

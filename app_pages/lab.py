@@ -7,8 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import charts, common
-from explorer import lab, library as lib
-from explorer.prompts import INTERPOLATIONS
+from explorer.analysis import lab
+from explorer.methods.prompt import INTERPOLATIONS
+from explorer.store import library as lib
 
 SCHEMES = {"linear": "linear", "inv_prop": "inv_prop", "normal": "normal"}
 

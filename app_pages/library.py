@@ -6,16 +6,17 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import common
-from explorer import library as lib
+from explorer.core import settings
+from explorer.store import library as lib
 
 UPLOAD_TYPES = ["safetensors", "pt", "pth", "ckpt", "bin"]
 
 
 def library_page() -> None:
     st.title("Library")
-    folder = lib.library_folder()
+    folder = settings.library_folder()
     st.caption(
-        f"Checkpoints in `{folder}` (set {lib.ENV_FOLDER} to use another folder) and the ones you add below. "
+        f"Checkpoints in `{folder}` (set {settings.ENV_FOLDER} to use another folder) and the ones you add below. "
         "Files that are not usable are listed with the reason; they never break the page."
     )
     listing, choice = st.container(), st.container()
@@ -65,7 +66,9 @@ def _table(entries: list[lib.LibraryEntry]) -> None:
         column_order=["name", "status", "learner", "backbone", "interpolation", "ranks", "range", "MAE", "accuracy %",
                       "metrics on", "ordinality %", "violations %", "file", "note"],
         column_config={
-            "MAE": st.column_config.NumberColumn(format="%.3f", help="Mean absolute error of the point estimate in the ranks' units (expected value; NumCLIP: the regressed value), from the checkpoint's evaluation; older checkpoints: in rank steps"),
+            "MAE": st.column_config.NumberColumn(format="%.3f", help=(
+                "Mean absolute error of the point estimate in the ranks' units (expected value; NumCLIP: the regressed "
+                "value), from the checkpoint's evaluation; older checkpoints: in rank steps")),
             "accuracy %": st.column_config.NumberColumn(format="%.1f"),
             "ordinality %": st.column_config.NumberColumn(format="%.2f", help="All-pairs ordinality of the prototypes (OrdinalCLIP definition)"),
             "violations %": st.column_config.NumberColumn(format="%.2f"),
@@ -95,7 +98,7 @@ def _details(entry: lib.LibraryEntry) -> dict:
 
 def _onnx_section(entry: lib.LibraryEntry) -> None:
     """Build (once per content hash, cached on disk) and offer the checkpoint's ONNX file."""
-    from explorer.onnx_predict import SNIPPET
+    from explorer.predict.onnx_runtime import SNIPPET
 
     st.subheader("ONNX file")
     path = lib.onnx_cache_path(entry.content_hash)
@@ -116,7 +119,7 @@ def _onnx_section(entry: lib.LibraryEntry) -> None:
 
 def build_onnx(entry: lib.LibraryEntry, path) -> None:
     """Export ``entry`` to ``path`` (atomically) on its loaded backbone, with a spinner."""
-    from explorer.deploy import export_onnx
+    from explorer.store.onnx_export import export_onnx
 
     ckpt = common.load_checkpoint(entry)
     backbone, lock = common.backbone_for(entry)
@@ -136,12 +139,12 @@ def _upload_form() -> None:
 
 def add_upload(data: bytes, filename: str) -> lib.LibraryEntry:
     """Store uploaded bytes in the cache folder and add them to this session's library when usable."""
-    from explorer.errors import ExplorerError
+    from explorer.core.errors import ExplorerError
 
     try:
         path = lib.store_upload(data, filename)
     except ExplorerError as exc:
-        return lib.LibraryEntry(lib.cache_folder() / filename, "error", str(exc), source="added")
+        return lib.LibraryEntry(settings.cache_folder() / filename, "error", str(exc), source="added")
     entry = common.add_checkpoint_path(path)
     if not entry.ok:  # keep the cache folder free of rejected files
         path.unlink(missing_ok=True)

@@ -6,9 +6,11 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import common
-from explorer import hub, models
-from explorer import library as lib
-from explorer.presets import PRESETS
+from explorer.backbones import catalog as models
+from explorer.backbones import hub
+from explorer.core import settings
+from explorer.training import presets
+from explorer.training.presets import PRESETS
 
 TYPED = "models-typed-specs"  # session key: specs the user added
 
@@ -72,7 +74,7 @@ def _preset_panel(status: models.ModelStatus) -> None:
     names = list(PRESETS)
     preset = st.selectbox("Preset", names, format_func=lambda n: f"{n} · {PRESETS[n].title}", key="models-preset")
     st.caption(f"{len(PRESETS[preset].labels)} ranks, {len(PRESETS[preset].templates)} templates averaged per rank; "
-               f"written into the library folder `{lib.library_folder()}`.")
+               f"written into the library folder `{settings.library_folder()}`.")
     if not st.button("Build checkpoint", key="models-build", disabled=not status.cached):
         if not status.cached:
             st.caption("The backbone must be cached (or local) first.")
@@ -81,7 +83,7 @@ def _preset_panel(status: models.ModelStatus) -> None:
     with st.spinner(f"Loading {status.spec} and encoding the prompts…"):
         backbone = slot.wait()
         with slot.lock:
-            path = models.build_preset_for(status.spec, preset, lib.library_folder(), backbone=backbone)
+            path = presets.build_preset_for(status.spec, preset, settings.library_folder(), backbone=backbone)
     st.success(f"Wrote {path.name}: it is now in the Library (and usable on Predict).")
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import charts, common
-from explorer import faces
-from explorer.inputs import checkpoint_inputs, crops_faces
-from explorer.library import bytes_digest
+from explorer.core.fsio import bytes_digest
+from explorer.data import faces
+from explorer.data.inputs import checkpoint_inputs, crops_faces
 
 MAX_CHARTS = 1  # one distribution chart at a time; a selector picks the image when there are several
 

@@ -1,6 +1,6 @@
 """Train: a few-shot run in a background worker, with live progress, cancel and reconnect.
 
-The run itself is ``explorer.jobs`` (one thread per job, one ``JobManager`` per server). The job
+The run itself is ``explorer.training.jobs`` (one thread per job, one ``JobManager`` per server). The job
 id sits in the URL (``?job=…``) so a reload reconnects to the running job; each job writes its own
 ``app-<name>-<id>.safetensors`` into the library folder, where the Library page lists it.
 """
@@ -13,14 +13,14 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import common
-from explorer import library as lib
-from explorer import models
-from explorer.concepts import CONCEPT_PRESETS
-from explorer.jobs import JobManager
+from explorer.backbones import catalog as models
+from explorer.core import settings
+from explorer.core.options import choices_of, default_of
 from explorer.methods import get_method, make_config, method_names
-from explorer.options import choices_of, default_of
-from explorer.prompts import LearnerConfig
-from explorer.runconfig import TrainConfig, format_seconds
+from explorer.methods.concepts import CONCEPT_PRESETS
+from explorer.methods.prompt import LearnerConfig
+from explorer.training.config import TrainConfig, format_seconds
+from explorer.training.jobs import JobManager
 
 JOB_KEY = "job"
 
@@ -35,14 +35,14 @@ def _config_from_form(values: dict) -> TrainConfig:
     """The run's TrainConfig: the method's own config from the form's fields that it has."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", values["name"].strip()) or "run"
     method = get_method(values["learner"])
-    settings = {
+    learner_settings = {
         "num_context_tokens": int(values["context_tokens"]), "interpolation": values["interpolation"],
         "num_base_ranks": int(values["base_ranks"]), "template": values["template"], "concepts": values["concepts"],
     }
     fields = method.config_class.__dataclass_fields__
-    learner = make_config(method.name, **{k: v for k, v in settings.items() if k in fields})
+    learner = make_config(method.name, **{k: v for k, v in learner_settings.items() if k in fields})
     return TrainConfig(
-        dataset=values["dataset"].strip(), out=str(lib.library_folder() / f"app-{name}.safetensors"), name=name,
+        dataset=values["dataset"].strip(), out=str(settings.library_folder() / f"app-{name}.safetensors"), name=name,
         backbone=values["backbone"].strip(), learner=learner, shots=int(values["shots"]) or None,
         epochs=int(values["epochs"]), seed=int(values["seed"]), lr=float(values["lr"]),
         faces=bool(values.get("faces", False)), device=common.device_setting(),

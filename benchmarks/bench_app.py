@@ -69,7 +69,8 @@ def make_checkpoints() -> None:
     if (CKPTS / "bench-ages-normal.safetensors").is_file():
         return
     from app_testdata import age_ranks, build, demo_backbone
-    from explorer.checkpoints import save_checkpoint
+
+    from explorer.store.checkpoints import save_checkpoint
 
     bb = demo_backbone()
     save_checkpoint(CKPTS / "bench-ages-normal.safetensors",
@@ -166,9 +167,8 @@ def main() -> int:
     parser.add_argument("--keep-cache", action="store_true", help="keep .cache/bench/cache (UMAP layouts) from a previous run")
     args = parser.parse_args()
 
-    from playwright.sync_api import sync_playwright
-
     from app_testdata import face_image, image_bytes
+    from playwright.sync_api import sync_playwright
 
     BENCH.mkdir(parents=True, exist_ok=True)
     if not args.keep_cache:

@@ -34,8 +34,8 @@ def _median_seconds(fn, repeats: int) -> float:
 def _head(arch: str):
     import open_clip
 
-    from explorer.deploy import OnnxHead
-    from explorer.ranks import Ranks
+    from explorer.core.ranks import Ranks
+    from explorer.store.onnx_export import OnnxHead
 
     model = open_clip.create_model(arch).eval().requires_grad_(False)
     dim = model.text_projection.shape[1] if not isinstance(model.text_projection, torch.nn.Linear) else model.text_projection.out_features
@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     import onnxruntime as ort
 
-    from explorer.deploy import quantize_int8, trace_to_onnx
+    from explorer.store.onnx_export import quantize_int8, trace_to_onnx
 
     torch.set_num_threads(args.threads)
     head, size = _head(args.arch)

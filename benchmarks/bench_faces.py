@@ -1,4 +1,4 @@
-"""Benchmark the face detector (explorer.faces.detect_faces) on real photos and print the figures.
+"""Benchmark the face detector (explorer.data.faces.detect_faces) on real photos and print the figures.
 
     .venv/bin/python benchmarks/bench_faces.py [--repeat 3] [--min-score 0.7]
 
@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import face_photos as fp  # noqa: E402
-from explorer import faces  # noqa: E402
+
+from explorer.data import faces  # noqa: E402
 
 
 def _timed(image, min_score: float, repeat: int):

@@ -35,11 +35,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from explorer import lab  # noqa: E402
-from explorer.backbones import Backbone, _image_transform  # noqa: E402
-from explorer.prompts import LearnerConfig, build_prompt_model  # noqa: E402
-from explorer.prototypes import Prototypes  # noqa: E402
-from explorer.ranks import Ranks  # noqa: E402
+from explorer.analysis import lab  # noqa: E402
+from explorer.backbones.load import Backbone, _image_transform  # noqa: E402
+from explorer.core.ranks import Ranks  # noqa: E402
+from explorer.methods.prompt import LearnerConfig, build_prompt_model  # noqa: E402
+from explorer.predict.prototypes import Prototypes  # noqa: E402
 
 
 def random_backbone(arch: str = "ViT-B-16", seed: int = 0) -> Backbone:

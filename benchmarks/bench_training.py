@@ -30,10 +30,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from explorer.backbones import load_backbone  # noqa: E402
-from explorer.datasets import few_shot, make_splits, open_dataset  # noqa: E402
-from explorer.prompts import LearnerConfig, build_prompt_model  # noqa: E402
-from explorer.train import TrainConfig, ordinal_loss, train  # noqa: E402
+from explorer.backbones.load import load_backbone  # noqa: E402
+from explorer.data.datasets import few_shot, make_splits, open_dataset  # noqa: E402
+from explorer.methods.prompt import LearnerConfig, build_prompt_model  # noqa: E402
+from explorer.training.trainer import TrainConfig, ordinal_loss, train  # noqa: E402
 
 
 def end_to_end(tmp: Path) -> float:
@@ -82,7 +82,7 @@ def vitb16_step(repeats: int = 5) -> dict[str, float]:
     """Median seconds per training step, shared-prefix vs plain text path (same model, same data)."""
     import open_clip
 
-    from explorer.backbones import Backbone, _image_transform
+    from explorer.backbones.load import Backbone, _image_transform
 
     torch.manual_seed(0)
     model = open_clip.create_model("ViT-B-16", pretrained=None).float().eval().requires_grad_(False)

@@ -17,7 +17,7 @@ Importable without Streamlit. The data flow is visible from the module names:
 - ``cli``         the ``ordinal-explorer`` command
 """
 
-from .errors import ExplorerError
+from explorer.core.errors import ExplorerError
 
 __version__ = "0.1.0"
 __all__ = ["ExplorerError", "__version__"]

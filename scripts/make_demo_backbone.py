@@ -1,6 +1,6 @@
 """Write checkpoints/demo-backbone.safetensors: the tiny seeded open_clip CLIP behind the `demo` spec.
 
-The architecture is explorer.backbones.DEMO_CONFIG, the weights open_clip's own initialisation
+The architecture is explorer.backbones.load.DEMO_CONFIG, the weights open_clip's own initialisation
 under torch.manual_seed(DEMO_SEED), stored as fp16. The file is committed, so every machine loads
 the same numbers whatever its torch version; re-running this script reproduces it on a given
 torch version (torch's RNG streams are not promised stable across versions).
@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from explorer.backbones import DEMO_ARCH, DEMO_CONFIG, DEMO_SEED, DEMO_WEIGHTS, build_demo_model  # noqa: E402
+from explorer.backbones.load import DEMO_ARCH, DEMO_CONFIG, DEMO_SEED, DEMO_WEIGHTS, build_demo_model  # noqa: E402
 
 
 def main() -> None:

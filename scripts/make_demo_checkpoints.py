@@ -15,9 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from explorer.checkpoints import load_checkpoint  # noqa: E402
-from explorer.geometry import ordinality_report  # noqa: E402
-from explorer.train import TrainConfig, train  # noqa: E402
+from explorer.analysis.geometry import ordinality_report  # noqa: E402
+from explorer.store.checkpoints import load_checkpoint  # noqa: E402
+from explorer.training.trainer import TrainConfig, train  # noqa: E402
 
 DATASET = "dots:20"
 COMMON = dict(dataset=DATASET, backbone="demo", epochs=30, batch_size=32, lr=2e-3, seed=0)

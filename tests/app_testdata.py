@@ -34,20 +34,20 @@ def demo_backbone():
     """The demo backbone, loaded once per test process."""
     global _BACKBONE
     if _BACKBONE is None:
-        from explorer.backbones import load_backbone
+        from explorer.backbones.load import load_backbone
 
         _BACKBONE = load_backbone("demo", device="cpu")
     return _BACKBONE
 
 
 def dots_ranks():
-    from explorer.ranks import Ranks
+    from explorer.core.ranks import Ranks
 
     return Ranks.integers(21, unit="dots")
 
 
 def age_ranks():
-    from explorer.ranks import Ranks
+    from explorer.core.ranks import Ranks
 
     return Ranks.integers(101, unit="years")
 
@@ -55,7 +55,7 @@ def age_ranks():
 def build(kind: str = "rank", ranks=None, interpolation: str = "linear", num_base_ranks: int = 3, seed: int = 0,
           bandwidth: float = 1.0, backbone=None):
     """A freshly initialised PromptModel on the demo backbone."""
-    from explorer.prompts import LearnerConfig, build_prompt_model
+    from explorer.methods.prompt import LearnerConfig, build_prompt_model
 
     backbone = backbone or demo_backbone()
     ranks = ranks or dots_ranks()
@@ -75,7 +75,7 @@ def make_library(folder: str | Path, with_bad: bool = True) -> dict[str, Path]:
     """Write the test library into ``folder``; returns name -> path."""
     from safetensors.torch import save_file
 
-    from explorer.checkpoints import export_prototypes, load_checkpoint, save_checkpoint
+    from explorer.store.checkpoints import export_prototypes, load_checkpoint, save_checkpoint
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

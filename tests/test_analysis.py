@@ -8,21 +8,21 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from explorer import calibration as C
-from explorer import cli, curves, maps
-from explorer.checkpoints import load_checkpoint, save_checkpoint
-from explorer.decode import clean_token, decode_checkpoint, decode_rows, nearest_tokens, token_embedding_matrix
-from explorer.prompts import LearnerConfig, build_prompt_model
-from explorer.ranks import Ranks
+from explorer import cli
+from explorer.analysis import curves, maps
+from explorer.analysis.decode import clean_token, decode_checkpoint, decode_rows, nearest_tokens, token_embedding_matrix
+from explorer.core.ranks import Ranks
+from explorer.methods.prompt import LearnerConfig, build_prompt_model
+from explorer.metrics import calibration as C
+from explorer.store.checkpoints import load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def backbone():
-    from explorer.backbones import load_backbone
+    from explorer.backbones.load import load_backbone
 
     return load_backbone("demo", device="cpu")
 
@@ -93,7 +93,7 @@ def test_perfectly_confident_and_right_is_calibrated():
 
 
 def test_calibration_keys_are_in_the_metric_panel():
-    from explorer.metrics import metric_panel
+    from explorer.metrics.panel import metric_panel
 
     P, y = _random_probs(50, 5)
     panel = metric_panel(y, P)
@@ -204,8 +204,8 @@ def test_joint_layout_is_cached_by_content(tmp_path):
 
 
 def test_split_predictions_agree_with_evaluate_checkpoint(tmp_path, backbone):
-    from explorer.evaluation import evaluate_checkpoint
-    from explorer.metrics import metric_panel
+    from explorer.analysis.evaluation import evaluate_checkpoint
+    from explorer.metrics.panel import metric_panel
 
     ckpt = _save(tmp_path, backbone, "eval", kind="rank", num_context_tokens=2, num_base_ranks=2)
     sp = maps.split_predictions(ckpt, backbone, "dots:4:6", "test", cache_dir=tmp_path / "f")
@@ -216,9 +216,9 @@ def test_split_predictions_agree_with_evaluate_checkpoint(tmp_path, backbone):
 
 
 def test_split_predictions_match_a_dataset_with_other_ranks_by_value(tmp_path, backbone):
-    from explorer.errors import ExplorerError
-    from explorer.evaluation import evaluate_checkpoint
-    from explorer.metrics import metric_panel
+    from explorer.analysis.evaluation import evaluate_checkpoint
+    from explorer.core.errors import ExplorerError
+    from explorer.metrics.panel import metric_panel
 
     ckpt = _save(tmp_path, backbone, "five", kind="plain", num_context_tokens=2)  # ranks 0..4, no unit
     sp = maps.split_predictions(ckpt, backbone, "dots:2:9", "all", cache_dir=tmp_path / "f")

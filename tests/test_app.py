@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_testdata import face_image, image_bytes, make_library, plain_image
 from PIL import Image
 from streamlit.testing.v1 import AppTest
-
-from app_testdata import face_image, image_bytes, make_library, plain_image
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TIMEOUT = 120
@@ -130,15 +129,15 @@ def test_library_picks_active_and_compare_set(env):
 
 
 def _onnx_entry(env, name: str):
-    from explorer import library as lib
+    from explorer.store import library as lib
 
     return lib.inspect_file(env["folder"] / f"{name}.safetensors"), env["folder"] / f"{name}.safetensors"
 
 
 def test_library_builds_the_onnx_file_once_and_offers_it(env):
     pytest.importorskip("onnxruntime")
-    from explorer import library as lib
-    from explorer.onnx_predict import SNIPPET, load_onnx
+    from explorer.predict.onnx_runtime import SNIPPET, load_onnx
+    from explorer.store import library as lib
 
     entry, path = _onnx_entry(env, "dots-plain")
     cached = lib.onnx_cache_path(entry.content_hash)
@@ -162,9 +161,9 @@ def test_library_builds_the_onnx_file_once_and_offers_it(env):
 
 
 def test_library_onnx_error_is_one_sentence(env, monkeypatch):
-    from explorer import deploy
-    from explorer import library as lib
-    from explorer.errors import ExplorerError
+    from explorer.core.errors import ExplorerError
+    from explorer.store import library as lib
+    from explorer.store import onnx_export as deploy
 
     def missing():
         raise ExplorerError("ONNX export needs the onnx package; install it with 'pip install onnx onnxruntime'.")
@@ -182,7 +181,8 @@ def test_library_onnx_error_is_one_sentence(env, monkeypatch):
 
 def test_library_add_by_path_and_uploads(env, tmp_path):
     from app_testdata import build, demo_backbone
-    from explorer.checkpoints import save_checkpoint
+
+    from explorer.store.checkpoints import save_checkpoint
 
     extra = save_checkpoint(tmp_path / "outside.safetensors", build("rank", seed=9), demo_backbone(), name="outside-ckpt")
     at = open_page(env)
@@ -212,8 +212,8 @@ def test_library_add_by_path_and_uploads(env, tmp_path):
 
 
 def test_geometry_numbers_views_window_and_projections(env):
-    from explorer import geometry
-    from explorer.checkpoints import load_checkpoint
+    from explorer.analysis import geometry
+    from explorer.store.checkpoints import load_checkpoint
 
     at = open_page(env, "geometry", checkpoint="ages-rank-normal")
     P = load_checkpoint(env["folder"] / "ages-rank-normal.safetensors").prototypes.matrix.numpy()
@@ -302,9 +302,10 @@ def test_compare_tables_per_rank_errors_and_one_image(env):
 
 def test_compare_two_faces_pick_the_second(env):
     import face_photos as fp
-    from explorer import faces
-    from explorer.checkpoints import load_checkpoint
     from app_testdata import demo_backbone
+
+    from explorer.data import faces
+    from explorer.store.checkpoints import load_checkpoint
 
     image, _ = fp.two_faces()
     data = image_bytes(image, "JPEG", quality=92)
@@ -354,9 +355,10 @@ def test_predict_one_image(env):
     assert len(_charts(at)) == 1
     assert any("Face found" in i.value for i in at.info)
     # the numbers are the explorer's
-    from explorer import faces
-    from explorer.checkpoints import load_checkpoint
     from app_testdata import demo_backbone
+
+    from explorer.data import faces
+    from explorer.store.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(env["folder"] / "ages-rank-normal.safetensors")
     ref = faces.predict_uploads([("face.jpg", image_bytes(face_image(), "JPEG"))], ckpt.prototypes, demo_backbone())
@@ -369,9 +371,10 @@ def test_predict_one_image(env):
 
 def test_predict_two_faces_pick_the_second(env):
     import face_photos as fp
-    from explorer import faces
-    from explorer.checkpoints import load_checkpoint
     from app_testdata import demo_backbone
+
+    from explorer.data import faces
+    from explorer.store.checkpoints import load_checkpoint
 
     image, _ = fp.two_faces()
     data = image_bytes(image, "JPEG", quality=92)
@@ -466,7 +469,7 @@ import sys
 sys.path.insert(0, %r)
 import streamlit as st
 from app_pages import common
-from explorer.errors import ExplorerError
+from explorer.core.errors import ExplorerError
 
 def explorer_error():
     raise ExplorerError("The thing is wrong; fix it.")
@@ -543,8 +546,9 @@ def test_train_page_crops_faces_when_asked(env, tmp_path):
     """The Train page's "Crop faces" toggle trains on Predict's crops; the checkpoint says so and Predict
     then crops faces by default for it."""
     import face_photos as fp
-    from explorer.checkpoints import load_checkpoint
-    from explorer.inputs import checkpoint_inputs
+
+    from explorer.data.inputs import checkpoint_inputs
+    from explorer.store.checkpoints import load_checkpoint
 
     data = fp.write_scene_dataset(tmp_path)
     at = open_page(env, "train")
@@ -580,7 +584,7 @@ def test_numclip_from_the_train_page_to_geometry_and_predict(env):
     assert not at.error, [e.value for e in at.error]
     assert "now in the Library" in at.success[0].value
     path = env["folder"] / "app-apptest-numclip.safetensors"
-    from explorer.checkpoints import load_checkpoint
+    from explorer.store.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(path)
     assert ckpt.meta["learner"]["kind"] == "numclip" and ckpt.meta["learner"]["concepts"] == "dots"
@@ -601,9 +605,9 @@ def test_numclip_from_the_train_page_to_geometry_and_predict(env):
 
 def test_train_page_shows_the_backbone_download_in_bytes(env, monkeypatch, tmp_path):
     import huggingface_hub.constants
-
-    from explorer.models import format_size
     from hubserver import HubServer, make_tiny_hub_model
+
+    from explorer.backbones.catalog import format_size
 
     spec = "hf-hub:explorer-tests/tiny-clip"
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE"):
@@ -652,7 +656,6 @@ def test_models_page_offline_says_not_cached_in_one_sentence(env, monkeypatch, t
 
 def test_models_page_downloads_with_progress_and_builds_a_preset(env, monkeypatch, tmp_path):
     import huggingface_hub.constants
-
     from hubserver import HubServer, make_tiny_hub_model
 
     spec = "hf-hub:explorer-tests/tiny-clip"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from test_app import _charts, _ok, _texts, _wait_for_backbone, env, open_page  # noqa: F401 (env is a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,9 +32,10 @@ def test_geometry_decoding_of_a_prototype_only_checkpoint(env):
 
 
 def test_geometry_map_confusion_and_errors(env, tmp_path):
-    from explorer.checkpoints import load_checkpoint
-    from explorer.maps import confusion_matrix, split_predictions
     from app_testdata import demo_backbone
+
+    from explorer.analysis.maps import confusion_matrix, split_predictions
+    from explorer.store.checkpoints import load_checkpoint
 
     at = _wait_for_backbone(open_page(env, "geometry", checkpoint="dots-rank-linear"))
     # no training run recorded in this checkpoint: nothing is evaluated until a dataset is given
@@ -95,10 +95,11 @@ def test_compare_reliability_diagram_and_curves(env, tmp_path):
 def test_a_trained_checkpoint_is_analysed_on_its_own_dataset_and_binned_methods_use_their_bins(env, tmp_path):
     """The map defaults to the dataset the checkpoint was trained on; a NumCLIP checkpoint's confusion
     matrix and calibration are over its concept bins (labels mapped to their bins)."""
-    from explorer.checkpoints import load_checkpoint
-    from explorer.maps import split_predictions
-    from explorer.train import TrainConfig, train
     from app_testdata import demo_backbone
+
+    from explorer.analysis.maps import split_predictions
+    from explorer.store.checkpoints import load_checkpoint
+    from explorer.training.trainer import TrainConfig, train
 
     out = env["folder"] / "analysis-numclip.safetensors"
     train(TrainConfig(dataset="dots:6:8", out=str(out), learner={"kind": "numclip", "concepts": "dots"}, epochs=2,

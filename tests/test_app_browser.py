@@ -9,10 +9,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import expect
-
 from app_testdata import face_image, image_bytes, plain_image
 from conftest import wait_for_streamlit
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 

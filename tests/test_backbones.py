@@ -24,14 +24,14 @@ import torch
 from open_clip.model import CLIP
 from PIL import Image
 
-from explorer.backbones import (
+from explorer.backbones.load import (
     DEMO_CONFIG,
     _read_torchscript_tensors,
     load_backbone,
     read_weight_file,
     resolve_device,
 )
-from explorer.errors import ExplorerError
+from explorer.core.errors import ExplorerError
 
 ZOO_SPEC = "ViT-B-32:laion2b_s34b_b79k"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from playwright.sync_api import expect
-
 from test_app_browser import CHART, _no_exception, _settle, _title
 
 pytestmark = pytest.mark.browser

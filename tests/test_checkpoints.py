@@ -19,10 +19,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import explorer.checkpoints as checkpoints
-import explorer.fsio as fsio
-from explorer.backbones import load_backbone
-from explorer.checkpoints import (
+import explorer.core.fsio as fsio
+from explorer.backbones.load import load_backbone
+from explorer.core.errors import ExplorerError
+from explorer.core.ranks import Ranks
+from explorer.methods.prompt import LearnerConfig, build_prompt_model
+from explorer.predict.prototypes import Prototypes, summarize
+from explorer.store.checkpoints import (
     FORMAT_VERSION,
     META_KEY,
     export_prototypes,
@@ -31,15 +34,6 @@ from explorer.checkpoints import (
     save_prototypes,
     update_metadata,
 )
-from explorer.errors import ExplorerError
-from explorer.prompts import LearnerConfig, build_prompt_model
-from explorer.prototypes import Prototypes, summarize
-from explorer.ranks import Ranks
-
-
-
-
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -21,14 +21,14 @@ import pytest
 import torch
 from PIL import Image
 
-from explorer.backbones import load_backbone
-from explorer.checkpoints import load_checkpoint, save_checkpoint
+from explorer.analysis.geometry import ordinality, report_spans, similarity_matrix
+from explorer.backbones.load import load_backbone
 from explorer.cli import main
-from explorer.errors import ExplorerError
-from explorer.geometry import ordinality, report_spans, similarity_matrix
-from explorer.images import open_image
-from explorer.prompts import LearnerConfig, build_prompt_model
-from explorer.ranks import Ranks
+from explorer.core.errors import ExplorerError
+from explorer.core.ranks import Ranks
+from explorer.data.images import open_image
+from explorer.methods.prompt import LearnerConfig, build_prompt_model
+from explorer.store.checkpoints import load_checkpoint, save_checkpoint
 
 AGES = Ranks.integers(20, start=16, unit="years")  # 16 .. 35
 
@@ -159,7 +159,7 @@ def test_console_script_debug_shows_the_traceback(runs):
     rc, out, err = runs["debug"]
     assert rc != 0 and out == ""
     assert "Traceback (most recent call last)" in err
-    assert "explorer.errors.ExplorerError: corrupt.safetensors is not a readable safetensors file" in err
+    assert "explorer.core.errors.ExplorerError: corrupt.safetensors is not a readable safetensors file" in err
 
 
 # --- help ---------------------------------------------------------------------------------------
@@ -357,7 +357,8 @@ def test_predict_json_one_and_two_images(capsys, files, demo):
 
 def test_predict_face_json(capsys, files, demo, tmp_path):
     import face_photos as fp
-    from explorer.faces import crop_face
+
+    from explorer.data.faces import crop_face
 
     portrait = tmp_path / "astronaut.jpg"
     fp.photo("astronaut").save(portrait, quality=92)

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from explorer import datasets as D
-from explorer.errors import ExplorerError
-from explorer.ranks import Ranks
+from explorer.core.errors import ExplorerError
+from explorer.core.ranks import Ranks
+from explorer.data import datasets as D
 
 
 def img(path: Path, fmt: str | None = None, colour=(120, 30, 200)) -> Path:
@@ -226,7 +226,7 @@ def test_dots_labels_counts_and_determinism():
 
 def test_dots_crowded_and_defaults():
     ds = D.open_dataset("dots:20:1")
-    assert len(ds) == 21 and ds.dots.n == 1 and ds.dots.seed == 0
+    assert len(ds) == 21 and ds.generator.n == 1 and ds.generator.seed == 0
     assert count_dots(ds.load_image(20)) == 20
     assert len(D.open_dataset("dots:3")) == 4 * D.DOTS_DEFAULT_N
     for bad in ("dots:0", "dots:21", "dots:x", "dots:3:0", "dots:1:2:3:4"):
@@ -451,7 +451,7 @@ def test_utkface_name_variants(tmp_path):
 
 
 def test_csv_apparent_age_spread(tmp_path):
-    from explorer.metrics import epsilon_error
+    from explorer.metrics.ordinal import epsilon_error
 
     for i in range(5):
         img(tmp_path / f"{i}.jpg")

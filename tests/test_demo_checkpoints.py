@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from explorer.backbones import load_backbone
-from explorer.checkpoints import load_checkpoint
-from explorer.geometry import ordinality_report
+from explorer.analysis.geometry import ordinality_report
+from explorer.backbones.load import load_backbone
+from explorer.store.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
 NAMES = ["ordinalclip-linear", "ordinalclip-inv_prop", "ordinalclip-normal", "coop", "zero-shot", "ordinalclip-linear-16shot"]
@@ -45,7 +45,7 @@ def test_selection_used_val_and_history_sits_beside(ckpts):
     for name, ckpt in ckpts.items():
         if ckpt.learner_config.kind == "template":
             continue
-        rows = [json.loads(l) for l in (ROOT / f"{name}.history.jsonl").read_text().splitlines()]
+        rows = [json.loads(line) for line in (ROOT / f"{name}.history.jsonl").read_text().splitlines()]
         best = min(rows, key=lambda r: r["val_mae_exp"])
         assert ckpt.meta["training"]["best_epoch"] == best["epoch"], name
 

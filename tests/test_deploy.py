@@ -1,4 +1,4 @@
-"""ONNX export (explorer.deploy) and the torch-free ONNX predictor (explorer.onnx_predict), demo backbone."""
+"""ONNX export (explorer.store.onnx_export) and the torch-free ONNX predictor (explorer.predict.onnx_runtime), demo backbone."""
 
 from __future__ import annotations
 
@@ -15,18 +15,17 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from app_testdata import demo_backbone  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from explorer.checkpoints import _atomic_save, load_checkpoint, save_checkpoint  # noqa: E402
 from explorer.cli import main  # noqa: E402
-from explorer.deploy import PROBE_IMAGES, export_onnx, preprocess_fields, probe_images  # noqa: E402
-from explorer.errors import ExplorerError  # noqa: E402
-from explorer.images import open_image  # noqa: E402
-from explorer.inputs import inputs_record  # noqa: E402
-from explorer.methods.linear import LinearConfig, LinearProbe  # noqa: E402
-from explorer.onnx_predict import ONNX_META_KEY, SNIPPET, load_onnx, looks_like_onnx, preprocess_image  # noqa: E402
-
-from app_testdata import demo_backbone  # noqa: E402
+from explorer.core.errors import ExplorerError  # noqa: E402
+from explorer.data.images import open_image  # noqa: E402
+from explorer.data.inputs import inputs_record  # noqa: E402
+from explorer.methods.linear_probe import LinearConfig, LinearProbe  # noqa: E402
+from explorer.predict.onnx_runtime import ONNX_META_KEY, SNIPPET, load_onnx, looks_like_onnx, preprocess_image  # noqa: E402
+from explorer.store.checkpoints import _atomic_save, load_checkpoint, save_checkpoint  # noqa: E402
+from explorer.store.onnx_export import PROBE_IMAGES, export_onnx, preprocess_fields, probe_images  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ("ordinalclip-linear", "ordinalclip-inv_prop", "ordinalclip-normal", "coop", "zero-shot", "numclip")

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from explorer.checkpoints import load_checkpoint
-from explorer.train import TrainConfig, train
+from explorer.store.checkpoints import load_checkpoint
+from explorer.training.trainer import TrainConfig, train
 
 REPO = Path(__file__).resolve().parent.parent
 TORCHRUN = Path(sys.executable).with_name("torchrun")

@@ -1,4 +1,4 @@
-"""explorer.faces: the CNN face detector on real photos, face crop (largest or chosen face + margin,
+"""explorer.data.faces: the CNN face detector on real photos, face crop (largest or chosen face + margin,
 whole-image fallback) and the upload pipeline."""
 
 from __future__ import annotations
@@ -6,15 +6,15 @@ from __future__ import annotations
 import io
 import threading
 
+import face_photos as fp
 import numpy as np
 import pandas as pd
 import pytest
+from app_testdata import build, demo_backbone, face_image, image_bytes, plain_image
 from PIL import Image
 
-import face_photos as fp
-from app_testdata import build, demo_backbone, face_image, image_bytes, plain_image
-from explorer import faces
-from explorer.errors import ExplorerError
+from explorer.core.errors import ExplorerError
+from explorer.data import faces
 
 
 def _inside(inner, outer) -> bool:
@@ -139,7 +139,7 @@ class CountingLock:
 
 @pytest.fixture(scope="module")
 def protos():
-    from explorer.ranks import Ranks
+    from explorer.core.ranks import Ranks
 
     return build("rank", ranks=Ranks.integers(101, unit="years"), seed=7).prototypes()
 

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 
+import face_photos as fp
 import numpy as np
 import pytest
-from PIL import Image
-
-import face_photos as fp
-from explorer import cli, faces
-from explorer.checkpoints import load_checkpoint
-from explorer.datasets import open_dataset
-from explorer.features import FeatureCache, content_key
-from explorer.inputs import checkpoint_inputs, crops_faces, evaluates_on_crops
-
 from app_testdata import demo_backbone
+
+from explorer import cli
+from explorer.data import faces
+from explorer.data.datasets import open_dataset
+from explorer.data.features import FeatureCache, content_key
+from explorer.data.inputs import checkpoint_inputs, crops_faces, evaluates_on_crops
+from explorer.store.checkpoints import load_checkpoint
 
 FACE_LABELS = fp.SCENE_FACE_LABELS
 
@@ -99,7 +98,7 @@ def test_train_eval_predict_with_faces(scenes, tmp_path, capsys):
 
 
 def test_whole_image_checkpoints_are_not_cropped_by_default(tmp_path, capsys):
-    from explorer.specs import REPO_ROOT
+    from explorer.core.settings import REPO_ROOT
 
     demo = REPO_ROOT / "checkpoints" / "ordinalclip-linear.safetensors"  # dots: whole images
     meta = load_checkpoint(demo).meta

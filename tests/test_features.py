@@ -1,4 +1,4 @@
-"""The on-disk feature cache (explorer.features) with the real demo backbone and real files."""
+"""The on-disk feature cache (explorer.data.features) with the real demo backbone and real files."""
 
 from __future__ import annotations
 
@@ -14,13 +14,9 @@ from open_clip.transform import image_transform
 from PIL import Image
 from safetensors import safe_open
 
-from explorer.backbones import load_backbone, save_backbone_weights
-from explorer.datasets import open_dataset
-from explorer.features import FeatureCache, Interrupted, content_key
-
-
-
-
+from explorer.backbones.load import load_backbone, save_backbone_weights
+from explorer.data.datasets import open_dataset
+from explorer.data.features import FeatureCache, Interrupted, content_key
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from explorer import fileformat
-from explorer import library as lib
-from explorer.backbones import read_weight_file
-from explorer.checkpoints import load_checkpoint
-from explorer.specs import REPO_ROOT
+from explorer.backbones.load import read_weight_file
+from explorer.core import fileformat
+from explorer.core.settings import REPO_ROOT
+from explorer.store import library as lib
+from explorer.store.checkpoints import load_checkpoint
 
 DEMO = REPO_ROOT / "checkpoints" / "ordinalclip-linear.safetensors"
 

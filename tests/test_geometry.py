@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from explorer import geometry as g
-from explorer.errors import ExplorerError
+from explorer.analysis import geometry as g
+from explorer.core.errors import ExplorerError
 
 
 def ref_C(S):

@@ -16,13 +16,13 @@ import huggingface_hub.constants
 import open_clip
 import pytest
 import torch
+from hubserver import TINY_MODEL_CFG, TINY_PREPROCESS_CFG, HubServer, make_tiny_hub_model
 from safetensors.torch import load_file
 
-from explorer.backbones import load_backbone
-from explorer.errors import ExplorerError
-from explorer.library import backbone_status
-from explorer.hub import DownloadCancelled, hub_model_for, remote_size, zoo_hub_model
-from hubserver import HubServer, TINY_MODEL_CFG, TINY_PREPROCESS_CFG, make_tiny_hub_model
+from explorer.backbones.hub import DownloadCancelled, hub_model_for, remote_size, zoo_hub_model
+from explorer.backbones.load import load_backbone
+from explorer.core.errors import ExplorerError
+from explorer.store.library import backbone_status
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -178,7 +178,7 @@ def test_zoo_hub_file_names_follow_open_clip():
 
 
 def _train_config(tmp_path: Path, **kw):
-    from explorer.runconfig import TrainConfig
+    from explorer.training.config import TrainConfig
 
     return TrainConfig(dataset="dots:3:6", out=str(tmp_path / "run.safetensors"), backbone=SPEC, learner={"kind": "linear"},
                        epochs=1, batch_size=8, device="cpu", cache_dir=str(tmp_path / "features"), **kw)
@@ -189,7 +189,7 @@ def _assert_bytes_rise_to(done: list[int], size: int) -> None:
 
 
 def test_trainer_reports_download_progress_in_bytes(online, server, repo_folder, tmp_path):
-    from explorer.train import train
+    from explorer.training.trainer import train
 
     events = []
     train(_train_config(tmp_path), progress=events.append)
@@ -202,8 +202,8 @@ def test_trainer_reports_download_progress_in_bytes(online, server, repo_folder,
 
 
 def test_trainer_cancelled_during_the_download_keeps_nothing(online, server, tmp_path):
-    from explorer.runconfig import Cancelled
-    from explorer.train import train
+    from explorer.training.config import Cancelled
+    from explorer.training.trainer import train
 
     with pytest.raises(Cancelled, match="cancelled"):
         train(_train_config(tmp_path), should_stop=lambda: True)
@@ -237,7 +237,7 @@ def test_cli_shows_a_byte_bar_while_the_backbone_downloads(online, server, repo_
 
 
 def test_a_training_job_records_the_download(online, server, repo_folder, tmp_path):
-    from explorer.jobs import JobManager
+    from explorer.training.jobs import JobManager
 
     job = JobManager().start(_train_config(tmp_path))
     deadline = time.monotonic() + 120

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from explorer.errors import ExplorerError
-from explorer.images import MAX_PIXELS, open_image
+from explorer.core.errors import ExplorerError
+from explorer.data.images import MAX_PIXELS, open_image
 
 
 def _pattern(w=48, h=32) -> np.ndarray:

@@ -4,10 +4,10 @@ import time
 
 import pytest
 
-from explorer.checkpoints import load_checkpoint
-from explorer.errors import ExplorerError
-from explorer.jobs import JobManager
-from explorer.train import TrainConfig
+from explorer.core.errors import ExplorerError
+from explorer.store.checkpoints import load_checkpoint
+from explorer.training.jobs import JobManager
+from explorer.training.trainer import TrainConfig
 
 
 def wait(job, timeout=120):
@@ -72,7 +72,7 @@ def test_running_limit(tmp_path):
 
 
 def test_embedding_progress_has_a_time_left():
-    from explorer.runconfig import RateEstimate, format_seconds
+    from explorer.training.config import RateEstimate, format_seconds
 
     eta = RateEstimate()
     assert eta.update(0, 5000, now=100.0) is None  # no rate yet

@@ -1,4 +1,4 @@
-"""explorer.lab: re-interpolating a rank learner without retraining."""
+"""explorer.analysis.lab: re-interpolating a rank learner without retraining."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import threading
 import numpy as np
 import pytest
 import torch
-
 from app_testdata import build
-from explorer import lab
-from explorer.errors import ExplorerError
-from explorer.prompts import interpolation_weights
-from explorer.ranks import Ranks
+
+from explorer.analysis import lab
+from explorer.core.errors import ExplorerError
+from explorer.core.ranks import Ranks
+from explorer.methods.prompt import interpolation_weights
 
 
 @pytest.fixture(scope="module")

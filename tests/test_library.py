@@ -1,4 +1,4 @@
-"""explorer.library: scanning a checkpoint folder (good and bad files), uploads, metrics, analyses, projection cache."""
+"""explorer.store.library: scanning a checkpoint folder (good and bad files), uploads, metrics, analyses, projection cache."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from app_testdata import BAD, GOOD, make_library
-from explorer import geometry, library as lib
-from explorer.errors import ExplorerError
+
+from explorer.analysis import geometry, projections
+from explorer.core import settings
+from explorer.core.errors import ExplorerError
+from explorer.store import library as lib
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,7 +61,7 @@ def test_good_checkpoints_are_described(entries):
 
 
 def test_ordinality_matches_geometry(entries):
-    from explorer.checkpoints import load_checkpoint
+    from explorer.store.checkpoints import load_checkpoint
 
     e = entries["ages-rank-normal"]
     report = geometry.ordinality_report(load_checkpoint(e.path).prototypes.matrix.numpy())
@@ -150,12 +152,12 @@ def test_store_upload(tmp_path):
 
 
 def test_folders_follow_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv(lib.ENV_FOLDER, str(tmp_path))
-    monkeypatch.setenv(lib.ENV_CACHE, "rel-cache")
-    assert lib.library_folder() == tmp_path
-    assert lib.cache_folder() == lib.REPO_ROOT / "rel-cache"
-    monkeypatch.delenv(lib.ENV_FOLDER)
-    assert lib.library_folder() == lib.REPO_ROOT / "checkpoints"
+    monkeypatch.setenv(settings.ENV_FOLDER, str(tmp_path))
+    monkeypatch.setenv(settings.ENV_CACHE, "rel-cache")
+    assert settings.library_folder() == tmp_path
+    assert settings.cache_folder() == settings.REPO_ROOT / "rel-cache"
+    monkeypatch.delenv(settings.ENV_FOLDER)
+    assert settings.library_folder() == settings.REPO_ROOT / "checkpoints"
 
 
 def test_backbone_status(tmp_path, monkeypatch):
@@ -174,7 +176,7 @@ def test_backbone_status(tmp_path, monkeypatch):
 
 
 def test_geometry_summary_matches_geometry_module(entries):
-    from explorer.checkpoints import load_checkpoint
+    from explorer.store.checkpoints import load_checkpoint
 
     P = load_checkpoint(entries["ages-rank-normal"].path).prototypes.matrix
     g = lib.geometry_summary(P, (15, 75))
@@ -189,11 +191,11 @@ def test_geometry_summary_matches_geometry_module(entries):
 
 def test_projection_cache_persists_tsne_not_pca(tmp_path, monkeypatch):
     P = np.random.default_rng(0).normal(size=(30, 16))
-    layout, from_disk = lib.cached_projection(P, "abc", "pca", 2, 0, cache_dir=tmp_path)
+    layout, from_disk = projections.cached_projection(P, "abc", "pca", 2, 0, cache_dir=tmp_path)
     assert layout.shape == (30, 2) and not from_disk
     assert not (tmp_path / "projections").exists()
-    first, from_disk = lib.cached_projection(P, "abc", "tsne", 3, 1, cache_dir=tmp_path)
-    path = lib.projection_path("abc", "tsne", 3, 1, tmp_path)
+    first, from_disk = projections.cached_projection(P, "abc", "tsne", 3, 1, cache_dir=tmp_path)
+    path = projections.projection_path("abc", "tsne", 3, 1, tmp_path)
     assert not from_disk and path.is_file() and first.shape == (30, 3)
     assert not list(path.parent.glob(".*"))  # no temporary files left behind
 
@@ -201,15 +203,15 @@ def test_projection_cache_persists_tsne_not_pca(tmp_path, monkeypatch):
         raise AssertionError("recomputed")
 
     monkeypatch.setattr(geometry, "project", boom)
-    again, from_disk = lib.cached_projection(P, "abc", "tsne", 3, 1, cache_dir=tmp_path)
+    again, from_disk = projections.cached_projection(P, "abc", "tsne", 3, 1, cache_dir=tmp_path)
     assert from_disk
     np.testing.assert_array_equal(again, first)
     monkeypatch.undo()
     path.write_bytes(b"garbage")  # a corrupt cache file is replaced
-    fixed, from_disk = lib.cached_projection(P, "abc", "tsne", 3, 1, cache_dir=tmp_path)
+    fixed, from_disk = projections.cached_projection(P, "abc", "tsne", 3, 1, cache_dir=tmp_path)
     assert not from_disk and np.load(path).shape == (30, 3)
     with pytest.raises(ExplorerError):
-        lib.cached_projection(P, "abc", "mds", 2, 0, cache_dir=tmp_path)
+        projections.cached_projection(P, "abc", "mds", 2, 0, cache_dir=tmp_path)
 
 
 @pytest.mark.slow
@@ -217,10 +219,10 @@ def test_umap_layout_survives_a_restart_without_importing_umap(tmp_path):
     """A UMAP computed in one process is read by the next one in well under a second, without importing umap."""
     code = textwrap.dedent(f"""
         import sys, time, numpy as np
-        from explorer import library as lib
+        from explorer.analysis import projections
         P = np.random.default_rng(0).normal(size=(101, 32))
         t = time.perf_counter()
-        layout, from_disk = lib.cached_projection(P, "hash", "umap", 2, 0, cache_dir={str(tmp_path)!r})
+        layout, from_disk = projections.cached_projection(P, "hash", "umap", 2, 0, cache_dir={str(tmp_path)!r})
         print(from_disk, "umap" in sys.modules, time.perf_counter() - t, float(layout.sum()))
     """)
     env = {**os.environ, "NUMBA_CACHE_DIR": str(REPO / ".cache" / "numba")}
@@ -267,7 +269,7 @@ def test_listing_cache_follows_file_changes(tmp_path, folder):
 
 
 def test_backbone_status_agrees_with_the_backbone_module():
-    from explorer import backbones
+    from explorer.backbones import load as backbones
 
     assert lib.DEMO_WEIGHTS == backbones.DEMO_WEIGHTS
 
@@ -278,7 +280,7 @@ def test_listing_does_not_import_torch(folder, tmp_path):
     for p in lib.list_candidates(folder):
         lib.inspect_file_cached(p, cache_dir=tmp_path)
     code = (
-        "import sys; from explorer import library as lib\n"
+        "import sys; from explorer.store import library as lib\n"
         f"es = [lib.inspect_file_cached(p, cache_dir={str(tmp_path)!r}) for p in lib.list_candidates({str(folder)!r})]\n"
         "print(sum(e.ok for e in es), 'torch' in sys.modules)"
     )

@@ -13,15 +13,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from explorer import cli, methods
-from explorer.backbones import load_backbone
-from explorer.checkpoints import inspect_resume_state, load_checkpoint, save_checkpoint
-from explorer.errors import ExplorerError
+from explorer.backbones.load import load_backbone
+from explorer.core.errors import ExplorerError
+from explorer.core.options import default_of, option
+from explorer.core.ranks import Ranks
 from explorer.methods import Method, get_method, make_config, method_names
-from explorer.options import default_of, option
-from explorer.prompts import LearnerConfig
-from explorer.ranks import Ranks
-from explorer.runconfig import TrainConfig, parse_learner_list, sweep_grid
-from explorer.train import train
+from explorer.methods.prompt import LearnerConfig
+from explorer.store.checkpoints import inspect_resume_state, load_checkpoint, save_checkpoint
+from explorer.training.config import TrainConfig, parse_learner_list, sweep_grid
+from explorer.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -171,7 +171,7 @@ def test_a_plugged_in_method_trains_saves_and_predicts_unchanged(centroid_regist
 
 
 def test_info_and_library_describe_a_resume_state(tmp_path, capsys):
-    from explorer import library as lib
+    from explorer.store import library as lib
 
     out = tmp_path / "run.safetensors"
     stop_after = {"n": 0}
@@ -216,7 +216,7 @@ def test_resuming_with_other_settings_is_one_sentence(tmp_path):
 
 
 def test_decoding_a_numclip_checkpoint_names_its_concepts(tmp_path):
-    from explorer.decode import decode_checkpoint
+    from explorer.analysis.decode import decode_checkpoint
 
     out = tmp_path / "n.safetensors"
     train(TrainConfig(dataset="dots:4:8", out=str(out), learner={"kind": "numclip", "concepts": "dots"}, epochs=1,

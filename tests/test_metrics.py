@@ -7,7 +7,7 @@ from scipy import stats
 from sklearn.metrics import cohen_kappa_score, mean_absolute_error
 
 from explorer import metrics as M
-from explorer.errors import ExplorerError
+from explorer.core.errors import ExplorerError
 
 
 def tau_b(x, y):

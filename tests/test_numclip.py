@@ -11,15 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from explorer import cli
-from explorer.backbones import load_backbone
-from explorer.checkpoints import load_checkpoint
-from explorer.concepts import CONCEPT_PRESETS, bin_index, read_bins_file
-from explorer.errors import ExplorerError
+from explorer.backbones.load import load_backbone
+from explorer.core.errors import ExplorerError
+from explorer.core.ranks import Ranks
 from explorer.methods import get_method, make_config
+from explorer.methods.concepts import CONCEPT_PRESETS, bin_index, read_bins_file
 from explorer.methods.numclip import ImageAdapter, SoftBinRegressor, adapt_features
-from explorer.objectives import distance_weighted_logits, fcrl_kl
-from explorer.ranks import Ranks
-from explorer.runconfig import TrainConfig
+from explorer.methods.objectives import distance_weighted_logits, fcrl_kl
+from explorer.store.checkpoints import load_checkpoint
+from explorer.training.config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -171,7 +171,7 @@ def test_numclip_run_end_to_end_on_dots(tmp_path, capsys):
     assert {"mae_value", "acc_max", "mae_exp"} <= set(test) and summary["best_epoch"] >= 1
     # the checkpoint predicts what the rebuilt model computes, with the regressed value as its estimate
     backbone = load_backbone("demo", device="cpu")
-    image = __import__("explorer.datasets", fromlist=["render_dots"]).render_dots(9, seed=0, index=0)
+    image = __import__("explorer.data.datasets", fromlist=["render_dots"]).render_dots(9, seed=0, index=0)
     feats = backbone.encode_images([image])
     stored = ckpt.predictor().predict(feats)
     rebuilt = ckpt.build_model(backbone).predictor().predict(feats)
@@ -189,7 +189,7 @@ def test_numclip_run_end_to_end_on_dots(tmp_path, capsys):
     # a dataset with fewer ranks (0..10 dots) is matched by value; its MAE is the regressed values' error
     assert cli.main(["eval", str(out), "dots:10:3", "--split", "all", "--json", "--cache-dir", str(tmp_path / "cache")]) == 0
     fewer = json.loads(capsys.readouterr().out)
-    dataset = __import__("explorer.datasets", fromlist=["open_dataset"]).open_dataset("dots:10:3")
+    dataset = __import__("explorer.data.datasets", fromlist=["open_dataset"]).open_dataset("dots:10:3")
     values = ckpt.predictor().predict(backbone.encode_images([dataset.load_image(s) for s in dataset.samples])).value
     truth = np.array([dataset.ranks.values[s.label] for s in dataset.samples])
     assert fewer["labels"]["matched_by"] == "value" and fewer["metrics"]["n"] == len(truth) == 33
@@ -204,7 +204,7 @@ def test_adapter_and_regressor_train_at_their_own_learning_rate(demo):
     names = {id(p): n for n, p in model.learned_parameters()}
     assert {names[id(p)] for p in prompts["params"]} == {"context_embeds", "rank_embeds"}
     assert {names[id(p)].split(".")[0] for p in heads["params"]} == {"adapter", "regressor"}
-    from explorer.runconfig import config_from_preset
+    from explorer.training.config import config_from_preset
 
     preset = config_from_preset("morph", "dots:4", "x.safetensors", "numclip", {}, {})
     assert preset.learner.head_lr_scale == 0.1 and preset.learner.concepts == "age" and preset.optimizer == "radam"

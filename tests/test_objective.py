@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explorer.train import cosine_with_warmup, distance_weighted_logits, kl_text_to_image, ordinal_loss
+from explorer.training.trainer import cosine_with_warmup, distance_weighted_logits, kl_text_to_image, ordinal_loss
 
 
 def reference_kl(logits, y, num_ranks):

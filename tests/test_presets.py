@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explorer.backbones import load_backbone
-from explorer.checkpoints import load_checkpoint
+from explorer.backbones.load import load_backbone
 from explorer.cli import main
-from explorer.errors import ExplorerError
+from explorer.core.errors import ExplorerError
+from explorer.core.ranks import Ranks
 from explorer.methods import get_method, make_config
-from explorer.presets import PRESETS, build_preset_checkpoint, build_preset_model, get_preset
-from explorer.ranks import Ranks
+from explorer.store.checkpoints import load_checkpoint
+from explorer.training.presets import PRESETS, build_preset_checkpoint, build_preset_model, get_preset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -87,9 +87,9 @@ def test_cli_zero_shot_preset(tmp_path, capsys):
 
 
 def test_age_concepts_are_numclips_bins_valued_at_their_midpoints(demo, tmp_path):
-    from explorer.checkpoints import load_checkpoint
-    from explorer.concepts import CONCEPT_PRESETS
-    from explorer.presets import build_preset_checkpoint
+    from explorer.methods.concepts import CONCEPT_PRESETS
+    from explorer.store.checkpoints import load_checkpoint
+    from explorer.training.presets import build_preset_checkpoint
 
     preset = get_preset("age-concepts")
     assert preset.names == CONCEPT_PRESETS["age"].names
@@ -180,7 +180,7 @@ def test_labels_outside_the_ranks_are_one_sentence_or_skipped(age_preset, tmp_pa
 
 
 def test_decade_names_are_matched_by_name(tmp_path, capsys):
-    from explorer.evaluation import open_eval_split
+    from explorer.analysis.evaluation import open_eval_split
 
     out = tmp_path / "decade.safetensors"
     assert main(["zero-shot", "--preset", "decade", "--backbone", "demo", "--out", str(out), "--device", "cpu"]) == 0
@@ -203,7 +203,7 @@ def test_unit_mismatch_is_refused_in_one_sentence(age_preset, tmp_path, capsys):
 
 
 def test_match_ranks_by_value_name_and_position():
-    from explorer.ranks import match_ranks
+    from explorer.core.ranks import match_ranks
 
     ages = Ranks.integers(101, unit="years")
     assert match_ranks(ages, ages).by == "same"

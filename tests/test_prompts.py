@@ -9,7 +9,6 @@ reference interpolation, open_clip's own ``encode_text``).
 from __future__ import annotations
 
 import copy
-
 import math
 
 import open_clip
@@ -17,14 +16,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explorer.backbones import load_backbone
-from explorer.errors import ExplorerError
-from explorer.prompts import (
+from explorer.backbones.load import load_backbone
+from explorer.core.errors import ExplorerError
+from explorer.core.ranks import Ranks, read_names_file
+from explorer.methods.prompt import (
     LearnerConfig,
     build_prompt_model,
     interpolation_weights,
 )
-from explorer.ranks import Ranks, read_names_file
 
 SOT, PERIOD, EOT, PAD = 49406, 269, 49407, 0
 AGE_CONTEXT = "age estimation: the age of the person is"

@@ -1,4 +1,4 @@
-"""Import of reference OrdinalCLIP runs (explorer.reference), checked against an independent
+"""Import of reference OrdinalCLIP runs (explorer.store.reference), checked against an independent
 re-implementation of the reference forward pass (method doc §2), on real files in tmp_path.
 
 The fake-but-faithful run: a small open_clip CLIP with QuickGELU (the demo architecture) saved in
@@ -21,10 +21,10 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 
-from explorer.backbones import DEMO_CONFIG, load_backbone
-from explorer.checkpoints import load_checkpoint
-from explorer.errors import ExplorerError
-from explorer.reference import ReferenceImportWarning, import_reference, import_reference_run
+from explorer.backbones.load import DEMO_CONFIG, load_backbone
+from explorer.core.errors import ExplorerError
+from explorer.store.checkpoints import load_checkpoint
+from explorer.store.reference import ReferenceImportWarning, import_reference, import_reference_run
 
 R = 9  # ranks (small: the test is about faithfulness, not scale)
 CONTEXT_LENGTH = 77
@@ -333,7 +333,7 @@ def test_reference_check_is_sensitive(clip_file, tmp_path):
 
 
 def test_normal_interpolation_warns_where_the_reference_was_nan():
-    from explorer.reference import learner_config_from_reference
+    from explorer.store.reference import learner_config_from_reference
 
     cfg = {"type": "RankPromptLearner", "num_ranks": 101, "num_base_ranks": 3, "num_context_tokens": 4,
            "interpolation_type": "normal", "rank_tokens_position": "tail"}
@@ -679,7 +679,7 @@ def test_damaged_checkpoints_are_user_errors(clip_file, tmp_path):
 
 def test_unexpected_load_failures_propagate(clip_file, tmp_path, monkeypatch):
     """Only problems the user can fix are ExplorerErrors; a bug keeps its own type and traceback."""
-    from explorer.reference import read_lightning_checkpoint
+    from explorer.store.reference import read_lightning_checkpoint
 
     _, clip_state = clip_file
     run, _ = make_run(tmp_path / "run", clip_state)

@@ -28,11 +28,12 @@ from test_reference import (
 )
 
 from explorer import cli
-from explorer.backbones import load_backbone
-from explorer.checkpoints import load_checkpoint
-from explorer.concepts import CONCEPT_PRESETS
-from explorer.errors import ExplorerError
-from explorer.reference import import_reference, import_reference_run
+from explorer.analysis.evaluation import evaluate_features
+from explorer.backbones.load import load_backbone
+from explorer.core.errors import ExplorerError
+from explorer.methods.concepts import CONCEPT_PRESETS
+from explorer.store.checkpoints import load_checkpoint
+from explorer.store.reference import import_reference, import_reference_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -153,7 +154,7 @@ def test_numclip_import_matches_the_reference_forward(clip_file, tmp_path):
     feats = load_backbone(ckpt.backbone_spec).encode_images(_images())
     labels = np.array([13, 14, 19, 66])  # ranks 0..100: index = age
     probs, values = ckpt.predictor().outputs(feats)
-    metrics = ckpt.predictor().evaluate(feats, labels)
+    metrics = evaluate_features(ckpt.predictor(), feats, labels)
     coarse = np.array([0, 1, 1, 4])
     assert metrics["mae_max"] == pytest.approx(np.abs(probs.argmax(1) - coarse).mean())
     assert metrics["mae_value"] == pytest.approx(np.abs(values - labels).mean(), abs=1e-6)

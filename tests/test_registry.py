@@ -9,9 +9,9 @@ import weakref
 
 import pytest
 
-from explorer.backbones import DEMO_ARCH, DEMO_WEIGHTS, load_backbone
-from explorer.errors import ExplorerError
-from explorer.registry import BackboneRegistry
+from explorer.backbones.load import DEMO_ARCH, DEMO_WEIGHTS, load_backbone
+from explorer.backbones.pool import BackboneRegistry
+from explorer.core.errors import ExplorerError
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from open_clip import get_model_config
 from open_clip.model import _build_text_tower
 
-from explorer.backbones import load_backbone
-from explorer.prompts import LearnerConfig, build_prompt_model, interpolation_weights
-from explorer.text_encoder import PREFIX_ENV, PromptBatch, TextEncoder, assemble_prompts, shared_prefix_length
+from explorer.backbones.load import load_backbone
+from explorer.backbones.text_encoder import PromptBatch, TextEncoder, assemble_prompts, shared_prefix_length
+from explorer.core.settings import ENV_TEXT_PREFIX as PREFIX_ENV
+from explorer.methods.prompt import LearnerConfig, build_prompt_model, interpolation_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -161,7 +162,7 @@ def test_learner_training_gradients_equal_plain_path(demo, kind):
 
 
 def test_lab_recompute_takes_the_shared_path(demo):
-    from explorer import lab
+    from explorer.analysis import lab
 
     pm = build_prompt_model(demo, LearnerConfig(kind="rank", num_ranks=21, num_context_tokens=8), seed=3)
     shared = lab.recompute(pm, "normal", bandwidth=2.0, num_base_ranks=4)

@@ -1,4 +1,4 @@
-"""Training runs end to end (explorer.train, the train/eval/sweep/embed commands) on tiny dots sets.
+"""Training runs end to end (explorer.training.trainer, the train/eval/sweep/embed commands) on tiny dots sets.
 
 The objective itself is tested in test_objective.py. Everything here is real: the demo backbone,
 files on disk, subprocesses where a crash has to be real.
@@ -22,12 +22,12 @@ import torch
 from safetensors import safe_open
 
 from explorer import cli
-from explorer.backbones import load_backbone
-from explorer.checkpoints import load_checkpoint
-from explorer.datasets import open_dataset
-from explorer.errors import ExplorerError
-from explorer.features import FeatureCache, content_key
-from explorer.train import Cancelled, TrainConfig, evaluate_checkpoint, prepare_data, train
+from explorer.backbones.load import load_backbone
+from explorer.core.errors import ExplorerError
+from explorer.data.datasets import open_dataset
+from explorer.data.features import FeatureCache, content_key
+from explorer.store.checkpoints import load_checkpoint
+from explorer.training.trainer import Cancelled, TrainConfig, evaluate_checkpoint, prepare_data, train
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = "dots:4:6"  # 5 ranks, 30 images: 21 train / 3 val / 6 test
@@ -339,8 +339,8 @@ def test_long_tail_evaluation_keeps_only_high_labels(tmp_path, cache, backbone):
 
 def test_a_csv_with_apparent_age_spreads_reports_the_epsilon_error(tmp_path, cache):
     """ChaLearn-style ``filename,age,stdv``: the panel gains epsilon_error = mean 1 - exp(-(pred - mu)^2 / 2 sigma^2)."""
-    from explorer.backbones import load_backbone
-    from explorer.datasets import open_dataset, render_dots
+    from explorer.backbones.load import load_backbone
+    from explorer.data.datasets import open_dataset, render_dots
 
     rows = ["filename,age,stdv"]
     for i in range(36):

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import ExplorerError
-from ..runconfig import Cancelled
-from . import analysis_commands, checkpoint_commands, training_commands
-from .base import COMMANDS, command
-from .training_commands import _learner_settings, _train_config
+from explorer.cli import analysis_commands, checkpoint_commands, training_commands
+from explorer.cli.base import COMMANDS, command
+from explorer.cli.training_commands import _learner_settings, _train_config
+from explorer.core.errors import ExplorerError
+from explorer.training.config import Cancelled
 
 __all__ = ["COMMANDS", "build_parser", "command", "main", "_learner_settings", "_train_config"]
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from .base import _open, _print_json, command
+from explorer.cli.base import _open, _print_json, command
 
 
 @command("decode")
 def cmd_decode(args: argparse.Namespace) -> int:
     """Print the nearest vocabulary tokens of the learned tokens (text or JSON)."""
-    from ..decode import decode_checkpoint, decode_text
+    from explorer.analysis.decode import decode_checkpoint, decode_text
 
     ckpt, backbone = _open(args)
     decoded = decode_checkpoint(ckpt, backbone, top=args.top)
@@ -25,7 +25,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 @command("curves")
 def cmd_curves(args: argparse.Namespace) -> int:
     """Write curves.csv from a sweep's runs.csv."""
-    from ..curves import read_runs, write_curves
+    from explorer.analysis.curves import read_runs, write_curves
 
     path = write_curves(read_runs(args.sweep_dir), args.out_dir or args.sweep_dir)
     print(f"wrote {path}")

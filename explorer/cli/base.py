@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import ExplorerError
+from explorer.core.errors import ExplorerError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -41,8 +41,8 @@ def _json_default(obj: Any):
 
 def _open(args: argparse.Namespace, need_backbone: bool = True):
     """Load the checkpoint and, when needed, its backbone (or the one given with --backbone)."""
-    from ..backbones import load_backbone
-    from ..checkpoints import load_checkpoint
+    from explorer.backbones.load import load_backbone
+    from explorer.store.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
     if not need_backbone:

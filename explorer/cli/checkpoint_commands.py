@@ -10,17 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExplorerError
-from ..inputs import checkpoint_inputs, crops_faces
-from .base import DownloadBar, _open, _parse_window, _print_json, command
+from explorer.cli.base import DownloadBar, _open, _parse_window, _print_json, command
+from explorer.core.errors import ExplorerError
+from explorer.data.inputs import checkpoint_inputs, crops_faces
 
 # --- commands -----------------------------------------------------------------------------------
 
 
 @command("info")
 def cmd_info(args: argparse.Namespace) -> int:
-    from ..checkpoints import inspect_resume_state
-    from ..resume import is_resume_name
+    from explorer.store.checkpoints import inspect_resume_state
+    from explorer.store.resume import is_resume_name
 
     path = Path(args.checkpoint)
     resume = inspect_resume_state(path) if path.is_file() and is_resume_name(path) else None
@@ -56,7 +56,7 @@ def cmd_prototypes(args: argparse.Namespace) -> int:
         matrix = matrix.cpu().numpy()
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     if args.out:
-        from ..fsio import atomic_path
+        from explorer.core.fsio import atomic_path
 
         out = Path(args.out)
         with atomic_path(out) as tmp, open(tmp, "wb") as f:  # exactly the path given (np.save would append .npy)
@@ -76,7 +76,7 @@ def cmd_prototypes(args: argparse.Namespace) -> int:
 
 @command("analyze")
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from ..geometry import adjacent_similarity, ordinality_report, similarity_matrix
+    from explorer.analysis.geometry import adjacent_similarity, ordinality_report, similarity_matrix
 
     ckpt, _ = _open(args, need_backbone=False)
     ranks = ckpt.classes  # the prototype rows (NumCLIP: concept bins)
@@ -107,8 +107,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 @command("predict")
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..images import open_image
-    from ..onnx_predict import looks_like_onnx
+    from explorer.data.images import open_image
+    from explorer.predict.onnx_runtime import looks_like_onnx
 
     if looks_like_onnx(args.checkpoint):
         return _predict_onnx(args)
@@ -123,8 +123,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _predict_onnx(args: argparse.Namespace) -> int:
     """``predict`` with an exported ONNX file: onnxruntime, numpy and Pillow only (no torch import)."""
-    from ..images import open_image
-    from ..onnx_predict import load_onnx
+    from explorer.data.images import open_image
+    from explorer.predict.onnx_runtime import load_onnx
 
     if getattr(args, "backbone", None):
         raise ExplorerError("--backbone does not apply to an ONNX file: the image tower is inside it.")
@@ -142,7 +142,7 @@ def _crop_faces(images, crop: bool, margin):
     """(images, crops): the largest face of each image when ``crop`` (else the images and None)."""
     if not crop:
         return images, None
-    from ..faces import DEFAULT_MARGIN, crop_face
+    from explorer.data.faces import DEFAULT_MARGIN, crop_face
 
     crops = [crop_face(image, margin=DEFAULT_MARGIN if margin is None else margin) for image in images]
     return [c.image for c in crops], crops
@@ -174,7 +174,7 @@ def _report_predictions(args: argparse.Namespace, pred, crops, ranks, is_demo: b
 def cmd_export(args: argparse.Namespace) -> int:
     ckpt, _ = _open(args, need_backbone=False)
     if args.onnx:
-        from ..deploy import export_note, export_onnx
+        from explorer.store.onnx_export import export_note, export_onnx
 
         if args.prototypes_only or args.out:
             raise ExplorerError("--onnx writes one file of its own; leave out --prototypes-only and --out.")
@@ -182,7 +182,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     if not args.prototypes_only or not args.out:
         raise ExplorerError("Choose the export: --prototypes-only --out FILE.safetensors, or --onnx FILE.onnx.")
-    from ..checkpoints import export_prototypes
+    from explorer.store.checkpoints import export_prototypes
 
     out = export_prototypes(ckpt, args.out)
     print(f"wrote {out} (prototypes only, {ckpt.prototypes.num_ranks} ranks)")
@@ -191,7 +191,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 @command("import-reference")
 def cmd_import_reference(args: argparse.Namespace) -> int:
-    from ..reference import import_reference
+    from explorer.store.reference import import_reference
 
     if not args.run_dir and not args.ckpt:
         raise ExplorerError("Give the reference run with --run-dir DIR or --ckpt FILE.")
@@ -218,8 +218,8 @@ def cmd_import_reference(args: argparse.Namespace) -> int:
 
 @command("zero-shot")
 def cmd_zero_shot(args: argparse.Namespace) -> int:
-    from ..backbones import load_backbone
-    from ..presets import build_preset_checkpoint, get_preset
+    from explorer.backbones.load import load_backbone
+    from explorer.training.presets import build_preset_checkpoint, get_preset
 
     preset = get_preset(args.preset)
     backbone = load_backbone(args.backbone, device=args.device, progress=DownloadBar(args.quiet))
@@ -279,7 +279,7 @@ def add_checkpoint_parsers(add) -> None:
     p.add_argument("--rank-specific-context", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--device", default="cpu")
 
-    from ..presets import PRESETS
+    from explorer.training.presets import PRESETS
 
     p = add("zero-shot", "Write a zero-shot template checkpoint from a preset's prompt ensemble (nothing is trained).")
     p.add_argument("--preset", required=True, choices=list(PRESETS),

@@ -6,14 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .base import DownloadBar, _Bar, _open, _print_json, command
+from explorer.cli.base import DownloadBar, _Bar, _open, _print_json, command
 
 
 def _learner_settings(args: argparse.Namespace, method: str) -> dict[str, Any]:
     """The options of ``method`` set on the command line (the rank-names file read into names)."""
-    from ..methods import get_method
-    from ..options import values_from_args
-    from ..ranks import read_names_file
+    from explorer.core.options import values_from_args
+    from explorer.core.ranks import read_names_file
+    from explorer.methods import get_method
 
     settings = values_from_args(get_method(method).config_class, args)
     if settings.get("rank_names"):
@@ -23,8 +23,8 @@ def _learner_settings(args: argparse.Namespace, method: str) -> dict[str, Any]:
 
 def _train_config(args: argparse.Namespace, dataset: str, out: str, method: str = "rank"):
     """The TrainConfig of a train / sweep command: dataclass defaults, the --preset's, then the flags given."""
-    from ..options import values_from_args
-    from ..runconfig import TrainConfig, config_from_preset
+    from explorer.core.options import values_from_args
+    from explorer.training.config import TrainConfig, config_from_preset
 
     return config_from_preset(
         getattr(args, "preset", None), dataset, out, method, values_from_args(TrainConfig, args), _learner_settings(args, method),
@@ -34,7 +34,7 @@ def _train_config(args: argparse.Namespace, dataset: str, out: str, method: str 
 
 @command("train")
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..train import train
+    from explorer.training.trainer import train
 
     config = _train_config(args, args.dataset, args.out, args.learner)
     result = train(config, progress=_Bar(args.quiet), resume=args.resume)
@@ -56,12 +56,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 @command("embed")
 def cmd_embed(args: argparse.Namespace) -> int:
-    from ..backbones import load_backbone
-    from ..datasets import open_dataset, validate
-    from ..features import FeatureCache
-
-    from ..faces import faces_sentence
-    from ..train import Progress
+    from explorer.backbones.load import load_backbone
+    from explorer.data.datasets import open_dataset, validate
+    from explorer.data.faces import faces_sentence
+    from explorer.data.features import FeatureCache
+    from explorer.training.trainer import Progress
 
     backbone = load_backbone(args.backbone, device=args.device, progress=DownloadBar(args.quiet))
     dataset = open_dataset(args.dataset)
@@ -79,7 +78,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 @command("eval")
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..train import evaluate_checkpoint
+    from explorer.training.trainer import evaluate_checkpoint
 
     ckpt, backbone = _open(args)
     result = evaluate_checkpoint(ckpt, backbone, args.dataset, split=args.split, cache_dir=args.cache_dir,
@@ -98,8 +97,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 @command("sweep")
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from ..runconfig import parse_learner_list, sweep_grid
-    from ..train import sweep
+    from explorer.training.config import parse_learner_list, sweep_grid
+    from explorer.training.trainer import sweep
 
     base = _train_config(args, args.dataset, str(Path(args.out_dir) / "run.safetensors"))
     learners = parse_learner_list(args.learners, _learner_settings(args, "rank"))
@@ -124,7 +123,7 @@ def _data_flags(p, with_backbone: bool = True) -> None:
 
 def _face_flags(p, text: str, margin: bool = True) -> None:
     """--faces / --no-faces (and --face-margin)."""
-    from ..inputs import DEFAULT_MARGIN
+    from explorer.data.inputs import DEFAULT_MARGIN
 
     p.add_argument("--faces", action=argparse.BooleanOptionalAction, default=None, help=text)
     if margin:
@@ -134,11 +133,10 @@ def _face_flags(p, text: str, margin: bool = True) -> None:
 
 def _train_flags(p) -> None:
     """--preset, the TrainConfig flags and every method's own flags."""
-    from ..methods import REGISTRY, get_method
-    from ..options import add_flags
-    from ..runconfig import TrainConfig
-
-    from ..recipes import RECIPES
+    from explorer.core.options import add_flags
+    from explorer.methods import REGISTRY, get_method
+    from explorer.training.config import TrainConfig
+    from explorer.training.recipes import RECIPES
 
     p.add_argument("--preset", choices=list(RECIPES), default=None,
                    help="paper preset: ranks, prompt initialisation and the reference recipe of "
@@ -151,7 +149,7 @@ def _train_flags(p) -> None:
 
 def _add_training_parsers(add) -> None:
     """embed / train / eval / sweep sub-commands."""
-    from ..methods import method_names
+    from explorer.methods import method_names
 
     p = add("embed", "Fill the feature cache for a dataset (resumable; progress shown).")
     p.add_argument("dataset", help="DATASET spec, e.g. dots:20, utkface:DIR, list:ROOT:TRAIN.txt:VAL.txt:TEST.txt")

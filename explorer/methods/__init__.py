@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import ExplorerError
-from .base import ConfigMixin, Method
+from explorer.core.errors import ExplorerError
+from explorer.methods.base import ConfigMixin, Method
 
 REGISTRY: dict[str, str] = {
     "rank": "explorer.methods.ordinalclip:OrdinalCLIP",
     "plain": "explorer.methods.coop:CoOp",
     "template": "explorer.methods.zeroshot:ZeroShot",
-    "linear": "explorer.methods.linear:LinearProbe",
+    "linear": "explorer.methods.linear_probe:LinearProbe",
     "numclip": "explorer.methods.numclip:NumCLIP",
 }
 

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ExplorerError
-from ..ranks import Ranks
+from explorer.core.errors import ExplorerError
+from explorer.core.ranks import Ranks
 
 
 class ConfigMixin:
@@ -84,7 +84,7 @@ class Method(nn.Module):
 
     def loss(self, image_features: torch.Tensor, prototypes: torch.Tensor, y: torch.Tensor, objective) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss for labels ``y`` (rank indices) and its parts; ``objective`` is the run's TrainConfig."""
-        from ..objectives import ordinal_loss
+        from explorer.methods.objectives import ordinal_loss
 
         logits = self.logits(image_features, prototypes)
         return ordinal_loss(logits, y, objective.kl_weight, objective.distance_weighted)
@@ -121,7 +121,7 @@ class Method(nn.Module):
     @torch.no_grad()
     def prototypes(self, full_length: bool = False):
         """The normalised prototypes as a ``Prototypes`` object (CPU, float32)."""
-        from ..prototypes import Prototypes
+        from explorer.predict.prototypes import Prototypes
 
         return Prototypes(self(full_length=full_length).cpu(), self.logit_scale, self.classes)
 

@@ -17,13 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..concepts import CONCEPT_PRESETS, ConceptBins, bin_index, resolve_concepts
-from ..errors import ExplorerError
-from ..objectives import distance_weighted_logits, fcrl_kl, kl_text_to_image
-from ..options import option
-from ..prompts import LearnerConfig, PromptModel, build_prompt_model
-from ..ranks import Ranks
-from .base import ConfigMixin
+from explorer.core.errors import ExplorerError
+from explorer.core.options import option
+from explorer.core.ranks import Ranks
+from explorer.methods.base import ConfigMixin
+from explorer.methods.concepts import CONCEPT_PRESETS, ConceptBins, bin_index, resolve_concepts
+from explorer.methods.objectives import distance_weighted_logits, fcrl_kl, kl_text_to_image
+from explorer.methods.prompt import LearnerConfig, PromptModel, build_prompt_model
+from explorer.predict.summaries import summarize
 
 
 @dataclass
@@ -264,20 +265,8 @@ class NumCLIPPredictor:
 
     def predict(self, image_features: torch.Tensor, coverage: float = 0.9):
         """Distribution over the concept bins and the regressed value (``Prediction.value``)."""
-        from ..prototypes import summarize
 
         probs, values = self.outputs(image_features)
         pred = summarize(probs, self.bins.as_ranks(), coverage)
         pred.values = values
         return pred
-
-    def evaluate(self, image_features: torch.Tensor, labels: np.ndarray) -> dict[str, Any]:
-        """Value MAE (label units, per rank too) and the panel over the coarse bins (acc_max = the
-        reference's coarse accuracy)."""
-        from ..evaluation import value_errors
-        from ..metrics import metric_panel
-
-        probs, values = self.outputs(image_features)
-        coarse = self.class_targets(labels)
-        mae_value, per_rank = value_errors(labels, values, self.ranks)
-        return {**metric_panel(coarse, probs), "mae_value": mae_value, "per_rank_mae": per_rank}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..prompts import PromptModel
+from explorer.methods.prompt import PromptModel
 
 
 class ZeroShot(PromptModel):

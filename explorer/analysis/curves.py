@@ -1,0 +1,98 @@
+"""Few-shot and label-shift curves from a sweep's ``runs.csv``: a metric against shots, mean and
+standard deviation over seeds, one line per method (learner) and regime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from explorer.core.errors import ExplorerError
+
+CURVE_METRICS = ("mae_exp", "acc_max")
+ALL_SHOTS = "all"
+
+
+def _shots_order(value) -> float:
+    """Numeric sort key of a shots value ("all" = the full train split, after every number)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("inf")
+
+
+def read_runs(path: str | Path):
+    """The runs table of a sweep: ``runs.csv`` itself or the sweep folder holding it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "runs.csv"
+    if not path.is_file():
+        raise ExplorerError(f"No sweep results at {path}; run 'ordinal-explorer sweep' first (it writes runs.csv).")
+    return parse_runs(path, path.name)
+
+
+def parse_runs(source, name: str):
+    """A sweep runs table from a CSV path or file object; one sentence when it is not one."""
+    import pandas as pd
+
+    try:
+        runs = pd.read_csv(source)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ExplorerError(f"{name} is not a readable CSV file ({' '.join(str(exc).split())[:120]}).") from exc
+    missing = {"learner", "shots", "seed"} - set(runs.columns)
+    if missing:
+        raise ExplorerError(f"{name} is not a sweep runs table (missing columns {', '.join(sorted(missing))}).")
+    return runs
+
+
+def build_curves(runs, metrics: tuple[str, ...] = CURVE_METRICS):
+    """Long table: one row per (regime, learner, shots, metric) with mean, std (ddof=1, 0 for one seed), seeds.
+
+    ``runs`` is a DataFrame (or list of row dicts) with learner, shots, seed and the metrics; a
+    ``label_shift`` column (e.g. "none", "10 0.5") separates the few-shot and label-shift regimes.
+    """
+    import pandas as pd
+
+    runs = pd.DataFrame(runs).copy()
+    if runs.empty:
+        raise ExplorerError("The sweep has no runs to draw curves from.")
+    regime = runs["label_shift"].fillna("none").astype(str) if "label_shift" in runs else pd.Series("none", index=runs.index)
+    runs["regime"] = ["few-shot" if r in ("none", "", "nan") else f"label shift {r}" for r in regime]
+    runs["shots"] = runs["shots"].astype(str)
+    missing = [m for m in metrics if m not in runs]
+    if missing:
+        raise ExplorerError(f"The runs table has no {', '.join(missing)} column.")
+    rows = []
+    for (reg, learner, shots), group in runs.groupby(["regime", "learner", "shots"], sort=False):
+        for m in metrics:
+            v = group[m].astype(float).to_numpy()
+            rows.append({"regime": reg, "learner": learner, "shots": shots, "shots_order": _shots_order(shots),
+                         "metric": m, "mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if v.size > 1 else 0.0,
+                         "seeds": int(v.size)})
+    table = pd.DataFrame(rows)
+    order = {name: i for i, name in enumerate(dict.fromkeys(runs["learner"]))}  # the sweep's learner order
+    table["_learner"] = table["learner"].map(order)
+    table = table.sort_values(["regime", "metric", "_learner", "shots_order"], kind="stable")
+    return table.drop(columns=["_learner"]).reset_index(drop=True)
+
+
+def curves_from_runs(path: str | Path, metrics: tuple[str, ...] = CURVE_METRICS):
+    """:func:`build_curves` of a sweep folder's (or file's) ``runs.csv``."""
+    return build_curves(read_runs(path), metrics)
+
+
+def write_curves(runs, out_dir: str | Path) -> Path:
+    """Write ``curves.csv`` (atomically) beside the sweep's other tables; returns its path."""
+    from explorer.core.fsio import write_text
+
+    path = Path(out_dir) / "curves.csv"
+    write_text(path, build_curves(runs).drop(columns=["shots_order"]).to_csv(index=False))
+    return path
+
+
+def curve_series(curves, metric: str, regime: str) -> list[dict[str, Any]]:
+    """One series per learner for a plot: ``{"learner", "shots", "mean", "std", "seeds"}``."""
+    part = curves[(curves["metric"] == metric) & (curves["regime"] == regime)]
+    return [{"learner": learner, "shots": list(g["shots"]), "mean": g["mean"].tolist(), "std": g["std"].tolist(),
+             "seeds": g["seeds"].tolist()} for learner, g in part.groupby("learner", sort=False)]

@@ -1,0 +1,162 @@
+"""Evaluation of a predictor (prototypes, or a method's own predictor) on image features."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from explorer.core.errors import ExplorerError
+from explorer.core.ranks import RankMatch, match_ranks, span
+from explorer.metrics.ordinal import epsilon_error
+from explorer.metrics.panel import metric_panel
+
+
+def value_errors(labels: np.ndarray, values: np.ndarray, ranks) -> tuple[float, list[float | None]]:
+    """(MAE of point estimates ``values`` against the labels' values, per-rank MAE in the same units,
+    None where a rank is absent)."""
+    err = np.abs(np.asarray(values, dtype=np.float64) - ranks.value_array[labels])
+    per_rank = [float(err[labels == r].mean()) if (labels == r).any() else None for r in range(len(ranks))]
+    return float(err.mean()), per_rank
+
+
+def score_outputs(labels: np.ndarray, probs: np.ndarray, values: np.ndarray, targets: np.ndarray, ranks) -> dict[str, Any]:
+    """The metrics of any predictor's outputs: the panel of ``probs`` against the class ``targets``
+    (rank-index units for prototype methods, bins for binned ones), ``mae_value`` of ``values`` against
+    the labels' values and ``per_rank_mae`` in the labels' units (one unit for every method)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    mae_value, per_rank = value_errors(labels, values, ranks)
+    return {**metric_panel(targets, probs), "mae_value": mae_value, "per_rank_mae": per_rank}
+
+
+@torch.no_grad()
+def evaluate_features(predictor, feats: torch.Tensor, labels: np.ndarray, spreads: np.ndarray | None = None) -> dict[str, Any]:
+    """The metrics of ``predictor`` (any method's: see :mod:`explorer.predict.prototypes`) on image
+    features; with apparent-age ``spreads`` (one sigma per image) also the ChaLearn ``epsilon_error``."""
+    labels = np.asarray(labels, dtype=np.int64)
+    probs, values = predictor.outputs(feats)
+    metrics = score_outputs(labels, probs, values, predictor.class_targets(labels), predictor.ranks)
+    if spreads is not None:
+        metrics["epsilon_error"] = epsilon_error(predictor.ranks.value_array[labels], values, spreads)
+    return metrics
+
+
+def _eval_indices(ckpt, dataset, dataset_spec: str, split: str) -> list[int]:
+    """Sample indices of ``split`` (the split seed/fractions of the checkpoint's run when it was
+    trained on this dataset, else the defaults)."""
+    from explorer.data import datasets as ds
+
+    training = ckpt.meta.get("training") or {}
+    same = training.get("dataset") == dataset_spec
+    splits = ds.make_splits(
+        dataset,
+        val_fraction=training.get("val_fraction", 0.1) if same else 0.1,
+        test_fraction=training.get("test_fraction", 0.2) if same else 0.2,
+        seed=training.get("seed", 0) if same else 0,
+    )
+    return list(range(len(dataset.samples))) if split == "all" else list(splits.get(split, []))
+
+
+@dataclass
+class EvalSplit:
+    """The samples of a split, their labels as the checkpoint's rank indices, how the dataset's ranks
+    were matched to the checkpoint's and how many images were skipped for labels outside them."""
+
+    dataset: Any
+    samples: list
+    labels: np.ndarray
+    match: RankMatch
+    skipped: int = 0
+
+    def note(self) -> str | None:
+        """One sentence on the matching, or None when the dataset has the checkpoint's own ranks."""
+        if self.match.by == "same" and not self.skipped:
+            return None
+        plural = "1 image with a label outside them was" if self.skipped == 1 else f"{self.skipped} images with labels outside them were"
+        skipped = f"; {plural} skipped" if self.skipped else ""
+        return f"Labels matched to the checkpoint's ranks by {self.match.by}{skipped}."
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready form of the matching."""
+        return {"matched_by": self.match.by, "skipped_outside": self.skipped}
+
+
+def _outside_labels(dataset, samples: list, match: RankMatch, ckpt_ranks, skip_bad: bool) -> list[bool]:
+    """Per sample whether its label has a checkpoint rank; refuses (one sentence) when some have none,
+    unless ``skip_bad``, and when none is left."""
+    keep = [match.index[s.label] is not None for s in samples]
+    outside = keep.count(False)
+    if not outside:
+        return keep
+    names = [dataset.ranks.labels[i] for i in sorted({s.label for s, k in zip(samples, keep) if not k})]
+    examples = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    what = f"{outside} of {len(samples)} images have" if outside > 1 else f"1 of {len(samples)} images has"
+    where = f"labels outside the checkpoint's ranks {span(ckpt_ranks)} (e.g. {examples})"
+    if outside == len(samples):
+        raise ExplorerError(f"All {len(samples)} images have {where}; nothing is left to evaluate.")
+    if not skip_bad:
+        raise ExplorerError(f"{what} {where}; --skip-bad skips them.")
+    return keep
+
+
+def open_eval_split(ckpt, dataset_spec: str, split: str = "test", skip_bad: bool = False,
+                    min_label: int | None = None) -> EvalSplit:
+    """The split ``ckpt`` is scored on (its training run's dataset options and split settings when it was
+    trained on ``dataset_spec``), labels matched to its ranks (:func:`explorer.core.ranks.match_ranks`);
+    ``min_label`` keeps only checkpoint ranks >= it."""
+    from explorer.data import datasets as ds
+
+    training = ckpt.meta.get("training") or {}
+    options = (training.get("dataset_options") or {}) if training.get("dataset") == dataset_spec else {}
+    dataset = ds.open_dataset(dataset_spec, **options)
+    ds.validate(dataset, check_images=True, skip_bad=skip_bad)
+    match = match_ranks(dataset.ranks, ckpt.ranks)
+    samples = [dataset.samples[i] for i in _eval_indices(ckpt, dataset, dataset_spec, split)]
+    if not samples:
+        raise ExplorerError(f"The {split} split of {dataset_spec} has no images.")
+    keep = _outside_labels(dataset, samples, match, ckpt.ranks, skip_bad)
+    samples = [s for s, k in zip(samples, keep) if k]
+    labels = [match.index[s.label] for s in samples]
+    if min_label is not None:
+        tail = ds.long_tail(range(len(samples)), labels, min_label)
+        samples, labels = [samples[i] for i in tail], [labels[i] for i in tail]
+        if not samples:
+            raise ExplorerError(f"The {split} split of {dataset_spec} has no images with labels >= {min_label}.")
+    return EvalSplit(dataset, samples, np.array(labels, dtype=np.int64), match, keep.count(False))
+
+
+def crop_faces_for(ckpt, dataset, faces: bool | None = None) -> None:
+    """Make ``dataset`` crop faces exactly as Predict does when ``faces`` is True, or (None) when
+    ``ckpt`` was trained with ``--faces`` (at the run's margin)."""
+    from explorer.data.inputs import DEFAULT_MARGIN, checkpoint_inputs
+
+    record = checkpoint_inputs(ckpt.meta)
+    if faces is None:
+        faces = bool(record.get("cropped"))
+    dataset.face_margin = (record.get("margin") or DEFAULT_MARGIN) if faces else None
+
+
+def face_counts(found: list[bool | None]) -> dict[str, int] | None:
+    """``{found, images}`` of a cropped evaluation (None when whole images were used)."""
+    flags = [f for f in found if f is not None]
+    return {"found": sum(flags), "images": len(flags)} if flags else None
+
+
+def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", cache_dir: str | None = None,
+                        skip_bad: bool = False, min_label: int | None = None, faces: bool | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint on a dataset split; ``min_label`` keeps only labels >= it (the long-tail
+    evaluation of §6); ``faces`` crops faces as Predict does (None: as the checkpoint was trained)."""
+    from explorer.data.features import FeatureCache
+
+    es = open_eval_split(ckpt, dataset_spec, split, skip_bad, min_label)
+    crop_faces_for(ckpt, es.dataset, faces)
+    cache = FeatureCache(backbone, cache_dir)
+    feats = cache.features(es.dataset, es.samples)
+    metrics = evaluate_features(ckpt.predictor(), feats, es.labels, es.dataset.spreads(es.samples))
+    result = {"checkpoint": ckpt.name, "dataset": dataset_spec, "split": split, "min_label": min_label,
+              "faces": face_counts(cache.last_faces), "metrics": metrics}
+    if es.note():
+        result["labels"] = {**es.summary(), "note": es.note()}
+    return result

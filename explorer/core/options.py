@@ -1,0 +1,96 @@
+"""Typed options: dataclass fields that carry their command-line flag, help and choices.
+
+Configs (:class:`explorer.training.config.TrainConfig`, each method's config) declare their fields with
+:func:`option`; the CLI builds its flags from them (:func:`add_flags`) and reads them back
+(:func:`values_from_args`), and the app's Train form takes defaults and choices from
+:func:`default_of` / :func:`choices_of`. The defaults live in the dataclasses, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, Field, field, fields
+from typing import Any, Iterable
+
+
+def option(default: Any = None, *, flag: str | None = None, help: str = "", choices: Iterable[Any] | None = None,
+           nargs: int | str | None = None, metavar: Any = None, default_factory: Any = None) -> Any:
+    """A dataclass field with CLI metadata (``flag`` None: not on the command line)."""
+    meta = {"flag": flag, "help": help, "choices": tuple(choices) if choices is not None else None,
+            "nargs": nargs, "metavar": metavar}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _default(f: Field) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def default_of(cls: type, name: str) -> Any:
+    """The default of field ``name`` of dataclass ``cls``."""
+    for f in fields(cls):
+        if f.name == name:
+            return _default(f)
+    raise KeyError(name)
+
+
+def choices_of(cls: type, name: str) -> tuple:
+    """The allowed values of field ``name`` (empty when free)."""
+    for f in fields(cls):
+        if f.name == name:
+            return tuple(f.metadata.get("choices") or ())
+    raise KeyError(name)
+
+
+def flag_fields(cls: type) -> list[Field]:
+    """Fields of ``cls`` that have a command-line flag."""
+    return [f for f in fields(cls) if f.metadata.get("flag")]
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, seen: set[str] | None = None, note: str = "") -> None:
+    """Add one flag per option of ``cls`` (skipping flags in ``seen``); parsed values default to None
+    so that :func:`values_from_args` can tell what the user set."""
+    seen = set() if seen is None else seen
+    for f in flag_fields(cls):
+        flag = f.metadata["flag"]
+        if flag in seen:
+            continue
+        seen.add(flag)
+        default = _default(f)
+        help_text = f.metadata["help"] + note + (f" (default {default})" if default not in (None, False) else "")
+        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+            continue
+        if f.metadata.get("choices"):
+            kw["choices"] = f.metadata["choices"]
+        if f.metadata.get("nargs"):
+            kw["nargs"] = f.metadata["nargs"]
+        if f.metadata.get("metavar"):
+            kw["metavar"] = f.metadata["metavar"]
+        kw["type"] = _arg_type(f, default)
+        parser.add_argument(flag, **kw)
+
+
+def _arg_type(f: Field, default: Any):
+    kind = str(f.type)
+    if isinstance(default, float) or "float" in kind:
+        return float
+    if isinstance(default, int) or kind.startswith("int"):
+        return int
+    return str
+
+
+def values_from_args(cls: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The options of ``cls`` the user set on the command line (name -> value)."""
+    out = {}
+    for f in flag_fields(cls):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out

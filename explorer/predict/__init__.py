@@ -1,0 +1,1 @@
+"""Prediction from image features: rank prototypes, the distribution summaries every method's output goes through, and the torch-free ONNX runtime path."""

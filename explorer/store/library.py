@@ -1,0 +1,453 @@
+"""The checkpoint library: scan a folder, describe every file (usable or not), and cache analyses.
+
+- :func:`scan_folder` / :func:`inspect_file` never raise: every ``.safetensors``, ``.pt``,
+  ``.pth``, ``.ckpt`` and ``.bin`` file becomes a :class:`LibraryEntry` whose ``status`` is
+  ``"ok"`` (an explorer checkpoint), ``"not_checkpoint"`` (e.g. backbone weights: a safetensors
+  file without the ``ordinalclip_explorer`` metadata key, or a torch pickle, which is never
+  unpickled) or ``"error"`` (corrupt, wrong format, invalid contents), with a one-sentence reason.
+- :func:`store_upload` keeps an uploaded file under the cache folder, named by its content hash.
+- :func:`geometry_summary` bundles the similarity views, ordinality and violations of one
+  prototype matrix; :func:`cached_projection` keeps UMAP / t-SNE layouts on disk
+  (``<cache>/projections/<key>-<method>-<dims>-<seed>.npy``, written atomically), so a restart
+  does not pay numba's warm-up again.
+- Checkpoints are identified by a content hash (BLAKE2b of the file bytes): analyses keyed by it
+  stay valid whatever the file is called and are recomputed when the bytes change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from explorer.backbones.spec import DEMO_WEIGHTS, META_KEY, parse_backbone_spec
+from explorer.core.errors import ExplorerError
+from explorer.core.fileformat import MAX_HEADER_BYTES, file_format, is_torch_pickle
+from explorer.core.fsio import bytes_digest, file_digest, write_bytes
+from explorer.core.settings import cache_folder
+from explorer.store.resume import RESUME_KEY, describe_resume, read_resume_meta
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
+
+
+@dataclass
+class LibraryEntry:
+    """One file of the library (or one the user added) with what the Library page shows."""
+
+    path: Path
+    status: str  # "ok" | "resume" (a run's resume state) | "not_checkpoint" | "error"
+    message: str = ""
+    content_hash: str = ""
+    source: str = "library"  # "library" | "added"
+    summary: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] | None = None
+    ordinality: float | None = None
+    violation_rate: float | None = None
+    backbone_ok: bool | None = None
+    backbone_note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def key(self) -> str:
+        """Stable identifier for widgets: the absolute path."""
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.summary.get("name") or self.path.stem
+
+    @property
+    def backbone_spec(self) -> str:
+        return (self.summary.get("backbone") or {}).get("spec", "")
+
+    @property
+    def learner(self) -> str:
+        """rank / plain / template, with "(prototypes)" for a prototype-only export."""
+        learner = self.summary.get("learner") or ""
+        if self.summary.get("kind") == "prototypes":
+            return f"{learner} (prototypes)" if learner else "prototypes"
+        return learner
+
+    @property
+    def num_ranks(self) -> int | None:
+        return self.summary.get("num_ranks")
+
+    @property
+    def num_classes(self) -> int | None:
+        """Rows of the prototype matrix: the ranks, or a binned method's bins."""
+        return self.summary.get("num_classes", self.num_ranks)
+
+    def row(self) -> dict[str, Any]:
+        """A flat table row (the Library table)."""
+        km = key_metrics(self.metrics)
+        status = {"ok": "ok", "resume": "resume state", "not_checkpoint": "not a checkpoint", "error": "error"}[self.status]
+        note = self.message
+        if self.ok and self.backbone_ok is False:
+            status, note = "backbone missing", self.backbone_note
+        return {
+            "name": self.name,
+            "file": self.path.name,
+            "status": status,
+            "kind": self.summary.get("kind", ""),
+            "learner": self.learner,
+            "backbone": self.backbone_spec,
+            "interpolation": _interp_text(self.summary),
+            "ranks": self.num_ranks,
+            "range": self.summary.get("ranks", ""),
+            "MAE": km.get("mae_value", km.get("mae_exp")),
+            "accuracy %": None if km.get("acc_max") is None else 100 * km["acc_max"],
+            "metrics on": km.get("split", ""),
+            "ordinality %": None if self.ordinality is None else 100 * self.ordinality,
+            "violations %": None if self.violation_rate is None else 100 * self.violation_rate,
+            "note": note,
+            "source": self.source,
+        }
+
+
+def _interp_text(summary: dict[str, Any]) -> str:
+    if summary.get("learner") != "rank" or summary.get("kind") != "full":
+        return ""
+    return f"{summary.get('interpolation')} (B={summary.get('num_base_ranks')})"
+
+
+# --- metrics stored in checkpoint metadata --------------------------------------------------------
+
+
+def _split_metrics(metrics: dict[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
+    """(split, metric dict): the test split when present, else val, else a flat metric dict."""
+    if not isinstance(metrics, dict) or not metrics:
+        return None
+    for split in ("test", "val"):
+        if isinstance(metrics.get(split), dict) and metrics[split]:
+            return split, metrics[split]
+    if any(isinstance(v, (int, float)) for v in metrics.values()) or "per_rank_mae" in metrics:
+        return "", metrics
+    return None
+
+
+def key_metrics(metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """Headline numbers of checkpoint ``metrics`` metadata: ``split`` plus every scalar metric."""
+    found = _split_metrics(metrics)
+    if found is None:
+        return {}
+    split, values = found
+    out: dict[str, Any] = {"split": split}
+    for k, v in values.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = float(v)
+    return out
+
+
+def per_rank_mae(metrics: dict[str, Any] | None) -> tuple[str, list[float | None]] | None:
+    """(split, per-rank MAE list with None for ranks without examples) when the metadata has it."""
+    found = _split_metrics(metrics)
+    if found is None:
+        return None
+    split, values = found
+    per_rank = values.get("per_rank_mae")
+    if not isinstance(per_rank, list) or not per_rank:
+        return None
+    return split, [None if v is None else float(v) for v in per_rank]
+
+
+# --- inspecting files --------------------------------------------------------------------------------
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str] | None:
+    """The ``__metadata__`` of a safetensors header without reading tensors; raises ExplorerError if unreadable."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ExplorerError(f"{path.name} is too short to be a safetensors file (truncated or empty).")
+        (length,) = struct.unpack("<Q", head)
+        if length <= 1 or length > MAX_HEADER_BYTES:
+            raise ExplorerError(f"{path.name} is not a safetensors file (its header length is implausible).")
+        raw = f.read(length)
+    if len(raw) < length:
+        raise ExplorerError(f"{path.name} is truncated (its safetensors header is incomplete).")
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ExplorerError(f"{path.name} is not a safetensors file (its header is not JSON).") from exc
+    if not isinstance(header, dict):
+        raise ExplorerError(f"{path.name} is not a safetensors file (unexpected header).")
+    meta = header.get("__metadata__")
+    return meta if isinstance(meta, dict) else None
+
+
+SAFE_PICKLE_PREFIXES = ("torch.", "collections.OrderedDict", "numpy.core.multiarray._reconstruct", "numpy.dtype",
+                        "numpy.ndarray", "_codecs.encode", "builtins.set", "builtins.dict", "builtins.list", "builtins.tuple",
+                        "pytorch_lightning.", "lightning.", "__torch__.", "omegaconf.", "typing.Any",
+                        "argparse.Namespace", "pathlib.PosixPath")
+
+
+def pickle_globals(path: str | Path, limit_bytes: int = 50_000_000) -> list[str]:
+    """``module.name`` of every global a pickle (or each ``*.pkl`` inside a torch zip) would import,
+    found by reading opcodes only (nothing is unpickled). Empty when it cannot be parsed."""
+    import pickletools
+    import zipfile
+
+    path = Path(path)
+    blobs: list[bytes] = []
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                blobs = [zf.read(n) for n in zf.namelist() if n.endswith(".pkl") and zf.getinfo(n).file_size <= limit_bytes]
+        elif path.stat().st_size <= limit_bytes:
+            blobs = [path.read_bytes()]
+    except (OSError, zipfile.BadZipFile):
+        return []
+    found: list[str] = []
+    for blob in blobs:
+        strings: list[str] = []
+        try:
+            for op, arg, _pos in pickletools.genops(blob):
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(_readable_global(*str(arg).split(" ", 1)))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(_readable_global(strings[-2], strings[-1]))
+                elif isinstance(arg, str):
+                    strings.append(arg)
+        except Exception:  # truncated or not a pickle: report what was seen
+            pass
+    return sorted(set(found))
+
+
+def _readable_global(module: str, name: str = "") -> str:
+    if module in ("posix", "nt"):  # os.system pickles as posix.system / nt.system
+        module = "os"
+    return f"{module}.{name}" if name else module
+
+
+def classify_file(path: str | Path) -> tuple[str, str]:
+    """Cheap first look: ``("checkpoint", "")``, ``("resume", what)``, ``("not_checkpoint", why)`` or ``("error", why)``."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            return "error", f"{path.name} is empty (0 bytes)."
+        if is_torch_pickle(file_format(path)):
+            risky = [g for g in pickle_globals(path) if not g.startswith(SAFE_PICKLE_PREFIXES)]
+            if risky:
+                return "error", (
+                    f"{path.name} is a pickle that would import and call {', '.join(risky[:3])} when loaded, "
+                    "so it could run code; it was not opened."
+                )
+            return "not_checkpoint", (
+                f"{path.name} is a torch pickle; pickles are never loaded here because unpickling can run code "
+                "(reference OrdinalCLIP runs can be converted with 'ordinal-explorer import-reference')."
+            )
+        meta = _safetensors_metadata(path)
+    except ExplorerError as exc:
+        if path.suffix != ".safetensors":
+            return "not_checkpoint", f"{path.name} is neither a safetensors checkpoint nor a torch file."
+        return "error", str(exc)
+    except OSError as exc:
+        return "error", f"{path.name} cannot be read ({exc.strerror or exc})."
+    if meta and RESUME_KEY in meta and META_KEY not in meta:
+        info = describe_resume(read_resume_meta(meta[RESUME_KEY], path), path)
+        return "resume", (
+            f"Resume state of run {info['run']} after epoch {info['epochs_done']} of {info['epochs']} "
+            f"(its checkpoint is {Path(info['checkpoint']).name}); continue with '{info['continue_with']}'."
+        )
+    if not meta or META_KEY not in meta:
+        arch = (meta or {}).get("arch")
+        what = f"backbone weights ({arch})" if arch else "weights without explorer metadata (e.g. a backbone)"
+        return "not_checkpoint", f"{path.name} is a safetensors file of {what}, not an explorer checkpoint."
+    return "checkpoint", ""
+
+
+def backbone_status(spec: str) -> tuple[bool | None, str]:
+    """Whether the backbone a checkpoint names can be loaded here, without loading it (and, except for
+    open_clip zoo specs, without importing torch): the spec rules of :func:`explorer.backbones.spec.parse_backbone_spec`.
+
+    Returns (True, ""), (False, one sentence) or (None, note) when only loading will tell.
+    """
+    if not (spec or "").strip():
+        return False, "The checkpoint does not name its backbone."
+    try:
+        parsed = parse_backbone_spec(spec)
+    except ExplorerError as exc:
+        return False, f"Backbone not available: {exc}"
+    if parsed.kind == "demo":
+        return (True, "") if DEMO_WEIGHTS.is_file() else (False, "The demo backbone weights are missing; run 'make demo-backbone'.")
+    if parsed.kind == "file":
+        return True, ""
+    from explorer.backbones import hub
+
+    if parsed.kind == "hub":
+        return _hub_status(hub.hub_model_for(parsed.text), parsed.text)
+    return _zoo_status(parsed.name, parsed.tag)
+
+
+def _zoo_status(name: str, tag: str) -> tuple[bool | None, str]:
+    import open_clip
+
+    from explorer.backbones import hub
+
+    spec = f"{name}:{tag}"
+    if name not in open_clip.list_models():
+        return False, f"Backbone not available: open_clip has no architecture '{name}'."
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if not cfg:
+        return False, f"Backbone not available: open_clip has no pretrained tag '{tag}' for {name}."
+    return _hub_status(hub.zoo_hub_model(spec, name, cfg), spec)
+
+
+def _hub_status(model, spec: str) -> tuple[bool | None, str]:
+    """Cached: usable; not cached and offline: not available; else only a download will tell."""
+    from explorer.backbones import hub
+
+    if model is not None and hub.cached_paths(model) is not None:
+        return True, ""
+    if hub.hub_environment().offline:
+        return False, f"Backbone not available: the weights of {spec} are not in the local cache and the hub is offline."
+    return None, f"The weights of {spec} are not cached; they will be downloaded on first use."
+
+
+def inspect_file(path: str | Path, source: str = "library") -> LibraryEntry:
+    """Describe one file; never raises (problems become ``status`` "error" / "not_checkpoint")."""
+    path = Path(path)
+    try:
+        status, message = classify_file(path)
+        if status != "checkpoint":
+            return LibraryEntry(path, status, message, source=source)
+        from explorer.analysis.geometry import ordinality_report
+        from explorer.store.checkpoints import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        summary = ckpt.summary()
+        summary.pop("tensors", None)
+        entry = LibraryEntry(path, "ok", "", file_digest(path), source, summary, ckpt.meta.get("metrics"))
+        try:
+            report = ordinality_report(ckpt.prototypes.matrix.numpy())
+            entry.ordinality, entry.violation_rate = report["ordinality"], report["violation_rate"]
+        except ExplorerError as exc:
+            entry.message = str(exc)
+        entry.backbone_ok, entry.backbone_note = backbone_status(ckpt.backbone_spec)
+        return entry
+    except ExplorerError as exc:
+        return LibraryEntry(path, "error", str(exc), source=source)
+    except Exception as exc:  # a library row must never break the page
+        return LibraryEntry(path, "error", f"{path.name} could not be read ({type(exc).__name__}: {_one_line(exc)}).", source=source)
+
+
+LISTING_VERSION = 2  # 2: summaries have num_classes
+
+
+def _listing_path(path: Path, cache_dir: Path) -> Path:
+    st = path.stat()
+    key = hashlib.blake2b(f"{path.resolve()}|{st.st_mtime_ns}|{st.st_size}|{LISTING_VERSION}".encode(), digest_size=10).hexdigest()
+    return cache_dir / "library" / f"{key}.json"
+
+
+def inspect_file_cached(path: str | Path, source: str = "library", cache_dir: str | Path | None = None) -> LibraryEntry:
+    """:func:`inspect_file`, remembered on disk per (path, mtime, size): after a restart the listing of
+    unchanged files needs neither torch nor the tensors. The backbone status is always re-checked."""
+    path = Path(path)
+    cache_dir = Path(cache_dir) if cache_dir is not None else cache_folder()
+    try:
+        record = _listing_path(path, cache_dir)
+    except OSError:
+        return inspect_file(path, source)
+    if record.is_file():
+        try:
+            data = json.loads(record.read_text())
+            entry = LibraryEntry(path=path, source=source, **{k: v for k, v in data.items() if k not in ("path", "source")})
+            if entry.ok:
+                entry.backbone_ok, entry.backbone_note = backbone_status(entry.backbone_spec)
+            return entry
+        except (OSError, ValueError, TypeError):
+            pass
+    entry = inspect_file(path, source)
+    if entry.status != "error" or "cannot be read" not in entry.message:  # do not remember transient read errors
+        data = {k: v for k, v in entry.__dict__.items() if k not in ("path", "source", "backbone_ok", "backbone_note")}
+        try:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes(record, json.dumps(data, default=str).encode())
+        except OSError:
+            pass
+    return entry
+
+
+def list_candidates(folder: str | Path) -> list[Path]:
+    """Files in ``folder`` (not recursive) whose suffix is a weight/checkpoint suffix, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES and not p.name.startswith(".")),
+        key=lambda p: p.name.lower(),
+    )
+
+
+def scan_folder(folder: str | Path) -> list[LibraryEntry]:
+    """Every candidate file of ``folder`` as a LibraryEntry (usable checkpoints first)."""
+    entries = [inspect_file(p) for p in list_candidates(folder)]
+    return sorted(entries, key=lambda e: (not e.ok, e.name.lower()))
+
+
+def stat_key(path: str | Path) -> tuple[str, int, int]:
+    """(path, mtime_ns, size): changes whenever the file is rewritten (cache key for :func:`inspect_file`)."""
+    st = Path(path).stat()
+    return str(path), st.st_mtime_ns, st.st_size
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def store_upload(data: bytes, filename: str, folder: str | Path | None = None) -> Path:
+    """Keep uploaded bytes as ``<folder>/<content hash>/<safe filename>`` (written atomically); returns the path."""
+    if not data:
+        raise ExplorerError(f"{filename or 'The upload'} is empty (0 bytes).")
+    folder = Path(folder) if folder is not None else cache_folder() / "uploaded-checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = _SAFE.sub("_", Path(filename or "upload").name).strip("._") or "upload"
+    path = folder / bytes_digest(data) / safe
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        write_bytes(path, data)
+    return path
+
+
+# --- analyses ------------------------------------------------------------------------------------
+
+
+def geometry_summary(matrix, window: tuple[int, int] | None = None, logit_scale: float = 100.0) -> dict[str, Any]:
+    """Everything the Geometry page shows for prototypes ``matrix`` (R x E) in rank ``window``.
+
+    Keys: window (a, b), similarity (cosine), views {cosine, max_normalised, softmax},
+    report (ordinality_report), violations (m x m bool), adjacent (N-1 cosines).
+    """
+    from explorer.analysis.geometry import SIMILARITY_VIEWS, adjacent_similarity, ordinality_report, similarity_matrix, similarity_view, violation_map
+
+    P = np.asarray(matrix.detach().cpu().numpy() if hasattr(matrix, "detach") else matrix, dtype=np.float64)
+    S = similarity_matrix(P, window)
+    report = ordinality_report(P, window)
+    return {
+        "window": tuple(report["window"]),
+        "similarity": S,
+        "views": {kind: similarity_view(S, kind, logit_scale) for kind in SIMILARITY_VIEWS},
+        "report": report,
+        "violations": violation_map(S),
+        "adjacent": adjacent_similarity(S),
+    }
+
+
+def onnx_cache_path(content_hash: str, cache_dir: str | Path | None = None) -> Path:
+    """``<cache>/onnx/<content_hash>.onnx``: a checkpoint's ONNX export, keyed by its content."""
+    folder = Path(cache_dir) if cache_dir is not None else cache_folder()
+    return folder / "onnx" / f"{_SAFE.sub('_', content_hash)}.onnx"
+
+
+def _one_line(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,148 @@
+"""Background training jobs: one thread per run, with progress, history, cancel and reconnect by id.
+
+The app keeps one ``JobManager`` per server; each run gets its own id and output file, so two users
+training at once never share a run. A page that reloads finds its job again by id.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from explorer.core.errors import ExplorerError
+from explorer.training.config import RateEstimate
+from explorer.training.trainer import Cancelled, Progress, TrainConfig, TrainResult, train
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+@dataclass
+class TrainingJob:
+    """A training run in a background thread; read its fields from any thread."""
+
+    id: str
+    config: TrainConfig
+    owner: str | None = None
+    state: str = "queued"
+    stage: str = ""
+    message: str = ""
+    fraction: float = 0.0
+    epoch: int = 0
+    epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
+    steps: list[dict[str, Any]] = field(default_factory=list)  # recent step losses
+    result: TrainResult | None = None
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    embed: dict[str, Any] = field(default_factory=dict)  # done, total, eta_s of the embedding under way
+    download: dict[str, Any] = field(default_factory=dict)  # done, total bytes of the backbone file downloading
+    _eta: RateEstimate = field(default_factory=RateEstimate, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "running")
+
+    @property
+    def checkpoint(self) -> Path | None:
+        return self.result.checkpoint if self.result else None
+
+    def cancel(self) -> None:
+        """Ask the run to stop after its current step (the best checkpoint so far is kept)."""
+        self._stop.set()
+
+    def snapshot(self) -> dict[str, Any]:
+        """A consistent copy of the fields a page shows."""
+        with self._lock:
+            return {
+                "id": self.id, "state": self.state, "stage": self.stage, "message": self.message,
+                "fraction": self.fraction, "epoch": self.epoch, "epochs": self.epochs,
+                "history": list(self.history), "steps": list(self.steps), "error": self.error,
+                "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+                "test": dict(self.result.test_metrics or {}) if self.result else None,
+                "elapsed": (self.finished or time.time()) - self.started,
+                "embed": dict(self.embed), "download": dict(self.download), "backbone": self.config.backbone,
+            }
+
+    def _on_progress(self, p: Progress) -> None:
+        with self._lock:
+            self.stage = p.stage
+            self.message = p.message or self.message
+            if p.stage in ("train", "epoch"):
+                self.epoch, self.epochs = p.epoch, p.epochs
+            if p.stage == "download":
+                self.download = {"done": p.done, "total": p.total or None}
+            elif p.stage == "embed" and p.total:
+                self.fraction = 0.1 * p.fraction
+                eta = self._eta.update(p.done, p.total, time.time())
+                self.embed = {"done": p.done, "total": p.total, "eta_s": eta}
+            elif p.stage == "train" and p.epochs:
+                self.fraction = 0.1 + 0.85 * ((p.epoch - 1) + p.fraction) / p.epochs
+                self.steps.append({"step": len(self.steps) + 1, "epoch": p.epoch, "loss": p.metrics.get("loss")})
+                del self.steps[:-2000]
+            elif p.stage == "epoch":
+                self.history.append({"epoch": p.epoch, **p.metrics})
+            elif p.stage == "done":
+                self.fraction = 1.0
+
+    def _run(self) -> None:
+        with self._lock:
+            self.state = "running"
+        try:
+            result = train(self.config, progress=self._on_progress, should_stop=self._stop.is_set)
+            with self._lock:
+                self.result = result
+                self.state = "cancelled" if result.cancelled else "done"
+                self.fraction = 1.0 if not result.cancelled else self.fraction
+        except Cancelled as exc:
+            with self._lock:
+                self.state, self.error = "cancelled", str(exc)
+        except ExplorerError as exc:
+            with self._lock:
+                self.state, self.error = "failed", str(exc)
+        except Exception as exc:  # unexpected: one line for the page, the traceback for the server log
+            traceback.print_exc()
+            with self._lock:
+                self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            with self._lock:
+                self.finished = time.time()
+
+
+class JobManager:
+    """Starts jobs in daemon threads and finds them again by id (thread-safe)."""
+
+    def __init__(self, max_running: int = 2):
+        self._jobs: dict[str, TrainingJob] = {}
+        self._lock = threading.Lock()
+        self.max_running = max_running
+
+    def start(self, config: TrainConfig, owner: str | None = None) -> TrainingJob:
+        """Validate and start a run; refuses when too many are running already."""
+        config.validate()
+        with self._lock:
+            running = sum(j.active for j in self._jobs.values())
+            if running >= self.max_running:
+                raise ExplorerError(f"{running} training runs are already going on this server; wait for one to finish.")
+            job = TrainingJob(uuid.uuid4().hex[:12], config, owner)
+            self._jobs[job.id] = job
+        threading.Thread(target=job._run, name=f"train-{job.id}", daemon=True).start()
+        return job
+
+    def get(self, job_id: str | None) -> TrainingJob | None:
+        """The job with this id, or None."""
+        with self._lock:
+            return self._jobs.get(job_id or "")
+
+    def jobs(self, owner: str | None = None) -> list[TrainingJob]:
+        """All jobs (of one owner when given), newest first."""
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if owner is None or j.owner == owner]
+        return sorted(jobs, key=lambda j: j.started, reverse=True)
