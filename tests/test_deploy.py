@@ -218,6 +218,6 @@ def test_int8_cost_matches_an_independent_run(exported, backbone, tmp_path):
     assert "quantization" not in fp32.meta
 
 
-def test_readme_shows_the_snippet_the_app_shows():
-    assert SNIPPET in (ROOT / "README.md").read_text(encoding="utf-8")
+def test_deploy_doc_shows_the_snippet_the_app_shows():
+    assert SNIPPET in (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
     compile(SNIPPET, "snippet", "exec")
