@@ -1,20 +1,18 @@
-"""OrdinalCLIP Explorer: compute package (backbones -> prompt learners -> prototypes -> geometry/metrics).
+"""OrdinalCLIP Explorer: the compute package, importable without Streamlit.
 
-Importable without Streamlit. The data flow is visible from the module names:
+Layers, lowest first; a module imports only from layers below its own (the import-linter contract in
+``pyproject.toml``, run by ``make test``):
 
-- ``backbones``   load a CLIP model (demo, open_clip zoo, local file) with a stable id
-- ``prompts``     prompt learners (rank / plain / template) and the truncated text encoder
-- ``prototypes``  normalised rank prototypes and prediction from image features
-- ``geometry``    similarity, ordinality (violation rate), projections
-- ``metrics``     MAE, accuracy, CS@k, AMAE/MMAE, QWK, Spearman, Kendall, RPS, seed aggregation
-- ``checkpoints`` the one safetensors checkpoint format, prototype-only export
-- ``library``     checkpoint folders for the app: every file described (usable or why not), analyses, projection cache
-- ``faces``       face detection (YuNet ONNX in OpenCV) and crop, uploaded images -> rank distributions
-- ``inputs``      what a checkpoint's inputs are (face crops or whole images) and the default crop
-- ``fileformat``  a file's format from its own header (safetensors, torch zip, pickle)
-- ``lab``         re-interpolating a rank learner (other scheme / number of base ranks) without retraining
-- ``reference``   import of reference OrdinalCLIP (Lightning) runs
-- ``cli``         the ``ordinal-explorer`` command
+- ``core``       errors, ranks, typed options, atomic writes and digests, file formats by header, settings
+- ``backbones``  CLIP backbones: specs, loading, weight files, the hub, the text encoder, catalogue, pool
+- ``data``       datasets, images, faces (YuNet), what a checkpoint's inputs are, the feature cache
+- ``predict``    prototypes, distribution summaries, the torch-free ONNX runtime path
+- ``methods``    the prompt methods as plug-ins (OrdinalCLIP, CoOp, zero-shot, linear probe, NumCLIP)
+- ``metrics``    pure metric functions: validation, ordinal, calibration, the panel
+- ``analysis``   geometry, projections, maps, curves, decoding, the interpolation lab, evaluation
+- ``store``      the checkpoint format, resume states, the app's library, ONNX export, reference import
+- ``training``   run config, trainer, distributed runs, sweeps, recipes, zero-shot presets, jobs
+- ``cli``        the ``ordinal-explorer`` command
 """
 
 from explorer.core.errors import ExplorerError
