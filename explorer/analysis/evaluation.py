@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+import io
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from explorer.analysis.geometry import rank_axis_positions
+from explorer.analysis.slices import error_rows, slice_report
 from explorer.core.errors import ExplorerError
+from explorer.core.fsio import write_text
 from explorer.core.ranks import RankMatch, match_ranks, span
-from explorer.metrics.ordinal import epsilon_error
+from explorer.metrics.ordinal import epsilon_error, spearman
 from explorer.metrics.panel import metric_panel
+from explorer.metrics.validation import as_array
 
 
 def value_errors(labels: np.ndarray, values: np.ndarray, ranks) -> tuple[float, list[float | None]]:
@@ -144,19 +150,109 @@ def face_counts(found: list[bool | None]) -> dict[str, int] | None:
     return {"found": sum(flags), "images": len(flags)} if flags else None
 
 
-def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", cache_dir: str | None = None,
-                        skip_bad: bool = False, min_label: int | None = None, faces: bool | None = None) -> dict[str, Any]:
-    """Evaluate a checkpoint on a dataset split; ``min_label`` keeps only labels >= it (the long-tail
-    evaluation of §6); ``faces`` crops faces as Predict does (None: as the checkpoint was trained)."""
+@dataclass
+class SplitPredictions:
+    """A checkpoint's outputs on one dataset split: what the metrics, maps and slices need."""
+
+    checkpoint: str
+    dataset: str
+    split: str
+    features: np.ndarray  # N x E, normalised
+    labels: np.ndarray  # N ints in 0..R-1
+    probs: np.ndarray  # N x C over the prototype rows (C = R unless the method bins)
+    targets: np.ndarray | None = None  # N ints in 0..C-1: the prototype row of each label (= labels unless binned)
+    note: str | None = None  # how the dataset's labels were matched to the checkpoint's ranks (None: its own ranks)
+    values: np.ndarray | None = None  # N point estimates in the ranks' units
+    samples: list = field(default_factory=list)  # the N dataset samples (paths, slice fields)
+    found: list | None = None  # per image whether a face was found (None: whole images)
+    known: list = field(default_factory=list)  # every sample of the dataset: slice values that may be empty here
+    spreads: np.ndarray | None = None  # apparent-age spreads (one sigma per image), when the dataset has them
+    prototypes: np.ndarray | None = None  # C x E, the predictor's prototype rows
+    matching: dict | None = None  # EvalSplit.summary() when the labels were matched or some skipped
+
+    def __post_init__(self) -> None:
+        if self.targets is None:
+            self.targets = self.labels
+
+    @property
+    def argmax(self) -> np.ndarray:
+        """Most probable row (rank) per image."""
+        return self.probs.argmax(axis=1)
+
+    @property
+    def expected(self) -> np.ndarray:
+        """Expected rank index per image."""
+        return self.probs @ np.arange(self.probs.shape[1], dtype=np.float64)
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        """labels, probs, values and targets (what :mod:`explorer.analysis.slices` reads)."""
+        return {"labels": self.labels, "probs": self.probs, "values": self.values, "targets": self.targets}
+
+
+@torch.no_grad()
+def predict_split(ckpt, backbone, dataset_spec: str, split: str = "test", cache_dir: str | None = None, skip_bad: bool = False,
+                  min_label: int | None = None, faces: bool | None = None) -> SplitPredictions:
+    """``ckpt``'s outputs on ``split`` of ``dataset_spec`` (:func:`open_eval_split`; faces cropped as
+    :func:`crop_faces_for` decides), image features through the feature cache."""
     from explorer.data.features import FeatureCache
 
     es = open_eval_split(ckpt, dataset_spec, split, skip_bad, min_label)
     crop_faces_for(ckpt, es.dataset, faces)
     cache = FeatureCache(backbone, cache_dir)
     feats = cache.features(es.dataset, es.samples)
-    metrics = evaluate_features(ckpt.predictor(), feats, es.labels, es.dataset.spreads(es.samples))
+    predictor = ckpt.predictor()
+    probs, values = predictor.outputs(feats)
+    found = cache.last_faces if es.dataset.face_margin is not None else None
+    normed = torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy().astype(np.float64)
+    return SplitPredictions(ckpt.name, dataset_spec, split, normed, es.labels, probs, predictor.class_targets(es.labels),
+                            es.note(), values, list(es.samples), found, list(es.dataset.samples),
+                            es.dataset.spreads(es.samples), as_array(predictor.matrix),
+                            es.summary() if es.note() else None)
+
+
+def rank_axis_report(sp: SplitPredictions, ranks, axis: str = "ends") -> dict[str, Any]:
+    """How much of the ordering lives on one direction: Spearman's rho between the images' positions on
+    the rank axis (:func:`explorer.analysis.geometry.rank_axis`) and their labels' values."""
+    positions = rank_axis_positions(sp.features, sp.prototypes, axis)
+    return {"axis": axis, "spearman": spearman(ranks.value_array[sp.labels], positions)}
+
+
+def score_split(sp: SplitPredictions, ranks) -> dict[str, Any]:
+    """The metric panel of a split's outputs (:func:`score_outputs`), with ``epsilon_error`` when the
+    dataset has apparent-age spreads."""
+    metrics = score_outputs(sp.labels, sp.probs, sp.values, sp.targets, ranks)
+    if sp.spreads is not None:
+        metrics["epsilon_error"] = epsilon_error(ranks.value_array[sp.labels], sp.values, sp.spreads)
+    return metrics
+
+
+def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", cache_dir: str | None = None,
+                        skip_bad: bool = False, min_label: int | None = None, faces: bool | None = None,
+                        by: list[str] | None = None, errors_csv: str | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint on a dataset split; ``min_label`` keeps only labels >= it (the long-tail
+    evaluation of docs/methods/ordinalclip.md §6); ``faces`` crops faces as Predict does (None: as the
+    checkpoint was trained); ``by`` adds metrics per slice of those fields, ``errors_csv`` writes the
+    per-image error table there (worst first)."""
+    sp = predict_split(ckpt, backbone, dataset_spec, split, cache_dir, skip_bad, min_label, faces)
     result = {"checkpoint": ckpt.name, "dataset": dataset_spec, "split": split, "min_label": min_label,
-              "faces": face_counts(cache.last_faces), "metrics": metrics}
-    if es.note():
-        result["labels"] = {**es.summary(), "note": es.note()}
+              "faces": face_counts(sp.found or []), "metrics": score_split(sp, ckpt.ranks),
+              "rank_axis": rank_axis_report(sp, ckpt.ranks)}
+    if sp.note:
+        result["labels"] = {**sp.matching, "note": sp.note}
+    if by:
+        result.update(slice_report(sp.outputs(), sp.samples, ckpt.ranks, by, known=sp.known))
+    if errors_csv:
+        write_error_table(errors_csv, error_rows(sp.outputs(), sp.samples, ckpt.ranks, ckpt.classes, sp.found))
     return result
+
+
+def write_error_table(path: str, rows: list[dict[str, Any]]) -> None:
+    """The per-image error rows as a CSV file (written atomically)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["path"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    try:
+        write_text(path, buffer.getvalue())
+    except OSError as exc:
+        raise ExplorerError(f"Cannot write the error table {path}: {exc.strerror or exc}.") from exc

@@ -190,3 +190,31 @@ def project(P, method: str = "pca", dims: int = 2, seed: int = 0, **kw) -> np.nd
         opts["n_neighbors"] = max(2, min(int(opts["n_neighbors"]), R - 1))
         Y = umap.UMAP(n_components=dims, **opts).fit_transform(X)
     return np.asarray(Y, dtype=np.float64)
+
+
+AXES = ("ends", "principal")  # the rank axis: first -> last prototype, or the prototypes' first principal direction
+
+
+def rank_axis(P, axis: str = "ends") -> np.ndarray:
+    """Unit vector of the rank axis of prototypes ``P`` (rows normalised first): ``ends`` from the first to
+    the last prototype, ``principal`` the first principal direction, signed so the last prototype lies further."""
+    P = normalise_rows(P)
+    if P.shape[0] < 2:
+        raise ExplorerError("A rank axis needs at least two prototypes.")
+    ends = P[-1] - P[0]
+    if axis == "ends":
+        direction = ends
+    elif axis == "principal":
+        direction = np.linalg.svd(P - P.mean(axis=0), full_matrices=False)[2][0]
+        direction = direction if direction @ ends >= 0 else -direction
+    else:
+        raise ExplorerError(f"Unknown rank axis {axis!r}; choose one of {', '.join(AXES)}.")
+    norm = float(np.linalg.norm(direction))
+    if norm == 0:
+        raise ExplorerError("The first and last prototypes are identical; the rank axis is undefined.")
+    return direction / norm
+
+
+def rank_axis_positions(features, P, axis: str = "ends") -> np.ndarray:
+    """Position of each (normalised) image feature along the rank axis of ``P``."""
+    return normalise_rows(features) @ rank_axis(P, axis)

@@ -1,69 +1,28 @@
 """Images and prototypes in one map, per-rank distances, confusion matrices and per-rank errors.
 
-:func:`split_predictions` evaluates a checkpoint on a dataset split (through the feature cache)
-and keeps what the analyses need: features, labels and probabilities. The rest are pure
-functions of those arrays.
+:func:`split_predictions` evaluates a checkpoint on a dataset split (through the feature cache,
+:func:`explorer.analysis.evaluation.predict_split`) and keeps what the analyses need: features,
+labels, probabilities and values. The rest are pure functions of those arrays.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from explorer.analysis.evaluation import SplitPredictions, predict_split
 from explorer.core.errors import ExplorerError
-
-
-@dataclass
-class SplitPredictions:
-    """A checkpoint's predictions on one dataset split."""
-
-    checkpoint: str
-    dataset: str
-    split: str
-    features: np.ndarray  # N x E, normalised
-    labels: np.ndarray  # N ints in 0..R-1
-    probs: np.ndarray  # N x C over the prototype rows (C = R unless the method bins)
-    targets: np.ndarray | None = None  # N ints in 0..C-1: the prototype row of each label (= labels unless binned)
-    note: str | None = None  # how the dataset's labels were matched to the checkpoint's ranks (None: its own ranks)
-
-    def __post_init__(self) -> None:
-        if self.targets is None:
-            self.targets = self.labels
-
-    @property
-    def argmax(self) -> np.ndarray:
-        """Most probable row (rank) per image."""
-        return self.probs.argmax(axis=1)
-
-    @property
-    def expected(self) -> np.ndarray:
-        """Expected rank index per image."""
-        return self.probs @ np.arange(self.probs.shape[1], dtype=np.float64)
 
 
 def split_predictions(ckpt, backbone, dataset_spec: str, split: str = "test", cache_dir: str | Path | None = None,
                       skip_bad: bool | None = None) -> SplitPredictions:
-    """Features, labels and probabilities of ``ckpt`` on ``split`` of ``dataset_spec`` (the same
-    samples :func:`explorer.analysis.evaluation.evaluate_checkpoint` scores)."""
-    import torch
-
-    from explorer.analysis.evaluation import crop_faces_for, open_eval_split
-    from explorer.data.features import FeatureCache
-
-    if skip_bad is None:  # as the checkpoint's training run did
+    """:func:`explorer.analysis.evaluation.predict_split` with ``skip_bad`` as the checkpoint's training run
+    had it (the app's default: the maps show the samples the run was scored on)."""
+    if skip_bad is None:
         skip_bad = bool((ckpt.meta.get("training") or {}).get("skip_bad", False))
-    es = open_eval_split(ckpt, dataset_spec, split, skip_bad)
-    crop_faces_for(ckpt, es.dataset)  # as eval does
-    feats = FeatureCache(backbone, cache_dir).features(es.dataset, es.samples)
-    predictor = ckpt.predictor()
-    with torch.no_grad():
-        probs = torch.softmax(predictor.logits(feats), dim=-1).cpu().numpy().astype(np.float64)
-    feats = torch.nn.functional.normalize(feats.float(), dim=-1).numpy().astype(np.float64)
-    return SplitPredictions(ckpt.name, dataset_spec, split, feats, es.labels, probs, predictor.class_targets(es.labels),
-                            es.note())
+    return predict_split(ckpt, backbone, dataset_spec, split, cache_dir, skip_bad)
 
 
 def confusion_matrix(y_true, y_pred, num_ranks: int) -> np.ndarray:

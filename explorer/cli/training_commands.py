@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from explorer.training.trainer import evaluate_checkpoint
 
     ckpt, backbone = _open(args)
+    by = [f.strip() for f in args.by.split(",") if f.strip()] if args.by else None
     result = evaluate_checkpoint(ckpt, backbone, args.dataset, split=args.split, cache_dir=args.cache_dir,
-                                 skip_bad=args.skip_bad, min_label=args.long_tail, faces=args.faces)
+                                 skip_bad=args.skip_bad, min_label=args.long_tail, faces=args.faces,
+                                 by=by, errors_csv=args.errors)
     if args.json:
         _print_json(result)
     else:
@@ -92,7 +95,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
               + (f"; faces found in {faces['found']} of {faces['images']} images" if faces else ""))
         if "labels" in result:
             print(result["labels"]["note"])
+        _print_slices(result)
+    if args.errors:
+        print(f"wrote the per-image errors, worst first, to {args.errors}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _print_slices(result: dict) -> None:
+    """One line per slice (value MAE and its 95 % interval) and each field's largest gap."""
+    print(f"rank axis ({result['rank_axis']['axis']}): Spearman {result['rank_axis']['spearman']:.3f}")
+    for name, slices in result.get("slices", {}).items():
+        for value, m in slices.items():
+            ci = m.get("ci95")
+            print(f"  {name}={value}: n={m['n']}" + (f", MAE {m['mae_value']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if m["n"] else " (empty)"))
+        gap = result["gaps"][name]
+        if gap:
+            print(f"  {name}: largest gap {gap['gap']:.3f} ({gap['worst']} vs {gap['best']})")
 
 
 @command("sweep")
@@ -172,6 +190,9 @@ def _add_training_parsers(add) -> None:
     p.add_argument("dataset")
     p.add_argument("--split", choices=["train", "val", "test", "all"], default="test")
     p.add_argument("--long-tail", type=int, default=None, metavar="MIN", help="long-tail evaluation: only labels >= MIN (e.g. 50)")
+    p.add_argument("--by", default=None, metavar="F1,F2",
+                   help="metrics per slice of these fields (CSV columns, UTKFace gender/race, Adience gender, band)")
+    p.add_argument("--errors", default=None, metavar="OUT.csv", help="write one row per image, largest error first")
     p.add_argument("--json", action="store_true")
     _face_flags(p, "crop each image to its largest face exactly as 'predict --face' does "
                   "(default: exactly when the checkpoint was trained with --faces, at its margin)", margin=False)

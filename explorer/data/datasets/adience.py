@@ -20,6 +20,7 @@ from explorer.data.datasets.labels import Entry
 ADIENCE_GROUPS = ((0, 2), (4, 6), (8, 12), (15, 20), (25, 32), (38, 43), (48, 53), (60, 100))
 ADIENCE_AGES = ("exact", "contained")  # the adience_ages option
 _FOLD_COLUMNS = ("user_id", "original_image", "face_id", "age")
+_GENDERS = {"m": "male", "f": "female"}  # the fold files' gender column; u / empty: the slice "missing"
 _TUPLE = re.compile(r"\(\s*(\d+)\s*,\s*(\d+)\s*\)")
 
 
@@ -69,7 +70,7 @@ def _fold_header(lines: list[str], path: Path) -> dict[str, int]:
     header = [h.strip().lower() for h in lines[0].split("\t")]
     if not all(n in header for n in _FOLD_COLUMNS):
         raise ExplorerError(f"{path.name} lacks the tab-separated columns {', '.join(_FOLD_COLUMNS)} in its header row.")
-    return {n: header.index(n) for n in _FOLD_COLUMNS}
+    return {n: header.index(n) for n in (*_FOLD_COLUMNS, "gender") if n in header}
 
 
 def _fold_entries(path: Path, split: str | None, faces: tuple[str, str], contained: bool) -> list[Entry]:
@@ -83,9 +84,12 @@ def _fold_entries(path: Path, split: str | None, faces: tuple[str, str], contain
         if not line.strip():
             continue
         cells = line.split("\t")
-        user, original, face_id, age = (cells[col[n]].strip() if col[n] < len(cells) else "" for n in _FOLD_COLUMNS)
+        user, original, face_id, age, gender = (cells[col[n]].strip() if n in col and col[n] < len(cells) else ""
+                                                for n in (*_FOLD_COLUMNS, "gender"))
         rel = f"{faces[0]}/{user}/{faces[1]}.{face_id}.{original}"
         s = Sample(rel, [], split=split, subject=user or None, line=number, source=path.name)
+        if "gender" in col:
+            s.fields = {"gender": _GENDERS.get(gender.lower(), "missing")}
         group = adience_group(age, contained)
         if group is None:
             s.error = f"bad label '{age}' ({_age_problem(age, contained)}) for {rel}"

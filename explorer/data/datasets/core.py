@@ -43,6 +43,7 @@ class Sample:
     source: str | None = None  # the file the entry came from (for messages), e.g. "train.txt"
     error: str | None = None  # a parse problem found by the reader (reported by validate)
     spread: float | None = None  # apparent-age spread (standard deviation, in rank-value units)
+    fields: dict[str, str] = field(default_factory=dict)  # categorical slice fields, e.g. {"gender": "female"}
 
     @property
     def label(self) -> int:

@@ -31,13 +31,16 @@ class NameSpec:
     checks: tuple[tuple[str, str], ...] = ()  # (regex that must full-match, message) tried before pattern
     ignore_case: bool = False
     inner: str | None = None  # a sub-folder to descend into when present (AFAD-Full)
+    fields: tuple[tuple[str, dict[str, str]], ...] = ()  # (pattern group, code -> name): slice fields
 
 
 NAME_SPECS: dict[str, NameSpec] = {
     "utkface": NameSpec(
-        "UTKFace", "name", r"(?P<age>\d+)_.*",
+        "UTKFace", "name", r"(?P<age>\d+)_(?:(?P<gender>\d)_)?(?:(?P<race>\d)_)?.*",
         "cannot read the age from the file name {name} (expected age_gender_race_date.jpg)",
-        "files named age_gender_race_date.jpg"),
+        "files named age_gender_race_date.jpg",
+        fields=(("gender", {"0": "male", "1": "female"}),
+                ("race", {"0": "white", "1": "black", "2": "asian", "3": "indian", "4": "others"}))),
     "fgnet": NameSpec(
         "FG-NET", "stem", r"(?P<subject>\d{3})A(?P<age>\d{2})[a-z]?",
         "cannot read subject and age from the file name {name} (expected e.g. 001A02.JPG)",
@@ -74,6 +77,7 @@ def _name_entry(spec: NameSpec, img: Path, root: Path) -> Entry:
         sample.error = spec.problem.format(**fields)
         return Entry(sample, [])
     sample.subject = m.groupdict().get("subject")
+    sample.fields = {name: names.get(m.group(name) or "", "missing") for name, names in spec.fields}
     return Entry(sample, [str(int(m.group("age")))])
 
 

@@ -105,12 +105,22 @@ def _read_spread(sample: Sample, text: str) -> None:
         sample.spread = float(text)
 
 
-def _csv_entry(row: list[str], cols: dict[str, int | None], line: int, source: str) -> Entry:
+MISSING = "missing"  # the slice of samples whose CSV field is empty
+
+
+def _field_columns(header: list[str], cols: dict[str, int | None]) -> dict[str, int]:
+    """Every column that is not path, label, split, subject or spread: a categorical slice field."""
+    used = {c for c in cols.values() if c is not None}
+    return {name: i for i, name in enumerate(header) if i not in used and name}
+
+
+def _csv_entry(row: list[str], cols: dict[str, int | None], line: int, source: str, fields: dict[str, int]) -> Entry:
     def cell(key: str) -> str:
         c = cols[key]
         return row[c].strip() if c is not None and c < len(row) else ""
 
     sample = Sample(cell("path"), [], subject=cell("subject") or None, line=line, source=source)
+    sample.fields = {name: (row[i].strip() if i < len(row) else "") or MISSING for name, i in fields.items()}
     split = cell("split").lower()
     if split:
         if split in SPLIT_NAMES:
@@ -125,7 +135,8 @@ def _csv_entry(row: list[str], cols: dict[str, int | None], line: int, source: s
 
 
 def read_csv(rest: str, opts: dict) -> Dataset:
-    """The reader for ``csv:FILE`` (header row with path and label columns; optional split, subject, stdv)."""
+    """The reader for ``csv:FILE`` (header row with path and label columns; optional split, subject, stdv;
+    every other column is a categorical slice field, empty cells in the slice ``missing``)."""
     path = Path(rest).expanduser()
     if not path.is_file():
         raise ExplorerError(f"The CSV file {rest} was not found.")
@@ -135,7 +146,8 @@ def read_csv(rest: str, opts: dict) -> Dataset:
     except StopIteration:
         raise ExplorerError(f"The CSV file {path.name} is empty; it needs a header row with path and label columns.") from None
     cols = _csv_columns(header, path.name)
-    entries = [_csv_entry(row, cols, reader.line_num, path.name) for row in reader if any(c.strip() for c in row)]
+    fields = _field_columns(header, cols)
+    entries = [_csv_entry(row, cols, reader.line_num, path.name, fields) for row in reader if any(c.strip() for c in row)]
     ranks = resolve_values(entries, name=path.name, order=opts.get("ranks"),
                            num_ranks=opts.get("num_ranks"), unit=opts.get("unit", ""))
     return finish(path.stem, entries, ranks, path.parent)
