@@ -4,11 +4,17 @@ All runs use the ``demo`` backbone (frozen) on the synthetic ``dots:20`` task (2
 40 images per rank, seed 0; 70/10/20 train/val/test). Each writes ``checkpoints/<name>.safetensors``
 and its metrics history beside it, then a results table (Markdown) is printed and written to
 ``checkpoints/RESULTS.md``. Re-running reproduces the files on the same torch version.
+
+``--seeds 1,2`` trains the same runs with other seeds into ``--seed-dir`` (not bundled) and records
+every seed's test metrics in ``checkpoints/seeds.json``; RESULTS.md then adds a mean ± std table
+over seed 0 (the bundled files) and those seeds, so the ordering of the methods is shown with its
+spread, not a single draw.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -16,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from explorer.analysis.geometry import ordinality_report  # noqa: E402
+from explorer.metrics.ordinal import aggregate, format_mean_std  # noqa: E402
 from explorer.store.checkpoints import load_checkpoint  # noqa: E402
 from explorer.training.trainer import TrainConfig, train  # noqa: E402
 
@@ -52,23 +59,72 @@ def results_table(out_dir: Path) -> str:
         lines.append(f"| {name} | {value} | {t['mae_exp']:.3f} | {t['mae_max']:.3f} | {t['acc_max'] * 100:.1f} | "
                      f"{t['cs1'] * 100:.1f} | {t['qwk']:.3f} | {o['ordinality'] * 100:.1f} |")
     lines += ["", "NumCLIP's exp/max/acc/1-off/QWK are over its 5 concept bins; its MAE (value) is the regressed number."]
-    return "\n".join(lines)
+    return "\n".join(lines + seeds_table(out_dir))
+
+
+SEED_COLUMNS = (("mae_value", "test MAE (value)", 1, 3), ("mae_exp", "test MAE (exp)", 1, 3), ("acc_max", "test acc %", 100, 1),
+                ("qwk", "QWK", 1, 3), ("ordinality", "ordinality %", 100, 1))
+
+
+def seed_record(ckpt) -> dict:
+    """The figures of one run that the seeds table aggregates."""
+    record = {k: v for k, v in ckpt.meta["metrics"]["test"].items() if isinstance(v, (int, float))}
+    record["ordinality"] = ordinality_report(ckpt.prototypes.matrix.numpy())["ordinality"]
+    return record
+
+
+def seeds_table(out_dir: Path) -> list[str]:
+    """Mean ± std over the seeds recorded in ``seeds.json`` (empty when it holds one seed per run)."""
+    path = out_dir / "seeds.json"
+    runs = json.loads(path.read_text()) if path.is_file() else {}
+    for name in runs:
+        if (out_dir / f"{name}.safetensors").is_file():
+            runs[name]["0"] = seed_record(load_checkpoint(out_dir / f"{name}.safetensors"))
+    if not runs or max(len(r) for r in runs.values()) < 2:
+        return []
+    seeds = sorted({int(s) for r in runs.values() for s in r})
+    lines = ["", f"Over seeds {', '.join(map(str, seeds))} (mean ± std, ddof 1; seed 0 is the bundled file, the others are "
+                 "trained by `scripts/make_demo_checkpoints.py --seeds`):", "",
+             "| checkpoint | seeds | " + " | ".join(title for _, title, _, _ in SEED_COLUMNS) + " |",
+             "|---|---|" + "---|" * len(SEED_COLUMNS)]
+    for name in RUNS:
+        if name not in runs:
+            continue
+        agg = aggregate([{k: v * scale for k, v in rec.items() for key, _, scale, _ in SEED_COLUMNS if k == key}
+                         for rec in runs[name].values()])
+        cells = [format_mean_std(agg, key, digits) if key in agg else "–" for key, _, _, digits in SEED_COLUMNS]
+        lines.append(f"| {name} | {len(runs[name])} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def record_seed(out_dir: Path, name: str, seed: int, ckpt) -> None:
+    """Add (or replace) one run's figures in ``seeds.json`` (seed 0 is read from the bundled file)."""
+    path = out_dir / "seeds.json"
+    runs = json.loads(path.read_text()) if path.is_file() else {}
+    runs.setdefault(name, {})[str(seed)] = seed_record(ckpt)
+    path.write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", default=str(ROOT / "checkpoints"))
     parser.add_argument("--only", nargs="*", help="names of the runs to (re)make")
+    parser.add_argument("--seeds", default="0", help="comma list of seeds; 0 writes the bundled files (default: 0)")
+    parser.add_argument("--seed-dir", default=str(ROOT / ".cache" / "demo-seeds"), help="where runs with other seeds go")
     args = parser.parse_args()
     out_dir = Path(args.out_dir)
-    for name, extra in RUNS.items():
-        if args.only and name not in args.only:
-            continue
-        config = TrainConfig(out=str(out_dir / f"{name}.safetensors"), name=name, **{**COMMON, **extra})
-        print(f"== {name}", flush=True)
-        result = train(config)
-        test = result.test_metrics
-        print(f"   test MAE (value) {test['mae_value']:.3f}, acc {test['acc_max'] * 100:.1f} %, {result.seconds:.0f} s", flush=True)
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for name, extra in RUNS.items():
+            if args.only and name not in args.only:
+                continue
+            folder = out_dir if seed == 0 else Path(args.seed_dir) / f"seed{seed}"
+            config = TrainConfig(out=str(folder / f"{name}.safetensors"), name=name, **{**COMMON, **extra, "seed": seed})
+            print(f"== {name} (seed {seed})", flush=True)
+            result = train(config)
+            if seed != 0:
+                record_seed(out_dir, name, seed, load_checkpoint(config.out))
+            test = result.test_metrics
+            print(f"   test MAE (value) {test['mae_value']:.3f}, acc {test['acc_max'] * 100:.1f} %, {result.seconds:.0f} s", flush=True)
     table = results_table(out_dir)
     print(table)
     (out_dir / "RESULTS.md").write_text(table + "\n")
