@@ -24,13 +24,8 @@ import torch
 from open_clip.model import CLIP
 from PIL import Image
 
-from explorer.backbones.load import (
-    DEMO_CONFIG,
-    _read_torchscript_tensors,
-    load_backbone,
-    read_weight_file,
-    resolve_device,
-)
+from explorer.backbones.load import DEMO_CONFIG, load_backbone, resolve_device
+from explorer.backbones.torchfiles import read_torchscript_tensors, read_weight_file
 from explorer.core.errors import ExplorerError
 
 ZOO_SPEC = "ViT-B-32:laion2b_s34b_b79k"
@@ -241,7 +236,7 @@ def test_torchscript_archive_read_without_torch_jit_load(tmp_path, quickgelu_mod
     with zipfile.ZipFile(path) as zf:
         assert any("/code/__torch__" in n for n in zf.namelist())
 
-    tensors = _read_torchscript_tensors(path)
+    tensors = read_torchscript_tensors(path)
     expected = quickgelu_model.state_dict()
     assert set(expected) <= set(tensors)
     # TorchScript keeps the non-persistent causal mask buffer too (as torch.jit.load().state_dict() does).
@@ -268,7 +263,7 @@ def test_torchscript_archive_with_fp16_weights(tmp_path, quickgelu_model, probe_
         traced = torch.jit.trace(half_model, (images.half(), tokens), check_trace=False)
     path = tmp_path / "fp16-traced.pt"
     traced.save(str(path))
-    tensors = _read_torchscript_tensors(path)
+    tensors = read_torchscript_tensors(path)
     assert tensors["visual.conv1.weight"].dtype == torch.float16
     for key, value in quickgelu_model.state_dict().items():
         torch.testing.assert_close(tensors[key].float(), value.half().float(), atol=0, rtol=0)
