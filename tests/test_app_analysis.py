@@ -99,7 +99,8 @@ def test_a_trained_checkpoint_is_analysed_on_its_own_dataset_and_binned_methods_
 
     from explorer.analysis.maps import split_predictions
     from explorer.store.checkpoints import load_checkpoint
-    from explorer.training.trainer import TrainConfig, train
+    from explorer.training.config import TrainConfig
+    from explorer.training.trainer import train
 
     out = env["folder"] / "analysis-numclip.safetensors"
     train(TrainConfig(dataset="dots:6:8", out=str(out), learner={"kind": "numclip", "concepts": "dots"}, epochs=2,

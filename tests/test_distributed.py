@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from explorer.store.checkpoints import load_checkpoint
-from explorer.training.trainer import TrainConfig, train
+from explorer.training.config import TrainConfig
+from explorer.training.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
 TORCHRUN = Path(sys.executable).with_name("torchrun")

@@ -6,8 +6,8 @@ import pytest
 
 from explorer.core.errors import ExplorerError
 from explorer.store.checkpoints import load_checkpoint
+from explorer.training.config import TrainConfig
 from explorer.training.jobs import JobManager
-from explorer.training.trainer import TrainConfig
 
 
 def wait(job, timeout=120):

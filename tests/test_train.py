@@ -22,12 +22,15 @@ import torch
 from safetensors import safe_open
 
 from explorer import cli
+from explorer.analysis.evaluation import evaluate_checkpoint
 from explorer.backbones.load import load_backbone
 from explorer.core.errors import ExplorerError
 from explorer.data.datasets import open_dataset
 from explorer.data.features import FeatureCache, content_key
 from explorer.store.checkpoints import load_checkpoint
-from explorer.training.trainer import Cancelled, TrainConfig, evaluate_checkpoint, prepare_data, train
+from explorer.training.config import Cancelled, TrainConfig
+from explorer.training.parts import prepare_data
+from explorer.training.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = "dots:4:6"  # 5 ranks, 30 images: 21 train / 3 val / 6 test

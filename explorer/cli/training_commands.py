@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "test": None if result.test_metrics is None else {k: v for k, v in result.test_metrics.items() if k != "per_rank_mae"},
         "seconds": round(result.seconds, 2),
     }
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         if args.json:
             _print_json(summary)
         else:
@@ -60,7 +61,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from explorer.data.datasets import open_dataset, validate
     from explorer.data.faces import faces_sentence
     from explorer.data.features import FeatureCache
-    from explorer.training.trainer import Progress
+    from explorer.training.config import Progress
 
     backbone = load_backbone(args.backbone, device=args.device, progress=DownloadBar(args.quiet))
     dataset = open_dataset(args.dataset)
@@ -78,7 +79,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 @command("eval")
 def cmd_eval(args: argparse.Namespace) -> int:
-    from explorer.training.trainer import evaluate_checkpoint
+    from explorer.analysis.evaluation import evaluate_checkpoint
 
     ckpt, backbone = _open(args)
     result = evaluate_checkpoint(ckpt, backbone, args.dataset, split=args.split, cache_dir=args.cache_dir,
@@ -98,7 +99,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 @command("sweep")
 def cmd_sweep(args: argparse.Namespace) -> int:
     from explorer.training.config import parse_learner_list, sweep_grid
-    from explorer.training.trainer import sweep
+    from explorer.training.sweeps import sweep
 
     base = _train_config(args, args.dataset, str(Path(args.out_dir) / "run.safetensors"))
     learners = parse_learner_list(args.learners, _learner_settings(args, "rank"))
