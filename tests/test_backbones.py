@@ -161,6 +161,7 @@ def test_unknown_zoo_specs_are_explained(spec, fragment):
 # --- local files ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_openai_layout_fp32_state_dict_infers_architecture(tmp_path, quickgelu_model, probe_inputs):
     path = tmp_path / "model.pt"
     torch.save(quickgelu_model.state_dict(), path)
@@ -196,6 +197,7 @@ def test_openai_layout_fp16_state_dict_like_openai(tmp_path, quickgelu_model, pr
     torch.testing.assert_close(image, ref_image, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_demo_weights_in_openai_layout_load_as_quickgelu_clip(tmp_path, demo, probe_inputs):
     """The demo's state dict (OpenAI key names) infers the demo shapes; inference assumes QuickGELU."""
     path = tmp_path / "demo-openai.pt"
@@ -226,6 +228,7 @@ def test_same_weights_same_id_across_file_formats(tmp_path, quickgelu_model):
     assert load_backbone(str(st), device="cpu").backbone_id == load_backbone(str(pt), device="cpu").backbone_id
 
 
+@pytest.mark.slow
 def test_torchscript_archive_read_without_torch_jit_load(tmp_path, quickgelu_model, probe_inputs):
     tokens, images = probe_inputs
     with warnings.catch_warnings():  # torch.jit.trace is deprecated; still what OpenAI's files are
@@ -255,6 +258,7 @@ def test_torchscript_archive_read_without_torch_jit_load(tmp_path, quickgelu_mod
     torch.testing.assert_close(image, ref_image, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_torchscript_archive_with_fp16_weights(tmp_path, quickgelu_model, probe_inputs):
     tokens, images = probe_inputs
     half_model = copy.deepcopy(quickgelu_model).half()  # a traced module shares its parameters
@@ -334,6 +338,7 @@ def test_corrupt_and_truncated_files_are_refused(tmp_path, quickgelu_model):
         assert bad.name in str(err.value)
 
 
+@pytest.mark.slow
 def test_arch_at_path_with_wrong_architecture(tmp_path, demo):
     path = tmp_path / "demo.safetensors"
     from safetensors.torch import save_file

@@ -4,10 +4,10 @@ import math
 from pathlib import Path
 
 import pytest
+from app_testdata import demo_backbone
 
 from explorer.analysis.evaluation import evaluate_checkpoint
 from explorer.analysis.geometry import ordinality_report
-from explorer.backbones.load import load_backbone
 from explorer.methods import get_method
 from explorer.store.checkpoints import load_checkpoint
 
@@ -15,11 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
 NAMES = ["ordinalclip-linear", "ordinalclip-inv_prop", "ordinalclip-normal", "coop", "zero-shot", "ordinalclip-linear-16shot",
          "numclip"]
 DATASET = "dots:20"  # what scripts/make_demo_checkpoints.py trains them on
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def demo():
-    return load_backbone("demo")
+    return demo_backbone()  # the test process's one demo backbone (only read here)
 
 
 @pytest.fixture(scope="module")
