@@ -7,14 +7,13 @@ id sits in the URL (``?job=…``) so a reload reconnects to the running job; eac
 
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 import streamlit as st
 
 from app_pages import common
 from explorer.backbones import catalog as models
 from explorer.core import settings
+from explorer.core.fsio import safe_filename
 from explorer.core.options import choices_of, default_of
 from explorer.methods import get_method, make_config, method_names
 from explorer.methods.concepts import CONCEPT_PRESETS
@@ -33,7 +32,7 @@ def job_manager() -> JobManager:
 
 def _config_from_form(values: dict) -> TrainConfig:
     """The run's TrainConfig: the method's own config from the form's fields that it has."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", values["name"].strip()) or "run"
+    name = safe_filename(values["name"].strip(), sep="-", default="run")
     method = get_method(values["learner"])
     learner_settings = {
         "num_context_tokens": int(values["context_tokens"]), "interpolation": values["interpolation"],

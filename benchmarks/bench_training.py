@@ -1,4 +1,4 @@
-"""Benchmark: training speed (issue figures for the README).
+"""Benchmark: training speed (the figures of benchmarks/README.md).
 
 1. A 16-shot ``dots:20`` run (21 ranks, demo backbone, frozen encoder, rank learner, 20 epochs)
    end to end from an EMPTY feature cache: backbone load, dataset, embedding, training, test.
@@ -32,8 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from explorer.backbones.load import load_backbone  # noqa: E402
 from explorer.data.datasets import few_shot, make_splits, open_dataset  # noqa: E402
+from explorer.methods.objectives import ordinal_loss  # noqa: E402
 from explorer.methods.prompt import LearnerConfig, build_prompt_model  # noqa: E402
-from explorer.training.trainer import TrainConfig, ordinal_loss, train  # noqa: E402
+from explorer.training.config import TrainConfig  # noqa: E402
+from explorer.training.trainer import train  # noqa: E402
 
 
 def end_to_end(tmp: Path) -> float:

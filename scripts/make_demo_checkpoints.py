@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 from explorer.analysis.geometry import ordinality_report  # noqa: E402
 from explorer.metrics.ordinal import aggregate, format_mean_std  # noqa: E402
 from explorer.store.checkpoints import load_checkpoint  # noqa: E402
-from explorer.training.trainer import TrainConfig, train  # noqa: E402
+from explorer.training.config import TrainConfig  # noqa: E402
+from explorer.training.trainer import train  # noqa: E402
 
 DATASET = "dots:20"
 COMMON = dict(dataset=DATASET, backbone="demo", epochs=30, batch_size=32, lr=2e-3, seed=0)

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from app_testdata import demo_backbone
 
 from explorer import cli
 from explorer.analysis import curves, maps
@@ -22,9 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def backbone():
-    from explorer.backbones.load import load_backbone
-
-    return load_backbone("demo", device="cpu")
+    return demo_backbone()  # the test process's one demo backbone (only read here)
 
 
 def _random_probs(n: int, r: int, seed: int = 0, sharp: float = 3.0):
@@ -235,6 +234,7 @@ def test_split_predictions_match_a_dataset_with_other_ranks_by_value(tmp_path, b
 # --- curves from a sweep ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_curves_from_a_tiny_sweep(tmp_path, capsys):
     out_dir = tmp_path / "sweep"
     code = cli.main(["sweep", "dots:4:8", "--learners", "template,rank:linear", "--shots-list", "1,2", "--seeds", "0,1",

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TIMEOUT = 120
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +212,7 @@ def test_library_add_by_path_and_uploads(env, tmp_path):
 # --- geometry ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_geometry_numbers_views_window_and_projections(env):
     from explorer.analysis import geometry
     from explorer.store.checkpoints import load_checkpoint
@@ -508,6 +510,7 @@ def test_empty_library(tmp_path, monkeypatch):
 # --- train ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_page_runs_a_job_to_completion_and_the_checkpoint_reaches_the_library(env):
     at = open_page(env, "train")
     at.text_input[0].set_value("dots:3:6")  # dataset
@@ -542,6 +545,7 @@ def _run_job_to_end(at, seconds: float = 180) -> AppTest:
     return at
 
 
+@pytest.mark.slow
 def test_train_page_crops_faces_when_asked(env, tmp_path):
     """The Train page's "Crop faces" toggle trains on Predict's crops; the checkpoint says so and Predict
     then crops faces by default for it."""
@@ -571,6 +575,7 @@ def test_train_page_crops_faces_when_asked(env, tmp_path):
             leftover.unlink()
 
 
+@pytest.mark.slow
 def test_numclip_from_the_train_page_to_geometry_and_predict(env):
     """A NumCLIP run trained on the Train page lands in the Library; Geometry shows its 5 concept
     prototypes and Predict its concept distribution with the regressed value."""
@@ -603,6 +608,7 @@ def test_numclip_from_the_train_page_to_geometry_and_predict(env):
     assert "Top concepts" in _texts(pred)
 
 
+@pytest.mark.slow
 def test_train_page_shows_the_backbone_download_in_bytes(env, monkeypatch, tmp_path):
     import huggingface_hub.constants
     from hubserver import HubServer, make_tiny_hub_model
@@ -654,6 +660,7 @@ def test_models_page_offline_says_not_cached_in_one_sentence(env, monkeypatch, t
     assert "must be cached" in _texts(at)
 
 
+@pytest.mark.slow
 def test_models_page_downloads_with_progress_and_builds_a_preset(env, monkeypatch, tmp_path):
     import huggingface_hub.constants
     from hubserver import HubServer, make_tiny_hub_model

@@ -31,6 +31,7 @@ def test_geometry_decoding_of_a_prototype_only_checkpoint(env):
     assert "no learned tokens" in _texts(at)
 
 
+@pytest.mark.slow
 def test_geometry_map_confusion_and_errors(env, tmp_path):
     from app_testdata import demo_backbone
 
@@ -68,6 +69,7 @@ def test_geometry_map_confusion_and_errors(env, tmp_path):
             in [w.value for w in at.warning])
 
 
+@pytest.mark.slow
 def test_compare_reliability_diagram_and_curves(env, tmp_path):
     at = _wait_for_backbone(open_page(env, "compare"))
     keys = [str(env["folder"] / f"{n}.safetensors") for n in ("dots-rank-linear", "dots-plain", "ages-rank-normal")]
@@ -99,7 +101,8 @@ def test_a_trained_checkpoint_is_analysed_on_its_own_dataset_and_binned_methods_
 
     from explorer.analysis.maps import split_predictions
     from explorer.store.checkpoints import load_checkpoint
-    from explorer.training.trainer import TrainConfig, train
+    from explorer.training.config import TrainConfig
+    from explorer.training.trainer import train
 
     out = env["folder"] / "analysis-numclip.safetensors"
     train(TrainConfig(dataset="dots:6:8", out=str(out), learner={"kind": "numclip", "concepts": "dots"}, epochs=2,

@@ -24,13 +24,8 @@ import torch
 from open_clip.model import CLIP
 from PIL import Image
 
-from explorer.backbones.load import (
-    DEMO_CONFIG,
-    _read_torchscript_tensors,
-    load_backbone,
-    read_weight_file,
-    resolve_device,
-)
+from explorer.backbones.load import DEMO_CONFIG, load_backbone, resolve_device
+from explorer.backbones.torchfiles import read_torchscript_tensors, read_weight_file
 from explorer.core.errors import ExplorerError
 
 ZOO_SPEC = "ViT-B-32:laion2b_s34b_b79k"
@@ -166,6 +161,7 @@ def test_unknown_zoo_specs_are_explained(spec, fragment):
 # --- local files ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_openai_layout_fp32_state_dict_infers_architecture(tmp_path, quickgelu_model, probe_inputs):
     path = tmp_path / "model.pt"
     torch.save(quickgelu_model.state_dict(), path)
@@ -201,6 +197,7 @@ def test_openai_layout_fp16_state_dict_like_openai(tmp_path, quickgelu_model, pr
     torch.testing.assert_close(image, ref_image, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_demo_weights_in_openai_layout_load_as_quickgelu_clip(tmp_path, demo, probe_inputs):
     """The demo's state dict (OpenAI key names) infers the demo shapes; inference assumes QuickGELU."""
     path = tmp_path / "demo-openai.pt"
@@ -231,6 +228,7 @@ def test_same_weights_same_id_across_file_formats(tmp_path, quickgelu_model):
     assert load_backbone(str(st), device="cpu").backbone_id == load_backbone(str(pt), device="cpu").backbone_id
 
 
+@pytest.mark.slow
 def test_torchscript_archive_read_without_torch_jit_load(tmp_path, quickgelu_model, probe_inputs):
     tokens, images = probe_inputs
     with warnings.catch_warnings():  # torch.jit.trace is deprecated; still what OpenAI's files are
@@ -241,7 +239,7 @@ def test_torchscript_archive_read_without_torch_jit_load(tmp_path, quickgelu_mod
     with zipfile.ZipFile(path) as zf:
         assert any("/code/__torch__" in n for n in zf.namelist())
 
-    tensors = _read_torchscript_tensors(path)
+    tensors = read_torchscript_tensors(path)
     expected = quickgelu_model.state_dict()
     assert set(expected) <= set(tensors)
     # TorchScript keeps the non-persistent causal mask buffer too (as torch.jit.load().state_dict() does).
@@ -260,6 +258,7 @@ def test_torchscript_archive_read_without_torch_jit_load(tmp_path, quickgelu_mod
     torch.testing.assert_close(image, ref_image, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_torchscript_archive_with_fp16_weights(tmp_path, quickgelu_model, probe_inputs):
     tokens, images = probe_inputs
     half_model = copy.deepcopy(quickgelu_model).half()  # a traced module shares its parameters
@@ -268,7 +267,7 @@ def test_torchscript_archive_with_fp16_weights(tmp_path, quickgelu_model, probe_
         traced = torch.jit.trace(half_model, (images.half(), tokens), check_trace=False)
     path = tmp_path / "fp16-traced.pt"
     traced.save(str(path))
-    tensors = _read_torchscript_tensors(path)
+    tensors = read_torchscript_tensors(path)
     assert tensors["visual.conv1.weight"].dtype == torch.float16
     for key, value in quickgelu_model.state_dict().items():
         torch.testing.assert_close(tensors[key].float(), value.half().float(), atol=0, rtol=0)
@@ -339,6 +338,7 @@ def test_corrupt_and_truncated_files_are_refused(tmp_path, quickgelu_model):
         assert bad.name in str(err.value)
 
 
+@pytest.mark.slow
 def test_arch_at_path_with_wrong_architecture(tmp_path, demo):
     path = tmp_path / "demo.safetensors"
     from safetensors.torch import save_file

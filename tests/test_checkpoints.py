@@ -16,6 +16,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from app_testdata import demo_backbone
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def demo():
-    return load_backbone("demo", device="cpu")
+    return demo_backbone()  # the test process's one demo backbone (only read here)
 
 
 AGES = Ranks.integers(12, start=16, unit="years")  # 16 .. 27 years

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from app_testdata import demo_backbone
 from PIL import Image
 
 from explorer.analysis.geometry import ordinality, report_spans, similarity_matrix
-from explorer.backbones.load import load_backbone
 from explorer.cli import main
 from explorer.core.errors import ExplorerError
 from explorer.core.ranks import Ranks
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def demo():
-    return load_backbone("demo", device="cpu")
+    return demo_backbone()  # the test process's one demo backbone (only read here)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +136,7 @@ def runs(files):
     r.close()
 
 
+@pytest.mark.slow
 def test_console_script_predict_json(runs, files, capsys):
     rc, out, err = runs["predict"]
     assert rc == 0, err
@@ -149,12 +150,14 @@ def test_console_script_predict_json(runs, files, capsys):
         assert a["expected_value"] == pytest.approx(b["expected_value"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_console_script_error_is_one_line(runs, files):
     rc, out, err = runs["missing"]
     line = assert_one_error_line(rc, out, err)
     assert line == f"error: Checkpoint not found: {files['missing']}."
 
 
+@pytest.mark.slow
 def test_console_script_debug_shows_the_traceback(runs):
     rc, out, err = runs["debug"]
     assert rc != 0 and out == ""

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from explorer.store.checkpoints import load_checkpoint
-from explorer.training.trainer import TrainConfig, train
+from explorer.training.config import TrainConfig
+from explorer.training.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -31,6 +32,7 @@ def free_port() -> int:
 
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_single_process(tmp_path, one_torch_thread):
     # batch 7 over 2 processes: shards of 4 and 3 (the uneven gather path)
     common = ["dots:4:8", "--learner", "rank", "--context-tokens", "4", "--epochs", "3", "--batch-size", "7", "--device", "cpu"]

@@ -18,6 +18,7 @@ from explorer.data.inputs import checkpoint_inputs, crops_faces, evaluates_on_cr
 from explorer.store.checkpoints import load_checkpoint
 
 FACE_LABELS = fp.SCENE_FACE_LABELS
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,7 @@ def test_embed_cli_says_how_many_faces_were_found(scenes, tmp_path, capsys):
     assert "(faces found in 6 of 8 images; 2 used whole)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_train_eval_predict_with_faces(scenes, tmp_path, capsys):
     out = tmp_path / "faces.safetensors"
     data = f"csv:{scenes / 'data.csv'}"
@@ -97,6 +99,7 @@ def test_train_eval_predict_with_faces(scenes, tmp_path, capsys):
     assert "face" not in json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_whole_image_checkpoints_are_not_cropped_by_default(tmp_path, capsys):
     from explorer.core.settings import REPO_ROOT
 
@@ -124,6 +127,7 @@ def test_inputs_are_read_from_old_metadata(meta, kind):
     assert record["cropped"] == bool((meta.get("training") or {}).get("faces"))
 
 
+@pytest.mark.slow
 def test_corrupt_images_get_their_sentence_with_faces(scenes, tmp_path, capsys):
     root = tmp_path / "bad"
     root.mkdir()

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from app_testdata import demo_backbone
 from open_clip.transform import image_transform
 from PIL import Image
 from safetensors import safe_open
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def backbone():
-    return load_backbone("demo", device="cpu")
+    return demo_backbone()  # the test process's one demo backbone (only read here)
 
 
 class Events:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from explorer.backbones.load import read_weight_file
+from explorer.backbones.torchfiles import read_weight_file
 from explorer.core import fileformat
 from explorer.core.settings import REPO_ROOT
 from explorer.store import library as lib

@@ -174,6 +174,7 @@ def test_pca_matches_svd():
             np.testing.assert_allclose(sign * Y[:, k], ref[:, k], atol=1e-8)
 
 
+@pytest.mark.slow
 def test_tsne_deterministic():
     P = np.random.default_rng(2).normal(size=(20, 6))
     A = g.project(P, "tsne", dims=2, seed=3)

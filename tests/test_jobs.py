@@ -6,8 +6,8 @@ import pytest
 
 from explorer.core.errors import ExplorerError
 from explorer.store.checkpoints import load_checkpoint
+from explorer.training.config import TrainConfig
 from explorer.training.jobs import JobManager
-from explorer.training.trainer import TrainConfig
 
 
 def wait(job, timeout=120):
@@ -22,6 +22,7 @@ def config(tmp_path, name, epochs=2, **kw):
                        cache_dir=str(tmp_path / "cache"), learner={"kind": "rank", "num_context_tokens": 2}, **kw)
 
 
+@pytest.mark.slow
 def test_two_jobs_run_to_completion_without_mixing(tmp_path):
     manager = JobManager()
     a = manager.start(config(tmp_path, "a", epochs=2), owner="alice")
@@ -39,6 +40,7 @@ def test_two_jobs_run_to_completion_without_mixing(tmp_path):
     assert [j.id for j in manager.jobs(owner="alice")] == [a.id]
 
 
+@pytest.mark.slow
 def test_cancel_keeps_best_checkpoint(tmp_path):
     manager = JobManager()
     job = manager.start(config(tmp_path, "c", epochs=200))
@@ -62,6 +64,7 @@ def test_bad_config_fails_cleanly(tmp_path):
     assert job.state == "failed" and "dots" in job.error and "Traceback" not in job.error
 
 
+@pytest.mark.slow
 def test_running_limit(tmp_path):
     manager = JobManager(max_running=1)
     job = manager.start(config(tmp_path, "d", epochs=200))
@@ -82,6 +85,7 @@ def test_embedding_progress_has_a_time_left():
     assert [format_seconds(s) for s in (None, 12.4, 200, 3900)] == ["…", "12 s", "3 min 20 s", "1 h 05 min"]
 
 
+@pytest.mark.slow
 def test_a_job_reports_embedding_done_total_and_eta(tmp_path):
     manager = JobManager()
     job = manager.start(config(tmp_path, "embed-eta", epochs=1))

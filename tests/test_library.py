@@ -189,6 +189,7 @@ def test_geometry_summary_matches_geometry_module(entries):
     assert g["violations"].shape == (60, 60) and g["adjacent"].shape == (60,)
 
 
+@pytest.mark.slow
 def test_projection_cache_persists_tsne_not_pca(tmp_path, monkeypatch):
     P = np.random.default_rng(0).normal(size=(30, 16))
     layout, from_disk = projections.cached_projection(P, "abc", "pca", 2, 0, cache_dir=tmp_path)

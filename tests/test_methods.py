@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from app_testdata import demo_backbone
 from torch import nn
 
 from explorer import cli, methods
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def demo():
-    return load_backbone("demo", device="cpu")
+    return demo_backbone()  # the test process's one demo backbone (only read here)
 
 
 def _config(name: str, ranks: Ranks):

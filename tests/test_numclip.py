@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from app_testdata import demo_backbone
 
 from explorer import cli
 from explorer.backbones.load import load_backbone
@@ -110,7 +111,7 @@ def test_bins_of_values_follow_the_reference_age_bins():
 
 @pytest.fixture(scope="module")
 def demo():
-    return load_backbone("demo", device="cpu")
+    return demo_backbone()  # the test process's one demo backbone (only read here)
 
 
 def test_numclip_learns_everything_and_the_ablations_switch_parts_off(demo):
@@ -157,6 +158,7 @@ def test_bad_bins_are_one_sentence(tmp_path, demo):
     assert model.config.bin_names == ["few", "many dots"] and model.config.bin_starts == [0.0, 10.0]
 
 
+@pytest.mark.slow
 def test_numclip_run_end_to_end_on_dots(tmp_path, capsys):
     out = tmp_path / "numclip.safetensors"
     args = ["train", "dots:20:12", "--learner", "numclip", "--concepts", "dots", "--epochs", "8", "--out", str(out),

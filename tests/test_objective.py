@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explorer.training.trainer import cosine_with_warmup, distance_weighted_logits, kl_text_to_image, ordinal_loss
+from explorer.methods.objectives import distance_weighted_logits, kl_text_to_image, ordinal_loss
+from explorer.training.parts import cosine_with_warmup
 
 
 def reference_kl(logits, y, num_ranks):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from app_testdata import demo_backbone
 
-from explorer.backbones.load import load_backbone
 from explorer.cli import main
 from explorer.core.errors import ExplorerError
 from explorer.core.ranks import Ranks
@@ -21,7 +21,7 @@ TEMPLATES = ["a photo of {} dots.", "a picture showing {} dots.", "{} dots on a 
 
 @pytest.fixture(scope="module")
 def demo():
-    return load_backbone("demo", device="cpu")
+    return demo_backbone()  # the test process's one demo backbone (only read here)
 
 
 def _prototypes(backbone, ranks, **settings):

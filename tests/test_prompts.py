@@ -15,6 +15,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from app_testdata import demo_backbone
 
 from explorer.backbones.load import load_backbone
 from explorer.core.errors import ExplorerError
@@ -35,7 +36,7 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def demo():
-    return load_backbone("demo", device="cpu")
+    return demo_backbone()  # the test process's one demo backbone (only read here)
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +136,7 @@ PLAIN_NAMES = ["newborn", "25", "100", "middle aged adult", "7", "old person"]
         pytest.param(dict(kind="template", num_ranks=6, rank_names=PLAIN_NAMES), id="template"),
     ],
 )
+@pytest.mark.slow
 def test_truncated_equals_full_length_other_learners_vitb16(vitb16, config):
     pm = build_prompt_model(vitb16, LearnerConfig(**config))
     with torch.no_grad():
@@ -158,7 +160,7 @@ def test_truncated_equals_full_length_at_the_limit(demo):
 # --- 2. template learner == open_clip's encode_text -----------------------------------------------
 
 
-@pytest.mark.parametrize("which", ["vitb16", "demo"])
+@pytest.mark.parametrize("which", [pytest.param("vitb16", marks=pytest.mark.slow), "demo"])
 def test_template_learner_equals_open_clip_encode_text(request, clip_tokenizer, which):
     bb = request.getfixturevalue(which)
     if which == "vitb16":
@@ -416,6 +418,7 @@ def test_names_file_errors(tmp_path):
 # --- 7. gradients and seeds -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["rank", "plain"])
 def test_gradients_flow_through_truncated_path(demo, kind):
     config = dict(kind=kind, num_ranks=101, num_context_tokens=6, num_tokens_per_rank=2)

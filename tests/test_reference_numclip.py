@@ -184,6 +184,7 @@ def test_run_without_names_file_uses_all_tokens_and_aesthetics_bins(clip_file, t
     assert ckpt.ranks.values == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
+@pytest.mark.slow
 def test_cli_import_and_bare_ckpt_with_flags(clip_file, tmp_path, capsys):
     clip_path, clip_state = clip_file
     run, sd = make_numclip_run(tmp_path / "run", clip_state, names_file=False)

@@ -26,6 +26,7 @@ def weight_files(tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow
 def test_many_specs_in_turn_keep_memory_bounded(weight_files, one_torch_thread):
     registry = BackboneRegistry(max_entries=2)
     alive = []

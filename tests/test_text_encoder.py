@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from app_testdata import demo_backbone
 from open_clip import get_model_config
 from open_clip.model import _build_text_tower
 
-from explorer.backbones.load import load_backbone
 from explorer.backbones.text_encoder import PromptBatch, TextEncoder, assemble_prompts, shared_prefix_length
 from explorer.core.settings import ENV_TEXT_PREFIX as PREFIX_ENV
 from explorer.methods.prompt import LearnerConfig, build_prompt_model, interpolation_weights
@@ -78,7 +78,7 @@ def small():
 
 @pytest.fixture(scope="module")
 def demo():
-    return load_backbone("demo", device="cpu")
+    return demo_backbone()  # the test process's one demo backbone (only read here)
 
 
 # --- 1. exactness ----------------------------------------------------------------------------------

@@ -22,12 +22,15 @@ import torch
 from safetensors import safe_open
 
 from explorer import cli
+from explorer.analysis.evaluation import evaluate_checkpoint
 from explorer.backbones.load import load_backbone
 from explorer.core.errors import ExplorerError
 from explorer.data.datasets import open_dataset
 from explorer.data.features import FeatureCache, content_key
 from explorer.store.checkpoints import load_checkpoint
-from explorer.training.trainer import Cancelled, TrainConfig, evaluate_checkpoint, prepare_data, train
+from explorer.training.config import Cancelled, TrainConfig
+from explorer.training.parts import prepare_data
+from explorer.training.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = "dots:4:6"  # 5 ranks, 30 images: 21 train / 3 val / 6 test
@@ -115,6 +118,7 @@ def test_frozen_run_end_to_end(label, tmp_path, cache, backbone):
     assert sum(e.stage == "epoch" for e in events) == epochs
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_beats_the_untrained_model(tmp_path, cache):
     kw = dict(dataset="dots:5:20", learner={"kind": "rank"}, batch_size=32)
     untrained = train(config(tmp_path / "untrained.safetensors", cache, epochs=0, **kw))
@@ -164,6 +168,7 @@ def test_should_stop_ends_the_run_after_the_current_step(tmp_path, cache):
     assert not (tmp_path / "other.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path, cache, capsys):
     out = tmp_path / "run.safetensors"
     resume_file = tmp_path / "run.resume.safetensors"
@@ -208,6 +213,7 @@ def test_a_killed_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path, cache, 
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["run.history.jsonl", "run.safetensors"]
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path, cache):
     def final_state(name):
         """Copy the resume state written at the end of the last epoch (before the run deletes it)."""
@@ -242,6 +248,7 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path, cach
     assert resumed.test_metrics["mae_exp"] == pytest.approx(straight.test_metrics["mae_exp"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_finetune_writes_and_uses_its_own_backbone(tmp_path, backbone):
     out = tmp_path / "ft.safetensors"
     result = train(config(out, tmp_path / "cache", dataset="dots:3:4", mode="finetune", epochs=2, image_lr=1e-3))

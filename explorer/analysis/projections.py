@@ -3,7 +3,6 @@ disk by content, so a second visit draws instantly."""
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -11,16 +10,14 @@ import numpy as np
 
 from explorer.analysis.geometry import PROJECTIONS, project
 from explorer.core.errors import ExplorerError
-from explorer.core.fsio import atomic_path
+from explorer.core.fsio import atomic_path, safe_filename
 from explorer.core.settings import cache_folder
-
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def projection_path(key: str, method: str, dims: int, seed: int, cache_dir: str | Path | None = None) -> Path:
     """``<cache>/projections/<key>-<method>-<dims>-<seed>.npy``."""
     folder = Path(cache_dir) if cache_dir is not None else cache_folder()
-    return folder / "projections" / f"{_SAFE.sub('_', key)}-{method}-{int(dims)}-{int(seed)}.npy"
+    return folder / "projections" / f"{safe_filename(key)}-{method}-{int(dims)}-{int(seed)}.npy"
 
 
 def cached_projection(matrix, key: str, method: str = "pca", dims: int = 2, seed: int = 0,

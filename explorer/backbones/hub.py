@@ -27,7 +27,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from explorer.backbones.spec import parse_backbone_spec
-from explorer.core.errors import ExplorerError
+from explorer.core.errors import ExplorerError, one_line
 
 HUB_PROBE_SECONDS = 1.5
 CONFIG_NAME = "open_clip_config.json"
@@ -207,7 +207,7 @@ def _download_group(model: HubModel, group: tuple[str, ...], env: HubEnv, progre
             raise
         except _network_errors() as exc:
             raise ExplorerError(
-                f"Downloading {name} of {model.spec} was interrupted ({_one_line(exc)}); nothing partial was kept, "
+                f"Downloading {name} of {model.spec} was interrupted ({one_line(exc)}); nothing partial was kept, "
                 "so running it again restarts the download cleanly."
             ) from exc
     raise ExplorerError(f"The hub repository {model.repo_id} has none of the files {', '.join(group)}.")
@@ -275,8 +275,3 @@ def remote_size(model: HubModel, seconds: float = HUB_PROBE_SECONDS) -> int | No
         else:
             return None
     return total
-
-
-def _one_line(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."

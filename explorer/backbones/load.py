@@ -15,7 +15,8 @@ Spec strings (``load_backbone(spec)``):
 - ``PATH`` or ``ARCH@PATH`` -- a local weight file: open_clip ``.safetensors`` / ``.bin`` /
   ``.pt`` state dicts, or OpenAI-layout CLIP files (``ViT-B-16.pt``, TorchScript archive or plain
   state dict). Without ``ARCH`` the architecture is inferred from the tensor shapes (OpenAI
-  conventions: QuickGELU, 64-wide attention heads).
+  conventions: QuickGELU, 64-wide attention heads). The files are read, without running code, by
+  :mod:`explorer.backbones.torchfiles`.
 
 The backbone id is ``<arch>@<16 hex>``: a BLAKE2b hash of the architecture config and every weight
 tensor as loaded (fp32), so the same weights give the same id whatever file format carried them.
@@ -25,13 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import os
-import pickle
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -40,14 +38,11 @@ from urllib.parse import urlparse
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN as OPENAI_MEAN
 from open_clip.constants import OPENAI_DATASET_STD as OPENAI_STD
-from safetensors import SafetensorError
-from safetensors.torch import load_file as load_safetensors
 
 from explorer.backbones import hub
 from explorer.backbones.spec import DEMO_ARCH, DEMO_WEIGHTS, parse_backbone_spec
-from explorer.backbones.torchfiles import load_weights_only
-from explorer.core.errors import ExplorerError
-from explorer.core.fileformat import SAFETENSORS, ZIP, file_format
+from explorer.backbones.torchfiles import read_safetensors, read_weight_file
+from explorer.core.errors import ExplorerError, one_line
 from explorer.core.fsio import save_safetensors
 
 # open_clip CLIP(**DEMO_CONFIG): 64 px ViT with 8 px patches, width 128, 4 layers per tower,
@@ -208,7 +203,7 @@ def _load_demo():
             f"The demo backbone weights are missing ({DEMO_WEIGHTS}); run 'make demo-backbone' to recreate them."
         )
     model = build_demo_model()
-    state = _read_safetensors(DEMO_WEIGHTS)
+    state = read_safetensors(DEMO_WEIGHTS)
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     if unexpected or [k for k in missing if k != "attn_mask"]:
         raise ExplorerError(f"The demo backbone file {DEMO_WEIGHTS} does not match the demo architecture.")
@@ -255,7 +250,7 @@ def _load_zoo(name: str, tag: str, cache_dir: str | None, progress=None, should_
             name, pretrained=local or tag, cache_dir=cache_dir, device="cpu"
         )
     except (OSError, RuntimeError, ValueError) as exc:  # network errors (requests' are OSErrors), corrupt downloads
-        raise ExplorerError(f"Loading {name}:{tag} through open_clip failed: {_one_line(exc)}") from exc
+        raise ExplorerError(f"Loading {name}:{tag} through open_clip failed: {one_line(exc, 200)}") from exc
     if local is not None:  # create_model skips the tag's preprocessing when given a path
         mean = pcfg.get("mean", OPENAI_MEAN)
         std = pcfg.get("std", OPENAI_STD)
@@ -275,138 +270,20 @@ def _load_hub(spec: str, cache_dir: str | None, progress=None, should_stop=None)
         hub_config = json.loads(Path(config_path).read_text(encoding="utf-8"))
         model_cfg = hub_config["model_cfg"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ExplorerError(f"{spec} has no usable {hub.CONFIG_NAME} (it needs a 'model_cfg'): {_one_line(exc)}.") from exc
+        raise ExplorerError(f"{spec} has no usable {hub.CONFIG_NAME} (it needs a 'model_cfg'): {one_line(exc, 200)}.") from exc
     with tempfile.TemporaryDirectory(prefix="explorer-hub-") as folder:
         os.symlink(os.path.realpath(config_path), os.path.join(folder, hub.CONFIG_NAME))
         os.symlink(os.path.realpath(weights_path), os.path.join(folder, os.path.basename(weights_path)))
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}", device="cpu")
         except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
-            raise ExplorerError(f"open_clip could not build {spec} from its hub files: {_one_line(exc)}") from exc
+            raise ExplorerError(f"open_clip could not build {spec} from its hub files: {one_line(exc, 200)}") from exc
     arch = model_ref.repo_id.split("/")[-1]
     config = {"arch": arch, "hf_hub": model_ref.repo_id, "model_cfg": model_cfg}
     return model, arch, config, preprocess
 
 
 # --- local files --------------------------------------------------------------------------------
-
-
-def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a weight file without executing code: safetensors, a torch state dict loaded with
-    ``weights_only=True``, or a TorchScript archive whose parameters are read by a restricted unpickler."""
-    path = Path(path)
-    fmt = file_format(path)
-    if fmt == SAFETENSORS:
-        return _read_safetensors(path)
-    if fmt == ZIP and zipfile.is_zipfile(path) and _is_torchscript(path):
-        return _read_torchscript_tensors(path)
-    return _unwrap_state_dict(load_weights_only(path, what="weight file"), path)
-
-
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_safetensors(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ExplorerError(f"{Path(path).name} is not a valid safetensors file ({_one_line(exc)}).") from exc
-
-
-def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ExplorerError(f"{path.name} does not hold a state dict of tensors.")
-    prefix = "module."
-    if all(k.startswith(prefix) for k in obj):
-        obj = {k[len(prefix) :]: v for k, v in obj.items()}
-    return obj
-
-
-def _is_torchscript(path: Path) -> bool:
-    with zipfile.ZipFile(path) as zf:
-        return any(n.endswith("/code/__torch__.py") or "/code/" in n for n in zf.namelist()) and any(
-            n.endswith("/data.pkl") for n in zf.namelist()
-        )
-
-
-# What a corrupt or hostile TorchScript archive can raise while its pickle is read by the restricted unpickler.
-_ARCHIVE_ERRORS = (pickle.UnpicklingError, EOFError, KeyError, IndexError, ValueError, TypeError, AttributeError,
-                   RuntimeError, OSError, zipfile.BadZipFile, StopIteration)
-
-
-class _ScriptObject:
-    """Stand-in for a TorchScript module while reading its pickle: records state, runs nothing."""
-
-    def __init__(self, *args, **kwargs):
-        self.state = None
-
-    def __setstate__(self, state):
-        self.state = state
-
-
-def _read_torchscript_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Parameters and buffers of a TorchScript archive (OpenAI's ViT-B-16.pt) read without running its code.
-
-    The archive's data.pkl is unpickled with an allow-list: tensor rebuild functions and storages
-    only; every TorchScript class becomes an inert record. The module tree is walked for tensors.
-    """
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-        root = next(n[: -len("data.pkl")] for n in names if n.endswith("/data.pkl") and n.count("/") == 1)
-        data = zf.read(root + "data.pkl")
-
-        def load_storage(key, dtype, numel):
-            raw = zf.read(f"{root}data/{key}")
-            return torch.UntypedStorage.from_buffer(raw, dtype=torch.uint8) if raw else torch.UntypedStorage(0)
-
-        class Restricted(pickle.Unpickler):
-            def find_class(self, module, name):
-                if module.startswith("__torch__"):
-                    return _ScriptObject
-                if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_tensor"):
-                    return getattr(torch._utils, name)
-                if module == "torch" and name.endswith("Storage"):
-                    return getattr(torch, name)
-                if module == "collections" and name == "OrderedDict":
-                    import collections
-
-                    return collections.OrderedDict
-                if module == "torch.jit._pickle" or module == "builtins" and name in ("set", "frozenset"):
-                    return lambda *a: a[0] if a else None
-                raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a weight file")
-
-            def persistent_load(self, pid):
-                _, storage_type, key, _location, numel = pid
-                dtype = storage_type.dtype if hasattr(storage_type, "dtype") else storage_type(0).dtype
-                raw = load_storage(key, dtype, numel)
-                return torch.storage.TypedStorage(wrap_storage=raw, dtype=dtype, _internal=True)
-
-        try:
-            top = Restricted(io.BytesIO(data)).load()
-        except _ARCHIVE_ERRORS as exc:
-            raise ExplorerError(f"{path.name} is a TorchScript archive that could not be read safely ({_one_line(exc)}).") from exc
-
-    out: dict[str, torch.Tensor] = {}
-
-    def walk(obj, prefix):
-        state = obj.state if isinstance(obj, _ScriptObject) else obj
-        if isinstance(state, dict):
-            items = state.items()
-        elif isinstance(state, (list, tuple)):
-            items = [(str(i), v) for i, v in enumerate(state)]
-        else:
-            return
-        for key, value in items:
-            if not isinstance(key, str) or key in ("training",) or key.startswith("_"):
-                continue
-            if isinstance(value, torch.Tensor):
-                out[prefix + key] = value
-            elif isinstance(value, (_ScriptObject, dict)):
-                walk(value, prefix + key + ".")
-
-    walk(top, "")
-    if not out:
-        raise ExplorerError(f"{path.name} is a TorchScript archive without readable weights.")
-    return out
 
 
 def _visual_size(model) -> int:
@@ -429,7 +306,7 @@ def _load_file(path: Path, arch: str | None):
         try:
             model.load_state_dict(_match_dtypes(state, model), strict=True)
         except RuntimeError as exc:
-            raise ExplorerError(f"{path.name} does not fit the demo architecture ({_one_line(exc, 160)}).") from exc
+            raise ExplorerError(f"{path.name} does not fit the demo architecture ({one_line(exc)}).") from exc
         return model, DEMO_ARCH, {"arch": DEMO_ARCH, **DEMO_CONFIG}, _image_transform(_visual_size(model))
     if arch:
         name = arch.replace("/", "-")
@@ -439,7 +316,7 @@ def _load_file(path: Path, arch: str | None):
         try:
             model.load_state_dict(_match_dtypes(state, model), strict=True)
         except RuntimeError as exc:
-            raise ExplorerError(f"{path.name} does not fit the {name} architecture ({_one_line(exc, 160)}).") from exc
+            raise ExplorerError(f"{path.name} does not fit the {name} architecture ({one_line(exc)}).") from exc
         config = {"arch": name, "open_clip_model": name}
     else:
         if "token_embedding.weight" not in state or "text_projection" not in state:
@@ -453,7 +330,7 @@ def _load_file(path: Path, arch: str | None):
             model = model.float()
             model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in state.items()})
         except (KeyError, IndexError, RuntimeError, ValueError, AttributeError) as exc:  # shapes that are not CLIP's
-            raise ExplorerError(f"{path.name} could not be read as an OpenAI-layout CLIP ({_one_line(exc, 160)}).") from exc
+            raise ExplorerError(f"{path.name} could not be read as an OpenAI-layout CLIP ({one_line(exc)}).") from exc
         name = _describe_inferred(model)
         config = {"arch": name, "inferred_from": "openai-layout", "quick_gelu": True}
     return model, name, config, _image_transform(_visual_size(model))
@@ -473,11 +350,6 @@ def _describe_inferred(model) -> str:
         known = {(768, 16, 12): "ViT-B-16", (768, 32, 12): "ViT-B-32", (1024, 14, 24): "ViT-L-14"}
         return known.get((width, patch, layers), f"ViT-w{width}-p{patch}-l{layers}")
     return "RN-" + str(getattr(visual, "output_dim", "x"))
-
-
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def save_backbone_weights(backbone: Backbone, path: str | Path) -> Backbone:

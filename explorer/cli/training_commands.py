@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "test": None if result.test_metrics is None else {k: v for k, v in result.test_metrics.items() if k != "per_rank_mae"},
         "seconds": round(result.seconds, 2),
     }
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         if args.json:
             _print_json(summary)
         else:
@@ -61,7 +62,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from explorer.data.datasets import open_dataset, validate
     from explorer.data.faces import faces_sentence
     from explorer.data.features import FeatureCache
-    from explorer.training.trainer import Progress
+    from explorer.training.config import Progress
 
     backbone = load_backbone(args.backbone, device=args.device, progress=DownloadBar(args.quiet))
     dataset = open_dataset(args.dataset)
@@ -79,7 +80,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 @command("eval")
 def cmd_eval(args: argparse.Namespace) -> int:
-    from explorer.training.trainer import evaluate_checkpoint
+    from explorer.analysis.evaluation import evaluate_checkpoint
 
     ckpt, backbone = _open(args)
     by = [f.strip() for f in args.by.split(",") if f.strip()] if args.by else None
@@ -116,7 +117,7 @@ def _print_slices(result: dict) -> None:
 @command("sweep")
 def cmd_sweep(args: argparse.Namespace) -> int:
     from explorer.training.config import parse_learner_list, sweep_grid
-    from explorer.training.trainer import sweep
+    from explorer.training.sweeps import sweep
 
     base = _train_config(args, args.dataset, str(Path(args.out_dir) / "run.safetensors"))
     learners = parse_learner_list(args.learners, _learner_settings(args, "rank"))

@@ -14,12 +14,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
 
 TMP_SUFFIX = ".tmp"
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def safe_filename(text: str, sep: str = "_", strip: str = "", default: str = "") -> str:
+    """``text`` fit to be (part of) a file name: every run of characters other than ASCII letters, digits,
+    ``_``, ``.`` and ``-`` becomes ``sep``; then the ``strip`` characters are removed from both ends, and
+    ``default`` stands in for an empty result."""
+    safe = _UNSAFE_NAME.sub(sep, text)
+    return (safe.strip(strip) if strip else safe) or default
 
 
 def temp_pattern(path: str | Path) -> str:

@@ -29,8 +29,8 @@ ONNX_FORMAT = "ordinal-explorer-onnx"
 ONNX_FORMAT_VERSION = 1
 ONNX_SUFFIX = ".onnx"
 
-# The README's "without the explorer at all" snippet (tests/test_deploy.py checks the README shows
-# exactly this text; the app shows it beside the download).
+# The "without the explorer at all" snippet of docs/deploy.md (tests/test_deploy.py checks that page
+# shows exactly this text; the app shows it beside the download).
 SNIPPET = """\
 import json, numpy as np, onnxruntime as ort
 from PIL import Image

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from explorer.backbones.spec import DEMO_WEIGHTS, META_KEY, parse_backbone_spec
-from explorer.core.errors import ExplorerError
+from explorer.core.errors import ExplorerError, one_line
 from explorer.core.fileformat import MAX_HEADER_BYTES, file_format, is_torch_pickle
-from explorer.core.fsio import bytes_digest, file_digest, write_bytes
+from explorer.core.fsio import bytes_digest, file_digest, safe_filename, write_bytes
 from explorer.core.settings import cache_folder
 from explorer.store.resume import RESUME_KEY, describe_resume, read_resume_meta
 
@@ -337,7 +336,7 @@ def inspect_file(path: str | Path, source: str = "library") -> LibraryEntry:
     except ExplorerError as exc:
         return LibraryEntry(path, "error", str(exc), source=source)
     except Exception as exc:  # a library row must never break the page
-        return LibraryEntry(path, "error", f"{path.name} could not be read ({type(exc).__name__}: {_one_line(exc)}).", source=source)
+        return LibraryEntry(path, "error", f"{path.name} could not be read ({type(exc).__name__}: {one_line(exc)}).", source=source)
 
 
 LISTING_VERSION = 2  # 2: summaries have num_classes
@@ -401,16 +400,13 @@ def stat_key(path: str | Path) -> tuple[str, int, int]:
     return str(path), st.st_mtime_ns, st.st_size
 
 
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
 def store_upload(data: bytes, filename: str, folder: str | Path | None = None) -> Path:
     """Keep uploaded bytes as ``<folder>/<content hash>/<safe filename>`` (written atomically); returns the path."""
     if not data:
         raise ExplorerError(f"{filename or 'The upload'} is empty (0 bytes).")
     folder = Path(folder) if folder is not None else cache_folder() / "uploaded-checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
-    safe = _SAFE.sub("_", Path(filename or "upload").name).strip("._") or "upload"
+    safe = safe_filename(Path(filename or "upload").name, strip="._", default="upload")
     path = folder / bytes_digest(data) / safe
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
@@ -445,9 +441,4 @@ def geometry_summary(matrix, window: tuple[int, int] | None = None, logit_scale:
 def onnx_cache_path(content_hash: str, cache_dir: str | Path | None = None) -> Path:
     """``<cache>/onnx/<content_hash>.onnx``: a checkpoint's ONNX export, keyed by its content."""
     folder = Path(cache_dir) if cache_dir is not None else cache_folder()
-    return folder / "onnx" / f"{_SAFE.sub('_', content_hash)}.onnx"
-
-
-def _one_line(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return folder / "onnx" / f"{safe_filename(content_hash)}.onnx"

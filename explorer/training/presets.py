@@ -16,12 +16,13 @@ ordinary explorer checkpoint that reloads and rebuilds to the same prototypes.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.core.errors import ExplorerError
+from explorer.core.fsio import safe_filename
 from explorer.core.ranks import Ranks
+from explorer.data.datasets.adience import ADIENCE_GROUPS
 from explorer.methods.concepts import CONCEPT_PRESETS
 
 
@@ -58,7 +59,6 @@ def _concept_midpoints(starts: tuple[float, ...], last: float) -> tuple[float, .
 
 _AGE_CONCEPTS = CONCEPT_PRESETS["age"]
 _AGES = tuple(str(a) for a in range(101))
-_GROUPS = ((0, 2), (4, 6), (8, 12), (15, 20), (25, 32), (38, 43), (48, 53), (60, 100))
 _DECADES = tuple(f"{y}s" for y in range(1930, 1980, 10))
 
 PRESETS: dict[str, Preset] = {
@@ -69,8 +69,8 @@ PRESETS: dict[str, Preset] = {
          "a portrait of a person who is {} years old.", "a selfie of a {} year old person."),
         unit="years", rank_kind="age"),
     "age-groups": Preset(
-        "age-groups", "Adience age groups (8)", tuple(f"{a}-{b}" for a, b in _GROUPS),
-        tuple((a + b) / 2 for a, b in _GROUPS), tuple(f"{a} to {b}" for a, b in _GROUPS),
+        "age-groups", "Adience age groups (8)", tuple(f"{a}-{b}" for a, b in ADIENCE_GROUPS),
+        tuple((a + b) / 2 for a, b in ADIENCE_GROUPS), tuple(f"{a} to {b}" for a, b in ADIENCE_GROUPS),
         ("a photo of a person aged {} years.", "a photo of the face of a person aged {} years.",
          "a close-up photo of someone who is {} years old.", "a cropped face of a person between {} years old."),
         unit="years", rank_kind="age group"),
@@ -129,7 +129,7 @@ def build_preset_checkpoint(preset: Preset | str, backbone, out: str | Path, nam
 
 def preset_checkpoint_path(folder: str | Path, preset: str, spec: str) -> Path:
     """Where the preset checkpoint of ``spec`` goes in ``folder`` (a file name made from both)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.replace("hf-hub:", "hub-")).strip("-.") or "backbone"
+    safe = safe_filename(spec.replace("hf-hub:", "hub-"), sep="-", strip="-.", default="backbone")
     return Path(folder) / f"zeroshot-{preset}-{safe[:80]}.safetensors"
 
 

@@ -1,12 +1,14 @@
-"""Sweep results: per-run rows -> ``runs.csv``, and mean ± std over seeds -> ``results.csv`` / ``results.md``
-(and the few-shot / label-shift curves -> ``curves.csv``, see :mod:`explorer.analysis.curves`)."""
+"""Sweeps: :func:`sweep` trains every run of a grid; its results: per-run rows -> ``runs.csv``, and
+mean ± std over seeds -> ``results.csv`` / ``results.md`` (and the few-shot / label-shift curves ->
+``curves.csv``, see :mod:`explorer.analysis.curves`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from explorer.core.fsio import write_text
+from explorer.training.config import Progress, SweepRun
 
 SUMMARY_METRICS = ("mae_exp", "mae_max", "acc_max", "cs1", "qwk", "spearman", "ordinality")
 
@@ -56,3 +58,24 @@ def write_sweep_tables(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, A
 
     curves_path = write_curves(raw, out_dir)
     return {"csv": csv_path, "md": md_path, "markdown": markdown, "table": table, "curves": curves_path}
+
+
+def sweep(runs: list[SweepRun], out_dir: Path, progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
+    """Train every run of a sweep grid; write results.csv / results.md with mean +- std over seeds."""
+    from explorer.analysis.geometry import ordinality_report
+    from explorer.store.checkpoints import load_checkpoint
+    from explorer.training.trainer import train
+
+    rows = []
+    for run in runs:
+        if progress:
+            progress(Progress("load", message=f"== {run.label}, shots {run.shots or 'all'}, seed {run.seed}"))
+        result = train(run.config, progress=progress)
+        test = result.test_metrics or {}
+        protos = load_checkpoint(result.checkpoint).prototypes.matrix.numpy()
+        shift = run.config.label_shift
+        rows.append({"learner": run.label, "shots": run.shots or "all", "seed": run.seed,
+                     "label_shift": " ".join(f"{v:g}" for v in shift) if shift else "none",
+                     **{k: v for k, v in test.items() if k != "per_rank_mae"},
+                     "ordinality": ordinality_report(protos)["ordinality"], "seconds": result.seconds})
+    return write_sweep_tables(rows, Path(out_dir))

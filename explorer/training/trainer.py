@@ -22,57 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explorer.analysis.evaluation import evaluate_checkpoint, evaluate_features
-from explorer.core.errors import ExplorerError
-from explorer.core.fsio import remove_temporaries, temp_pattern, write_text
+from explorer.analysis.evaluation import evaluate_features
+from explorer.core.fsio import write_text
 from explorer.data.inputs import inputs_record
-from explorer.methods.objectives import distance_weighted_logits, kl_text_to_image, ordinal_loss
 from explorer.store.resume import check_resumable, load_resume, read_resume_config, resume_path, save_resume
-from explorer.training.config import Cancelled, Progress, SweepRun, TrainConfig, TrainResult, download_progress
+from explorer.training.config import Cancelled, Progress, TrainConfig, TrainResult, download_progress
 from explorer.training.distributed import gather_uneven, init_distributed
-
-__all__ = ["Cancelled", "Progress", "TrainConfig", "TrainResult", "Trainer", "cosine_with_warmup", "distance_weighted_logits",
-           "evaluate_checkpoint", "evaluate_features", "kl_text_to_image", "ordinal_loss", "prepare_data", "sweep", "train"]
-
-
-# --- data preparation ---------------------------------------------------------------------------
-
-
-@dataclass
-class RunData:
-    """The opened dataset, its splits after the training regimes, evaluation labels and a report."""
-
-    dataset: Any
-    splits: dict[str, list[int]]
-    labels_eval: np.ndarray  # per sample, the evaluation label
-    report: dict[str, Any]
-
-
-def prepare_data(config: TrainConfig, progress: Callable[[Progress], None] | None = None) -> RunData:
-    """Open and check the dataset, make the splits and apply the training regimes (§6)."""
-    from explorer.data import datasets as ds
-
-    dataset = ds.open_dataset(config.dataset, **(config.dataset_options or {}))
-    report = ds.validate(dataset, check_images=True, skip_bad=config.skip_bad)
-    dataset.face_margin = config.face_margin if config.faces else None
-    splits = ds.make_splits(dataset, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed)
-    labels_eval = np.array([s.label for s in dataset.samples], dtype=np.int64)
-    train = list(splits["train"])
-    if config.shots:
-        train = ds.few_shot(train, labels_eval[train], config.shots, seed=config.seed)
-    if config.label_shift:
-        c, s = config.label_shift
-        train = ds.label_shift(train, labels_eval[train], int(c), float(s), seed=config.seed)
-    splits = {**splits, "train": list(train)}
-    for name in ("train", "val"):
-        if not splits.get(name):
-            raise ExplorerError(f"The {name} split is empty; use a larger dataset or other split fractions.")
-    info = {"num_samples": len(dataset.samples), **{f"num_{k}": len(v) for k, v in splits.items()}}
-    info.update(checked=report.total, skipped=report.skipped)
-    return RunData(dataset, splits, labels_eval, info)
-
-
-# --- pieces of a step ---------------------------------------------------------------------------
+from explorer.training.parts import cosine_with_warmup, make_optimizer, prepare_data, read_history, remove_stale_temporaries
 
 
 class _Step(nn.Module):
@@ -86,47 +42,6 @@ class _Step(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.visual(x) if self.visual is not None else x
         return F.normalize(feats.float(), dim=-1), self.head()
-
-
-def make_optimizer(config: TrainConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-    """AdamW, RAdam or SGD (momentum 0.9) over parameter ``groups``."""
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "radam":
-        return torch.optim.RAdam(groups, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-
-
-def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
-    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def read_history(path: Path) -> list[dict[str, Any]]:
-    """History records of an earlier run; a line torn by a crash is skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and "epoch" in record:
-            records.append(record)
-    return records
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Temporaries a killed run of this checkpoint left (checkpoint, resume state, history, backbone);
-    the finished files themselves are never touched. Also the names older versions used."""
-    stem = out.stem
-    files = (out, resume_path(out), out.with_name(stem + ".history.jsonl"), out.with_name(stem + ".backbone.safetensors"))
-    legacy = (f"{stem}.resume.tmp", f"{stem}.history.jsonl.tmp", f"{stem}.backbone.safetensors.tmp")
-    remove_temporaries(out.parent, tuple(temp_pattern(f) for f in files) + legacy)
 
 
 # --- the trainer --------------------------------------------------------------------------------
@@ -190,7 +105,7 @@ class Trainer:
 
         self.dist, self.device = init_distributed(resolve_device(self.config.device))
         if self.dist.main:
-            _remove_stale_temporaries(self.out)
+            remove_stale_temporaries(self.out)
         self.emit(Progress("load", message=f"opening dataset {self.config.dataset}"))
         self.data = prepare_data(self.config, self.emit)
         self.ranks = self.data.dataset.ranks
@@ -456,24 +371,3 @@ def train(config: TrainConfig, progress: Callable[[Progress], None] | None = Non
           should_stop: Callable[[], bool] | None = None, resume: bool = False) -> TrainResult:
     """Run one training job end to end and return where its checkpoint and history are."""
     return Trainer(config, progress, should_stop).run(resume)
-
-
-def sweep(runs: list[SweepRun], out_dir: Path, progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
-    """Train every run of a sweep grid; write results.csv / results.md with mean +- std over seeds."""
-    from explorer.analysis.geometry import ordinality_report
-    from explorer.store.checkpoints import load_checkpoint
-    from explorer.training.sweeps import write_sweep_tables
-
-    rows = []
-    for run in runs:
-        if progress:
-            progress(Progress("load", message=f"== {run.label}, shots {run.shots or 'all'}, seed {run.seed}"))
-        result = train(run.config, progress=progress)
-        test = result.test_metrics or {}
-        protos = load_checkpoint(result.checkpoint).prototypes.matrix.numpy()
-        shift = run.config.label_shift
-        rows.append({"learner": run.label, "shots": run.shots or "all", "seed": run.seed,
-                     "label_shift": " ".join(f"{v:g}" for v in shift) if shift else "none",
-                     **{k: v for k, v in test.items() if k != "per_rank_mae"},
-                     "ordinality": ordinality_report(protos)["ordinality"], "seconds": result.seconds})
-    return write_sweep_tables(rows, Path(out_dir))

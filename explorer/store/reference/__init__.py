@@ -39,7 +39,7 @@ Pass ``ckpt=`` together with ``run_dir=`` to choose another.
 Nothing is ever unpickled with code execution: the ``.ckpt`` is read with
 ``torch.load(..., weights_only=True)`` and refused when that is not enough.
 
-Modules: ``config`` (config.yaml and the learner settings), ``checkpoint`` (the ``.ckpt``),
+Modules: ``config`` (config.yaml), ``learner`` (the learner settings), ``checkpoint`` (the ``.ckpt``),
 ``numclip`` (NumCLIP's adapter, regressor, concepts and label ranks), ``weights`` (the combined
 backbone), ``run`` (the import).
 """
@@ -56,13 +56,12 @@ from explorer.store.reference.checkpoint import (
 )
 from explorer.store.reference.config import (
     CLIP_MODEL_NAMES,
-    LEARNER_TYPES,
     SUPPORTED_MODEL_TYPES,
     check_clip_image_encoder,
-    learner_config_from_reference,
     model_section,
     read_run_config,
 )
+from explorer.store.reference.learner import LEARNER_TYPES, learner_config_from_reference
 from explorer.store.reference.run import (
     ImportResult,
     ReferenceImportWarning,

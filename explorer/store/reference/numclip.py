@@ -32,7 +32,7 @@ from explorer.core.errors import ExplorerError
 from explorer.core.ranks import Ranks, read_names_file
 from explorer.methods.concepts import ConceptBins, resolve_concepts
 from explorer.methods.numclip import NumCLIP, NumCLIPConfig
-from explorer.store.reference.config import learner_config_from_reference, resolve_names_file
+from explorer.store.reference.learner import learner_config_from_reference, resolve_names_file
 
 ADAPTER_KEYS = ("image_adapter.fc.0.weight", "image_adapter.fc.2.weight")
 REGRESSOR_KEYS = tuple(f"regressor.{layer}.0.{p}" for layer in ("stage1_FC_after_PB", "stage1_delta_k") for p in ("weight", "bias"))

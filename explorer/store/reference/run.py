@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from explorer.backbones.load import load_backbone, read_weight_file
+from explorer.backbones.load import load_backbone
+from explorer.backbones.torchfiles import read_weight_file
 from explorer.core.errors import ExplorerError
 from explorer.core.ranks import Ranks
 from explorer.methods.prompt import build_prompt_model
@@ -19,13 +20,8 @@ from explorer.store.reference.checkpoint import (
     read_lightning_checkpoint,
     refuse_unsupported_modules,
 )
-from explorer.store.reference.config import (
-    NUMCLIP_MODEL_TYPE,
-    check_clip_image_encoder,
-    learner_config_from_reference,
-    model_section,
-    read_run_config,
-)
+from explorer.store.reference.config import NUMCLIP_MODEL_TYPE, check_clip_image_encoder, model_section, read_run_config
+from explorer.store.reference.learner import learner_config_from_reference
 from explorer.store.reference.numclip import (
     build_numclip_model,
     check_overrides,
