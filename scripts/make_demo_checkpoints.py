@@ -21,7 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from explorer.analysis.evaluation import evaluate_checkpoint  # noqa: E402
 from explorer.analysis.geometry import ordinality_report  # noqa: E402
+from explorer.backbones.load import load_backbone  # noqa: E402
 from explorer.metrics.ordinal import aggregate, format_mean_std  # noqa: E402
 from explorer.store.checkpoints import load_checkpoint  # noqa: E402
 from explorer.training.config import TrainConfig  # noqa: E402
@@ -67,9 +69,13 @@ SEED_COLUMNS = (("mae_value", "test MAE (value)", 1, 3), ("mae_exp", "test MAE (
                 ("qwk", "QWK", 1, 3), ("ordinality", "ordinality %", 100, 1))
 
 
-def seed_record(ckpt) -> dict:
-    """The figures of one run that the seeds table aggregates."""
-    record = {k: v for k, v in ckpt.meta["metrics"]["test"].items() if isinstance(v, (int, float))}
+def seed_record(ckpt, recompute: bool = False) -> dict:
+    """The figures of one run that the seeds table aggregates; ``recompute``: the test metrics evaluated
+    now (for bundled files written before a metric such as mae_value existed)."""
+    test = ckpt.meta["metrics"]["test"]
+    if recompute:
+        test = evaluate_checkpoint(ckpt, load_backbone(COMMON["backbone"]), DATASET, "test")["metrics"]
+    record = {k: v for k, v in test.items() if isinstance(v, (int, float))}
     record["ordinality"] = ordinality_report(ckpt.prototypes.matrix.numpy())["ordinality"]
     return record
 
@@ -80,7 +86,7 @@ def seeds_table(out_dir: Path) -> list[str]:
     runs = json.loads(path.read_text()) if path.is_file() else {}
     for name in runs:
         if (out_dir / f"{name}.safetensors").is_file():
-            runs[name]["0"] = seed_record(load_checkpoint(out_dir / f"{name}.safetensors"))
+            runs[name]["0"] = seed_record(load_checkpoint(out_dir / f"{name}.safetensors"), recompute=True)
     if not runs or max(len(r) for r in runs.values()) < 2:
         return []
     seeds = sorted({int(s) for r in runs.values() for s in r})
@@ -111,10 +117,11 @@ def main() -> None:
     parser.add_argument("--out-dir", default=str(ROOT / "checkpoints"))
     parser.add_argument("--only", nargs="*", help="names of the runs to (re)make")
     parser.add_argument("--seeds", default="0", help="comma list of seeds; 0 writes the bundled files (default: 0)")
+    parser.add_argument("--table-only", action="store_true", help="only rebuild RESULTS.md from the files and seeds.json")
     parser.add_argument("--seed-dir", default=str(ROOT / ".cache" / "demo-seeds"), help="where runs with other seeds go")
     args = parser.parse_args()
     out_dir = Path(args.out_dir)
-    for seed in [int(s) for s in args.seeds.split(",")]:
+    for seed in [] if args.table_only else [int(s) for s in args.seeds.split(",")]:
         for name, extra in RUNS.items():
             if args.only and name not in args.only:
                 continue
