@@ -81,9 +81,9 @@ test: lint $(CHROMIUM) ## Lint, then run the whole pytest suite (incl. browser t
 	@mkdir -p .cache/numba
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: lint ## Lint, then the fast tier: no slow tests, no browser tests
+test-fast: lint ## Lint, then the fast tier: no slow tests, no browser tests, on every core
 	@mkdir -p .cache/numba
-	$(TEST_ENV) $(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest -n auto -m "not slow and not browser" $(PYTEST_ARGS)
 
 run: $(STAMP) ## Start the Streamlit app on PORT (default 8501)
 	@mkdir -p .cache/numba
