@@ -1,5 +1,8 @@
 """A reference run's ``config.yaml``: reading it, checking the model type, and mapping its
-prompt-learner settings (plus overrides) to the explorer's :class:`LearnerConfig`.
+prompt-learner settings (plus overrides) to the config of the explorer's OrdinalCLIP or CoOp method.
+
+This module speaks the reference's vocabulary: its learner kinds are ``rank`` (RankPromptLearner) and
+``plain`` (PlainPromptLearner); the explorer's names of those methods are accepted too.
 
 The tensor shapes are the truth: a setting that contradicts them is refused, except the ones the
 reference itself overrides (``num_context_tokens`` when ``init_context`` is set, the tokens per
@@ -16,11 +19,18 @@ import torch
 
 from explorer.core.errors import ExplorerError
 from explorer.core.ranks import read_names_file
-from explorer.methods.prompt import INTERPOLATIONS, POSITIONS, LearnerConfig
+from explorer.methods import make_config
+from explorer.methods.coop import CoOpConfig
+from explorer.methods.ordinalclip import INTERPOLATIONS, OrdinalCLIPConfig
+from explorer.methods.prompt import POSITIONS
 
 # clip.available_models() of the reference's CLIP package: the only image encoders that are CLIP towers.
 CLIP_MODEL_NAMES = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px")
 LEARNER_TYPES = {"RankPromptLearner": "rank", "PlainPromptLearner": "plain"}
+# The explorer's method names of the reference's learner kinds, and what --learner takes (both vocabularies).
+METHOD_KINDS = {"ordinalclip": "rank", "coop": "plain"}
+LEARNER_CHOICES = ("ordinalclip", "coop", "numclip", "rank", "plain")
+LEARNER_FIELDS = {f.name for cls in (OrdinalCLIPConfig, CoOpConfig) for f in fields(cls)}
 # runner_cfg.model_cfg.type values this import reproduces faithfully (the reference's model class).
 NUMCLIP_MODEL_TYPE = "RegCLIPSSR"  # NumCLIP (numclip-method.md §2)
 SUPPORTED_MODEL_TYPES = ("OrdinalCLIP", NUMCLIP_MODEL_TYPE)
@@ -93,7 +103,7 @@ def _setting(cfg: dict[str, Any], key: str, where: str) -> Any:
 
 @dataclass
 class _Sources:
-    """Where learner settings come from: overrides (LearnerConfig names) over the prompt_learner_cfg."""
+    """Where learner settings come from: overrides (learner config field names) over the prompt_learner_cfg."""
 
     cfg: dict[str, Any]
     over: dict[str, Any]
@@ -127,11 +137,11 @@ def learner_config_from_reference(
     tokenizer=None,
     search_roots: list[Path] | None = None,
     where: str = "config.yaml",
-) -> tuple[LearnerConfig, list[str]]:
-    """The LearnerConfig a reference learner corresponds to, and warnings.
+) -> tuple[OrdinalCLIPConfig | CoOpConfig, list[str]]:
+    """The learner config a reference learner corresponds to, and warnings.
 
     ``prompt_cfg`` is ``runner_cfg.model_cfg.prompt_learner_cfg`` (None for a bare ``.ckpt``);
-    ``overrides`` are LearnerConfig fields that win over it. ``context`` / ``rank`` are the
+    ``overrides`` are learner config fields that win over it. ``context`` / ``rank`` are the
     checkpoint's tensors (n x D or R x n x D; B x t x D or R x t x D), whose shapes win over both.
     ``tokenizer`` (CLIP BPE) counts the tokens of ``init_context`` and of the rank names file.
     """
@@ -149,8 +159,7 @@ def learner_config_from_reference(
         s, kind, shapes, num_ranks, num_base_ranks, tokenizer, search_roots or [], warn
     )
     interpolation, position = _interpolation_and_position(s, kind, shapes, num_ranks, warn)
-    config = LearnerConfig(
-        kind=kind,
+    settings = dict(
         num_ranks=num_ranks,
         num_context_tokens=shapes.n,
         context_init=None if context_init is None else str(context_init),
@@ -163,15 +172,15 @@ def learner_config_from_reference(
         rank_names=rank_names,
         rank_token_counts=rank_token_counts if rank_names is None else None,
     )
-    return config, warn
+    own = {f.name for f in fields(OrdinalCLIPConfig if kind == "rank" else CoOpConfig)}
+    return make_config(kind, **{k: v for k, v in settings.items() if k in own}), warn
 
 
 def _sources(prompt_cfg: dict[str, Any] | None, overrides: dict[str, Any] | None, where: str) -> _Sources:
     over = dict(overrides or {})
-    known = {f.name for f in fields(LearnerConfig)}
-    unknown = sorted(set(over) - known)
+    unknown = sorted(set(over) - LEARNER_FIELDS)
     if unknown:
-        raise ExplorerError(f"Unknown learner settings {', '.join(unknown)}; use LearnerConfig field names (kind, num_ranks, ...).")
+        raise ExplorerError(f"Unknown learner settings {', '.join(unknown)}; use learner config field names (kind, num_ranks, ...).")
     return _Sources(dict(prompt_cfg or {}), over, where, "the learner flags" if prompt_cfg is None else where)
 
 
@@ -199,7 +208,7 @@ def _kind(s: _Sources) -> str | None:
         if typ not in LEARNER_TYPES:
             raise ExplorerError(f"{s.where}: prompt learner type {typ!r} is not supported; only {', '.join(LEARNER_TYPES)} can be imported.")
         kind = LEARNER_TYPES[typ]
-    kind = LEARNER_TYPES.get(str(kind), kind)
+    kind = LEARNER_TYPES.get(str(kind), METHOD_KINDS.get(str(kind), kind))
     if kind is not None and kind not in ("rank", "plain"):
         raise ExplorerError(f"Learner kind {kind!r} cannot come from a reference run; it is 'rank' (RankPromptLearner) or 'plain' (PlainPromptLearner).")
     return kind
