@@ -575,9 +575,10 @@ def test_numclip_from_the_train_page_to_geometry_and_predict(env):
     """A NumCLIP run trained on the Train page lands in the Library; Geometry shows its 5 concept
     prototypes and Predict its concept distribution with the regressed value."""
     at = open_page(env, "train")
+    at.selectbox(key="train-learner").set_value("numclip").run()  # learner (outside the form): its fields appear
+    assert at.text_input(key="train-numclip-concepts").value == "dots"
     at.text_input(key="train-dataset").set_value("dots:6:8")  # dataset
     at.text_input(key="train-name").set_value("apptest-numclip")  # name
-    at.selectbox(key="train-learner").set_value("numclip").run()  # learner: its fields appear
     at.number_input(key="train-epochs").set_value(3)  # epochs
     at.button[0].click().run()
     _ok(_run_job_to_end(at))
@@ -616,8 +617,9 @@ def test_a_plugged_in_methods_option_is_a_train_form_field(env, monkeypatch):
     doc = (Path(__file__).resolve().parent.parent / "docs" / "writing-a-method.md").read_text(encoding="utf-8")
     module = types.ModuleType("documented_centroid_app")
     monkeypatch.setattr(methods, "REGISTRY", dict(methods.REGISTRY))  # the example registers itself
-    exec(compile(re.findall(r"```python\n(.*?)```", doc, re.DOTALL)[0], "writing-a-method.md", "exec"), module.__dict__)  # noqa: S102
     monkeypatch.setitem(sys.modules, module.__name__, module)
+    code = re.findall(r"```python\n(.*?)```", doc, re.DOTALL)[0]
+    exec(compile(code, "writing-a-method.md", "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - our own doc
     methods.REGISTRY["centroid"] = f"{module.__name__}:CentroidMethod"
     at = open_page(env, "train")
     assert "centroid (toy)" in at.selectbox(key="train-learner").options  # by its title
@@ -707,7 +709,7 @@ def test_models_page_downloads_with_progress_and_builds_a_preset(env, monkeypatc
     with HubServer({"explorer-tests/tiny-clip": make_tiny_hub_model(tmp_path / "repo")}, chunk_delay=0.15) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         at = open_page(env, "models")
-        at.text_input(key="train-dataset").set_value(spec)
+        at.text_input[0].set_value(spec)
         at.button[0].click().run()  # the form's Add button
         at.selectbox(key="models-chosen").set_value(spec).run()
         _ok(at)

@@ -133,3 +133,20 @@ def test_the_removed_api_is_gone():
 
     assert not hasattr(Method, "needs_text_encoder") and not hasattr(Method, "learner_state")
     assert not hasattr(__import__("explorer.methods.prompt", fromlist=["x"]), "LEARNER_KINDS")
+
+
+def test_the_train_form_fields_come_from_the_method_configs():
+    from explorer.core.options import form_fields, form_kind, form_label
+
+    def shown(name):
+        method = get_method(name)
+        return [(f.name, form_kind(f)) for f in form_fields(method.config_class, method.form_fields)]
+
+    assert shown("rank") == [("num_context_tokens", "int"), ("num_base_ranks", "int"), ("interpolation", "choice")]
+    assert shown("coop") == [("num_context_tokens", "int")] and shown("zeroshot") == [("template", "text")]
+    assert shown("numclip") == [("num_context_tokens", "int"), ("concepts", "text")] and shown("linear-probe") == []
+    every = {f.name: form_kind(f) for f in form_fields(get_method("ordinalclip").config_class)}  # form_fields None
+    assert every["rank_specific_context"] == "toggle" and every["bandwidth"] == "float" and every["context_init"] == "text"
+    assert "rank_names" not in every  # a file: CLI only
+    assert "templates" not in {f.name for f in form_fields(get_method("zeroshot").config_class)}  # a list
+    assert [form_label(f) for f in form_fields(get_method("ordinalclip").config_class, ("num_base_ranks",))] == ["Base ranks"]
