@@ -8,14 +8,15 @@ import streamlit as st
 
 from app_pages import charts, common
 from explorer.analysis import lab
-from explorer.methods.prompt import INTERPOLATIONS
+from explorer.methods import find_method
+from explorer.methods.ordinalclip import INTERPOLATIONS
 from explorer.store import library as lib
-
-SCHEMES = {"linear": "linear", "inv_prop": "inv_prop", "normal": "normal"}
 
 
 def _is_rank_learner(entry: lib.LibraryEntry) -> bool:
-    return entry.summary.get("kind") == "full" and entry.summary.get("learner") == "rank"
+    """A full checkpoint of a method whose ranks the lab can re-interpolate (``Method.supports_lab``)."""
+    method = find_method(entry.summary.get("learner"))
+    return entry.summary.get("kind") == "full" and method is not None and method.supports_lab
 
 
 @st.cache_data(show_spinner=False, max_entries=128)

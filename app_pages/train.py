@@ -14,10 +14,8 @@ from app_pages import common
 from explorer.backbones import catalog as models
 from explorer.core import settings
 from explorer.core.fsio import safe_filename
-from explorer.core.options import choices_of, default_of
+from explorer.core.options import default_of, form_fields, form_kind, form_label
 from explorer.methods import get_method, make_config, method_names
-from explorer.methods.concepts import CONCEPT_PRESETS
-from explorer.methods.prompt import LearnerConfig
 from explorer.training.config import TrainConfig, format_seconds
 from explorer.training.jobs import JobManager
 
@@ -30,16 +28,10 @@ def job_manager() -> JobManager:
     return JobManager(max_running=2)
 
 
-def _config_from_form(values: dict) -> TrainConfig:
-    """The run's TrainConfig: the method's own config from the form's fields that it has."""
+def _config_from_form(values: dict, learner_settings: dict) -> TrainConfig:
+    """The run's TrainConfig, with the method's config from its own fields of the form."""
     name = safe_filename(values["name"].strip(), sep="-", default="run")
-    method = get_method(values["learner"])
-    learner_settings = {
-        "num_context_tokens": int(values["context_tokens"]), "interpolation": values["interpolation"],
-        "num_base_ranks": int(values["base_ranks"]), "template": values["template"], "concepts": values["concepts"],
-    }
-    fields = method.config_class.__dataclass_fields__
-    learner = make_config(method.name, **{k: v for k, v in learner_settings.items() if k in fields})
+    learner = make_config(values["learner"], **learner_settings)
     return TrainConfig(
         dataset=values["dataset"].strip(), out=str(settings.library_folder() / f"app-{name}.safetensors"), name=name,
         backbone=values["backbone"].strip(), learner=learner, shots=int(values["shots"]) or None,
@@ -48,36 +40,61 @@ def _config_from_form(values: dict) -> TrainConfig:
     )
 
 
+def _learner_fields(method, columns) -> dict:
+    """One widget per field of the method's config that its form shows (``Method.form_fields``), made
+    from the field's option metadata as the CLI makes its flags; a new method's options appear unchanged."""
+    settings, shown = {}, form_fields(method.config_class, method.form_fields)
+    if shown:
+        st.caption(f"{method.title} settings (the flags of `train --learner {method.name}`)")
+    for i, f in enumerate(shown):
+        col, kind, key = columns[i % len(columns)], form_kind(f), f"train-{method.name}-{f.name}"
+        default = method.form_defaults.get(f.name, default_of(method.config_class, f.name))
+        label, help_text = form_label(f), f.metadata.get("help") or None
+        if kind == "toggle":
+            settings[f.name] = col.toggle(label, bool(default), key=key, help=help_text)
+        elif kind == "choice":
+            options = list(f.metadata["choices"])
+            settings[f.name] = col.selectbox(label, options, index=options.index(default) if default in options else 0,
+                                             key=key, help=help_text)
+        elif kind == "int":
+            settings[f.name] = int(col.number_input(label, value=int(default or 0), step=1, key=key, help=help_text))
+        elif kind == "float":
+            settings[f.name] = float(col.number_input(label, value=float(default or 0.0), key=key, help=help_text, format="%g"))
+        else:  # text; an empty optional text is None
+            text = col.text_input(label, "" if default is None else str(default), key=key, help=help_text)
+            settings[f.name] = text if text or default is not None else None
+    return settings
+
+
 def _form() -> None:
-    """The run form; defaults and choices come from the config dataclasses (as the CLI's flags do)."""
-    L, T = LearnerConfig, TrainConfig
+    """The run form; defaults and choices come from the config dataclasses (as the CLI's flags do), the
+    learner's fields from the chosen method's config."""
+    T = TrainConfig
     titles = {name: get_method(name).title for name in method_names()}
+    st.subheader("New few-shot run")
+    learner = st.selectbox("Learner", list(titles), format_func=titles.get, key="train-learner")
+    method = get_method(learner)
     with st.form("train-form"):
-        st.subheader("New few-shot run")
         c1, c2, c3 = st.columns(3)
         values = {
-            "dataset": c1.text_input("Dataset", "dots:20", help="DATASET spec: dots:K[:N[:SEED]], utkface:DIR, csv:FILE, folder:DIR, list:ROOT:TRAIN.txt:VAL.txt:TEST.txt …"),
-            "backbone": c2.text_input("Backbone", "demo", help="demo, NAME:TAG (open_clip), hf-hub:ORG/REPO, PATH or ARCH@PATH; a hub download shows its progress"),
-            "name": c3.text_input("Name", "my-run"),
-            "learner": c1.selectbox("Learner", list(titles), format_func=titles.get),
-            "interpolation": c2.selectbox("Interpolation (rank)", choices_of(L, "interpolation"),
-                                          index=choices_of(L, "interpolation").index(default_of(L, "interpolation"))),
-            "base_ranks": c3.number_input("Base ranks B (rank)", 1, 50, default_of(L, "num_base_ranks")),
-            "context_tokens": c1.number_input("Context tokens n", 0, 60, default_of(L, "num_context_tokens")),
-            "shots": c2.number_input("Shots per label (0 = all)", 0, 1000, 16),
-            "epochs": c3.number_input("Epochs", 1, 500, default_of(T, "epochs")),
-            "lr": c1.number_input("Learning rate", 1e-6, 1.0, default_of(T, "lr"), format="%.4f"),
-            "seed": c2.number_input("Seed", 0, 10_000, default_of(T, "seed")),
-            "template": c3.text_input("Template (zero-shot)", "a photo of {} dots."),
-            "concepts": c1.selectbox("Concepts (NumCLIP)", list(CONCEPT_PRESETS), index=list(CONCEPT_PRESETS).index("dots"),
-                                     help="NumCLIP's coarse concept bins (a preset; the CLI also takes a start,name file)"),
+            "learner": learner,
+            "dataset": c1.text_input("Dataset", "dots:20", key="train-dataset",
+                                     help="DATASET spec: dots:K[:N[:SEED]], utkface:DIR, csv:FILE, folder:DIR, list:ROOT:TRAIN.txt:VAL.txt:TEST.txt …"),
+            "backbone": c2.text_input("Backbone", "demo", key="train-backbone",
+                                      help="demo, NAME:TAG (open_clip), hf-hub:ORG/REPO, PATH or ARCH@PATH; a hub download shows its progress"),
+            "name": c3.text_input("Name", "my-run", key="train-name"),
+            "shots": c1.number_input("Shots per label (0 = all)", 0, 1000, 16, key="train-shots"),
+            "epochs": c2.number_input("Epochs", 1, 500, default_of(T, "epochs"), key="train-epochs"),
+            "lr": c3.number_input("Learning rate", 1e-6, 1.0, default_of(T, "lr"), format="%.4f", key="train-lr"),
+            "seed": c1.number_input("Seed", 0, 10_000, default_of(T, "seed"), key="train-seed"),
             "faces": c2.toggle("Crop faces", default_of(T, "faces"), key="train-faces",
                                help="Crop each image to its largest face exactly as Predict does (for photos of people; "
                                     "images without a face are used whole and counted). Off: whole images."),
         }
+        learner_settings = _learner_fields(method, st.columns(3))
         submitted = st.form_submit_button("Start training", type="primary")
     if submitted:
-        job = job_manager().start(_config_from_form(values))
+        job = job_manager().start(_config_from_form(values, learner_settings))
         st.query_params[JOB_KEY] = job.id
         st.rerun()
 

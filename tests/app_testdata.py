@@ -55,11 +55,12 @@ def age_ranks():
 def build(kind: str = "rank", ranks=None, interpolation: str = "linear", num_base_ranks: int = 3, seed: int = 0,
           bandwidth: float = 1.0, backbone=None):
     """A freshly initialised PromptModel on the demo backbone."""
-    from explorer.methods.prompt import LearnerConfig, build_prompt_model
+    from explorer.methods import learner_config
+    from explorer.methods.prompt import build_prompt_model
 
     backbone = backbone or demo_backbone()
     ranks = ranks or dots_ranks()
-    config = LearnerConfig(kind=kind, num_ranks=len(ranks), num_context_tokens=4, num_base_ranks=num_base_ranks,
+    config = learner_config(kind=kind, num_ranks=len(ranks), num_context_tokens=4, num_base_ranks=num_base_ranks,
                            interpolation=interpolation, bandwidth=bandwidth)
     return build_prompt_model(backbone, config, ranks, seed=seed)
 

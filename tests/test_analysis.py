@@ -14,7 +14,8 @@ from explorer import cli
 from explorer.analysis import curves, maps
 from explorer.analysis.decode import clean_token, decode_checkpoint, decode_rows, nearest_tokens, token_embedding_matrix
 from explorer.core.ranks import Ranks
-from explorer.methods.prompt import LearnerConfig, build_prompt_model
+from explorer.methods import learner_config
+from explorer.methods.prompt import build_prompt_model
 from explorer.metrics import calibration as C
 from explorer.store.checkpoints import load_checkpoint, save_checkpoint
 
@@ -120,7 +121,7 @@ def test_nearest_tokens_of_known_embeddings(backbone):
 
 def _save(tmp_path, backbone, name, **cfg):
     ranks = Ranks.integers(5)
-    model = build_prompt_model(backbone, LearnerConfig(num_ranks=5, **cfg), ranks, seed=0)
+    model = build_prompt_model(backbone, learner_config(num_ranks=5, **cfg), ranks, seed=0)
     return load_checkpoint(save_checkpoint(tmp_path / f"{name}.safetensors", model, backbone, name=name))
 
 

@@ -513,10 +513,10 @@ def test_empty_library(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_train_page_runs_a_job_to_completion_and_the_checkpoint_reaches_the_library(env):
     at = open_page(env, "train")
-    at.text_input[0].set_value("dots:3:6")  # dataset
-    at.text_input[2].set_value("apptest")  # name
-    at.number_input[3].set_value(2)  # shots
-    at.number_input[4].set_value(2)  # epochs
+    at.text_input(key="train-dataset").set_value("dots:3:6")  # dataset
+    at.text_input(key="train-name").set_value("apptest")  # name
+    at.number_input(key="train-shots").set_value(2)  # shots
+    at.number_input(key="train-epochs").set_value(2)  # epochs
     at.button[0].click().run()
     _ok(at)
     job_id = at.query_params["job"][0] if isinstance(at.query_params["job"], list) else at.query_params["job"]
@@ -556,10 +556,10 @@ def test_train_page_crops_faces_when_asked(env, tmp_path):
 
     data = fp.write_scene_dataset(tmp_path)
     at = open_page(env, "train")
-    at.text_input[0].set_value(f"csv:{data}")  # dataset
-    at.text_input[2].set_value("apptest-faces")  # name
-    at.number_input[3].set_value(0)  # shots: all
-    at.number_input[4].set_value(1)  # epochs
+    at.text_input(key="train-dataset").set_value(f"csv:{data}")  # dataset
+    at.text_input(key="train-name").set_value("apptest-faces")  # name
+    at.number_input(key="train-shots").set_value(0)  # shots: all
+    at.number_input(key="train-epochs").set_value(1)  # epochs
     at.toggle(key="train-faces").set_value(True)
     at.button[0].click().run()
     _ok(_run_job_to_end(at))
@@ -580,10 +580,11 @@ def test_numclip_from_the_train_page_to_geometry_and_predict(env):
     """A NumCLIP run trained on the Train page lands in the Library; Geometry shows its 5 concept
     prototypes and Predict its concept distribution with the regressed value."""
     at = open_page(env, "train")
-    at.text_input[0].set_value("dots:6:8")  # dataset
-    at.text_input[2].set_value("apptest-numclip")  # name
-    at.selectbox[0].set_value("numclip")  # learner
-    at.number_input[4].set_value(3)  # epochs
+    at.selectbox(key="train-learner").set_value("numclip").run()  # learner (outside the form): its fields appear
+    assert at.text_input(key="train-numclip-concepts").value == "dots"
+    at.text_input(key="train-dataset").set_value("dots:6:8")  # dataset
+    at.text_input(key="train-name").set_value("apptest-numclip")  # name
+    at.number_input(key="train-epochs").set_value(3)  # epochs
     at.button[0].click().run()
     _ok(_run_job_to_end(at))
     assert not at.error, [e.value for e in at.error]
@@ -609,6 +610,46 @@ def test_numclip_from_the_train_page_to_geometry_and_predict(env):
 
 
 @pytest.mark.slow
+def test_a_plugged_in_methods_option_is_a_train_form_field(env, monkeypatch):
+    """docs/writing-a-method.md's example, registered at run time: the Train page offers it, shows its
+    own --spread option as a field (built from its config like the CLI flag), and the run uses the value."""
+    import re
+    import sys
+    import types
+
+    from explorer import methods
+    from explorer.store.checkpoints import load_checkpoint
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "writing-a-method.md").read_text(encoding="utf-8")
+    module = types.ModuleType("documented_centroid_app")
+    monkeypatch.setattr(methods, "REGISTRY", dict(methods.REGISTRY))  # the example registers itself
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    code = re.findall(r"```python\n(.*?)```", doc, re.DOTALL)[0]
+    exec(compile(code, "writing-a-method.md", "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - our own doc
+    methods.REGISTRY["centroid"] = f"{module.__name__}:CentroidMethod"
+    at = open_page(env, "train")
+    assert "centroid (toy)" in at.selectbox(key="train-learner").options  # by its title
+    assert not [w for w in at.number_input if w.label == "Spread"]  # OrdinalCLIP's fields first
+    at.selectbox(key="train-learner").set_value("centroid").run()
+    _ok(at)
+    spread = at.number_input(key="train-centroid-spread")
+    assert spread.label == "Spread" and spread.value == pytest.approx(0.1) and "offsets" in spread.help
+    at.text_input(key="train-dataset").set_value("dots:3:6")
+    at.text_input(key="train-name").set_value("apptest-centroid")
+    at.number_input(key="train-epochs").set_value(1)
+    spread.set_value(0.3)
+    at.button[0].click().run()
+    _ok(_run_job_to_end(at))
+    assert not at.error, [e.value for e in at.error]
+    path = env["folder"] / "app-apptest-centroid.safetensors"
+    try:
+        assert load_checkpoint(path).meta["learner"] == {"kind": "centroid", "num_ranks": 4, "spread": 0.3}
+    finally:
+        for leftover in env["folder"].glob("app-apptest-centroid*"):
+            leftover.unlink()
+
+
+@pytest.mark.slow
 def test_train_page_shows_the_backbone_download_in_bytes(env, monkeypatch, tmp_path):
     import huggingface_hub.constants
     from hubserver import HubServer, make_tiny_hub_model
@@ -625,10 +666,10 @@ def test_train_page_shows_the_backbone_download_in_bytes(env, monkeypatch, tmp_p
     with HubServer({"explorer-tests/tiny-clip": repo}, chunk_delay=0.3) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         at = open_page(env, "train")
-        at.text_input[0].set_value("dots:3:6")  # dataset
-        at.text_input[1].set_value(spec)  # backbone
-        at.text_input[2].set_value("apptest-hub")  # name
-        at.number_input[4].set_value(1)  # epochs
+        at.text_input(key="train-dataset").set_value("dots:3:6")  # dataset
+        at.text_input(key="train-backbone").set_value(spec)  # backbone
+        at.text_input(key="train-name").set_value("apptest-hub")  # name
+        at.number_input(key="train-epochs").set_value(1)  # epochs
         at.button[0].click().run()
         seen = []
         deadline = time.monotonic() + 120

@@ -24,7 +24,8 @@ import explorer.core.fsio as fsio
 from explorer.backbones.load import load_backbone
 from explorer.core.errors import ExplorerError
 from explorer.core.ranks import Ranks
-from explorer.methods.prompt import LearnerConfig, build_prompt_model
+from explorer.methods import canonical_name, learner_config
+from explorer.methods.prompt import build_prompt_model
 from explorer.predict.prototypes import Prototypes, summarize
 from explorer.store.checkpoints import (
     FORMAT_VERSION,
@@ -57,7 +58,7 @@ CONFIGS = {
 
 
 def _model(demo, key, seed=3):
-    model = build_prompt_model(demo, LearnerConfig(**CONFIGS[key]), AGES, seed=seed)
+    model = build_prompt_model(demo, learner_config(**CONFIGS[key]), AGES, seed=seed)
     # make the learned tensors clearly non-default so a silent re-initialisation would show
     with torch.no_grad():
         for p in model.learner.parameters():
@@ -153,7 +154,7 @@ def test_name_training_metrics_and_update_metadata(saved):
     assert ckpt.meta["training"] == {"epochs": 7, "lr": 1e-4}
     summary = ckpt.summary()
     assert summary["num_ranks"] == 12 and summary["ranks"] == "16 .. 27 years"
-    assert summary["learner"] == "rank" and summary["num_base_ranks"] == 3 and summary["num_context_tokens"] == 3
+    assert summary["learner"] == "ordinalclip" and summary["num_base_ranks"] == 3 and summary["num_context_tokens"] == 3
     assert summary["tensors"] == {"learner.context_embeds": [3, 128], "learner.rank_embeds": [3, 1, 128],
                                   "prototypes": [12, 128]}
 
@@ -200,8 +201,8 @@ def test_prototype_export_predicts_like_the_full_model(demo, tmp_path, key):
     assert meta["kind"] == "prototypes" and meta["learner"] is None
     assert meta["backbone"] == full.meta["backbone"] and meta["ranks"] == full.meta["ranks"]
     assert meta["training"] == {"epochs": 2} and meta["metrics"] == {"mae_exp": 3.0}
-    assert meta["source"]["learner"] == key
-    assert exported.summary()["learner"] == key
+    assert meta["source"]["learner"] == canonical_name(key)  # the method's name (old names resolved)
+    assert exported.summary()["learner"] == canonical_name(key)
 
     feats = _image_features(demo)
     # the full model: rebuild the learner, run the text encoder

@@ -27,7 +27,8 @@ from explorer.cli import main
 from explorer.core.errors import ExplorerError
 from explorer.core.ranks import Ranks
 from explorer.data.images import open_image
-from explorer.methods.prompt import LearnerConfig, build_prompt_model
+from explorer.methods import learner_config
+from explorer.methods.prompt import build_prompt_model
 from explorer.store.checkpoints import load_checkpoint, save_checkpoint
 
 AGES = Ranks.integers(20, start=16, unit="years")  # 16 .. 35
@@ -49,9 +50,9 @@ def files(demo, tmp_path_factory):
     """Checkpoints and inputs on disk."""
     d = tmp_path_factory.mktemp("cli")
     out = {}
-    rank = build_prompt_model(demo, LearnerConfig(kind="rank", num_ranks=20, num_context_tokens=4), AGES, seed=0)
+    rank = build_prompt_model(demo, learner_config(kind="rank", num_ranks=20, num_context_tokens=4), AGES, seed=0)
     out["rank"] = save_checkpoint(d / "ages.safetensors", rank, demo, training={"epochs": 5}, metrics={"mae_exp": 4.25})
-    plain = build_prompt_model(demo, LearnerConfig(kind="plain", num_ranks=20, num_context_tokens=2), AGES, seed=1)
+    plain = build_prompt_model(demo, learner_config(kind="plain", num_ranks=20, num_context_tokens=2), AGES, seed=1)
     with torch.no_grad():  # spread the ranks apart so the geometry is not trivially ordered
         plain.learner.rank_embeds.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
     out["plain"] = save_checkpoint(d / "plain.safetensors", plain, demo)
@@ -198,7 +199,7 @@ def test_info_text_and_json(capsys, files, demo):
     rc, out, err = cli(capsys, "info", files["rank"])
     assert rc == 0 and err == ""
     fields = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in out.splitlines()}
-    assert fields["kind"] == "full" and fields["learner"] == "rank" and fields["num_ranks"] == "20"
+    assert fields["kind"] == "full" and fields["learner"] == "ordinalclip" and fields["num_ranks"] == "20"
     assert fields["ranks"] == "16 .. 35 years" and fields["format_version"] == "1"
     assert demo.backbone_id in fields["backbone"] and "spec=demo" in fields["backbone"]
     assert fields["metrics"] == "mae_exp=4.25"
@@ -399,7 +400,7 @@ def test_export_prototypes_only_predicts_the_same(capsys, files, tmp_path):
     rc, out, err = cli(capsys, "export", files["rank"], "--prototypes-only", "--out", out_file)
     assert rc == 0 and out.startswith(f"wrote {out_file} (prototypes only, 20 ranks)")
     info = json.loads(cli(capsys, "info", out_file, "--json")[1])
-    assert info["kind"] == "prototypes" and list(info["tensors"]) == ["prototypes"] and info["learner"] == "rank"
+    assert info["kind"] == "prototypes" and list(info["tensors"]) == ["prototypes"] and info["learner"] == "ordinalclip"
 
     imgs = [files["png"], files["jpg"]]
     full = json.loads(cli(capsys, "predict", files["rank"], *imgs, "--json")[1])

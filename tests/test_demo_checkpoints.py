@@ -83,7 +83,7 @@ def test_selection_used_val_and_history_sits_beside(ckpts):
     import json
 
     for name, ckpt in ckpts.items():
-        if ckpt.learner_config.kind == "template":
+        if not ckpt.method.trainable:  # zero-shot: nothing trained, no history
             continue
         rows = [json.loads(line) for line in (ROOT / f"{name}.history.jsonl").read_text().splitlines()]
         metric = ckpt.meta["training"].get("select_metric") or get_method(ckpt.learner_config.kind).select_metric

@@ -103,7 +103,7 @@ def test_metadata_round_trips(exported, backbone):
     assert meta["backbone"] == {"spec": ckpt.backbone_spec, "id": ckpt.backbone_id}
     assert meta["checkpoint"]["content_hash"].startswith("sha256:")
     assert preprocess_fields(backbone.preprocess, 64)["mean"] == meta["mean"]
-    assert load_onnx(exported["linear"][1]).meta["method"] == "linear"
+    assert load_onnx(exported["linear"][1]).meta["method"] == "linear-probe"
     assert load_onnx(exported["coop"][1]).meta["value_kind"] == "expected"
 
 
@@ -188,7 +188,7 @@ def test_onnx_recognised_by_content(exported, tmp_path):
     unnamed.write_bytes(exported["coop"][1].read_bytes())
     assert looks_like_onnx(unnamed) and looks_like_onnx(tmp_path / "x.onnx")
     assert not looks_like_onnx(ROOT / "checkpoints" / "coop.safetensors")
-    assert load_onnx(unnamed).meta["method"] == "plain"
+    assert load_onnx(unnamed).meta["method"] == "coop"  # the bundled file stores the old name "plain"
 
 
 def test_quantized_export_is_smaller_and_runs(exported, tmp_path, capsys):

@@ -12,7 +12,7 @@ from app_testdata import build
 from explorer.analysis import lab
 from explorer.core.errors import ExplorerError
 from explorer.core.ranks import Ranks
-from explorer.methods.prompt import interpolation_weights
+from explorer.methods.ordinalclip import interpolation_weights
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_bad_settings_are_refused(model):
 
 def test_only_rank_learners():
     plain = build("plain", seed=1)
-    with pytest.raises(ExplorerError, match="plain .CoOp. learner"):
+    with pytest.raises(ExplorerError, match="CoOp .plain. learner"):
         lab.recompute(plain, "linear")
     template = build("template", ranks=Ranks.integers(5))
     with pytest.raises(ExplorerError, match="zero-shot template"):

@@ -20,8 +20,8 @@ from explorer.backbones.load import load_backbone
 from explorer.core.errors import ExplorerError
 from explorer.core.options import default_of, option
 from explorer.core.ranks import Ranks
-from explorer.methods import Method, get_method, make_config, method_names
-from explorer.methods.prompt import LearnerConfig
+from explorer.methods import Method, get_method, learner_config, make_config, method_names
+from explorer.methods.ordinalclip import OrdinalCLIPConfig
 from explorer.store.checkpoints import inspect_resume_state, load_checkpoint, save_checkpoint
 from explorer.training.config import TrainConfig, parse_learner_list, sweep_grid
 from explorer.training.trainer import train
@@ -70,7 +70,7 @@ def test_every_method_builds_scores_learns_and_round_trips(name, demo, tmp_path)
 
 
 def test_unknown_methods_and_settings_are_one_sentence():
-    with pytest.raises(ExplorerError, match="Unknown learner 'numclipx'; choose one of rank, plain"):
+    with pytest.raises(ExplorerError, match="Unknown learner 'numclipx'; choose one of ordinalclip, coop"):
         get_method("numclipx")
     with pytest.raises(ExplorerError, match="Unknown learner settings: num_base_rank"):
         make_config("rank", num_base_rank=3)
@@ -89,13 +89,13 @@ def test_cli_defaults_and_choices_come_from_the_dataclasses(capsys):
     parser = cli.build_parser()
     args = parser.parse_args(["train", "dots:3", "--out", "x.safetensors"])
     config = cli._train_config(args, args.dataset, args.out, args.learner)
-    assert config.learner == LearnerConfig(kind="rank") and config.learner.num_context_tokens == default_of(LearnerConfig, "num_context_tokens")
+    assert config.learner == learner_config(kind="rank") and config.learner.num_context_tokens == default_of(OrdinalCLIPConfig, "num_context_tokens")
     assert config.epochs == default_of(TrainConfig, "epochs") and config.lr == default_of(TrainConfig, "lr")
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "dots:3", "--out", "x", "--learner", "nope"])
     assert "choose from" in capsys.readouterr().err
     help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
-    assert f"(default {default_of(LearnerConfig, 'num_context_tokens')})" in help_text
+    assert f"(default {default_of(OrdinalCLIPConfig, 'num_context_tokens')})" in help_text
     for name in method_names():
         assert name in help_text
 
@@ -131,7 +131,6 @@ class CentroidMethod(Method):
     title = "centroid (toy)"
     config_class = CentroidConfig
     supports_finetune = False
-    needs_text_encoder = False
 
     def __init__(self, config, dim, logit_scale, ranks, generator=None):
         super().__init__()
@@ -214,7 +213,7 @@ def test_info_and_library_describe_a_resume_state(tmp_path, capsys):
     assert result.cancelled
     resume = tmp_path / "run.resume.safetensors"
     info = inspect_resume_state(resume)
-    assert info["run"] == "run" and info["epochs_done"] == 1 and info["epochs"] == 4 and info["learner"] == "rank"
+    assert info["run"] == "run" and info["epochs_done"] == 1 and info["epochs"] == 4 and info["learner"] == "ordinalclip"
     assert cli.main(["info", str(resume), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["kind"] == "resume-state" and printed["continue_with"].endswith("--resume")

@@ -23,6 +23,7 @@ from PIL import Image
 
 from explorer.backbones.load import DEMO_CONFIG, load_backbone
 from explorer.core.errors import ExplorerError
+from explorer.methods import canonical_name
 from explorer.store.checkpoints import load_checkpoint
 from explorer.store.reference import ReferenceImportWarning, import_reference, import_reference_run
 
@@ -284,7 +285,7 @@ def test_import_matches_reference_forward(case, clip_file, tmp_path):
 
     # The config reflects the tensors (n from init_context's token count, not num_context_tokens=10).
     cfg = ckpt.learner_config
-    assert cfg.kind == opts["kind"] and cfg.num_ranks == R
+    assert cfg.kind == canonical_name(opts["kind"]) and cfg.num_ranks == R
     assert cfg.num_context_tokens == sd["module.prompt_learner.context_embeds"].shape[-2]
     assert cfg.rank_specific_context == opts.get("specific", False)
     assert cfg.position == opts.get("position", "tail")

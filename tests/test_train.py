@@ -27,6 +27,7 @@ from explorer.backbones.load import load_backbone
 from explorer.core.errors import ExplorerError
 from explorer.data.datasets import open_dataset
 from explorer.data.features import FeatureCache, content_key
+from explorer.methods import canonical_name
 from explorer.store.checkpoints import load_checkpoint
 from explorer.training.config import Cancelled, TrainConfig
 from explorer.training.parts import prepare_data
@@ -108,7 +109,7 @@ def test_frozen_run_end_to_end(label, tmp_path, cache, backbone):
     assert metrics["test"]["n"] == 6 and result.test_metrics["mae_exp"] == pytest.approx(metrics["test"]["mae_exp"])
     test = evaluate_checkpoint(ckpt, backbone, DATA, split="test", cache_dir=str(cache))["metrics"]
     assert test["mae_exp"] == pytest.approx(metrics["test"]["mae_exp"], abs=1e-5)
-    assert training["data"]["num_train"] == 21 and training["learner"]["kind"] == LEARNERS[label]["kind"]
+    assert training["data"]["num_train"] == 21 and training["learner"]["kind"] == canonical_name(LEARNERS[label]["kind"])
 
     # progress: stages in order, fractions in [0, 1]
     stages = [e.stage for e in events]

@@ -59,19 +59,15 @@ def nearest_tokens(vectors, embedding: torch.Tensor, decode, k: int = 5) -> list
 
 
 def _rank_tokens(ckpt, rank_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(R x t x D per-rank embeddings, B x t x D bases or None) of a rank or plain learner."""
-    from explorer.methods.prompt import interpolation_weights
-
-    cfg = ckpt.learner_config
-    if getattr(cfg, "kind", None) == "rank":
-        W = interpolation_weights(cfg.num_ranks, cfg.num_base_ranks, cfg.interpolation, cfg.bandwidth)
-        return torch.einsum("rk,ktd->rtd", W, rank_embeds), rank_embeds
-    return rank_embeds, None
+    """(R x t x D per-rank embeddings, B x t x D bases or None): what the method says its stored
+    ``rank_embeds`` are (OrdinalCLIP: bases, interpolated to every rank)."""
+    return ckpt.method.rank_token_embeddings(ckpt.learner_config, rank_embeds)
 
 
 def has_learned_tokens(ckpt) -> bool:
-    """True when ``ckpt`` stores learned context or rank token vectors (rank / plain learners)."""
-    tensors = ckpt.learner_tensors() if ckpt.kind == "full" else {}
+    """True when ``ckpt`` stores learned context or rank token vectors (a ``decodable`` method's)."""
+    method = ckpt.method if ckpt.kind == "full" else None
+    tensors = ckpt.learner_tensors() if method is not None and method.decodable else {}
     return "context_embeds" in tensors or "rank_embeds" in tensors
 
 
@@ -83,7 +79,7 @@ def decode_checkpoint(ckpt, backbone, top: int = 5) -> dict[str, Any]:
     (rank learner: [{base, position, tokens}], else None), ``message``. A checkpoint without
     learned tokens gives empty lists and the one-sentence ``message``.
     """
-    from explorer.methods.prompt import base_positions
+    from explorer.methods.ordinalclip import base_positions
 
     tensors = ckpt.learner_tensors() if ckpt.kind == "full" else {}
     out: dict[str, Any] = {"checkpoint": ckpt.name, "top": int(top), "context": [], "context_per_rank": False,

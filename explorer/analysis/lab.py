@@ -2,7 +2,7 @@
 or another number of base ranks, without retraining.
 
 A trained OrdinalCLIP rank learner holds B base embeddings b_1..b_B (each t x D) and builds rank
-r's embedding as ``rank_r = sum_k W[r, k] b_k`` (see :func:`explorer.methods.prompt.interpolation_weights`).
+r's embedding as ``rank_r = sum_k W[r, k] b_k`` (see :func:`explorer.methods.ordinalclip.interpolation_weights`).
 
 - Same B, another scheme (linear / inv_prop / normal with a bandwidth): the learned bases are kept
   and only W changes.
@@ -28,8 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from explorer.backbones.text_encoder import assemble_prompts
 from explorer.core.errors import ExplorerError
-from explorer.methods.prompt import INTERPOLATIONS, PromptModel, assemble_prompts, base_positions, interpolation_weights
+from explorer.methods.ordinalclip import INTERPOLATIONS, base_positions, interpolation_weights
+from explorer.methods.prompt import PromptModel
 
 
 @dataclass
@@ -52,13 +54,11 @@ class LabVariant:
 
 
 def require_rank_learner(model: PromptModel, name: str = "This checkpoint") -> None:
-    """Raise a one-sentence ExplorerError unless ``model`` is an OrdinalCLIP rank learner."""
-    kind = getattr(model.config, "kind", None)
-    if kind != "rank":
-        what = {"plain": "a plain (CoOp) learner", "template": "a zero-shot template"}.get(kind, f"a '{kind}' learner")
+    """Raise a one-sentence ExplorerError unless ``model``'s method has interpolated ranks (``supports_lab``)."""
+    if not getattr(model, "supports_lab", False):
         raise ExplorerError(
-            f"{name} is {what}; the interpolation lab needs a rank-learner (OrdinalCLIP) checkpoint, "
-            "whose ranks are interpolated from base ranks."
+            f"{name} is a {getattr(model, 'title', type(model).__name__)} learner; the interpolation lab needs a "
+            "rank-learner (OrdinalCLIP) checkpoint, whose ranks are interpolated from base ranks."
         )
 
 

@@ -262,20 +262,24 @@ def add_checkpoint_parsers(add) -> None:
     p.add_argument("--quantize", choices=["int8"], default=None, help="with --onnx: dynamic int8 weights (onnxruntime)")
     p.add_argument("--backbone", help="with --onnx: backbone spec to use instead of the checkpoint's (same weights)")
 
+    from explorer.methods.ordinalclip import INTERPOLATIONS
+    from explorer.methods.prompt import POSITIONS
+    from explorer.store.reference.config import LEARNER_CHOICES
+
     p = add("import-reference", "Import a reference OrdinalCLIP / CoOp / NumCLIP run (Lightning .ckpt) as an explorer checkpoint.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run-dir", help="reference output folder holding config.yaml and ckpts/*.ckpt")
     src.add_argument("--ckpt", help="a reference .ckpt file (give the learner flags below when there is no config.yaml)")
     p.add_argument("--clip-weights", required=True, help="the OpenAI-layout CLIP weights the run started from (e.g. ViT-B-16.pt)")
     p.add_argument("--out", required=True, help="output .safetensors checkpoint")
-    p.add_argument("--learner", choices=["rank", "plain", "numclip"], help="learner kind (RankPromptLearner = rank, RegCLIPSSR = numclip)")
+    p.add_argument("--learner", choices=LEARNER_CHOICES, help="the run's method (RankPromptLearner: ordinalclip or rank, PlainPromptLearner: coop or plain, RegCLIPSSR: numclip)")
     p.add_argument("--num-ranks", type=int, help="number of ranks (NumCLIP: label ranks; default 0..100 years for age concepts)")
     p.add_argument("--rank-start", type=float, help="value of the first rank (default 0)")
     p.add_argument("--rank-unit", help="unit of the rank values (NumCLIP age concepts: years)")
     p.add_argument("--concepts", help="NumCLIP concept bins: a preset (age, adience, aesthetics, historical, dots) or a bins file; default age")
     p.add_argument("--num-base-ranks", type=int)
-    p.add_argument("--interpolation", choices=["linear", "inv_prop", "normal"])
-    p.add_argument("--position", choices=["tail", "front", "middle"])
+    p.add_argument("--interpolation", choices=INTERPOLATIONS)
+    p.add_argument("--position", choices=POSITIONS)
     p.add_argument("--rank-specific-context", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--device", default="cpu")
 

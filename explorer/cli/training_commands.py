@@ -11,23 +11,28 @@ from typing import Any
 from explorer.cli.base import DownloadBar, _Bar, _open, _print_json, command
 
 
-def _learner_settings(args: argparse.Namespace, method: str) -> dict[str, Any]:
-    """The options of ``method`` set on the command line (the rank-names file read into names)."""
+def _learner_settings(args: argparse.Namespace, method: str | None) -> dict[str, Any]:
+    """The options of ``method`` (None: of every registered method) set on the command line (the
+    rank-names file read into names)."""
     from explorer.core.options import values_from_args
     from explorer.core.ranks import read_names_file
-    from explorer.methods import get_method
+    from explorer.methods import REGISTRY, get_method
 
-    settings = values_from_args(get_method(method).config_class, args)
+    settings: dict[str, Any] = {}
+    for name in [method] if method else list(REGISTRY):
+        settings.update(values_from_args(get_method(name).config_class, args))
     if settings.get("rank_names"):
         settings["rank_names"] = read_names_file(settings["rank_names"])
     return settings
 
 
-def _train_config(args: argparse.Namespace, dataset: str, out: str, method: str = "rank"):
+def _train_config(args: argparse.Namespace, dataset: str, out: str, method: str | None = None):
     """The TrainConfig of a train / sweep command: dataclass defaults, the --preset's, then the flags given."""
     from explorer.core.options import values_from_args
+    from explorer.methods import DEFAULT_METHOD
     from explorer.training.config import TrainConfig, config_from_preset
 
+    method = method or DEFAULT_METHOD
     return config_from_preset(
         getattr(args, "preset", None), dataset, out, method, values_from_args(TrainConfig, args), _learner_settings(args, method),
         backbone=args.backbone, skip_bad=args.skip_bad, device=args.device, cache_dir=args.cache_dir, name=getattr(args, "name", None),
@@ -120,7 +125,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from explorer.training.sweeps import sweep
 
     base = _train_config(args, args.dataset, str(Path(args.out_dir) / "run.safetensors"))
-    learners = parse_learner_list(args.learners, _learner_settings(args, "rank"))
+    learners = parse_learner_list(args.learners, _learner_settings(args, None))
     shots = [None if s in ("all", "0") else int(s) for s in args.shots_list.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     table = sweep(sweep_grid(base, learners, shots, seeds, args.out_dir), Path(args.out_dir), progress=_Bar(args.quiet))
@@ -168,7 +173,7 @@ def _train_flags(p) -> None:
 
 def _add_training_parsers(add) -> None:
     """embed / train / eval / sweep sub-commands."""
-    from explorer.methods import method_names
+    from explorer.methods import ALIASES, DEFAULT_METHOD, method_names
 
     p = add("embed", "Fill the feature cache for a dataset (resumable; progress shown).")
     p.add_argument("dataset", help="DATASET spec, e.g. dots:20, utkface:DIR, list:ROOT:TRAIN.txt:VAL.txt:TEST.txt")
@@ -178,7 +183,8 @@ def _add_training_parsers(add) -> None:
 
     p = add("train", "Train a prompt learner (or a baseline) and write the best checkpoint by validation MAE.")
     p.add_argument("dataset", help="DATASET spec, e.g. dots:20, utkface:DIR, csv:FILE")
-    p.add_argument("--learner", choices=method_names(), default="rank", help="method: " + ", ".join(method_names()))
+    p.add_argument("--learner", choices=method_names(aliases=True), default=DEFAULT_METHOD, metavar="METHOD",
+                   help="method: " + ", ".join(method_names()) + f" (old names {', '.join(ALIASES)} work too)")
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors); history goes beside it")
     p.add_argument("--name", default=None, help="display name stored in the checkpoint")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its .resume.safetensors state")
@@ -201,8 +207,8 @@ def _add_training_parsers(add) -> None:
 
     p = add("sweep", "Several learners x shots x seeds; writes a mean +- std results table (CSV and Markdown).")
     p.add_argument("dataset")
-    p.add_argument("--learners", default="template,linear,plain,rank:linear,rank:inv_prop,rank:normal",
-                   help="comma list of learner[:interpolation] (default: all baselines and interpolations)")
+    p.add_argument("--learners", default="zeroshot,linear-probe,coop,ordinalclip:linear,ordinalclip:inv_prop,ordinalclip:normal",
+                   help="comma list of method[:interpolation] (default: all baselines and interpolations; old names work too)")
     p.add_argument("--shots-list", default="16", help="comma list of shots per label; 'all' for the full train split")
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
     p.add_argument("--out-dir", required=True, help="folder for the runs and the results table")

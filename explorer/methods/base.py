@@ -36,6 +36,11 @@ class ConfigMixin:
             raise ExplorerError(f"Unknown learner settings: {', '.join(unknown)}.")
         return cls(**data)
 
+    @property
+    def method(self) -> str:
+        """The registered name of the method this config is for (stored as its ``kind`` field)."""
+        return getattr(self, "kind", "")
+
     def validate(self, context_length: int = 77) -> None:
         """Raise ExplorerError for an invalid combination of settings (nothing to check by default)."""
 
@@ -49,7 +54,11 @@ class Method(nn.Module):
     config_class: ClassVar[type] = ConfigMixin
     trainable: ClassVar[bool] = True
     supports_finetune: ClassVar[bool] = True
-    needs_text_encoder: ClassVar[bool] = True
+    supports_lab: ClassVar[bool] = False  # the interpolation lab can re-interpolate its ranks (OrdinalCLIP)
+    decodable: ClassVar[bool] = False  # it learns token vectors that the Analysis page decodes to words
+    # The config fields the app's Train form shows (None: every field with a CLI flag that a form can edit)
+    form_fields: ClassVar[tuple[str, ...] | None] = None
+    form_defaults: ClassVar[dict[str, Any]] = {}  # Train-form defaults where they differ from the config's
     # "prototypes" for methods whose prototypes are all they learn (saved as a prototype-only checkpoint)
     checkpoint_kind: ClassVar[str] = "full"
     select_metric: ClassVar[str] = "mae_exp"  # validation metric that picks the best epoch
@@ -72,6 +81,23 @@ class Method(nn.Module):
     def summary_fields(cls, config: dict[str, Any]) -> dict[str, Any]:
         """Extra settings ``ordinal-explorer info`` shows for this method."""
         return {}
+
+    @classmethod
+    def library_note(cls, summary: dict[str, Any]) -> str:
+        """What the app's Library table shows in its ``interpolation`` column for a full checkpoint ("": nothing)."""
+        return ""
+
+    @classmethod
+    def recipe_defaults(cls, recipe) -> dict[str, Any]:
+        """Learner settings a paper preset (``explorer.training.recipes.Recipe``) gives this method; the
+        caller keeps those the config has. Default: the recipe's learner settings and its context text."""
+        return {**recipe.learner, "context_init": recipe.context_init}
+
+    @classmethod
+    def stored_settings(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """A stored learner config (without its name) as settings of today's config: what earlier versions
+        stored but this config no longer has is dropped here (nothing by default; unknown keys are refused)."""
+        return dict(data)
 
     @property
     def classes(self) -> Ranks:
@@ -115,7 +141,7 @@ class Method(nn.Module):
                 param.copy_(stored[key].to(param.device))
 
     def metadata(self) -> dict[str, Any]:
-        """Checkpoint metadata beyond the common keys: the config as ``learner`` (with ``kind``)."""
+        """Checkpoint metadata beyond the common keys: the config as ``learner`` (its ``kind`` is the method's name)."""
         return {"learner": self.config.to_dict()}
 
     @torch.no_grad()
@@ -133,10 +159,6 @@ class Method(nn.Module):
     def predictor_from_checkpoint(cls, checkpoint):
         """What predicts from image features with a checkpoint's stored tensors (its prototypes by default)."""
         return checkpoint.prototypes
-
-    def learner_state(self) -> dict[str, torch.Tensor]:
-        """Alias of :meth:`state_tensors`."""
-        return self.state_tensors()
 
 
 def normalized(x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from explorer.methods.base import ConfigMixin, Method
 class LinearConfig(ConfigMixin):
     """Settings of the linear probe."""
 
-    kind: str = option("linear")
+    kind: str = option("linear-probe")
     num_ranks: int = 101
 
     def validate(self, context_length: int = 77) -> None:
@@ -29,11 +29,11 @@ class LinearConfig(ConfigMixin):
 class LinearProbe(Method):
     """Baseline: R learned prototypes, cosine head at CLIP's logit scale; needs no text encoder."""
 
-    name = "linear"
+    name = "linear-probe"
     title = "linear probe"
     config_class = LinearConfig
     supports_finetune = False
-    needs_text_encoder = False
+    form_fields = ()
     checkpoint_kind = "prototypes"  # the normalised weight rows are the prototypes: nothing else to store
 
     def __init__(self, config: LinearConfig, dim: int, logit_scale: float, ranks: Ranks, generator: torch.Generator | None = None):

@@ -22,8 +22,9 @@ from explorer.core.options import option
 from explorer.core.ranks import Ranks
 from explorer.methods.base import ConfigMixin
 from explorer.methods.concepts import CONCEPT_PRESETS, ConceptBins, bin_index, resolve_concepts
+from explorer.methods.coop import CoOpConfig
 from explorer.methods.objectives import distance_weighted_logits, fcrl_kl, kl_text_to_image
-from explorer.methods.prompt import LearnerConfig, PromptModel, build_prompt_model
+from explorer.methods.prompt import PromptModel, build_prompt_model
 from explorer.predict.summaries import summarize
 
 
@@ -56,13 +57,13 @@ class NumCLIPConfig(ConfigMixin):
             raise ExplorerError("The NumCLIP config has no resolved concept bins yet.")
         return ConceptBins(list(self.bin_starts), list(self.bin_names), unit)
 
-    def prompt_config(self) -> LearnerConfig:
-        """The plain learner over the concept names (or over ``prompt_token_counts`` tokens per concept)."""
+    def prompt_config(self) -> CoOpConfig:
+        """The CoOp learner over the concept names (or over ``prompt_token_counts`` tokens per concept)."""
         counts = list(self.prompt_token_counts) if self.prompt_token_counts else None
-        return LearnerConfig(kind="plain", num_ranks=len(self.bin_names), num_context_tokens=self.num_context_tokens,
-                             context_init=self.context_init or None, position=self.position,
-                             rank_names=None if counts else list(self.bin_names), rank_token_counts=counts,
-                             num_tokens_per_rank=max(counts) if counts else 1)
+        return CoOpConfig(num_ranks=len(self.bin_names), num_context_tokens=self.num_context_tokens,
+                          context_init=self.context_init or None, position=self.position,
+                          rank_names=None if counts else list(self.bin_names), rank_token_counts=counts,
+                          num_tokens_per_rank=max(counts) if counts else 1)
 
 
 class ImageAdapter(nn.Module):
@@ -105,6 +106,8 @@ class NumCLIP(PromptModel):
     title = "NumCLIP (concepts + regressor)"
     config_class = NumCLIPConfig
     select_metric = "mae_value"
+    form_fields = ("num_context_tokens", "concepts")
+    form_defaults = {"concepts": "dots"}  # the Train form starts on the dots demo dataset
 
     def __init__(self, prompts: PromptModel, config: NumCLIPConfig, ranks: Ranks, dim: int,
                  generator: torch.Generator | None = None):
@@ -140,6 +143,15 @@ class NumCLIP(PromptModel):
     def summary_fields(cls, config: dict[str, Any]) -> dict[str, Any]:
         return {"concepts": config.get("bin_names"), "bin_starts": config.get("bin_starts"), "adapter": config.get("adapter"),
                 "num_context_tokens": config.get("num_context_tokens")}
+
+    @classmethod
+    def recipe_defaults(cls, recipe) -> dict[str, Any]:
+        """NumCLIP's presets carry their own context text; the reference's head lr is 1e-5 (0.1 x the prompts')."""
+        return {"concepts": recipe.concepts, "head_lr_scale": 0.1}
+
+    @classmethod
+    def stored_settings(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return dict(data)
 
     @property
     def config(self) -> NumCLIPConfig:

@@ -5,7 +5,7 @@ Tensors: the learner parameters (``learner.context_embeds``, ``learner.rank_embe
 then needs the image encoder alone. Metadata key ``ordinalclip_explorer`` holds JSON::
 
     {"format": "ordinalclip-explorer", "format_version": 1, "kind": "full" | "prototypes",
-     "name": ..., "backbone": {"spec": ..., "id": ...}, "learner": {LearnerConfig},
+     "name": ..., "backbone": {"spec": ..., "id": ...}, "learner": {the method's config, "kind": its name},
      "ranks": {labels, values, unit, name}, "logit_scale": 100.0,
      "training": {...} | null, "metrics": {...} | null, "created": ISO time}
 
@@ -31,7 +31,7 @@ from explorer.core.fileformat import file_format, is_torch_pickle
 from explorer.core.fsio import save_safetensors
 from explorer.core.ranks import Ranks
 from explorer.data.inputs import describe as describe_inputs
-from explorer.methods import Method, get_method
+from explorer.methods import STORED_DEFAULT, Method, canonical_name, get_method, stored_config
 from explorer.predict.prototypes import Prototypes
 from explorer.store.resume import RESUME_KEY, describe_resume, read_resume_meta
 
@@ -72,7 +72,7 @@ class Checkpoint:
     def method(self) -> type[Method] | None:
         """The Method class of a full checkpoint (None for prototype-only ones)."""
         data = self.meta.get("learner")
-        return get_method(data.get("kind", "rank")) if self.kind == "full" and data else None
+        return get_method(data.get("kind") or STORED_DEFAULT) if self.kind == "full" and data else None
 
     @property
     def learner_config(self):
@@ -80,7 +80,7 @@ class Checkpoint:
         data = self.meta.get("learner")
         if not data:
             return None
-        return get_method(data.get("kind", "rank")).config_class.from_dict(dict(data))
+        return stored_config(data)
 
     @property
     def classes(self) -> Ranks:
@@ -128,7 +128,7 @@ class Checkpoint:
             "kind": self.kind,
             "format_version": self.meta["format_version"],
             "backbone": self.meta["backbone"],
-            "learner": cfg.get("kind") or (self.meta.get("source") or {}).get("learner"),
+            "learner": _method_name(cfg.get("kind") or (self.meta.get("source") or {}).get("learner")),
             "num_ranks": len(ranks["labels"]),
             "ranks": f"{ranks['labels'][0]} .. {ranks['labels'][-1]}" + (f" {ranks['unit']}" if ranks.get("unit") else ""),
             "num_classes": int(self.tensors["prototypes"].shape[0]),  # prototype rows: the ranks, or NumCLIP's bins
@@ -143,6 +143,11 @@ class Checkpoint:
             if self.meta.get(key):
                 out[key] = self.meta[key]
         return out
+
+
+def _method_name(stored: str | None) -> str | None:
+    """The registered name of a stored method name (old names resolved; unknown ones kept)."""
+    return canonical_name(stored) if stored else stored
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> Path:

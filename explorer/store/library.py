@@ -113,9 +113,10 @@ class LibraryEntry:
 
 
 def _interp_text(summary: dict[str, Any]) -> str:
-    if summary.get("learner") != "rank" or summary.get("kind") != "full":
-        return ""
-    return f"{summary.get('interpolation')} (B={summary.get('num_base_ranks')})"
+    from explorer.methods import find_method
+
+    method = find_method(summary.get("learner")) if summary.get("kind") == "full" else None
+    return method.library_note(summary) if method is not None else ""
 
 
 # --- metrics stored in checkpoint metadata --------------------------------------------------------

@@ -40,6 +40,7 @@ from torch import nn
 from explorer.core.errors import ExplorerError
 from explorer.core.fsio import write_bytes
 from explorer.data.inputs import checkpoint_inputs
+from explorer.methods import canonical_name
 from explorer.predict.onnx_runtime import ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_META_KEY, _import_onnxruntime, preprocess_image
 
 OPSET = 17
@@ -113,7 +114,8 @@ def onnx_metadata(ckpt, backbone) -> dict[str, Any]:
     """The JSON stored under ``ordinal_explorer`` (see the module docstring)."""
     classes = ckpt.classes
     inputs = checkpoint_inputs(ckpt.meta)
-    method = (ckpt.meta.get("learner") or {}).get("kind") or (ckpt.meta.get("source") or {}).get("learner") or "prototypes"
+    stored = (ckpt.meta.get("learner") or {}).get("kind") or (ckpt.meta.get("source") or {}).get("learner")
+    method = canonical_name(stored) if stored else "prototypes"  # old names resolved
     regressed = getattr(ckpt.predictor(), "regressor", None) is not None
     return {
         "format": ONNX_FORMAT, "format_version": ONNX_FORMAT_VERSION,

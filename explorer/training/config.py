@@ -28,7 +28,7 @@ class TrainConfig:
     dataset: str
     out: str
     backbone: str = "demo"
-    learner: Any = field(default_factory=lambda: {"kind": "rank"})
+    learner: Any = field(default_factory=dict)  # a config, or a stored dict (no kind: the default method)
     shots: int | None = option(None, flag="--shots", help="few-shot: k training images per label")
     label_shift: list[float] | None = option(None, flag="--label-shift", nargs=2, metavar=("C", "S"),
                                              help="label-distribution shift: the C most frequent labels keep max(int(n*S), 1) images")
@@ -69,8 +69,8 @@ class TrainConfig:
 
     @property
     def method(self) -> str:
-        """The method's registered name (``learner.kind``)."""
-        return self.learner.kind
+        """The method's registered name (stored as ``learner.kind``)."""
+        return self.learner.method
 
     def validate(self) -> None:
         """One clear sentence for impossible settings."""
@@ -124,13 +124,12 @@ def config_from_preset(preset: str | None, dataset: str, out: str, method: str, 
 
 
 def learner_config(value: Any):
-    """A method's typed config from a config object or a dict with ``kind`` (a copy; never the caller's)."""
-    from explorer.methods import make_config
+    """A method's typed config from a config object or a stored dict with ``kind`` (a copy; never the
+    caller's; see :func:`explorer.methods.stored_config`)."""
+    from explorer.methods import stored_config
 
     if isinstance(value, dict):
-        data = dict(value)
-        kind = data.pop("kind", "rank")
-        return make_config(kind, **data)
+        return stored_config(value)
     if not hasattr(value, "kind"):
         raise ExplorerError(f"A learner config needs a 'kind' (got {type(value).__name__}).")
     return copy.deepcopy(value)
@@ -234,17 +233,18 @@ def sweep_grid(base: TrainConfig, learners: list[tuple[str, Any]], shots: list[i
 
 
 def parse_learner_list(text: str, base_settings: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
-    """``"template,plain,rank:linear"`` -> [(label, learner config)]; ``kind:interpolation`` picks the
-    rank learner's scheme. ``base_settings`` (flag values) apply where the method has them."""
+    """``"zeroshot,coop,ordinalclip:linear"`` -> [(label, learner config)] (old names too);
+    ``method:interpolation`` picks OrdinalCLIP's scheme. ``base_settings`` (flag values) apply where the
+    method has them."""
     from explorer.methods import get_method, make_config
 
     out = []
     for spec in (s.strip() for s in text.split(",") if s.strip()):
-        kind, _, interp = spec.partition(":")
-        method = get_method(kind)
+        name, _, interp = spec.partition(":")
+        method = get_method(name)
         names = set(method.config_class.__dataclass_fields__)
         settings = {k: v for k, v in (base_settings or {}).items() if k in names and k != "kind"}
         if interp:
             settings["interpolation"] = interp
-        out.append((spec, make_config(kind, **settings)))
+        out.append((spec, make_config(method.name, **settings)))
     return out

@@ -2,7 +2,7 @@
 
 A preset is ranks (labels, values, unit), the name each rank gets in the prompts, and several
 templates; :func:`build_preset_checkpoint` averages the normalised text features of the templates
-per rank (CLIP's zero-shot recipe, the ``template`` method with ``templates``) and writes an
+per rank (CLIP's zero-shot recipe, the ``zeroshot`` method with ``templates``) and writes an
 ordinary explorer checkpoint that reloads and rebuilds to the same prototypes.
 
 =================  ==========================================================================
@@ -37,18 +37,18 @@ class Preset:
     names: tuple[str, ...]
     templates: tuple[str, ...]
     unit: str = ""
-    rank_kind: str = "rank"
+    rank_name: str = Ranks.name  # what one rank is called ("age", "decade", ...)
 
     def ranks(self) -> Ranks:
         """The preset's ranks."""
-        return Ranks(list(self.labels), list(self.values), self.unit, self.rank_kind)
+        return Ranks(list(self.labels), list(self.values), self.unit, self.rank_name)
 
     def learner_config(self):
-        """The template-method config of the ensemble."""
-        from explorer.methods import make_config
+        """The zero-shot config of the ensemble."""
+        from explorer.methods.zeroshot import ZeroShotConfig
 
-        return make_config("template", num_ranks=len(self.labels), rank_names=list(self.names),
-                           template=self.templates[0], templates=list(self.templates))
+        return ZeroShotConfig(num_ranks=len(self.labels), rank_names=list(self.names),
+                              template=self.templates[0], templates=list(self.templates))
 
 
 def _concept_midpoints(starts: tuple[float, ...], last: float) -> tuple[float, ...]:
@@ -67,29 +67,29 @@ PRESETS: dict[str, Preset] = {
         ("a photo of a {} year old person.", "a photo of the face of a {} year old person.",
          "a close-up photo of a {} year old person.", "a cropped photo of a {} year old person's face.",
          "a portrait of a person who is {} years old.", "a selfie of a {} year old person."),
-        unit="years", rank_kind="age"),
+        unit="years", rank_name="age"),
     "age-groups": Preset(
         "age-groups", "Adience age groups (8)", tuple(f"{a}-{b}" for a, b in ADIENCE_GROUPS),
         tuple((a + b) / 2 for a, b in ADIENCE_GROUPS), tuple(f"{a} to {b}" for a, b in ADIENCE_GROUPS),
         ("a photo of a person aged {} years.", "a photo of the face of a person aged {} years.",
          "a close-up photo of someone who is {} years old.", "a cropped face of a person between {} years old."),
-        unit="years", rank_kind="age group"),
+        unit="years", rank_name="age group"),
     "aesthetics": Preset(
         "aesthetics", "Aesthetic score (1-5)", ("1", "2", "3", "4", "5"), (1.0, 2.0, 3.0, 4.0, 5.0),
         ("terrible", "poor", "average", "good", "excellent"),
         ("a {} photo.", "a photo of {} quality.", "a {} picture.", "an aesthetically {} photograph."),
-        rank_kind="aesthetic score"),
+        rank_name="aesthetic score"),
     "decade": Preset(
         "decade", "Decade a photo was taken (1930s-1970s)", _DECADES, tuple(float(y) for y in range(1930, 1980, 10)),
         _DECADES,
         ("a photo from the {}.", "a photograph taken in the {}.", "an old photo from the {}.",
          "a historical color photo from the {}."),
-        rank_kind="decade"),
+        rank_name="decade"),
     "age-concepts": Preset(
         "age-concepts", "Age concepts (NumCLIP's child ... older adult)", _AGE_CONCEPTS.names,
         _concept_midpoints(_AGE_CONCEPTS.starts, 100.0), _AGE_CONCEPTS.names,
         ("a photo of a {}.", "a photo of the face of a {}.", "a close-up photo of a {}.", "a portrait of a {}."),
-        unit="years", rank_kind="age concept"),
+        unit="years", rank_name="age concept"),
 }
 
 
@@ -107,11 +107,11 @@ def get_preset(name: str) -> Preset:
 
 
 def build_preset_model(preset: Preset | str, backbone):
-    """The template-method model of a preset on ``backbone`` (prompt ensemble, nothing learned)."""
-    from explorer.methods import get_method
+    """The zero-shot model of a preset on ``backbone`` (prompt ensemble, nothing learned)."""
+    from explorer.methods.zeroshot import ZeroShot
 
     preset = get_preset(preset) if isinstance(preset, str) else preset
-    return get_method("template").build(backbone, preset.learner_config(), preset.ranks(), seed=None)
+    return ZeroShot.build(backbone, preset.learner_config(), preset.ranks(), seed=None)
 
 
 def build_preset_checkpoint(preset: Preset | str, backbone, out: str | Path, name: str | None = None) -> Path:

@@ -55,9 +55,9 @@ def recipe(name: str) -> Recipe:
 
 
 def learner_defaults(name: str, method: str, fields: set[str]) -> dict[str, Any]:
-    """The preset's learner settings that ``method``'s config has (``fields``)."""
-    r = recipe(name)
-    settings = {**r.learner, "context_init": r.context_init}
-    if method == "numclip":  # NumCLIP's presets carry their own context text; the reference's head lr is 1e-5
-        settings = {"concepts": r.concepts, "head_lr_scale": 0.1}
+    """The preset's learner settings that ``method``'s config has (``fields``): what the method takes
+    from a recipe (:meth:`explorer.methods.Method.recipe_defaults`)."""
+    from explorer.methods import get_method
+
+    settings = get_method(method).recipe_defaults(recipe(name))
     return {k: v for k, v in settings.items() if k in fields}

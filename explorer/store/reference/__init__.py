@@ -26,7 +26,7 @@ What an import writes (``out`` = ``<dir>/<stem>.safetensors``):
   ``logit_scale`` from ``module.logit_scale``. The checkpoint's backbone spec is that file's
   absolute path; when nothing changed it is the CLIP weight file's absolute path instead.
 
-Learner settings come from, in order of precedence: ``learner_overrides`` (LearnerConfig field
+Learner settings come from, in order of precedence: ``learner_overrides`` (learner config field
 names), ``config.yaml`` (``runner_cfg.model_cfg.prompt_learner_cfg``), the tensor shapes. The
 tensor shapes are the truth: a setting that contradicts them is refused, except the ones the
 reference itself overrides (``num_context_tokens`` when ``init_context`` is set, the tokens per

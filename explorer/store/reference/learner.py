@@ -1,5 +1,5 @@
 """A reference run's prompt-learner settings (``runner_cfg.model_cfg.prompt_learner_cfg``, plus
-overrides) mapped to the explorer's :class:`LearnerConfig`, checked against the checkpoint's tensors.
+overrides) mapped to the config of the explorer's OrdinalCLIP or CoOp method, checked against the checkpoint's tensors.
 
 The tensor shapes are the truth: a setting that contradicts them is refused, except the ones the
 reference itself overrides (``num_context_tokens`` when ``init_context`` is set, the tokens per
@@ -16,10 +16,16 @@ import torch
 
 from explorer.core.errors import ExplorerError
 from explorer.core.ranks import read_names_file
-from explorer.methods.prompt import INTERPOLATIONS, POSITIONS, LearnerConfig
+from explorer.methods import make_config
+from explorer.methods.coop import CoOpConfig
+from explorer.methods.ordinalclip import INTERPOLATIONS, OrdinalCLIPConfig
+from explorer.methods.prompt import POSITIONS
 from explorer.store.reference.config import checked_setting
 
 LEARNER_TYPES = {"RankPromptLearner": "rank", "PlainPromptLearner": "plain"}
+# The explorer's method names of the reference's learner kinds (this module speaks the reference's vocabulary).
+METHOD_KINDS = {"ordinalclip": "rank", "coop": "plain"}
+LEARNER_FIELDS = {f.name for cls in (OrdinalCLIPConfig, CoOpConfig) for f in fields(cls)}
 
 
 # --- learner settings -----------------------------------------------------------------------------
@@ -27,7 +33,7 @@ LEARNER_TYPES = {"RankPromptLearner": "rank", "PlainPromptLearner": "plain"}
 
 @dataclass
 class _Sources:
-    """Where learner settings come from: overrides (LearnerConfig names) over the prompt_learner_cfg."""
+    """Where learner settings come from: overrides (learner config field names) over the prompt_learner_cfg."""
 
     cfg: dict[str, Any]
     over: dict[str, Any]
@@ -61,11 +67,11 @@ def learner_config_from_reference(
     tokenizer=None,
     search_roots: list[Path] | None = None,
     where: str = "config.yaml",
-) -> tuple[LearnerConfig, list[str]]:
-    """The LearnerConfig a reference learner corresponds to, and warnings.
+) -> tuple[OrdinalCLIPConfig | CoOpConfig, list[str]]:
+    """The learner config a reference learner corresponds to, and warnings.
 
     ``prompt_cfg`` is ``runner_cfg.model_cfg.prompt_learner_cfg`` (None for a bare ``.ckpt``);
-    ``overrides`` are LearnerConfig fields that win over it. ``context`` / ``rank`` are the
+    ``overrides`` are learner config fields that win over it. ``context`` / ``rank`` are the
     checkpoint's tensors (n x D or R x n x D; B x t x D or R x t x D), whose shapes win over both.
     ``tokenizer`` (CLIP BPE) counts the tokens of ``init_context`` and of the rank names file.
     """
@@ -83,8 +89,7 @@ def learner_config_from_reference(
         s, kind, shapes, num_ranks, num_base_ranks, tokenizer, search_roots or [], warn
     )
     interpolation, position = _interpolation_and_position(s, kind, shapes, num_ranks, warn)
-    config = LearnerConfig(
-        kind=kind,
+    settings = dict(
         num_ranks=num_ranks,
         num_context_tokens=shapes.n,
         context_init=None if context_init is None else str(context_init),
@@ -97,15 +102,15 @@ def learner_config_from_reference(
         rank_names=rank_names,
         rank_token_counts=rank_token_counts if rank_names is None else None,
     )
-    return config, warn
+    own = {f.name for f in fields(OrdinalCLIPConfig if kind == "rank" else CoOpConfig)}
+    return make_config(kind, **{k: v for k, v in settings.items() if k in own}), warn
 
 
 def _sources(prompt_cfg: dict[str, Any] | None, overrides: dict[str, Any] | None, where: str) -> _Sources:
     over = dict(overrides or {})
-    known = {f.name for f in fields(LearnerConfig)}
-    unknown = sorted(set(over) - known)
+    unknown = sorted(set(over) - LEARNER_FIELDS)
     if unknown:
-        raise ExplorerError(f"Unknown learner settings {', '.join(unknown)}; use LearnerConfig field names (kind, num_ranks, ...).")
+        raise ExplorerError(f"Unknown learner settings {', '.join(unknown)}; use learner config field names (kind, num_ranks, ...).")
     return _Sources(dict(prompt_cfg or {}), over, where, "the learner flags" if prompt_cfg is None else where)
 
 
@@ -133,7 +138,7 @@ def _kind(s: _Sources) -> str | None:
         if typ not in LEARNER_TYPES:
             raise ExplorerError(f"{s.where}: prompt learner type {typ!r} is not supported; only {', '.join(LEARNER_TYPES)} can be imported.")
         kind = LEARNER_TYPES[typ]
-    kind = LEARNER_TYPES.get(str(kind), kind)
+    kind = LEARNER_TYPES.get(str(kind), METHOD_KINDS.get(str(kind), kind))
     if kind is not None and kind not in ("rank", "plain"):
         raise ExplorerError(f"Learner kind {kind!r} cannot come from a reference run; it is 'rank' (RankPromptLearner) or 'plain' (PlainPromptLearner).")
     return kind

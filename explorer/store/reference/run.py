@@ -44,7 +44,7 @@ class ImportResult:
     path: Path
     backbone_spec: str
     backbone_file: Path | None
-    config: Any  # LearnerConfig, or NumCLIPConfig for a NumCLIP run
+    config: Any  # OrdinalCLIPConfig or CoOpConfig, or NumCLIPConfig for a NumCLIP run
     source: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
 
