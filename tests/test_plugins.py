@@ -87,7 +87,7 @@ def test_old_names_in_sweep_lists_and_import_reference():
     for name in ("rank", "plain", "ordinalclip", "coop", "numclip"):
         args = parser.parse_args(["import-reference", "--ckpt", "x.ckpt", "--clip-weights", "w.pt", "--out", "o", "--learner", name])
         assert args.learner == name
-    from explorer.store.reference.config import _kind, _Sources
+    from explorer.store.reference.learner import _kind, _Sources
 
     assert _kind(_Sources({}, {"kind": "ordinalclip"}, "here", "here")) == "rank"
     assert _kind(_Sources({}, {"kind": "coop"}, "here", "here")) == "plain"

@@ -262,9 +262,7 @@ def add_checkpoint_parsers(add) -> None:
     p.add_argument("--quantize", choices=["int8"], default=None, help="with --onnx: dynamic int8 weights (onnxruntime)")
     p.add_argument("--backbone", help="with --onnx: backbone spec to use instead of the checkpoint's (same weights)")
 
-    from explorer.methods.ordinalclip import INTERPOLATIONS
-    from explorer.methods.prompt import POSITIONS
-    from explorer.store.reference.config import LEARNER_CHOICES
+    from explorer.store.reference.learner import INTERPOLATIONS, LEARNER_CHOICES, POSITIONS
 
     p = add("import-reference", "Import a reference OrdinalCLIP / CoOp / NumCLIP run (Lightning .ckpt) as an explorer checkpoint.")
     src = p.add_mutually_exclusive_group(required=True)

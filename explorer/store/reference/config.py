@@ -15,8 +15,6 @@ CLIP_MODEL_NAMES = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32",
 # runner_cfg.model_cfg.type values this import reproduces faithfully (the reference's model class).
 NUMCLIP_MODEL_TYPE = "RegCLIPSSR"  # NumCLIP (numclip-method.md §2)
 SUPPORTED_MODEL_TYPES = ("OrdinalCLIP", NUMCLIP_MODEL_TYPE)
-# What import-reference --learner takes: the explorer's method names and the reference's learner kinds.
-LEARNER_CHOICES = ("ordinalclip", "coop", "numclip", "rank", "plain")
 
 
 # --- config.yaml ----------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from explorer.store.reference.config import checked_setting
 LEARNER_TYPES = {"RankPromptLearner": "rank", "PlainPromptLearner": "plain"}
 # The explorer's method names of the reference's learner kinds (this module speaks the reference's vocabulary).
 METHOD_KINDS = {"ordinalclip": "rank", "coop": "plain"}
+# What import-reference --learner takes: the explorer's method names and the reference's learner kinds.
+LEARNER_CHOICES = ("ordinalclip", "coop", "numclip", "rank", "plain")
 LEARNER_FIELDS = {f.name for cls in (OrdinalCLIPConfig, CoOpConfig) for f in fields(cls)}
 
 
