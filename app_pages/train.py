@@ -12,7 +12,7 @@ import re
 import pandas as pd
 import streamlit as st
 
-from app_pages import common
+from app_pages.ui import errors, resources
 from explorer.backbones import catalog as models
 from explorer.core import settings
 from explorer.core.options import choices_of, default_of
@@ -45,7 +45,7 @@ def _config_from_form(values: dict) -> TrainConfig:
         dataset=values["dataset"].strip(), out=str(settings.library_folder() / f"app-{name}.safetensors"), name=name,
         backbone=values["backbone"].strip(), learner=learner, shots=int(values["shots"]) or None,
         epochs=int(values["epochs"]), seed=int(values["seed"]), lr=float(values["lr"]),
-        faces=bool(values.get("faces", False)), device=common.device_setting(),
+        faces=bool(values.get("faces", False)), device=resources.device_setting(),
     )
 
 
@@ -145,4 +145,4 @@ def train_page() -> None:
 
 
 if __name__ == "__main__":
-    common.run_page(train_page)
+    errors.run_page(train_page)
