@@ -27,8 +27,8 @@ JOB_KEY = "job"
 
 @st.cache_resource
 def job_manager() -> JobManager:
-    """One manager per server: jobs survive page reloads and are isolated by id."""
-    return JobManager(max_running=2)
+    """One manager per server: jobs survive page reloads and are isolated by id; runs borrow the pool's backbones."""
+    return JobManager(max_running=2, borrow=resources.backbone_registry().borrow)
 
 
 def _config_from_form(values: dict) -> TrainConfig:

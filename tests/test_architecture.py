@@ -17,7 +17,7 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 # Files still over a limit while the layers redesign splits them; each entry must still be too long
 # (test_too_long_list_is_current), so the list only shrinks.
-TOO_LONG = {"explorer/backbones/load.py", "explorer/methods/prompt.py", "explorer/store/library.py",
+TOO_LONG = {"explorer/backbones/load.py", "explorer/methods/prompt.py",
             "explorer/store/reference/config.py", "explorer/training/trainer.py"}
 
 
