@@ -88,3 +88,46 @@ def test_a_transient_load_failure_is_retried():
         registry.get("x", timeout=10)
     assert registry.get("x", timeout=10) == "loaded" and len(calls) == 2
     assert registry.get("x", timeout=10) == "loaded" and len(calls) == 2  # a success is kept
+
+
+LIBRARY_RUN = """
+import builtins, sys, threading
+sys.path.insert(0, {repo!r})
+real, heavy = builtins.__import__, {{}}
+
+def watch(name, *a, **k):
+    root = name.split(".")[0]
+    if root in ("torch", "open_clip", "umap", "sklearn") and root not in sys.modules:
+        heavy.setdefault(root, threading.current_thread().name)
+    return real(name, *a, **k)
+
+builtins.__import__ = watch
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({app!r}, default_timeout=120).run()
+assert not at.exception, [e.value for e in at.exception]
+print(at.title[0].value, len(at.dataframe), sorted(r for r, thread in heavy.items() if thread != "load-backbone-demo"))
+"""
+
+
+def test_the_library_page_imports_neither_torch_nor_open_clip(tmp_path):
+    """Server start to the first page: the Library (listing remembered on disk) needs no model, so the
+    page's own thread imports no torch, open_clip, umap or scikit-learn (the active checkpoint's backbone
+    loads in its own thread, which imports them)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from app_testdata import make_library
+
+    repo = Path(__file__).resolve().parents[1]
+    folder, cache = tmp_path / "library", tmp_path / "cache"
+    make_library(folder)
+    for path in lib.list_candidates(folder):
+        lib.inspect_file_cached(path, cache_dir=cache)  # what a server that ran before remembered
+    env = {**os.environ, "ORDINAL_EXPLORER_CHECKPOINTS": str(folder), "ORDINAL_EXPLORER_CACHE": str(cache),
+           "ORDINAL_EXPLORER_DEVICE": "cpu"}
+    code = LIBRARY_RUN.format(repo=str(repo), app=str(repo / "app.py"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split("\n")[-2] == "Library 1 []", out.stdout

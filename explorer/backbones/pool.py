@@ -139,6 +139,14 @@ class BackboneHandle:
         return self.slot.resource(key, build)
 
 
+def _load_backbone(spec: str, device: str | None = None):
+    """explorer.backbones.load.load_backbone, imported in the loader thread (torch and open_clip take
+    seconds to import: a page that makes the pool must not wait for them)."""
+    from explorer.backbones.load import load_backbone
+
+    return load_backbone(spec, device=device)
+
+
 class BackboneRegistry:
     """Slots by (spec, device), at most ``max_entries`` kept (least recently used evicted); thread-safe."""
 
@@ -147,10 +155,8 @@ class BackboneRegistry:
                  on_evict: Callable[[BackboneSlot], None] | None = None):
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
-        if loader is None:
-            from explorer.backbones.load import load_backbone as loader
         self.max_entries = max_entries
-        self.loader, self.on_loaded, self.on_evict = loader, on_loaded, on_evict
+        self.loader, self.on_loaded, self.on_evict = loader or _load_backbone, on_loaded, on_evict
         self._slots: OrderedDict[tuple[str, str | None], BackboneSlot] = OrderedDict()
         self._lock = threading.Lock()
 
