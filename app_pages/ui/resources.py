@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import logging
 
@@ -32,6 +34,7 @@ def _on_loaded(slot: BackboneSlot) -> None:
     if slot.details:
         log.error("Loading backbone %s failed:\n%s", slot.spec, slot.details)
     _warm_imports()
+    _return_freed_memory()  # the state dict the weights were read into
 
 
 def _on_evict(slot: BackboneSlot) -> None:
@@ -40,6 +43,26 @@ def _on_evict(slot: BackboneSlot) -> None:
     # frozen objects are never collected, and freezing from a loader thread pinned whatever other
     # sessions had in flight)
     gc.collect()
+    _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc's malloc_trim; a no-op elsewhere): a backbone's
+    tensors are thousands of allocations below glibc's mmap threshold, which free() keeps in the
+    loader thread's arena, so without it the server's size never shrinks after an eviction."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
 
 
 def _warm_imports() -> None:

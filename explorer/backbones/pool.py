@@ -38,6 +38,7 @@ class BackboneSlot:
     device: str | None
     loader: Callable[..., Any]
     on_loaded: Callable[["BackboneSlot"], None] | None = None
+    gate: Any = field(default_factory=contextlib.nullcontext, repr=False)  # held while loading (one load at a time)
     lock: threading.RLock = field(default_factory=threading.RLock)
     backbone: Any = None
     error: str | None = None
@@ -60,7 +61,8 @@ class BackboneSlot:
     def _load(self) -> None:
         t0 = time.perf_counter()
         try:
-            self.backbone = self.loader(self.spec, device=self.device)
+            with self.gate:  # a load needs about twice the backbone's size for a moment: one at a time
+                self.backbone = self.loader(self.spec, device=self.device)
         except TransientError as exc:
             self.error, self.transient = str(exc), True
         except ExplorerError as exc:
@@ -159,6 +161,7 @@ class BackboneRegistry:
         self.loader, self.on_loaded, self.on_evict = loader or _load_backbone, on_loaded, on_evict
         self._slots: OrderedDict[tuple[str, str | None], BackboneSlot] = OrderedDict()
         self._lock = threading.Lock()
+        self._load_gate = threading.Lock()
 
     def slot(self, spec: str, device: str | None = None) -> BackboneSlot:
         """The slot of ``spec`` on ``device`` (loading starts in the background); marks it most recent."""
@@ -169,7 +172,7 @@ class BackboneRegistry:
         with self._lock:
             slot = self._slots.get(key)
             if slot is None or (slot.transient and not slot.pending):  # a transient failure: try again
-                slot = BackboneSlot(spec, device, self.loader, self.on_loaded)
+                slot = BackboneSlot(spec, device, self.loader, self.on_loaded, gate=self._load_gate)
                 self._slots[key] = slot
             self._slots.move_to_end(key)
             slot.start()  # under the lock: two callers never start two loads of one slot
