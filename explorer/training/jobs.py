@@ -6,7 +6,9 @@ stays findable for ``keep_finished_s`` (10 minutes by default: long enough for i
 result), then it is dropped.
 
 With ``borrow`` (the app passes its backbone pool's :meth:`~explorer.backbones.pool.BackboneRegistry.borrow`)
-a run uses the pool's backbone, kept loaded for the run, instead of loading a copy of its own. The run
+a run on a local backbone (the demo, a weight file) uses the pool's backbone, kept loaded for the run,
+instead of loading a copy of its own (a hub or zoo backbone is loaded by the run, which shows its
+download's progress and can cancel it). The run
 shares the frozen modules without holding the backbone's lock (it would keep every page on that
 backbone waiting for the whole run): PyTorch runs forward and backward passes of unchanging modules
 from several threads at once, and a run changes nothing in them. A fine-tuning run changes the
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
+from explorer.backbones.spec import parse_backbone_spec
 from explorer.core.errors import ExplorerError
 from explorer.training.config import RateEstimate
 from explorer.training.trainer import Cancelled, Progress, TrainConfig, TrainResult, train
@@ -130,8 +133,9 @@ class TrainingJob:
                 self.finished = self.clock()
 
     def _train(self) -> TrainResult:
-        """The run, on the pool's backbone when it can borrow one (not for fine-tuning: that changes it)."""
-        if self.borrow is None or self.config.mode == "finetune":
+        """The run, on the pool's backbone when it can borrow one: not for fine-tuning (that changes it), and
+        only for local specs (a hub or zoo backbone loads in the run, which shows its download and can cancel it)."""
+        if self.borrow is None or self.config.mode == "finetune" or not _local_spec(self.config.backbone):
             return train(self.config, progress=self._on_progress, should_stop=self._stop.is_set)
         self._on_progress(Progress("load", message=f"loading backbone {self.config.backbone}"))
         with self.borrow(self.config.backbone, self.config.device) as handle:
@@ -139,6 +143,14 @@ class TrainingJob:
 
 
 KEEP_FINISHED_S = 600.0
+
+
+def _local_spec(spec: str) -> bool:
+    """True for the demo backbone and weight files (nothing to download)."""
+    try:
+        return parse_backbone_spec(spec).kind in ("demo", "file")
+    except ExplorerError:
+        return False
 
 
 class JobManager:
