@@ -22,7 +22,7 @@ import streamlit as st  # noqa: E402
 
 st.set_page_config(page_title="OrdinalCLIP Explorer", page_icon=":material/stacked_line_chart:", layout="wide")
 
-from app_pages import common  # noqa: E402
+from app_pages.ui import errors, listing, pickers, sidebar  # noqa: E402
 
 PAGES_DIR = ROOT / "app_pages"
 
@@ -45,16 +45,16 @@ def main() -> None:
     side = st.sidebar.container()
     entries: list = []
     try:
-        entries = common.library_entries()
-        common.apply_query_checkpoint(entries)
+        entries = listing.library_entries()
+        pickers.apply_query_checkpoint(entries)
     except Exception as exc:  # the library listing itself must not take the app down
-        common.report_exception(exc, "the library listing")
+        errors.report_exception(exc, "the library listing")
     page.run()
     try:  # after the page: the sidebar then shows the backbone the page loaded and the active checkpoint it chose
-        common.sidebar(common.library_entries() if entries else entries, side)
+        sidebar.sidebar(listing.library_entries() if entries else entries, side)
     except Exception as exc:
         with side:
-            common.report_exception(exc, "the sidebar")
+            errors.report_exception(exc, "the sidebar")
 
 
 main()

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_pages import analysis, charts, common
+from app_pages.ui import charts, errors, formatting, listing, pickers, resources, sections
 from explorer.core.errors import ExplorerError
 from explorer.core.fsio import bytes_digest
 from explorer.data import faces
@@ -17,23 +17,34 @@ VIEWS = {"cosine": "Cosine", "max_normalised": "Max-normalised", "softmax": "Sof
 
 def compare_page() -> None:
     st.title("Compare")
-    entries = common.library_entries()
-    ok = common.usable(entries)
+    entries = listing.library_entries()
+    ok = listing.usable(entries)
     if len(ok) < 2:
         if ok:
             st.info("Comparing needs at least two usable checkpoints; add another on the Library page.")
         else:
-            common.no_checkpoints_message()
+            formatting.no_checkpoints_message()
         return
-    chosen = common.choose_compare(entries, "compare-checkpoints")
+    chosen = pickers.choose_compare(entries, "compare-checkpoints")
     if len(chosen) < 2:
         st.info("Pick 2 to 4 checkpoints.")
         return
     view = st.segmented_control("Heatmap view", list(VIEWS), format_func=VIEWS.get, default="cosine", key="compare-view") or "cosine"
-    ckpts = [common.load_checkpoint(e) for e in chosen]
-    geos = [common.geometry(e) for e in chosen]
+    ckpts = [resources.load_checkpoint(e) for e in chosen]
+    geos = [resources.geometry(e) for e in chosen]
+    _heatmaps(chosen, ckpts, [g["views"][view] for g in geos], view)
+    _ordinality(chosen, geos)
+    _metrics(chosen)
+    st.subheader("Predicted distributions for the same image")
+    _same_image(chosen, ckpts)
+    with errors.guard("the calibration section"):
+        sections.calibration_section(chosen)
+    with errors.guard("the sweep curves"):
+        sections.curves_section()
 
-    mats = [g["views"][view] for g in geos]
+
+def _heatmaps(chosen, ckpts, mats, view: str) -> None:
+    """One heatmap per checkpoint on one colour scale, two per row for four, else all in one row."""
     zmin, zmax = min(float(m.min()) for m in mats), max(float(m.max()) for m in mats)
     st.subheader("Similarity heatmaps")
     st.caption(f"{charts.VIEW_TITLES[view]}, all ranks, one colour scale ({zmin:.3f} to {zmax:.3f}).")
@@ -46,11 +57,13 @@ def compare_page() -> None:
                 break
             with col:
                 st.markdown(f"**{chosen[i].name}**")
-                with common.guard(f"the heatmap of {chosen[i].name}"):
+                with errors.guard(f"the heatmap of {chosen[i].name}"):
                     st.plotly_chart(charts.heatmap(mats[i], ckpts[i].classes.labels, zmin=zmin, zmax=zmax, height=360,
                                                    unit=ckpts[i].classes.unit, show_scale=k == len(cols) - 1),
                                     key=f"compare-heat-{i}", config={"displaylogo": False})
 
+
+def _ordinality(chosen, geos) -> None:
     st.subheader("Ordinality")
     rows = []
     for e, g in zip(chosen, geos):
@@ -63,6 +76,9 @@ def compare_page() -> None:
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="%.2f") for r in rows for c in r if c.endswith("%")})
 
+
+def _metrics(chosen) -> None:
+    """The evaluation metrics stored in each checkpoint, and their per-rank errors when stored."""
     st.subheader("Evaluation metrics")
     metric_rows = []
     for e in chosen:
@@ -72,32 +88,25 @@ def compare_page() -> None:
     st.dataframe(pd.DataFrame(metric_rows), hide_index=True, width="stretch")
     errs = [(e, lib.per_rank_mae(e.metrics)) for e in chosen]
     with_errs = [(e, pr) for e, pr in errs if pr is not None]
-    if with_errs:
-        series = []
-        for e, (split, values) in with_errs:
-            labels = common.load_checkpoint(e).ranks.labels
-            series.append((f"{e.name} ({split})" if split else e.name, labels[: len(values)], values))
-        st.markdown("**Per-rank MAE**")
-        units = {common.load_checkpoint(e).ranks.unit for e, _ in with_errs}
-        st.plotly_chart(charts.per_rank_errors(series, unit=units.pop() if len(units) == 1 else ""), key="compare-per-rank",
-                        config={"displaylogo": False})
-        missing = [e.name for e, pr in errs if pr is None]
-        if missing:
-            st.caption(f"No per-rank errors stored for {', '.join(missing)}.")
-    else:
+    if not with_errs:
         st.caption("None of these checkpoints stores per-rank errors (evaluation results with per_rank_mae).")
-
-    st.subheader("Predicted distributions for the same image")
-    _same_image(chosen, ckpts)
-    with common.guard("the calibration section"):
-        analysis.calibration_section(chosen)
-    with common.guard("the sweep curves"):
-        analysis.curves_section()
+        return
+    series = []
+    for e, (split, values) in with_errs:
+        labels = resources.load_checkpoint(e).ranks.labels
+        series.append((f"{e.name} ({split})" if split else e.name, labels[: len(values)], values))
+    st.markdown("**Per-rank MAE**")
+    units = {resources.load_checkpoint(e).ranks.unit for e, _ in with_errs}
+    st.plotly_chart(charts.per_rank_errors(series, unit=units.pop() if len(units) == 1 else ""), key="compare-per-rank",
+                    config={"displaylogo": False})
+    missing = [e.name for e, pr in errs if pr is None]
+    if missing:
+        st.caption(f"No per-rank errors stored for {', '.join(missing)}.")
 
 
 def _same_image(chosen, ckpts) -> None:
     c1, c2 = st.columns([3, 1])
-    upload = c1.file_uploader("Image", type=common.IMAGE_TYPES, key="compare-image")
+    upload = c1.file_uploader("Image", type=formatting.IMAGE_TYPES, key="compare-image")
     whole = c2.toggle("Use the whole image", value=False, key="compare-whole",
                       help="Off: the largest face (plus a margin) is cropped when one is found; pick another when there are several.")
     if upload is None:
@@ -105,7 +114,7 @@ def _same_image(chosen, ckpts) -> None:
         return
     data = upload.getvalue()
     digest = bytes_digest(data)
-    item = faces.prepare_upload(data, upload.name, use_whole_image=whole, face_index=common.face_choices("compare").get(digest))
+    item = faces.prepare_upload(data, upload.name, use_whole_image=whole, face_index=pickers.face_choices("compare").get(digest))
     if not item.ok:
         st.error(item.error)
         return
@@ -114,18 +123,18 @@ def _same_image(chosen, ckpts) -> None:
     with left:
         st.image(faces.annotate(item.image, crop, max_side=320), output_format="JPEG")
         if crop.num_faces > 1:
-            common.face_picker(crop, digest, "compare")
+            pickers.face_picker(crop, digest, "compare")
         st.caption(crop.note)
     models = []
     locks = {}
     for e, ckpt in zip(chosen, ckpts):
         try:
-            backbone, lock = common.backbone_for(e)
+            handle = resources.backbone_for(e)
         except ExplorerError as exc:
             right.warning(f"{e.name}: {exc}")
             continue
-        locks[id(backbone)] = lock
-        models.append((e.name, ckpt.predictor(), backbone))
+        locks[id(handle.backbone)] = handle.lock
+        models.append((e.name, ckpt.predictor(), handle.backbone))
     preds = faces.overlay_distributions(crop.image, models, lock_for=lambda bb: locks.get(id(bb)))
     series = [(name, p.ranks.value_array, p.probs[0], p.record(0)) for name, p in preds]
     units = {p.ranks.unit for _, p in preds}
@@ -141,4 +150,4 @@ def _same_image(chosen, ckpts) -> None:
 
 
 if __name__ == "__main__":
-    common.run_page(compare_page)
+    errors.run_page(compare_page)

@@ -5,45 +5,56 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages import analysis, charts, common
+from app_pages.ui import charts, errors, formatting, pickers, resources, sections
 
 VIEWS = {"cosine": "Cosine", "max_normalised": "Max-normalised", "softmax": "Softmax"}
 METHODS = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}
 
 
 def geometry_page() -> None:
-    picked = common.page_checkpoint("Geometry", "geometry-checkpoint")
+    picked = pickers.page_checkpoint("Geometry", "geometry-checkpoint")
     if picked is None:
         return
     entry, ckpt = picked
     ranks = ckpt.classes  # what the prototype rows score (NumCLIP: its concept bins)
     c1, c2 = st.columns([3, 2])
     with c1:
-        a, b = common.rank_window(entry, "geometry-window")
+        a, b = pickers.rank_window(entry, "geometry-window")
     with c2:
         view = st.segmented_control("Heatmap view", list(VIEWS), format_func=VIEWS.get, default="cosine",
                                     key="geometry-view") or "cosine"
-    geo = common.geometry(entry, (a, b))
+    geo = resources.geometry(entry, (a, b))
     labels = ranks.labels[a : b + 1]
-    report = geo["report"]
-    unit = ranks.unit
+    _summary_metrics(geo["report"], geo, labels, ranks.unit, b - a + 1)
+    _similarity_charts(geo, labels, ranks.unit, view)
+    _projection_section(entry, (a, b), labels, ranks.values[a : b + 1], ranks.unit)
+    with errors.guard("the nearest-word decoding"):
+        sections.decode_section(entry, ckpt)
+    with errors.guard("the image and prototype map"):
+        sections.map_section(entry, ckpt)
 
+
+def _summary_metrics(report: dict, geo: dict, labels, unit: str, count: int) -> None:
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Ordinality (all pairs)", common.fmt_pct(report["ordinality"], 2))
-    m2.metric("Violation rate", common.fmt_pct(report["violation_rate"], 2),
+    m1.metric("Ordinality (all pairs)", formatting.fmt_pct(report["ordinality"], 2))
+    m2.metric("Violation rate", formatting.fmt_pct(report["violation_rate"], 2),
               help=f"{report['num_violations']} of {report['num_pairs']} pairs")
-    m3.metric("Ranks in window", f"{b - a + 1}", help=f"{labels[0]} to {labels[-1]}{(' ' + unit) if unit else ''}")
+    m3.metric("Ranks in window", f"{count}", help=f"{labels[0]} to {labels[-1]}{(' ' + unit) if unit else ''}")
     m4.metric("Mean adjacent cosine", f"{geo['adjacent'].mean():.4f}")
 
+
+def _similarity_charts(geo: dict, labels, unit: str, view: str) -> None:
+    """Heatmap and violation map side by side, then ordinality per span and the adjacent-rank curve."""
+    report = geo["report"]
     left, right = st.columns(2)
     with left:
         st.markdown(f"**Similarity heatmap** · {charts.VIEW_TITLES[view]}")
-        with common.guard("the heatmap"):
+        with errors.guard("the heatmap"):
             st.plotly_chart(charts.heatmap(geo["views"][view], labels, colorbar_title=VIEWS[view], unit=unit),
                             key="geometry-heatmap", config={"displaylogo": False})
     with right:
         st.markdown("**Ordering violations** · red: walking right from rank i, similarity did not fall")
-        with common.guard("the violation map"):
+        with errors.guard("the violation map"):
             st.plotly_chart(charts.violation_map(geo["violations"], labels, unit=unit), key="geometry-violations",
                             config={"displaylogo": False})
 
@@ -59,6 +70,8 @@ def geometry_page() -> None:
         st.plotly_chart(charts.adjacent_curve(geo["adjacent"], labels, unit=unit), key="geometry-adjacent",
                         config={"displaylogo": False})
 
+
+def _projection_section(entry, window: tuple[int, int], labels, values, unit: str) -> None:
     st.subheader("Projections")
     p1, p2, p3 = st.columns([3, 1, 1])
     method = p1.segmented_control("Method", list(METHODS), format_func=METHODS.get, default="pca",
@@ -66,24 +79,18 @@ def geometry_page() -> None:
     dims = p2.segmented_control("Dimensions", [2, 3], format_func=lambda d: f"{d}-D", default=2, key="geometry-dims") or 2
     seed = int(p3.number_input("Seed", min_value=0, max_value=10_000, value=0, step=1, key="geometry-seed",
                                disabled=method == "pca"))
-    with common.guard("the projection"):
-        if common.projection_is_ready(entry, (a, b), method, dims, seed):
-            layout = common.projection(entry, (a, b), method, dims, seed)
+    with errors.guard("the projection"):
+        if resources.projection_is_ready(entry, window, method, dims, seed):
+            layout = resources.projection(entry, window, method, dims, seed)
         else:
             note = " (the first UMAP in a fresh server also compiles numba code)" if method == "umap" else ""
             with st.spinner(f"Computing the {METHODS[method]} layout{note}…"):
-                layout = common.projection(entry, (a, b), method, dims, seed)
-        values = ranks.values[a : b + 1]
+                layout = resources.projection(entry, window, method, dims, seed)
         st.plotly_chart(charts.projection(layout, labels, values, unit=unit), key="geometry-projection",
                         config={"displaylogo": False})
         st.caption("Coloured by rank value; consecutive ranks are joined. UMAP and t-SNE layouts are kept on disk per "
                    "checkpoint content, window, dimensions and seed.")
 
-    with common.guard("the nearest-word decoding"):
-        analysis.decode_section(entry, ckpt)
-    with common.guard("the image and prototype map"):
-        analysis.map_section(entry, ckpt)
-
 
 if __name__ == "__main__":
-    common.run_page(geometry_page)
+    errors.run_page(geometry_page)

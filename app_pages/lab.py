@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_pages import charts, common
+from app_pages.ui import charts, errors, formatting, listing, pickers, resources
 from explorer.analysis import lab
 from explorer.methods import find_method
 from explorer.methods.ordinalclip import INTERPOLATIONS
@@ -33,35 +33,35 @@ def lab_page() -> None:
         "For another number of base ranks B′ the new bases are the current rank embeddings sampled at "
         "linspace(0, R−1, B′) (linear between neighbouring ranks), then re-interpolated."
     )
-    entries = common.library_entries()
-    rank_entries = [e for e in common.usable(entries) if _is_rank_learner(e)]
+    entries = listing.library_entries()
+    rank_entries = [e for e in listing.usable(entries) if _is_rank_learner(e)]
     if not rank_entries:
-        if common.usable(entries):
+        if listing.usable(entries):
             st.info("The lab needs a full rank-learner (OrdinalCLIP) checkpoint with its backbone; none of the "
                     "checkpoints in the library is one (plain, template and prototype-only checkpoints cannot be re-interpolated).")
         else:
-            common.no_checkpoints_message()
+            formatting.no_checkpoints_message()
         return
-    active = common.active_entry(entries)
+    active = pickers.active_entry(entries)
     if active is not None and not _is_rank_learner(active):
         st.info(f"The active checkpoint {active.name} is not a full rank learner; pick one of these.")
-    entry = common.choose_checkpoint(entries, "lab-checkpoint", label="Rank-learner checkpoint", allowed=_is_rank_learner)
-    ckpt = common.load_checkpoint(entry)
+    entry = pickers.choose_checkpoint(entries, "lab-checkpoint", label="Rank-learner checkpoint", allowed=_is_rank_learner)
+    ckpt = resources.load_checkpoint(entry)
     config = ckpt.learner_config
     ranks = ckpt.ranks
     settings = _settings(entry, config, len(ranks))
     if settings is None:
         return
     schemes, bandwidth, num_base, (a, b) = settings
-    model, lock = common.prompt_model(entry)
+    model, lock = resources.prompt_model(entry)
     with st.spinner("Recomputing prototypes…"):
         variants = [_variant(entry.content_hash, ckpt.backbone_id, scheme, float(bandwidth) if scheme == "normal" else 1.0,
                              num_base, model, lock) for scheme in schemes]
     st.subheader("Interpolation weights W[r, k]")
     st.plotly_chart(charts.interpolation_weights([(v.label, v.weights, v.positions) for v in variants], ranks.labels),
                     key="lab-weights", config={"displaylogo": False})
-    stored = common.geometry(entry, (a, b))
-    window = common._norm_window((a, b), len(ranks))
+    stored = resources.geometry(entry, (a, b))
+    window = resources.norm_window((a, b), len(ranks))
     summaries = [(v, lib.geometry_summary(v.prototypes, window, ckpt.meta["logit_scale"])) for v in variants]
     panels = [(f"stored (trained: {config.interpolation}, B={config.num_base_ranks})", stored)] + [(v.label, g) for v, g in summaries]
     labels = ranks.labels[a : b + 1]
@@ -82,7 +82,7 @@ def _settings(entry, config, num_ranks: int):
     num_base = int(c3.number_input("Base ranks B′", min_value=1, max_value=num_ranks, value=int(config.num_base_ranks),
                                    step=1, key=f"lab-b-{entry.content_hash}",
                                    help=f"The checkpoint learned B = {config.num_base_ranks}."))
-    window = common.rank_window(entry, "lab-window", label="Rank window (heatmaps and ordinality)")
+    window = pickers.rank_window(entry, "lab-window", label="Rank window (heatmaps and ordinality)")
     if not schemes:
         st.info("Pick at least one scheme.")
         return None
@@ -105,7 +105,7 @@ def _heatmaps(panels, labels, unit: str) -> None:
                 st.plotly_chart(charts.heatmap(g["similarity"], labels, zmin=zmin, zmax=zmax, height=340, unit=unit,
                                                show_scale=col is cols[-1]),
                                 key=f"lab-heat-{start}-{title}", config={"displaylogo": False})
-                st.caption(f"ordinality {common.fmt_pct(rep['ordinality'], 2)} · violations {common.fmt_pct(rep['violation_rate'], 2)}")
+                st.caption(f"ordinality {formatting.fmt_pct(rep['ordinality'], 2)} · violations {formatting.fmt_pct(rep['violation_rate'], 2)}")
 
 
 def _table(panels, summaries, stored_protos: np.ndarray) -> None:
@@ -124,4 +124,4 @@ def _table(panels, summaries, stored_protos: np.ndarray) -> None:
 
 
 if __name__ == "__main__":
-    common.run_page(lab_page)
+    errors.run_page(lab_page)

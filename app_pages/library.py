@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages import common
+from app_pages.ui import errors, formatting, listing, pickers, resources
 from explorer.core import settings
 from explorer.store import library as lib
 
@@ -19,7 +19,7 @@ def library_page() -> None:
         f"Checkpoints in `{folder}` (set {settings.ENV_FOLDER} to use another folder) and the ones you add below. "
         "Files that are not usable are listed with the reason; they never break the page."
     )
-    listing, choice = st.container(), st.container()
+    table_box, choice = st.container(), st.container()
     st.subheader("Add a checkpoint")
     up, path_col = st.columns(2)
     with up:  # handled before the table is drawn, so that an added checkpoint is listed at once
@@ -27,30 +27,30 @@ def library_page() -> None:
     with path_col:
         _path_form()
 
-    entries = common.library_entries()
-    ok = common.usable(entries)
-    with listing:
+    entries = listing.library_entries()
+    ok = listing.usable(entries)
+    with table_box:
         if entries:
             _table(entries)
         if not ok:
-            common.no_checkpoints_message()
+            formatting.no_checkpoints_message()
     if not ok:
         return
     with choice:
         st.subheader("Active checkpoints")
         left, right = st.columns(2)
         with left:
-            active = common.choose_checkpoint(
+            active = pickers.choose_checkpoint(
                 entries, "library-active", label="Active checkpoint (Geometry, Interpolation lab, Predict)")
         with right:
-            chosen = common.choose_compare(entries, "library-compare", label="Compare set (2 to 4 checkpoints)")
+            chosen = pickers.choose_compare(entries, "library-compare", label="Compare set (2 to 4 checkpoints)")
             if len(chosen) == 1:
                 st.caption("Pick at least one more to compare.")
         if active is not None:
             with st.expander(f"Details of {active.name}", expanded=False):
                 st.json(_details(active), expanded=1)
     if active is not None:
-        with common.guard("the ONNX export"):
+        with errors.guard("the ONNX export"):
             _onnx_section(active)
 
 
@@ -121,10 +121,10 @@ def build_onnx(entry: lib.LibraryEntry, path) -> None:
     """Export ``entry`` to ``path`` (atomically) on its loaded backbone, with a spinner."""
     from explorer.store.onnx_export import export_onnx
 
-    ckpt = common.load_checkpoint(entry)
-    backbone, lock = common.backbone_for(entry)
+    ckpt = resources.load_checkpoint(entry)
+    handle = resources.backbone_for(entry)
     with st.spinner(f"Exporting {entry.name} to ONNX (tracing the image tower; a real backbone takes seconds)…"):
-        with lock:
+        with handle.use() as backbone:
             export_onnx(ckpt, path, backbone=backbone)
 
 
@@ -145,7 +145,7 @@ def add_upload(data: bytes, filename: str) -> lib.LibraryEntry:
         path = lib.store_upload(data, filename)
     except ExplorerError as exc:
         return lib.LibraryEntry(settings.cache_folder() / filename, "error", str(exc), source="added")
-    entry = common.add_checkpoint_path(path)
+    entry = listing.add_checkpoint_path(path)
     if not entry.ok:  # keep the cache folder free of rejected files
         path.unlink(missing_ok=True)
     return entry
@@ -157,7 +157,7 @@ def _path_form() -> None:
                              placeholder="/path/to/checkpoint.safetensors")
         submitted = st.form_submit_button("Add")
     if submitted and text.strip():
-        _report_added(common.add_checkpoint_path(text.strip()))
+        _report_added(listing.add_checkpoint_path(text.strip()))
 
 
 def _report_added(entry: lib.LibraryEntry) -> None:
@@ -171,4 +171,4 @@ def _report_added(entry: lib.LibraryEntry) -> None:
 
 
 if __name__ == "__main__":
-    common.run_page(library_page)
+    errors.run_page(library_page)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages import common
+from app_pages.ui import errors, resources
 from explorer.backbones import catalog as models
 from explorer.backbones import hub
 from explorer.core import settings
@@ -79,10 +79,9 @@ def _preset_panel(status: models.ModelStatus) -> None:
         if not status.cached:
             st.caption("The backbone must be cached (or local) first.")
         return
-    slot = common.backbone_slot(status.spec)
+    slot = resources.backbone_slot(status.spec)
     with st.spinner(f"Loading {status.spec} and encoding the prompts…"):
-        backbone = slot.wait()
-        with slot.lock:
+        with slot.handle().use() as backbone:
             path = presets.build_preset_for(status.spec, preset, settings.library_folder(), backbone=backbone)
     st.success(f"Wrote {path.name}: it is now in the Library (and usable on Predict).")
 
@@ -102,11 +101,11 @@ def models_page() -> None:
     by_spec = {s.spec: s for s in statuses}
     chosen = st.selectbox("Backbone", list(by_spec), key="models-chosen")
     status = by_spec[chosen]
-    with common.guard("the download"):
+    with errors.guard("the download"):
         _download_panel(status)
-    with common.guard("the preset build"):
+    with errors.guard("the preset build"):
         _preset_panel(status)
 
 
 if __name__ == "__main__":
-    common.run_page(models_page)
+    errors.run_page(models_page)

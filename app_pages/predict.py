@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages import charts, common
+from app_pages.ui import charts, errors, formatting, pickers, resources
 from explorer.core.fsio import bytes_digest
 from explorer.data import faces
 from explorer.data.inputs import checkpoint_inputs, crops_faces
@@ -26,14 +26,14 @@ def predict_bytes(entry, uploads: list[tuple[str, bytes]], whole: bool = False, 
 
     ``face_choices``: upload digest -> which face to use (largest first); others use the largest.
     """
-    ckpt = common.load_checkpoint(entry)
-    backbone, lock = common.backbone_for(entry)
+    ckpt = resources.load_checkpoint(entry)
+    handle = resources.backbone_for(entry)
     digests = tuple(bytes_digest(data) for _, data in uploads)
     names = tuple(name for name, _ in uploads)
     picked = face_choices or {}
     choices = tuple((pos, picked[d]) for pos, d in enumerate(digests) if d in picked)
-    return _predict(entry.content_hash, backbone.backbone_id, digests, names, bool(whole), float(margin), choices,
-                    uploads, ckpt.predictor(), backbone, lock)
+    return _predict(entry.content_hash, handle.backbone_id, digests, names, bool(whole), float(margin), choices,
+                    uploads, ckpt.predictor(), handle.backbone, handle.lock)
 
 
 def _default_face_settings(entry, ckpt) -> None:
@@ -46,13 +46,13 @@ def _default_face_settings(entry, ckpt) -> None:
 
 
 def predict_page() -> None:
-    picked = common.page_checkpoint("Predict", "predict-checkpoint")
+    picked = pickers.page_checkpoint("Predict", "predict-checkpoint")
     if picked is None:
         return
     entry, ckpt = picked
     ranks = ckpt.ranks
     c1, c2, c3 = st.columns([3, 1, 1])
-    uploaded = c1.file_uploader("Images (PNG, JPEG, WebP, BMP, TIFF)", type=common.IMAGE_TYPES, accept_multiple_files=True,
+    uploaded = c1.file_uploader("Images (PNG, JPEG, WebP, BMP, TIFF)", type=formatting.IMAGE_TYPES, accept_multiple_files=True,
                                 key="predict-images")
     _default_face_settings(entry, ckpt)
     whole = c2.toggle("Whole image", key="predict-whole",
@@ -66,7 +66,7 @@ def predict_page() -> None:
                    f"({ranks.labels[0]} to {ranks.labels[-1]}{(' ' + ranks.unit) if ranks.unit else ''}).")
         return
     uploads = [(f.name, f.getvalue()) for f in uploaded]
-    result = predict_bytes(entry, uploads, whole, margin, common.face_choices("predict"))
+    result = predict_bytes(entry, uploads, whole, margin, pickers.face_choices("predict"))
     for name, message in result.errors:
         st.error(message if name in message else f"{name}: {message}")
     good = [pos for pos, it in enumerate(result.items) if it.ok]
@@ -90,7 +90,7 @@ def _show_one(result: faces.UploadPrediction, pos: int, ranks, digest: str) -> N
     with left:
         st.image(faces.annotate(item.image, item.crop, max_side=420), caption=item.name, output_format="JPEG")
         if item.crop.num_faces > 1:
-            common.face_picker(item.crop, digest, "predict")
+            pickers.face_picker(item.crop, digest, "predict")
         (st.info if item.crop.found or item.crop.whole_image_requested else st.warning)(item.crop.note)
         if item.crop.found:
             st.image(item.crop.image.resize((112, 112)), caption="What the model sees", width=112, output_format="JPEG")
@@ -110,4 +110,4 @@ def _show_one(result: faces.UploadPrediction, pos: int, ranks, digest: str) -> N
 
 
 if __name__ == "__main__":
-    common.run_page(predict_page)
+    errors.run_page(predict_page)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages import common
+from app_pages.ui import errors, resources
 from explorer.backbones import catalog as models
 from explorer.core import settings
 from explorer.core.fsio import safe_filename
@@ -24,8 +24,8 @@ JOB_KEY = "job"
 
 @st.cache_resource
 def job_manager() -> JobManager:
-    """One manager per server: jobs survive page reloads and are isolated by id."""
-    return JobManager(max_running=2)
+    """One manager per server: jobs survive page reloads and are isolated by id; runs borrow the pool's backbones."""
+    return JobManager(max_running=2, borrow=resources.backbone_registry().borrow)
 
 
 def _config_from_form(values: dict, learner_settings: dict) -> TrainConfig:
@@ -36,7 +36,7 @@ def _config_from_form(values: dict, learner_settings: dict) -> TrainConfig:
         dataset=values["dataset"].strip(), out=str(settings.library_folder() / f"app-{name}.safetensors"), name=name,
         backbone=values["backbone"].strip(), learner=learner, shots=int(values["shots"]) or None,
         epochs=int(values["epochs"]), seed=int(values["seed"]), lr=float(values["lr"]),
-        faces=bool(values.get("faces", False)), device=common.device_setting(),
+        faces=bool(values.get("faces", False)), device=resources.device_setting(),
     )
 
 
@@ -161,4 +161,4 @@ def train_page() -> None:
 
 
 if __name__ == "__main__":
-    common.run_page(train_page)
+    errors.run_page(train_page)

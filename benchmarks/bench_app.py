@@ -1,14 +1,16 @@
 """Benchmark the Streamlit app end to end (real server + headless Chromium) and print the figures.
 
-    .venv/bin/python benchmarks/bench_app.py [--repeat 3] [--keep-cache]
+    .venv/bin/python benchmarks/bench_app.py [--repeat 3] [--keep-cache] [--start-only [--starts 5]]
 
 Targets (issue): server start -> Library rendered <= 5 s (warm); Geometry page of a 101-rank
 checkpoint <= 1 s (warm); a UMAP view computed before, even before a restart, <= 1 s; Predict on the
 demo backbone <= 0.5 s from upload to chart (one image).
 
 What is measured (wall clock, in the browser):
-- start: from spawning ``streamlit run app.py`` until the Library table is visible. "cold" is the
-  first start of this run, "warm" a second start (OS file cache warm, projection cache on disk).
+- start: from spawning ``streamlit run app.py`` until the Library table is visible and the script
+  run finished. "cold" is the first start of this run, "warm" a second start (OS file cache warm,
+  projection cache on disk). ``--start-only`` measures only that: one cold start, then ``--starts``
+  warm ones (median, min and max printed), and the share of it until the server answers /_stcore/health.
 - geometry: a click on "Geometry" in the sidebar (from Library, same session, caches warm) until the
   script finished and the four Plotly charts are drawn.
 - umap: a click on the UMAP button until the run finished and the chart is drawn: first ever
@@ -44,6 +46,8 @@ CKPTS = BENCH / "checkpoints"
 CACHE = BENCH / "cache"
 CHROMIUM = "/usr/bin/chromium"
 CHART_SEL = '[data-testid="stPlotlyChart"]'
+BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
 TARGETS = {"start (warm)": 5.0, "geometry 101 ranks (warm)": 1.0, "umap after restart": 1.0, "umap again (same server)": 1.0,
            "predict one image": 0.5}
 
@@ -145,9 +149,11 @@ def check_no_exception(page) -> None:
         raise RuntimeError("an exception element is on the page")
 
 
-def start_and_open_library(browser) -> tuple[Server, object, float]:
+def start_and_open_library(browser, healthy: list | None = None) -> tuple[Server, object, float]:
     server = Server()
     server.wait_healthy()
+    if healthy is not None:
+        healthy.append(time.perf_counter() - server.t0)
     page = browser.new_page(viewport={"width": 1440, "height": 1200})
     page.goto(server.url + "/?checkpoint=bench-ages-normal", wait_until="domcontentloaded")
     page.locator('[data-testid="stDataFrame"]').first.wait_for(state="visible", timeout=120_000)
@@ -161,11 +167,50 @@ def nav(page, title: str):
     return page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True)
 
 
+def start_only(starts: int) -> dict[str, float]:
+    """Server start to the drawn Library page: one cold start, then ``starts`` warm ones."""
+    from playwright.sync_api import sync_playwright
+
+    seconds, healthy = [], []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_FLAGS)
+        for _ in range(starts + 1):
+            server, page, took = start_and_open_library(browser, healthy)
+            seconds.append(took)
+            page.close()
+            server.stop()
+        browser.close()
+    warm = seconds[1:]
+    return {"start (cold)": seconds[0], "start (warm)": statistics.median(warm), "start (warm, min)": min(warm),
+            "start (warm, max)": max(warm), "of which until /_stcore/health (warm, median)": statistics.median(healthy[1:])}
+
+
+def report(results: dict[str, float]) -> None:
+    width = max(len(k) for k in results)
+    print(f"{'measurement':<{width}}  seconds  target")
+    for key, value in results.items():
+        target = TARGETS.get(key)
+        verdict = "" if target is None else f"<= {target:g} s  {'OK' if value <= target else 'MISSED'}"
+        print(f"{key:<{width}}  {value:7.3f}  {verdict}")
+    cpu = os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"(machine: {cpu} CPUs, load average {load:.1f}; device {os.environ.get('ORDINAL_EXPLORER_DEVICE', 'cpu')})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="repetitions of the warm measurements (median reported)")
     parser.add_argument("--keep-cache", action="store_true", help="keep .cache/bench/cache (UMAP layouts) from a previous run")
+    parser.add_argument("--start-only", action="store_true", help="measure only server start to the drawn Library page")
+    parser.add_argument("--starts", type=int, default=5, help="warm starts measured with --start-only")
     args = parser.parse_args()
+    if args.start_only:
+        BENCH.mkdir(parents=True, exist_ok=True)
+        if not args.keep_cache:
+            shutil.rmtree(CACHE, ignore_errors=True)
+        make_checkpoints()
+        report(start_only(args.starts))
+        return 0
 
     from app_testdata import face_image, image_bytes
     from playwright.sync_api import sync_playwright
@@ -179,7 +224,7 @@ def main() -> int:
     faces_dir.mkdir(exist_ok=True)
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_FLAGS)
         # 1st server: cold start, warm geometry, first UMAP, predict
         server, page, seconds = start_and_open_library(browser)
         results["start (cold)"] = seconds
@@ -235,15 +280,7 @@ def main() -> int:
             server.stop()
         browser.close()
 
-    width = max(len(k) for k in results)
-    print(f"{'measurement':<{width}}  seconds  target")
-    for key, value in results.items():
-        target = TARGETS.get(key)
-        verdict = "" if target is None else f"<= {target:g} s  {'OK' if value <= target else 'MISSED'}"
-        print(f"{key:<{width}}  {value:7.3f}  {verdict}")
-    cpu = os.cpu_count()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"(machine: {cpu} CPUs, load average {load:.1f}; device {os.environ.get('ORDINAL_EXPLORER_DEVICE', 'cpu')})")
+    report(results)
     return 0
 
 

@@ -451,9 +451,9 @@ def test_predict_bytes_is_the_upload_handler(env):
 import sys
 sys.path.insert(0, {str(Path(APP).parent)!r})
 import streamlit as st
-from app_pages import common
+from app_pages.ui import errors, listing
 from app_pages.predict import predict_bytes
-entry = next(e for e in common.library_entries() if e.name == "dots-rank-linear")
+entry = next(e for e in listing.library_entries() if e.name == "dots-rank-linear")
 result = predict_bytes(entry, [("a.png", {image_bytes(face_image())!r}), ("b.png", b"")])
 st.write(f"ok={{[it.ok for it in result.items]}} expected={{result.record(0)['expected_value']:.3f}}")
 """
@@ -470,7 +470,7 @@ def test_errors_become_one_line_messages():
 import sys
 sys.path.insert(0, %r)
 import streamlit as st
-from app_pages import common
+from app_pages.ui import errors, listing
 from explorer.core.errors import ExplorerError
 
 def explorer_error():
@@ -479,9 +479,9 @@ def explorer_error():
 def unexpected():
     raise RuntimeError("kaboom\\nsecond line")
 
-common.run_page(explorer_error)
-common.run_page(unexpected)
-with common.guard("the section"):
+errors.run_page(explorer_error)
+errors.run_page(unexpected)
+with errors.guard("the section"):
     raise KeyError("k")
 st.write("still running")
 """ % str(Path(APP).parent)

@@ -19,10 +19,10 @@ import torch
 from hubserver import TINY_MODEL_CFG, TINY_PREPROCESS_CFG, HubServer, make_tiny_hub_model
 from safetensors.torch import load_file
 
+from explorer.backbones.catalog import backbone_status
 from explorer.backbones.hub import DownloadCancelled, hub_model_for, remote_size, zoo_hub_model
 from explorer.backbones.load import load_backbone
 from explorer.core.errors import ExplorerError
-from explorer.store.library import backbone_status
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -99,3 +99,36 @@ def test_a_job_reports_embedding_done_total_and_eta(tmp_path):
     final = job.snapshot()["embed"]
     assert final["total"] > 0 and final["done"] == final["total"]
     assert all(set(s) == {"done", "total", "eta_s"} for s in seen)
+
+
+def test_finished_jobs_are_dropped_after_a_while(tmp_path):
+    """A finished job stays findable long enough for its page to show the result, then it goes."""
+    now = [1000.0]
+    manager = JobManager(keep_finished_s=600, clock=lambda: now[0])
+    job = manager.start(TrainConfig(dataset="dots:0", out=str(tmp_path / "y.safetensors"), cache_dir=str(tmp_path)))
+    wait(job)
+    assert job.finished == 1000.0
+    now[0] += 599
+    assert manager.get(job.id) is job and manager.jobs() == [job]
+    now[0] += 2
+    assert manager.get(job.id) is None and manager.jobs() == []
+
+
+def test_a_job_borrows_the_pools_backbone(tmp_path, monkeypatch):
+    """With ``borrow`` a run uses the pool's backbone (kept loaded for the run) instead of loading its own."""
+    from explorer.backbones import load
+    from explorer.backbones.pool import BackboneRegistry
+
+    loads, real_load = [], load.load_backbone
+
+    def counted(spec, device=None):
+        loads.append(spec)
+        return real_load(spec, device=device)
+
+    registry = BackboneRegistry(max_entries=1, loader=counted)
+    monkeypatch.setattr(load, "load_backbone", lambda *a, **k: pytest.fail("the run loaded its own backbone"))
+    manager = JobManager(borrow=registry.borrow)
+    job = manager.start(config(tmp_path, "borrowed", epochs=1, backbone="demo", device="cpu"))
+    wait(job)
+    assert job.state == "done", job.error
+    assert loads == ["demo"] and [s.spec for s in registry.slots()] == ["demo"] and registry.slots()[0].borrowers == 0

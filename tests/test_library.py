@@ -14,8 +14,9 @@ import pytest
 from app_testdata import BAD, GOOD, make_library
 
 from explorer.analysis import geometry, projections
+from explorer.backbones import catalog, torchfiles
 from explorer.core import settings
-from explorer.core.errors import ExplorerError
+from explorer.core.errors import ExplorerError, TransientError
 from explorer.store import library as lib
 
 REPO = Path(__file__).resolve().parent.parent
@@ -114,9 +115,9 @@ def test_a_malicious_pickle_is_never_executed(tmp_path):
 
 
 def test_torch_zip_pickle_globals_are_read_without_unpickling(folder):
-    found = lib.pickle_globals(folder / "lightning.ckpt")
-    assert found and all(g.startswith(lib.SAFE_PICKLE_PREFIXES) for g in found)
-    assert "os.system" in lib.pickle_globals(folder / "evil.pt")
+    found = torchfiles.pickle_globals(folder / "lightning.ckpt")
+    assert found and all(g.startswith(torchfiles.SAFE_PICKLE_PREFIXES) for g in found)
+    assert "os.system" in torchfiles.pickle_globals(folder / "evil.pt")
 
 
 def test_inspect_never_raises_on_odd_paths(tmp_path):
@@ -161,18 +162,18 @@ def test_folders_follow_the_environment(monkeypatch, tmp_path):
 
 
 def test_backbone_status(tmp_path, monkeypatch):
-    assert lib.backbone_status("demo") == (True, "")
-    ok, note = lib.backbone_status(f"ordinalclip-demo@{tmp_path / 'missing.safetensors'}")
+    assert catalog.backbone_status("demo") == (True, "")
+    ok, note = catalog.backbone_status(f"ordinalclip-demo@{tmp_path / 'missing.safetensors'}")
     assert ok is False and "not found" in note
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"x")
-    assert lib.backbone_status(f"ordinalclip-demo@{weights}")[0] is True
-    assert lib.backbone_status("nonsense")[0] is False
-    assert lib.backbone_status("")[0] is False
+    assert catalog.backbone_status(f"ordinalclip-demo@{weights}")[0] is True
+    assert catalog.backbone_status("nonsense")[0] is False
+    assert catalog.backbone_status("")[0] is False
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    assert lib.backbone_status("NoSuchArch:openai")[0] is False
+    assert catalog.backbone_status("NoSuchArch:openai")[0] is False
 
 
 def test_geometry_summary_matches_geometry_module(entries):
@@ -248,15 +249,37 @@ def test_listing_is_remembered_on_disk(folder, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("re-inspected")
 
-    monkeypatch.setattr(lib, "inspect_file", boom)
+    monkeypatch.setattr(lib, "_inspect", boom)
     again = lib.inspect_file_cached(folder / "dots-rank-linear.safetensors", source="added", cache_dir=tmp_path)
     assert again.source == "added" and again.row() == {**fresh.row(), "source": "added"}
     assert again.summary == fresh.summary and again.content_hash == fresh.content_hash
     bad = lib.inspect_file_cached  # bad files are remembered too, with their message
     monkeypatch.undo()
     first = bad(folder / "evil.pt", cache_dir=tmp_path)
-    monkeypatch.setattr(lib, "inspect_file", boom)
+    monkeypatch.setattr(lib, "_inspect", boom)
     assert bad(folder / "evil.pt", cache_dir=tmp_path).message == first.message
+
+
+@pytest.mark.parametrize("failure", [TransientError("x.safetensors cannot be read now (timed out)."), MemoryError(),
+                                     TimeoutError("timed out"), ZeroDivisionError("a bug")],
+                         ids=lambda f: type(f).__name__)
+def test_only_a_files_own_fault_is_remembered(folder, tmp_path, monkeypatch, failure):
+    """A transient failure (typed, or out of memory, or an OSError) and a bug are not cached on disk:
+    the next listing (even after a restart) reads the file again."""
+    import shutil
+
+    path = tmp_path / "x.safetensors"
+    shutil.copy(folder / "dots-plain.safetensors", path)
+
+    def fails(p):
+        raise failure
+
+    monkeypatch.setattr(lib, "classify_file", fails)
+    entry = lib.inspect_file_cached(path, cache_dir=tmp_path / "c")
+    assert entry.status == "error" and ("cannot be read now" in entry.message) != isinstance(failure, ZeroDivisionError)
+    assert not list((tmp_path / "c").rglob("*.json"))
+    monkeypatch.undo()
+    assert lib.inspect_file_cached(path, cache_dir=tmp_path / "c").ok
 
 
 def test_listing_cache_follows_file_changes(tmp_path, folder):
@@ -272,7 +295,7 @@ def test_listing_cache_follows_file_changes(tmp_path, folder):
 def test_backbone_status_agrees_with_the_backbone_module():
     from explorer.backbones import load as backbones
 
-    assert lib.DEMO_WEIGHTS == backbones.DEMO_WEIGHTS
+    assert catalog.DEMO_WEIGHTS == backbones.DEMO_WEIGHTS
 
 
 def test_listing_does_not_import_torch(folder, tmp_path):

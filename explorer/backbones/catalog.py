@@ -1,5 +1,6 @@
 """Backbones to offer (a curated list as data), whether each is cached, its download size, a
-background download with progress and cancel, and zero-shot preset checkpoints built on one.
+background download with progress and cancel, and whether the backbone a checkpoint names can be
+loaded here (:func:`backbone_status`, for the Library).
 
 What the app's Models page shows and runs; the downloading itself is :func:`explorer.backbones.hub.fetch`.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from explorer.backbones import hub
-from explorer.backbones.spec import parse_backbone_spec
+from explorer.backbones.spec import DEMO_WEIGHTS, parse_backbone_spec
 from explorer.core.errors import ExplorerError
 
 # (spec, description): real CLIP backbones worth having at hand.
@@ -25,6 +26,51 @@ CURATED: tuple[tuple[str, str], ...] = (
     ("ViT-B-32:laion2b_s34b_b79k", "OpenCLIP ViT-B/32 trained on LAION-2B"),
     ("hf-hub:apple/MobileCLIP-S1-OpenCLIP", "Apple MobileCLIP-S1 (small and fast), from the hub"),
 )
+
+
+# --- can a checkpoint's backbone be loaded here ------------------------------------------------
+
+
+def backbone_status(spec: str) -> tuple[bool | None, str]:
+    """Whether the backbone a checkpoint names can be loaded here, without loading it (and, except for
+    open_clip zoo specs, without importing torch): the spec rules of :func:`explorer.backbones.spec.parse_backbone_spec`.
+
+    Returns (True, ""), (False, one sentence) or (None, note) when only loading will tell.
+    """
+    if not (spec or "").strip():
+        return False, "The checkpoint does not name its backbone."
+    try:
+        parsed = parse_backbone_spec(spec)
+    except ExplorerError as exc:
+        return False, f"Backbone not available: {exc}"
+    if parsed.kind == "demo":
+        return (True, "") if DEMO_WEIGHTS.is_file() else (False, "The demo backbone weights are missing; run 'make demo-backbone'.")
+    if parsed.kind == "file":
+        return True, ""
+    if parsed.kind == "hub":
+        return _hub_status(hub.hub_model_for(parsed.text), parsed.text)
+    return _zoo_status(parsed.name, parsed.tag)
+
+
+def _zoo_status(name: str, tag: str) -> tuple[bool | None, str]:
+    import open_clip
+
+    spec = f"{name}:{tag}"
+    if name not in open_clip.list_models():
+        return False, f"Backbone not available: open_clip has no architecture '{name}'."
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if not cfg:
+        return False, f"Backbone not available: open_clip has no pretrained tag '{tag}' for {name}."
+    return _hub_status(hub.zoo_hub_model(spec, name, cfg), spec)
+
+
+def _hub_status(model, spec: str) -> tuple[bool | None, str]:
+    """Cached: usable; not cached and offline: not available; else only a download will tell."""
+    if model is not None and hub.cached_paths(model) is not None:
+        return True, ""
+    if hub.hub_environment().offline:
+        return False, f"Backbone not available: the weights of {spec} are not in the local cache and the hub is offline."
+    return None, f"The weights of {spec} are not cached; they will be downloaded on first use."
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from explorer.backbones.spec import parse_backbone_spec
-from explorer.core.errors import ExplorerError, one_line
+from explorer.core.errors import ExplorerError, TransientError, one_line
 
 HUB_PROBE_SECONDS = 1.5
 CONFIG_NAME = "open_clip_config.json"
@@ -182,7 +182,7 @@ def fetch(model: HubModel, progress: ProgressFn | None = None, should_stop: Stop
     if env.offline or not hub_reachable(env.endpoint):
         if cached is not None:
             return cached
-        raise ExplorerError(unavailable_message(model, env))
+        raise TransientError(unavailable_message(model, env))
     return [_download_group(model, group, env, progress, should_stop) for group in model.files]
 
 
@@ -195,7 +195,7 @@ def _download_group(model: HubModel, group: tuple[str, ...], env: HubEnv, progre
             return hf_hub_download(model.repo_id, name, revision=model.revision, cache_dir=env.cache_dir,
                                    endpoint=env.endpoint, tqdm_class=_progress_class(name, progress, should_stop))
         except LocalEntryNotFoundError as exc:  # (a subclass of EntryNotFoundError) the hub did not answer
-            raise ExplorerError(unavailable_message(model, env)) from exc
+            raise TransientError(unavailable_message(model, env)) from exc
         except EntryNotFoundError:
             continue
         except GatedRepoError as exc:
@@ -206,7 +206,7 @@ def _download_group(model: HubModel, group: tuple[str, ...], env: HubEnv, progre
         except DownloadCancelled:
             raise
         except _network_errors() as exc:
-            raise ExplorerError(
+            raise TransientError(
                 f"Downloading {name} of {model.spec} was interrupted ({one_line(exc)}); nothing partial was kept, "
                 "so running it again restarts the download cleanly."
             ) from exc

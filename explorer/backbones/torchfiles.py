@@ -8,9 +8,9 @@
 
 :func:`read_weight_file` picks one of them by the file's header. A pickle that would run code or
 build arbitrary objects is refused in one sentence, as is a file that is empty, truncated or not a
-torch file at all. Anything else (a bug) propagates with its traceback. (The app's library only
-scans pickle opcodes to name what a file would import, ``explorer.store.library.pickle_globals``;
-it never unpickles.)
+torch file at all. Anything else (a bug) propagates with its traceback. The library listing uses
+:func:`pickle_globals`, which only scans a pickle's opcodes to name what it would import (nothing is
+unpickled).
 """
 
 from __future__ import annotations
@@ -212,3 +212,49 @@ def _module_tensors(top: Any) -> dict[str, torch.Tensor]:
 
     walk(top, "")
     return out
+
+
+# --- scanning without unpickling ---------------------------------------------------------------
+
+
+SAFE_PICKLE_PREFIXES = ("torch.", "collections.OrderedDict", "numpy.core.multiarray._reconstruct", "numpy.dtype",
+                        "numpy.ndarray", "_codecs.encode", "builtins.set", "builtins.dict", "builtins.list", "builtins.tuple",
+                        "pytorch_lightning.", "lightning.", "__torch__.", "omegaconf.", "typing.Any",
+                        "argparse.Namespace", "pathlib.PosixPath")
+
+
+def pickle_globals(path: str | Path, limit_bytes: int = 50_000_000) -> list[str]:
+    """``module.name`` of every global a pickle (or each ``*.pkl`` inside a torch zip) would import,
+    found by reading opcodes only (nothing is unpickled). Empty when it cannot be parsed."""
+    import pickletools
+
+    path = Path(path)
+    blobs: list[bytes] = []
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                blobs = [zf.read(n) for n in zf.namelist() if n.endswith(".pkl") and zf.getinfo(n).file_size <= limit_bytes]
+        elif path.stat().st_size <= limit_bytes:
+            blobs = [path.read_bytes()]
+    except (OSError, zipfile.BadZipFile):
+        return []
+    found: list[str] = []
+    for blob in blobs:
+        strings: list[str] = []
+        try:
+            for op, arg, _pos in pickletools.genops(blob):
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(_readable_global(*str(arg).split(" ", 1)))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(_readable_global(strings[-2], strings[-1]))
+                elif isinstance(arg, str):
+                    strings.append(arg)
+        except Exception:  # truncated or not a pickle: report what was seen
+            pass
+    return sorted(set(found))
+
+
+def _readable_global(module: str, name: str = "") -> str:
+    if module in ("posix", "nt"):  # os.system pickles as posix.system / nt.system
+        module = "os"
+    return f"{module}.{name}" if name else module

@@ -25,8 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from explorer.backbones.spec import DEMO_WEIGHTS, META_KEY, parse_backbone_spec
-from explorer.core.errors import ExplorerError, one_line
+from explorer.backbones.catalog import backbone_status
+from explorer.backbones.spec import META_KEY
+from explorer.backbones.torchfiles import SAFE_PICKLE_PREFIXES, pickle_globals
+from explorer.core.errors import ExplorerError, TransientError, is_out_of_memory, one_line
 from explorer.core.fileformat import MAX_HEADER_BYTES, file_format, is_torch_pickle
 from explorer.core.fsio import bytes_digest, file_digest, safe_filename, write_bytes
 from explorer.core.settings import cache_folder
@@ -184,52 +186,9 @@ def _safetensors_metadata(path: Path) -> dict[str, str] | None:
     return meta if isinstance(meta, dict) else None
 
 
-SAFE_PICKLE_PREFIXES = ("torch.", "collections.OrderedDict", "numpy.core.multiarray._reconstruct", "numpy.dtype",
-                        "numpy.ndarray", "_codecs.encode", "builtins.set", "builtins.dict", "builtins.list", "builtins.tuple",
-                        "pytorch_lightning.", "lightning.", "__torch__.", "omegaconf.", "typing.Any",
-                        "argparse.Namespace", "pathlib.PosixPath")
-
-
-def pickle_globals(path: str | Path, limit_bytes: int = 50_000_000) -> list[str]:
-    """``module.name`` of every global a pickle (or each ``*.pkl`` inside a torch zip) would import,
-    found by reading opcodes only (nothing is unpickled). Empty when it cannot be parsed."""
-    import pickletools
-    import zipfile
-
-    path = Path(path)
-    blobs: list[bytes] = []
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                blobs = [zf.read(n) for n in zf.namelist() if n.endswith(".pkl") and zf.getinfo(n).file_size <= limit_bytes]
-        elif path.stat().st_size <= limit_bytes:
-            blobs = [path.read_bytes()]
-    except (OSError, zipfile.BadZipFile):
-        return []
-    found: list[str] = []
-    for blob in blobs:
-        strings: list[str] = []
-        try:
-            for op, arg, _pos in pickletools.genops(blob):
-                if op.name in ("GLOBAL", "INST"):
-                    found.append(_readable_global(*str(arg).split(" ", 1)))
-                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    found.append(_readable_global(strings[-2], strings[-1]))
-                elif isinstance(arg, str):
-                    strings.append(arg)
-        except Exception:  # truncated or not a pickle: report what was seen
-            pass
-    return sorted(set(found))
-
-
-def _readable_global(module: str, name: str = "") -> str:
-    if module in ("posix", "nt"):  # os.system pickles as posix.system / nt.system
-        module = "os"
-    return f"{module}.{name}" if name else module
-
-
 def classify_file(path: str | Path) -> tuple[str, str]:
-    """Cheap first look: ``("checkpoint", "")``, ``("resume", what)``, ``("not_checkpoint", why)`` or ``("error", why)``."""
+    """Cheap first look: ``("checkpoint", "")``, ``("resume", what)``, ``("not_checkpoint", why)`` or ``("error", why)``;
+    TransientError when the file cannot be read now (not its own fault)."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -251,7 +210,7 @@ def classify_file(path: str | Path) -> tuple[str, str]:
             return "not_checkpoint", f"{path.name} is neither a safetensors checkpoint nor a torch file."
         return "error", str(exc)
     except OSError as exc:
-        return "error", f"{path.name} cannot be read ({exc.strerror or exc})."
+        raise TransientError(f"{path.name} cannot be read now ({exc.strerror or exc}).") from exc
     if meta and RESUME_KEY in meta and META_KEY not in meta:
         info = describe_resume(read_resume_meta(meta[RESUME_KEY], path), path)
         return "resume", (
@@ -265,79 +224,44 @@ def classify_file(path: str | Path) -> tuple[str, str]:
     return "checkpoint", ""
 
 
-def backbone_status(spec: str) -> tuple[bool | None, str]:
-    """Whether the backbone a checkpoint names can be loaded here, without loading it (and, except for
-    open_clip zoo specs, without importing torch): the spec rules of :func:`explorer.backbones.spec.parse_backbone_spec`.
-
-    Returns (True, ""), (False, one sentence) or (None, note) when only loading will tell.
-    """
-    if not (spec or "").strip():
-        return False, "The checkpoint does not name its backbone."
-    try:
-        parsed = parse_backbone_spec(spec)
-    except ExplorerError as exc:
-        return False, f"Backbone not available: {exc}"
-    if parsed.kind == "demo":
-        return (True, "") if DEMO_WEIGHTS.is_file() else (False, "The demo backbone weights are missing; run 'make demo-backbone'.")
-    if parsed.kind == "file":
-        return True, ""
-    from explorer.backbones import hub
-
-    if parsed.kind == "hub":
-        return _hub_status(hub.hub_model_for(parsed.text), parsed.text)
-    return _zoo_status(parsed.name, parsed.tag)
-
-
-def _zoo_status(name: str, tag: str) -> tuple[bool | None, str]:
-    import open_clip
-
-    from explorer.backbones import hub
-
-    spec = f"{name}:{tag}"
-    if name not in open_clip.list_models():
-        return False, f"Backbone not available: open_clip has no architecture '{name}'."
-    cfg = open_clip.get_pretrained_cfg(name, tag)
-    if not cfg:
-        return False, f"Backbone not available: open_clip has no pretrained tag '{tag}' for {name}."
-    return _hub_status(hub.zoo_hub_model(spec, name, cfg), spec)
-
-
-def _hub_status(model, spec: str) -> tuple[bool | None, str]:
-    """Cached: usable; not cached and offline: not available; else only a download will tell."""
-    from explorer.backbones import hub
-
-    if model is not None and hub.cached_paths(model) is not None:
-        return True, ""
-    if hub.hub_environment().offline:
-        return False, f"Backbone not available: the weights of {spec} are not in the local cache and the hub is offline."
-    return None, f"The weights of {spec} are not cached; they will be downloaded on first use."
-
-
 def inspect_file(path: str | Path, source: str = "library") -> LibraryEntry:
     """Describe one file; never raises (problems become ``status`` "error" / "not_checkpoint")."""
-    path = Path(path)
+    return _inspect(Path(path), source)[0]
+
+
+def _inspect(path: Path, source: str) -> tuple[LibraryEntry, bool]:
+    """(entry, whether to remember it): only what the file's own bytes decide is remembered, not a
+    transient failure (cannot be read now, out of memory) nor a bug (an unexpected exception)."""
     try:
         status, message = classify_file(path)
         if status != "checkpoint":
-            return LibraryEntry(path, status, message, source=source)
-        from explorer.analysis.geometry import ordinality_report
-        from explorer.store.checkpoints import load_checkpoint
-
-        ckpt = load_checkpoint(path)
-        summary = ckpt.summary()
-        summary.pop("tensors", None)
-        entry = LibraryEntry(path, "ok", "", file_digest(path), source, summary, ckpt.meta.get("metrics"))
-        try:
-            report = ordinality_report(ckpt.prototypes.matrix.numpy())
-            entry.ordinality, entry.violation_rate = report["ordinality"], report["violation_rate"]
-        except ExplorerError as exc:
-            entry.message = str(exc)
-        entry.backbone_ok, entry.backbone_note = backbone_status(ckpt.backbone_spec)
-        return entry
+            return LibraryEntry(path, status, message, source=source), True
+        return _inspect_checkpoint(path, source), True
+    except TransientError as exc:
+        return LibraryEntry(path, "error", str(exc), source=source), False
     except ExplorerError as exc:
-        return LibraryEntry(path, "error", str(exc), source=source)
+        return LibraryEntry(path, "error", str(exc), source=source), True
     except Exception as exc:  # a library row must never break the page
-        return LibraryEntry(path, "error", f"{path.name} could not be read ({type(exc).__name__}: {one_line(exc)}).", source=source)
+        if isinstance(exc, OSError) or is_out_of_memory(exc):
+            return LibraryEntry(path, "error", f"{path.name} cannot be read now ({type(exc).__name__}: {one_line(exc)}).", source=source), False
+        return LibraryEntry(path, "error", f"{path.name} could not be read ({type(exc).__name__}: {one_line(exc)}).", source=source), False
+
+
+def _inspect_checkpoint(path: Path, source: str) -> LibraryEntry:
+    from explorer.analysis.geometry import ordinality_report
+    from explorer.store.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    summary = ckpt.summary()
+    summary.pop("tensors", None)
+    entry = LibraryEntry(path, "ok", "", file_digest(path), source, summary, ckpt.meta.get("metrics"))
+    try:
+        report = ordinality_report(ckpt.prototypes.matrix.numpy())
+        entry.ordinality, entry.violation_rate = report["ordinality"], report["violation_rate"]
+    except ExplorerError as exc:
+        entry.message = str(exc)
+    entry.backbone_ok, entry.backbone_note = backbone_status(ckpt.backbone_spec)
+    return entry
 
 
 LISTING_VERSION = 2  # 2: summaries have num_classes
@@ -367,8 +291,8 @@ def inspect_file_cached(path: str | Path, source: str = "library", cache_dir: st
             return entry
         except (OSError, ValueError, TypeError):
             pass
-    entry = inspect_file(path, source)
-    if entry.status != "error" or "cannot be read" not in entry.message:  # do not remember transient read errors
+    entry, remember = _inspect(path, source)
+    if remember:  # the file's own fault (or none): a transient failure or a bug is tried again next time
         data = {k: v for k, v in entry.__dict__.items() if k not in ("path", "source", "backbone_ok", "backbone_note")}
         try:
             record.parent.mkdir(parents=True, exist_ok=True)

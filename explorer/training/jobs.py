@@ -1,7 +1,18 @@
 """Background training jobs: one thread per run, with progress, history, cancel and reconnect by id.
 
 The app keeps one ``JobManager`` per server; each run gets its own id and output file, so two users
-training at once never share a run. A page that reloads finds its job again by id.
+training at once never share a run. A page that reloads finds its job again by id. A finished job
+stays findable for ``keep_finished_s`` (10 minutes by default: long enough for its page to show the
+result), then it is dropped.
+
+With ``borrow`` (the app passes its backbone pool's :meth:`~explorer.backbones.pool.BackboneRegistry.borrow`)
+a run on a local backbone (the demo, a weight file) uses the pool's backbone, kept loaded for the run,
+instead of loading a copy of its own (a hub or zoo backbone is loaded by the run, which shows its
+download's progress and can cancel it). The run
+shares the frozen modules without holding the backbone's lock (it would keep every page on that
+backbone waiting for the whole run): PyTorch runs forward and backward passes of unchanging modules
+from several threads at once, and a run changes nothing in them. A fine-tuning run changes the
+image tower, so it always loads its own copy.
 """
 
 from __future__ import annotations
@@ -12,8 +23,9 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ContextManager
 
+from explorer.backbones.spec import parse_backbone_spec
 from explorer.core.errors import ExplorerError
 from explorer.training.config import RateEstimate
 from explorer.training.trainer import Cancelled, Progress, TrainConfig, TrainResult, train
@@ -38,13 +50,18 @@ class TrainingJob:
     steps: list[dict[str, Any]] = field(default_factory=list)  # recent step losses
     result: TrainResult | None = None
     error: str | None = None
-    started: float = field(default_factory=time.time)
+    clock: Callable[[], float] = field(default=time.time, repr=False)
+    borrow: Callable[..., ContextManager[Any]] | None = field(default=None, repr=False)
+    started: float = field(default=0.0)
     finished: float | None = None
     embed: dict[str, Any] = field(default_factory=dict)  # done, total, eta_s of the embedding under way
     download: dict[str, Any] = field(default_factory=dict)  # done, total bytes of the backbone file downloading
     _eta: RateEstimate = field(default_factory=RateEstimate, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.started or self.clock()
 
     @property
     def active(self) -> bool:
@@ -67,7 +84,7 @@ class TrainingJob:
                 "history": list(self.history), "steps": list(self.steps), "error": self.error,
                 "checkpoint": str(self.checkpoint) if self.checkpoint else None,
                 "test": dict(self.result.test_metrics or {}) if self.result else None,
-                "elapsed": (self.finished or time.time()) - self.started,
+                "elapsed": (self.finished or self.clock()) - self.started,
                 "embed": dict(self.embed), "download": dict(self.download), "backbone": self.config.backbone,
             }
 
@@ -81,7 +98,7 @@ class TrainingJob:
                 self.download = {"done": p.done, "total": p.total or None}
             elif p.stage == "embed" and p.total:
                 self.fraction = 0.1 * p.fraction
-                eta = self._eta.update(p.done, p.total, time.time())
+                eta = self._eta.update(p.done, p.total, self.clock())
                 self.embed = {"done": p.done, "total": p.total, "eta_s": eta}
             elif p.stage == "train" and p.epochs:
                 self.fraction = 0.1 + 0.85 * ((p.epoch - 1) + p.fraction) / p.epochs
@@ -96,7 +113,7 @@ class TrainingJob:
         with self._lock:
             self.state = "running"
         try:
-            result = train(self.config, progress=self._on_progress, should_stop=self._stop.is_set)
+            result = self._train()
             with self._lock:
                 self.result = result
                 self.state = "cancelled" if result.cancelled else "done"
@@ -113,25 +130,55 @@ class TrainingJob:
                 self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
             with self._lock:
-                self.finished = time.time()
+                self.finished = self.clock()
+
+    def _train(self) -> TrainResult:
+        """The run, on the pool's backbone when it can borrow one: not for fine-tuning (that changes it), and
+        only for local specs (a hub or zoo backbone loads in the run, which shows its download and can cancel it)."""
+        if self.borrow is None or self.config.mode == "finetune" or not _local_spec(self.config.backbone):
+            return train(self.config, progress=self._on_progress, should_stop=self._stop.is_set)
+        self._on_progress(Progress("load", message=f"loading backbone {self.config.backbone}"))
+        with self.borrow(self.config.backbone, self.config.device) as handle:
+            return train(self.config, progress=self._on_progress, should_stop=self._stop.is_set, backbone=handle.backbone)
+
+
+KEEP_FINISHED_S = 600.0
+
+
+def _local_spec(spec: str) -> bool:
+    """True for the demo backbone and weight files (nothing to download)."""
+    try:
+        return parse_backbone_spec(spec).kind in ("demo", "file")
+    except ExplorerError:
+        return False
 
 
 class JobManager:
-    """Starts jobs in daemon threads and finds them again by id (thread-safe)."""
+    """Starts jobs in daemon threads and finds them again by id (thread-safe); finished jobs are
+    dropped ``keep_finished_s`` after they end (``clock``: time.time, or a test's)."""
 
-    def __init__(self, max_running: int = 2):
+    def __init__(self, max_running: int = 2, keep_finished_s: float = KEEP_FINISHED_S,
+                 clock: Callable[[], float] = time.time, borrow: Callable[..., ContextManager[Any]] | None = None):
         self._jobs: dict[str, TrainingJob] = {}
         self._lock = threading.Lock()
         self.max_running = max_running
+        self.keep_finished_s, self.clock, self.borrow = keep_finished_s, clock, borrow
+
+    def _drop_expired(self) -> None:
+        """Forget jobs finished more than ``keep_finished_s`` ago; call under the lock."""
+        now = self.clock()
+        for job_id in [i for i, j in self._jobs.items() if j.finished is not None and now - j.finished > self.keep_finished_s]:
+            del self._jobs[job_id]
 
     def start(self, config: TrainConfig, owner: str | None = None) -> TrainingJob:
         """Validate and start a run; refuses when too many are running already."""
         config.validate()
         with self._lock:
+            self._drop_expired()
             running = sum(j.active for j in self._jobs.values())
             if running >= self.max_running:
                 raise ExplorerError(f"{running} training runs are already going on this server; wait for one to finish.")
-            job = TrainingJob(uuid.uuid4().hex[:12], config, owner)
+            job = TrainingJob(uuid.uuid4().hex[:12], config, owner, clock=self.clock, borrow=self.borrow)
             self._jobs[job.id] = job
         threading.Thread(target=job._run, name=f"train-{job.id}", daemon=True).start()
         return job
@@ -139,10 +186,12 @@ class JobManager:
     def get(self, job_id: str | None) -> TrainingJob | None:
         """The job with this id, or None."""
         with self._lock:
+            self._drop_expired()
             return self._jobs.get(job_id or "")
 
     def jobs(self, owner: str | None = None) -> list[TrainingJob]:
         """All jobs (of one owner when given), newest first."""
         with self._lock:
+            self._drop_expired()
             jobs = [j for j in self._jobs.values() if owner is None or j.owner == owner]
         return sorted(jobs, key=lambda j: j.started, reverse=True)

@@ -63,8 +63,9 @@ class Trainer:
     """One training run of ``config``; :meth:`run` goes through the steps in order."""
 
     def __init__(self, config: TrainConfig, progress: Callable[[Progress], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None):
+                 should_stop: Callable[[], bool] | None = None, backbone=None):
         config.validate()
+        self.given_backbone = backbone  # a loaded backbone to use instead of loading config.backbone
         self.config = config
         self.emit = progress or (lambda p: None)
         self.stop = should_stop or (lambda: False)
@@ -110,7 +111,7 @@ class Trainer:
         self.data = prepare_data(self.config, self.emit)
         self.ranks = self.data.dataset.ranks
         self.emit(Progress("load", message=f"loading backbone {self.config.backbone}"))
-        self.backbone = self.load_backbone(self.config.backbone)
+        self.backbone = self.given_backbone or self.load_backbone(self.config.backbone)
         self.method = get_method(self.config.method)
         if not self.method.trainable:  # nothing to learn; never mutate the caller's config
             self.config = replace(self.config, epochs=0)
@@ -368,6 +369,8 @@ def _encode_eval(backbone, dataset, samples) -> torch.Tensor:
 
 
 def train(config: TrainConfig, progress: Callable[[Progress], None] | None = None,
-          should_stop: Callable[[], bool] | None = None, resume: bool = False) -> TrainResult:
-    """Run one training job end to end and return where its checkpoint and history are."""
-    return Trainer(config, progress, should_stop).run(resume)
+          should_stop: Callable[[], bool] | None = None, resume: bool = False, backbone=None) -> TrainResult:
+    """Run one training job end to end and return where its checkpoint and history are; ``backbone``:
+    an already loaded backbone of ``config.backbone`` (a shared one: fine-tuning would change it)."""
+    return Trainer(config, progress, should_stop, backbone).run(resume)
+

@@ -7,8 +7,8 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from app_pages.charts import PALETTE
-from app_pages.charts import _layout as _base_layout
+from app_pages.ui.charts import PALETTE
+from app_pages.ui.charts import _layout as _base_layout
 
 LEGEND = dict(orientation="h", yanchor="bottom", y=1.0, x=0, xanchor="left")
 

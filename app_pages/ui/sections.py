@@ -1,4 +1,4 @@
-"""Analysis sections of the Geometry and Compare pages: nearest-word decoding, images and prototypes
+"""Analysis sections (not a page) of the Geometry and Compare pages: nearest-word decoding, images and prototypes
 in one map (with confusion matrix and per-rank errors), reliability diagrams and sweep curves.
 
 Every figure keeps plotly's toolbar (PNG download) and has a CSV download of the data behind it.
@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_pages import analysis_charts as ac
-from app_pages import common
+from app_pages.ui import analysis_charts as ac
+from app_pages.ui import resources
+from app_pages.ui.formatting import fmt_pct
 from explorer.analysis import curves, decode, maps
 from explorer.core import settings
 from explorer.core.errors import ExplorerError
@@ -48,24 +49,25 @@ def _feature_dir() -> str:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _split(content_hash: str, dataset: str, split: str, backbone_id: str, _path: str, _backbone, _lock):
-    ckpt = common._load_checkpoint(_path, content_hash)
-    with _lock:
-        return maps.split_predictions(ckpt, _backbone, dataset, split, cache_dir=_feature_dir())
+def _split(content_hash: str, dataset: str, split: str, backbone_id: str, _path: str, _handle):
+    ckpt = resources.checkpoint_of(_path, content_hash)
+    with _handle.use() as backbone:
+        return maps.split_predictions(ckpt, backbone, dataset, split, cache_dir=_feature_dir())
 
 
 def split_predictions(entry: lib.LibraryEntry, dataset: str, split: str) -> maps.SplitPredictions:
     """A checkpoint's features, labels and probabilities on a dataset split (cached by content and spec)."""
-    backbone, lock = common.backbone_for(entry)
-    return _split(entry.content_hash, dataset.strip(), split, backbone.backbone_id, str(entry.path), backbone, lock)
+    handle = resources.backbone_for(entry)
+    return _split(entry.content_hash, dataset.strip(), split, handle.backbone_id, str(entry.path), handle)
 
 
 # --- Geometry: decoding ----------------------------------------------------------------------------
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _decode(content_hash: str, top: int, backbone_id: str, _path: str, _backbone) -> dict:
-    return decode.decode_checkpoint(common._load_checkpoint(_path, content_hash), _backbone, top)
+def _decode(content_hash: str, top: int, backbone_id: str, _path: str, _handle) -> dict:
+    with _handle.use() as backbone:
+        return decode.decode_checkpoint(resources.checkpoint_of(_path, content_hash), backbone, top)
 
 
 def decode_section(entry: lib.LibraryEntry, ckpt) -> None:
@@ -75,8 +77,8 @@ def decode_section(entry: lib.LibraryEntry, ckpt) -> None:
         st.info(decode.decode_checkpoint(ckpt, None)["message"])
         return
     top = int(st.columns([1, 3])[0].number_input("Nearest tokens per learned token", 1, 20, 5, key="decode-top"))
-    backbone, _lock = common.backbone_for(entry)
-    decoded = _decode(entry.content_hash, top, backbone.backbone_id, str(entry.path), backbone)
+    handle = resources.backbone_for(entry)
+    decoded = _decode(entry.content_hash, top, handle.backbone_id, str(entry.path), handle)
     rows = pd.DataFrame(decode.decode_rows(decoded))
     first = rows[rows["neighbour"] == 1].drop(columns=["neighbour"])
     others = rows.groupby(["group", "slot", "position"], sort=False)["token"].apply(lambda t: " · ".join(t.iloc[1:]))
@@ -151,9 +153,9 @@ def _metrics_line(sp: maps.SplitPredictions) -> None:
     m = calibration.calibration_panel(sp.targets, sp.probs)
     cols = st.columns(4)
     cols[0].metric("MAE (expected)", f"{np.mean(np.abs(sp.expected - sp.targets)):.3f}")
-    cols[1].metric("Accuracy (argmax)", common.fmt_pct(float(np.mean(sp.argmax == sp.targets))))
+    cols[1].metric("Accuracy (argmax)", fmt_pct(float(np.mean(sp.argmax == sp.targets))))
     cols[2].metric("ECE / MCE", f"{m['ece']:.3f} / {m['mce']:.3f}", help="15 equal-width bins of the argmax confidence")
-    cols[3].metric("90 % interval coverage", common.fmt_pct(m["interval_coverage"]), help="ideal: 90 %")
+    cols[3].metric("90 % interval coverage", fmt_pct(m["interval_coverage"]), help="ideal: 90 %")
     if sp.note:
         st.caption(sp.note)
 

@@ -1,0 +1,137 @@
+"""Choosing checkpoints (the active one, the compare set, a rank window, a face) and the session
+state that carries the choices from page to page; ``?checkpoint=NAME`` in the URL picks the active one."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import streamlit as st
+
+from app_pages.ui.formatting import no_checkpoints_message
+from app_pages.ui.listing import library_entries, usable
+from app_pages.ui.resources import load_checkpoint
+from explorer.store import library as lib
+
+ACTIVE = "active_checkpoint"  # session key: path of the active checkpoint
+COMPARE = "compare_checkpoints"  # session key: paths of the compare set
+
+
+def _label(entries: list[lib.LibraryEntry]) -> Callable[[str], str]:
+    names = {e.key: e.name for e in entries}
+    counts: dict[str, int] = {}
+    for n in names.values():
+        counts[n] = counts.get(n, 0) + 1
+    by_key = {e.key: e for e in entries}
+
+    def fmt(key: str) -> str:
+        e = by_key.get(key)
+        if e is None:
+            return key
+        name = e.name if counts[e.name] == 1 else f"{e.name} ({e.path.name})"
+        return f"{name} · {e.learner or e.summary.get('kind', '')} · {e.num_ranks} ranks"
+
+    return fmt
+
+
+def apply_query_checkpoint(entries: list[lib.LibraryEntry]) -> None:
+    """``?checkpoint=<name or file>`` in the URL picks the active checkpoint (once per session)."""
+    wanted = st.query_params.get("checkpoint")
+    if not wanted or st.session_state.get("_query_checkpoint_applied") == wanted:
+        return
+    st.session_state["_query_checkpoint_applied"] = wanted
+    for e in usable(entries):
+        if wanted in (e.name, e.path.name, e.path.stem):
+            st.session_state[ACTIVE] = e.key
+            return
+
+
+def active_entry(entries: list[lib.LibraryEntry]) -> lib.LibraryEntry | None:
+    """The active checkpoint (the first usable one when none was picked)."""
+    ok = usable(entries)
+    if not ok:
+        return None
+    key = st.session_state.get(ACTIVE)
+    for e in ok:
+        if e.key == key:
+            return e
+    full = [e for e in ok if e.summary.get("kind") == "full" and e.backbone_ok is not False]
+    return (full or ok)[0]
+
+
+def choose_checkpoint(entries: list[lib.LibraryEntry], widget_key: str, label: str = "Checkpoint",
+                      allowed: Callable[[lib.LibraryEntry], bool] | None = None, help: str | None = None,
+                      container=None) -> lib.LibraryEntry | None:
+    """A selectbox of usable checkpoints that starts at (and updates) the active one."""
+    options = [e for e in usable(entries) if allowed is None or allowed(e)]
+    if not options:
+        return None
+    keys = [e.key for e in options]
+    current = active_entry(entries)
+    index = keys.index(current.key) if current and current.key in keys else 0
+    where = container or st
+    key = where.selectbox(label, keys, index=index, key=widget_key, format_func=_label(options), help=help)
+    st.session_state[ACTIVE] = key
+    return options[keys.index(key)]
+
+
+def page_checkpoint(title: str, widget_key: str, **choose: Any):
+    """The page's title and checkpoint picker: ``(entry, checkpoint)``, or None (with a message) when there is none."""
+    st.title(title)
+    entry = choose_checkpoint(library_entries(), widget_key, **choose)
+    if entry is None:
+        no_checkpoints_message()
+        return None
+    return entry, load_checkpoint(entry)
+
+
+def compare_set(entries: list[lib.LibraryEntry]) -> list[str]:
+    """Keys of the compare set (defaults to the first usable checkpoints)."""
+    ok = [e.key for e in usable(entries)]
+    chosen = [k for k in st.session_state.get(COMPARE, []) if k in ok]
+    if chosen:
+        return chosen
+    preferred = [e.key for e in usable(entries) if e.summary.get("kind") == "full" and e.backbone_ok is not False]
+    return (preferred + [k for k in ok if k not in preferred])[:3]
+
+
+def choose_compare(entries: list[lib.LibraryEntry], widget_key: str, label: str = "Checkpoints to compare (2 to 4)") -> list[lib.LibraryEntry]:
+    ok = usable(entries)
+    keys = [e.key for e in ok]
+    chosen = st.multiselect(label, keys, default=compare_set(entries), key=widget_key, format_func=_label(ok),
+                            max_selections=4)
+    st.session_state[COMPARE] = list(chosen)
+    by_key = {e.key: e for e in ok}
+    return [by_key[k] for k in chosen]
+
+
+def rank_window(entry: lib.LibraryEntry, widget_key: str, label: str = "Rank window") -> tuple[int, int]:
+    """A range slider over the checkpoint's rank labels; returns inclusive indices."""
+    ckpt = load_checkpoint(entry)
+    labels = ckpt.classes.labels
+    if len(labels) < 3:
+        return 0, len(labels) - 1
+    key = f"{widget_key}-{entry.content_hash}"
+    lo, hi = st.select_slider(label, options=labels, value=(labels[0], labels[-1]), key=key,
+                              help="Ranks used for the heatmap, ordinality and projections (e.g. ages 15 to 75).")
+    a, b = labels.index(lo), labels.index(hi)
+    if a == b:
+        st.caption("A window needs at least two ranks; showing all of them.")
+        return 0, len(labels) - 1
+    return min(a, b), max(a, b)
+
+
+def face_choices(page: str) -> dict[str, int]:
+    """The faces picked on ``page`` (session state): upload digest -> face index (largest first)."""
+    return st.session_state.setdefault(f"{page}-face-choices", {})
+
+
+def face_picker(crop, digest: str, page: str) -> None:
+    """A "Face used" selectbox over the faces of ``crop`` (a :class:`explorer.data.faces.FaceCrop` with
+    several); the choice is kept per upload in :func:`face_choices` of ``page``."""
+    key = f"{page}-face-{digest[:16]}"
+
+    def remember() -> None:
+        face_choices(page)[digest] = st.session_state[key]
+
+    st.selectbox("Face used", list(range(crop.num_faces)), index=crop.face_index, format_func=crop.face_label,
+                 key=key, on_change=remember, help="Numbered on the preview (largest first); the green box is used.")
