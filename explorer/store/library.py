@@ -115,9 +115,19 @@ class LibraryEntry:
 
 
 def _interp_text(summary: dict[str, Any]) -> str:
+    """The method's note for the Library table: stored in the summary when the file was inspected (so
+    the listing, read from its cache, imports no method and no torch); computed for older listings."""
+    if "library_note" in summary:
+        return summary["library_note"]
+    return _library_note(summary)
+
+
+def _library_note(summary: dict[str, Any]) -> str:
+    if summary.get("kind") != "full":
+        return ""
     from explorer.methods import find_method
 
-    method = find_method(summary.get("learner")) if summary.get("kind") == "full" else None
+    method = find_method(summary.get("learner"))
     return method.library_note(summary) if method is not None else ""
 
 
@@ -254,6 +264,7 @@ def _inspect_checkpoint(path: Path, source: str) -> LibraryEntry:
     ckpt = load_checkpoint(path)
     summary = ckpt.summary()
     summary.pop("tensors", None)
+    summary["library_note"] = _library_note(summary)
     entry = LibraryEntry(path, "ok", "", file_digest(path), source, summary, ckpt.meta.get("metrics"))
     try:
         report = ordinality_report(ckpt.prototypes.matrix.numpy())
