@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_pages.ui import charts, errors, formatting, listing, pickers, resources, sections
+from app_pages.ui import charts, errors, failures, formatting, listing, pickers, resources, sections
 from explorer.core.errors import ExplorerError
 from explorer.core.fsio import bytes_digest
 from explorer.data import faces
@@ -39,6 +39,8 @@ def compare_page() -> None:
     _same_image(chosen, ckpts)
     with errors.guard("the calibration section"):
         sections.calibration_section(chosen)
+    with errors.guard("where they fail"):
+        failures.compare_failures(chosen)
     with errors.guard("the sweep curves"):
         sections.curves_section()
 

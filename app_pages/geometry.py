@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages.ui import charts, errors, formatting, pickers, resources, sections
+from app_pages.ui import charts, errors, failures, formatting, pickers, resources, sections
 
 VIEWS = {"cosine": "Cosine", "max_normalised": "Max-normalised", "softmax": "Softmax"}
 METHODS = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}
@@ -32,6 +32,8 @@ def geometry_page() -> None:
         sections.decode_section(entry, ckpt)
     with errors.guard("the image and prototype map"):
         sections.map_section(entry, ckpt)
+    with errors.guard("where it fails"):
+        failures.failure_section(entry, ckpt)
 
 
 def _summary_metrics(report: dict, geo: dict, labels, unit: str, count: int) -> None:

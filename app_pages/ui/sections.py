@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages.ui import analysis_charts as ac
-from app_pages.ui import resources
+from app_pages.ui import gallery, resources
 from app_pages.ui.formatting import fmt_pct
 from explorer.analysis import curves, decode, maps
 from explorer.core import settings
@@ -32,9 +32,11 @@ def plot_config(filename: str) -> dict:
             "toImageButtonOptions": {"format": "png", "filename": filename, "scale": 2}}
 
 
-def figure(fig, data: pd.DataFrame, key: str, filename: str) -> None:
-    """A plotly chart (PNG from its toolbar) and a button that downloads its data as CSV."""
-    st.plotly_chart(fig, key=key, config=plot_config(filename))
+def figure(fig, data: pd.DataFrame, key: str, filename: str, on_select=None) -> None:
+    """A plotly chart (PNG from its toolbar) and a button that downloads its data as CSV; ``on_select``:
+    a callback run when points are box- or lasso-selected."""
+    select = {"on_select": on_select, "selection_mode": ("box", "lasso")} if on_select else {}
+    st.plotly_chart(fig, key=key, config=plot_config(filename), **select)
     csv_button(data, key, filename)
 
 
@@ -142,10 +144,13 @@ def map_section(entry: lib.LibraryEntry, ckpt) -> None:
     _metrics_line(sp)
     rank_labels = ckpt.classes.labels
     data = pd.DataFrame(maps.joint_map_rows(img, pro, sp.targets, sp.argmax, rank_labels))
-    figure(ac.joint_map(img, pro, sp.targets, rank_labels, unit=ranks.unit), data, "map-joint", f"{entry.name}-joint-map")
+    select = (lambda: gallery.remember_selection("map-joint")) if int(dims) == 2 else None
+    figure(ac.joint_map(img, pro, sp.targets, rank_labels, unit=ranks.unit), data, "map-joint", f"{entry.name}-joint-map",
+           on_select=select)
     st.caption(f"{len(sp.labels)} images of {spec} [{split}] coloured by label, and the {len(protos)} prototypes joined in "
                "rank order, in one projection" + (" after centring each group (modality gap closed)" if close else "")
-               + ". UMAP / t-SNE layouts are kept on disk by content.")
+               + ". UMAP / t-SNE layouts are kept on disk by content; box- or lasso-select images (2-D) to see them.")
+    gallery.selection_gallery(ckpt, sp)
     _rank_panels(entry, ckpt, sp, protos)
 
 

@@ -169,6 +169,7 @@ class SplitPredictions:
     spreads: np.ndarray | None = None  # apparent-age spreads (one sigma per image), when the dataset has them
     prototypes: np.ndarray | None = None  # C x E, the predictor's prototype rows
     matching: dict | None = None  # EvalSplit.summary() when the labels were matched or some skipped
+    source: Any = None  # the Dataset the samples come from (to show their images)
 
     def __post_init__(self) -> None:
         if self.targets is None:
@@ -183,6 +184,10 @@ class SplitPredictions:
     def expected(self) -> np.ndarray:
         """Expected rank index per image."""
         return self.probs @ np.arange(self.probs.shape[1], dtype=np.float64)
+
+    def image(self, i: int):
+        """The image the model saw for sample ``i`` (its face crop when faces were cropped)."""
+        return self.source.model_image(self.samples[i])
 
     def outputs(self) -> dict[str, np.ndarray]:
         """labels, probs, values and targets (what :mod:`explorer.analysis.slices` reads)."""
@@ -207,7 +212,7 @@ def predict_split(ckpt, backbone, dataset_spec: str, split: str = "test", cache_
     return SplitPredictions(ckpt.name, dataset_spec, split, normed, es.labels, probs, predictor.class_targets(es.labels),
                             es.note(), values, list(es.samples), found, list(es.dataset.samples),
                             es.dataset.spreads(es.samples), as_array(predictor.matrix),
-                            es.summary() if es.note() else None)
+                            es.summary() if es.note() else None, es.dataset)
 
 
 def rank_axis_report(sp: SplitPredictions, ranks, axis: str = "ends") -> dict[str, Any]:
