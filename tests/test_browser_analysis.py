@@ -28,7 +28,7 @@ def test_geometry_decoding_and_joint_map(open_app, screenshot):
     _title(page, "Geometry")
     _section(page, "Nearest words of the learned tokens")
     _section(page, "Images and prototypes in one map")
-    box = page.get_by_role("textbox", name="Dataset")
+    box = page.get_by_role("textbox", name="Dataset").first  # the map's ("Where it fails" has its own below)
     box.fill("dots:20")  # the test library's checkpoints record no training run, so no default dataset
     box.press("Enter")
     _settle(page)
@@ -53,7 +53,7 @@ def test_compare_reliability_and_curves(open_app, screenshot, tmp_path):
     page = open_app("/compare")
     _title(page, "Compare")
     _section(page, "Calibration")
-    dataset = page.get_by_role("textbox", name="Dataset")
+    dataset = page.get_by_role("textbox", name="Dataset").first  # the calibration section's
     dataset.fill("dots:20")
     dataset.press("Enter")
     _settle(page)
@@ -65,3 +65,33 @@ def test_compare_reliability_and_curves(open_app, screenshot, tmp_path):
     expect(page.locator(CHART)).to_have_count(7, timeout=60_000)  # 3 heatmaps, per-rank MAE, reliability, 2 curves
     _no_exception(page)
     screenshot(page, "compare-analysis")
+
+
+def test_box_selection_in_the_joint_map_shows_the_images_inside(open_app, screenshot):
+    """Box-select a region of the images-and-prototypes map: the gallery below shows the selected images
+    (one "Distribution" button each) and the region's metrics."""
+    page = open_app("/geometry?checkpoint=dots-rank-linear")
+    _title(page, "Geometry")
+    _section(page, "Images and prototypes in one map")
+    box = page.get_by_role("textbox", name="Dataset").first
+    box.fill("dots:20")
+    box.press("Enter")
+    _settle(page)
+    expect(page.get_by_text("Box- or lasso-select images in the 2-D map")).to_be_visible(timeout=60_000)
+    chart = page.locator(CHART).nth(4)  # heatmap, violations, adjacent, projection, then the joint map
+    chart.scroll_into_view_if_needed()
+    chart.hover()
+    chart.locator('[data-title="Box Select"]').click()
+    area = chart.locator(".nsewdrag").first.bounding_box()
+    page.mouse.move(area["x"] + area["width"] * 0.02, area["y"] + area["height"] * 0.02)
+    page.mouse.down()
+    page.mouse.move(area["x"] + area["width"] * 0.5, area["y"] + area["height"] * 0.98, steps=12)  # the left half
+    page.mouse.up()
+    _settle(page)
+    summary = page.get_by_text("selected images")
+    expect(summary).to_be_visible(timeout=60_000)
+    count = int(summary.inner_text().split()[0])
+    assert 0 < count < 168  # some of the 168 test images, not all
+    expect(page.get_by_role("button", name="Distribution")).to_have_count(min(count, 48))
+    _no_exception(page)
+    screenshot(page, "geometry-map-selection")

@@ -11,6 +11,7 @@ from explorer.analysis.evaluation import score_outputs
 from explorer.predict.summaries import summarize
 
 GALLERY_COLUMNS = 6
+MAX_SHOWN = 48  # thumbnails of a selection (its metrics cover every selected image)
 SELECTED_KEY = "map-selected"  # the indices of the images selected in the joint map (set by its selection event)
 
 
@@ -52,4 +53,8 @@ def selection_gallery(ckpt, sp) -> None:
     m = score_outputs(sp.labels[idx], sp.probs[idx], sp.values[idx], sp.targets[idx], ckpt.ranks)
     st.markdown(f"**{len(idx)} selected images** · value MAE {m['mae_value']:.3f} · accuracy (argmax) "
                 f"{m['acc_max'] * 100:.1f} % · 1-off {m['cs1'] * 100:.1f} %")
+    if len(idx) > MAX_SHOWN:
+        st.caption(f"Showing the {MAX_SHOWN} with the largest errors of the {len(idx)} selected.")
+        errors = np.abs(sp.values[idx] - ckpt.ranks.value_array[sp.labels[idx]])
+        idx = idx[np.argsort(-errors, kind="stable")[:MAX_SHOWN]]
     gallery(ckpt, sp, idx, "map-gallery")
