@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from app_pages.ui import charts, errors, failures, formatting, listing, pickers, resources, sections
+from explorer.core import settings
 from explorer.core.errors import ExplorerError
 from explorer.core.fsio import bytes_digest
 from explorer.data import faces
@@ -35,6 +38,7 @@ def compare_page() -> None:
     _heatmaps(chosen, ckpts, [g["views"][view] for g in geos], view)
     _ordinality(chosen, geos)
     _metrics(chosen)
+    _demo_seeds(chosen)
     st.subheader("Predicted distributions for the same image")
     _same_image(chosen, ckpts)
     with errors.guard("the calibration section"):
@@ -43,6 +47,24 @@ def compare_page() -> None:
         failures.compare_failures(chosen)
     with errors.guard("the sweep curves"):
         sections.curves_section()
+
+
+def demo_seeds_table(results: Path) -> str | None:
+    """The mean ± std table over seeds from the bundled demo's RESULTS.md (None when it has none)."""
+    text = results.read_text(encoding="utf-8") if results.is_file() else ""
+    start = text.find("Over seeds")
+    return text[start:].strip() if start >= 0 else None
+
+
+def _demo_seeds(chosen) -> None:
+    """For bundled demo checkpoints: the demo table over 3 seeds, so one draw is seen with its spread."""
+    demo = settings.REPO_ROOT / "checkpoints"
+    if not any(e.path.parent.resolve() == demo.resolve() for e in chosen):
+        return
+    table = demo_seeds_table(demo / "RESULTS.md")
+    if table:
+        with st.expander("The bundled demo over 3 seeds (mean ± std)"):
+            st.markdown(table)
 
 
 def _heatmaps(chosen, ckpts, mats, view: str) -> None:
@@ -61,7 +83,7 @@ def _heatmaps(chosen, ckpts, mats, view: str) -> None:
                 st.markdown(f"**{chosen[i].name}**")
                 with errors.guard(f"the heatmap of {chosen[i].name}"):
                     st.plotly_chart(charts.heatmap(mats[i], ckpts[i].classes.labels, zmin=zmin, zmax=zmax, height=360,
-                                                   unit=ckpts[i].classes.unit, show_scale=k == len(cols) - 1),
+                                                   unit=ckpts[i].classes.unit, show_scale=True),
                                     key=f"compare-heat-{i}", config={"displaylogo": False})
 
 
@@ -75,8 +97,10 @@ def _ordinality(chosen, geos) -> None:
                "mean adjacent cosine": float(np.mean(g["adjacent"]))}
         row.update({f"span {s} %": 100 * v for s, v in rep["spans"].items()})
         rows.append(row)
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.2f") for r in rows for c in r if c.endswith("%")})
+    # one column per checkpoint (2-4), one row per figure: never wider than the page, however many spans
+    table = pd.DataFrame(rows).set_index("checkpoint").T
+    table = table.map(lambda v: f"{v:.2f}" if isinstance(v, float) else str(v))
+    st.dataframe(table.rename_axis("figure").reset_index(), hide_index=True, width="stretch")
 
 
 def _metrics(chosen) -> None:

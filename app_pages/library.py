@@ -69,11 +69,14 @@ def _table(entries: list[lib.LibraryEntry]) -> None:
             "MAE": st.column_config.NumberColumn(format="%.3f", help=(
                 "Mean absolute error of the point estimate in the ranks' units (expected value; NumCLIP: the regressed "
                 "value), from the checkpoint's evaluation; older checkpoints: in rank steps")),
-            "accuracy %": st.column_config.NumberColumn(format="%.1f"),
-            "ordinality %": st.column_config.NumberColumn(format="%.2f", help="All-pairs ordinality of the prototypes (OrdinalCLIP definition)"),
-            "violations %": st.column_config.NumberColumn(format="%.2f"),
-            "ranks": st.column_config.NumberColumn(help="Number of ranks R"),
-            "note": st.column_config.TextColumn(width="large"),
+            # narrow number columns and a medium note: the table fits the page instead of scrolling sideways
+            "accuracy %": st.column_config.NumberColumn(format="%.1f", width="small"),
+            "ordinality %": st.column_config.NumberColumn(format="%.2f", width="small",
+                                                          help="All-pairs ordinality of the prototypes (OrdinalCLIP definition)"),
+            "violations %": st.column_config.NumberColumn(format="%.2f", width="small"),
+            "ranks": st.column_config.NumberColumn(help="Number of ranks R", width="small"),
+            "file": st.column_config.TextColumn(width="small"),
+            "note": st.column_config.TextColumn(width="medium"),
         },
     )
     if problems:

@@ -80,3 +80,45 @@ def test_compare_where_they_fail_side_by_side(env):
     assert "Where they fail" in _texts(at)
     table = next(t.value for t in at.dataframe if {"band", "checkpoint"} <= set(t.value.columns))
     assert set(table["checkpoint"]) == {"dots-rank-linear", "dots-plain"}
+
+
+def test_the_compare_page_shows_the_demo_table_over_seeds(monkeypatch, tmp_path):
+    """Bundled demo checkpoints on Compare: the mean ± std table of checkpoints/RESULTS.md (3 seeds)."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from app_pages.compare import demo_seeds_table
+
+    repo = Path(__file__).resolve().parents[1]
+    table = demo_seeds_table(repo / "checkpoints" / "RESULTS.md")
+    assert table.startswith("Over seeds 0, 1, 2") and "| ordinalclip-linear | 3 |" in table and "±" in table
+    monkeypatch.setenv("ORDINAL_EXPLORER_CHECKPOINTS", str(repo / "checkpoints"))  # the bundled demo library
+    monkeypatch.setenv("ORDINAL_EXPLORER_CACHE", str(tmp_path))
+    at = AppTest.from_file(str(repo / "app.py"), default_timeout=120).run()
+    at.switch_page("app_pages/compare.py").run()
+    keys = [str(repo / "checkpoints" / f"{n}.safetensors") for n in ("ordinalclip-linear", "coop")]
+    at.multiselect(key="compare-checkpoints").set_value(keys).run()
+    assert not at.exception
+    assert any(table in m.value for m in at.markdown)
+
+
+def test_predict_chart_labels_sit_on_two_lines():
+    """The "90 % interval" and "expected" labels never overlap: the interval's sits a line lower."""
+    from app_pages.ui import charts
+
+    record = {"interval_values": [4.0, 5.0], "coverage": 0.9, "expected_value": 4.5, "value": 4.5, "value_kind": "expected"}
+    fig = charts.distribution(np.full(10, 0.1), [str(i) for i in range(10)], np.arange(10.0), record)
+    shifts = sorted(a.yshift or 0 for a in fig.layout.annotations)
+    assert len(shifts) == 2 and shifts[0] <= -14 and shifts[1] == 0
+
+
+def test_compare_heatmaps_are_drawn_at_one_size(env):
+    """Every Compare heatmap carries the (shared) colour scale, so none is drawn narrower than the others."""
+    at = open_page(env, "compare")
+    keys = [str(env["folder"] / f"{n}.safetensors") for n in ("dots-rank-linear", "dots-plain", "dots-rank-inv_prop")]
+    at.multiselect(key="compare-checkpoints").set_value(keys).run()
+    _ok(at)
+    heat = [json.loads(c.proto.spec) for c in _charts(at) if "compare-heat" in c.proto.id]
+    assert len(heat) == 3 and all(h["data"][0]["showscale"] for h in heat)
+    assert len({(h["data"][0]["zmin"], h["data"][0]["zmax"]) for h in heat}) == 1  # one colour scale

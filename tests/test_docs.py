@@ -112,8 +112,6 @@ def _section_references():
                     yield path, i + 1, (lines[i - 1] if i else "") + "\n" + line
 
 
-@pytest.mark.xfail(strict=False, reason="the code's § comments do not name their document yet (being moved to "
-                                        "docs/methods/*.md by another change)")
 def test_every_section_reference_names_its_document():
     vague = []
     for path, number, context in _section_references():

@@ -103,7 +103,8 @@ def distribution(probs: np.ndarray, labels: Sequence[str], values: Sequence[floa
     fig = go.Figure(go.Bar(x=values, y=probs, marker_color="#4c78a8", customdata=list(labels),
                            hovertemplate="rank %{customdata}: %{y:.3f}<extra></extra>", name="p(rank)"))
     fig.add_vrect(x0=lo - 0.5 * _step(values), x1=hi + 0.5 * _step(values), fillcolor="#f2c14e", opacity=0.18, line_width=0,
-                  annotation_text=f"{record['coverage'] * 100:.0f}% interval", annotation_position="top left")
+                  annotation_text=f"{record['coverage'] * 100:.0f}% interval", annotation_position="top left",
+                  annotation=dict(yshift=-18))  # one line below the value's label, so the two never overlap
     value = record.get("value", record["expected_value"])
     fig.add_vline(x=value, line_color="#d62728", line_dash="dash",
                   annotation_text=f"{record.get('value_kind', 'expected')} {value:.1f}", annotation_position="top right")

@@ -1,7 +1,7 @@
 """NumCLIP's coarse concept bins: presets as data, bins files, and the bin of a value.
 
 A bin is (start, name); bin k holds the values in [start_k, start_{k+1}). Presets follow the reference
-configs (method doc §1): ``age`` child [0, 12], teenager [13, 18], young adult [19, 34], middle adult
+configs (docs/methods/numclip.md §1): ``age`` child [0, 12], teenager [13, 18], young adult [19, 34], middle adult
 [35, 64], older adult [65, ...); ``aesthetics`` and ``historical`` bins start at 0..4 and are named by
 their digits; ``dots`` is the demo task's.
 """

@@ -3,7 +3,7 @@
 K concept bins (e.g. child, teenager, young adult, middle adult, older adult) are matched CLIP-style
 by a plain (CoOp) prompt learner over the concept names; an image adapter mixes its output with the
 image feature (ratio 0.8); a soft-bin regressor (SSR stage 1) turns the K logits into the value.
-Objective: FCRL cross-entropy + FCRL text-to-image KL + L1 on the value (method doc §2-§4).
+Objective: FCRL cross-entropy + FCRL text-to-image KL + L1 on the value (docs/methods/numclip.md §2-§4).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class NumCLIPConfig(ConfigMixin):
                                   help="learning rate of the adapter and regressor relative to --lr (the reference: 0.1)")
     ssr_lambda: float = 1.0
     prompt_token_counts: list[int] | None = None  # tokens per concept in the prompts when not the names' (imported runs)
-    value_offset: float = 0.0  # label = regressor output + offset; bin starts are in regressor units (1 for imported reference runs, §3)
+    value_offset: float = 0.0  # label = regressor output + offset; bin starts are in regressor units (1 for imported reference runs, docs/methods/numclip.md §3)
 
     def bins(self, unit: str = "") -> ConceptBins:
         """The concept bins (resolved config only)."""
@@ -190,7 +190,7 @@ class NumCLIP(PromptModel):
         logits = self.logits(image_features, prototypes)
         y_value = torch.as_tensor(self.ranks.value_array, dtype=torch.float32, device=logits.device)[y]
         cfg = self.config
-        coarse = bin_index(y_value - cfg.value_offset, self.regressor.bin_starts)  # bins are in regressor units (§3)
+        coarse = bin_index(y_value - cfg.value_offset, self.regressor.bin_starts)  # bins are in regressor units (docs/methods/numclip.md §3)
         ce = F.cross_entropy(distance_weighted_logits(logits, coarse) if cfg.fcrl else logits, coarse)
         kl = logits.new_zeros(())
         if objective.kl_weight:
@@ -264,7 +264,7 @@ class NumCLIPPredictor:
         return self.logit_scale * adapt_features(feats, self.adapter, self.config.adapter_ratio) @ self.matrix.T
 
     def class_targets(self, labels: np.ndarray) -> np.ndarray:
-        """The concept bin of each rank-index label (bins are in regressor units: label - value_offset, §3)."""
+        """The concept bin of each rank-index label (bins are in regressor units: label - value_offset, docs/methods/numclip.md §3)."""
         shifted = torch.as_tensor(self.ranks.value_array[np.asarray(labels)]) - self.config.value_offset
         return bin_index(shifted, self.regressor.bin_starts).numpy().astype(np.int64)
 

@@ -1,5 +1,5 @@
-"""Training objectives on N x K logits: OrdinalCLIP's CE + text-to-image KL (method §3) and NumCLIP's
-distance weighting (§8)."""
+"""Training objectives on N x K logits: OrdinalCLIP's CE + text-to-image KL (docs/methods/ordinalclip.md §3) and NumCLIP's
+distance weighting (docs/methods/numclip.md §4)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 
 def kl_text_to_image(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Text-to-image KL over the batch (§3): for each rank present, target softmax(10 * one-hot column)
+    """Text-to-image KL over the batch (docs/methods/ordinalclip.md §3): for each rank present, target softmax(10 * one-hot column)
     against softmax over the batch of that rank's logits; averaged over the ranks present."""
     num_ranks = logits.shape[1]
     y_t = F.one_hot(y, num_ranks).t().to(logits.dtype)  # R x N
@@ -20,7 +20,7 @@ def kl_text_to_image(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def distance_weighted_logits(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """NumCLIP weighting (§8): for j != y the logit is scaled by w = (K-1)|y-j| / sum_k |y-k|; w = 1 at y."""
+    """NumCLIP weighting (docs/methods/numclip.md §4): for j != y the logit is scaled by w = (K-1)|y-j| / sum_k |y-k|; w = 1 at y."""
     num_ranks = logits.shape[1]
     ranks = torch.arange(num_ranks, device=logits.device, dtype=logits.dtype)
     dist = (ranks[None] - y[:, None].to(logits.dtype)).abs()
@@ -38,7 +38,7 @@ def ordinal_loss(logits: torch.Tensor, y: torch.Tensor, kl_weight: float = 1.0, 
 
 
 def fcrl_kl(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """NumCLIP's FCRL text-to-image KL (§4): the transposed logits of concept i are scaled per image by
+    """NumCLIP's FCRL text-to-image KL (docs/methods/numclip.md §4): the transposed logits of concept i are scaled per image by
     w = (K-1)|i - c_n| / sum_n' |i - c_n'| (w = 1 where c_n = i), then OrdinalCLIP's KL over the batch."""
     num_bins = logits.shape[1]
     bins = torch.arange(num_bins, device=logits.device, dtype=logits.dtype)

@@ -33,7 +33,7 @@ class RunData:
 
 
 def prepare_data(config: TrainConfig, progress: Callable[[Progress], None] | None = None) -> RunData:
-    """Open and check the dataset, make the splits and apply the training regimes (§6)."""
+    """Open and check the dataset, make the splits and apply the training regimes (docs/methods/ordinalclip.md §6)."""
     from explorer.data import datasets as ds
 
     dataset = ds.open_dataset(config.dataset, **(config.dataset_options or {}))

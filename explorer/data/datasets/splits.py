@@ -1,4 +1,4 @@
-"""Train/val/test splits (given splits kept, missing ones carved) and the paper's data regimes (§6)."""
+"""Train/val/test splits (given splits kept, missing ones carved) and the paper's data regimes (docs/methods/ordinalclip.md §6)."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def make_splits(dataset: Dataset, val_fraction: float = 0.1, test_fraction: floa
     return {s: list(v) for s, v in splits.items()}
 
 
-# --------------------------------------------------------------------------- regimes (§6)
+# --------------------------------------------------------------------------- regimes (docs/methods/ordinalclip.md §6)
 
 
 def _by_label(indices: Sequence[int], labels: Sequence[int]) -> dict[int, list[int]]:

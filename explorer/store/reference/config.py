@@ -13,7 +13,7 @@ from explorer.core.errors import ExplorerError
 # clip.available_models() of the reference's CLIP package: the only image encoders that are CLIP towers.
 CLIP_MODEL_NAMES = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px")
 # runner_cfg.model_cfg.type values this import reproduces faithfully (the reference's model class).
-NUMCLIP_MODEL_TYPE = "RegCLIPSSR"  # NumCLIP (numclip-method.md §2)
+NUMCLIP_MODEL_TYPE = "RegCLIPSSR"  # NumCLIP (docs/methods/numclip.md §2)
 SUPPORTED_MODEL_TYPES = ("OrdinalCLIP", NUMCLIP_MODEL_TYPE)
 
 

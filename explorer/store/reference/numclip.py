@@ -1,4 +1,4 @@
-"""Import of reference NumCLIP runs (model type ``RegCLIPSSR``, numclip-method.md §2-§3).
+"""Import of reference NumCLIP runs (model type ``RegCLIPSSR``, docs/methods/numclip.md §2-§3).
 
 What is read beyond an OrdinalCLIP run: ``module.image_adapter.fc.{0,2}.weight`` (the adapter,
 E -> E/r -> E, no biases) and ``module.regressor.stage1_FC_after_PB.0.*`` /
@@ -7,7 +7,7 @@ module also holds layers its forward never calls (``stage2_*``, ``stream*``, ``f
 ``stage1_prob.*``, ``stage1_index_offsets.*``); they are dropped and listed in ``source``, which
 changes no output. Any other adapter / regressor tensor is refused.
 
-The reference trains on label - 1 (§3): the imported checkpoint reports values in label units
+The reference trains on label - 1 (docs/methods/numclip.md §3): the imported checkpoint reports values in label units
 (``value_offset`` 1.0) and its bin starts stay in the regressor's (shifted) units. The concept
 bins come from ``concepts`` (a preset or a bins file, default ``age``: the reference's bin_list).
 The prompts' token counts per concept follow the reference: the names of ``init_rank_path`` when
@@ -157,7 +157,7 @@ def numclip_source(concepts: str, dropped: list[str], ranks_how: str) -> dict[st
     return {
         "model_type": "RegCLIPSSR",
         "value_offset": VALUE_OFFSET,
-        "value_offset_reason": "the reference trains on label - 1 (numclip-method.md §3); values are reported in label units",
+        "value_offset_reason": "the reference trains on label - 1 (docs/methods/numclip.md §3); values are reported in label units",
         "concepts": str(Path(concepts).expanduser().resolve()) if Path(concepts).expanduser().is_file() else concepts,
         "label_ranks": ranks_how,
         "dropped_unused": dropped,
