@@ -4,7 +4,6 @@ in the joint map. The numbers come from :mod:`explorer.analysis.slices`."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -18,7 +17,7 @@ from explorer.metrics.ordinal import spearman
 
 
 def _report(ckpt, sp, fields: list[str]) -> dict:
-    return slices.slice_report(sp.outputs(), sp.samples, ckpt.ranks, fields, known=sp.known)
+    return slices.slice_report(sp.outputs(), sp.samples, ckpt.ranks, fields, known=sp.source.samples)
 
 
 def _slice_table(report: dict, field: str, name: str | None = None) -> pd.DataFrame:
@@ -90,7 +89,7 @@ def _worst_gallery(entry, ckpt, sp) -> None:
     count = int(st.slider("Worst images", 4, 48, 12, step=4, key="fails-worst"))
     rows = slices.error_rows(sp.outputs(), sp.samples, ckpt.ranks, ckpt.classes, sp.found)
     st.markdown(f"**The {min(count, len(rows))} largest errors** of {len(rows)}")
-    order = np.argsort(-np.abs(sp.values - ckpt.ranks.value_array[sp.labels]), kind="stable")[:count]
+    order = slices.worst_first(sp.outputs(), ckpt.ranks)[:count]
     gallery(ckpt, sp, order, "fails-gallery")
     analysis.csv_button(pd.DataFrame(rows), "fails-errors", f"{entry.name}-errors", "Every image's error (CSV)")
 

@@ -8,6 +8,7 @@ import streamlit as st
 
 from app_pages.ui import charts
 from explorer.analysis.evaluation import score_outputs
+from explorer.analysis.slices import worst_first
 from explorer.predict.summaries import summarize
 
 GALLERY_COLUMNS = 6
@@ -55,6 +56,5 @@ def selection_gallery(ckpt, sp) -> None:
                 f"{m['acc_max'] * 100:.1f} % · 1-off {m['cs1'] * 100:.1f} %")
     if len(idx) > MAX_SHOWN:
         st.caption(f"Showing the {MAX_SHOWN} with the largest errors of the {len(idx)} selected.")
-        errors = np.abs(sp.values[idx] - ckpt.ranks.value_array[sp.labels[idx]])
-        idx = idx[np.argsort(-errors, kind="stable")[:MAX_SHOWN]]
+        idx = worst_first(sp.outputs(), ckpt.ranks, idx)[:MAX_SHOWN]
     gallery(ckpt, sp, idx, "map-gallery")

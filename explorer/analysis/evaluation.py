@@ -165,11 +165,10 @@ class SplitPredictions:
     values: np.ndarray | None = None  # N point estimates in the ranks' units
     samples: list = field(default_factory=list)  # the N dataset samples (paths, slice fields)
     found: list | None = None  # per image whether a face was found (None: whole images)
-    known: list = field(default_factory=list)  # every sample of the dataset: slice values that may be empty here
     spreads: np.ndarray | None = None  # apparent-age spreads (one sigma per image), when the dataset has them
     prototypes: np.ndarray | None = None  # C x E, the predictor's prototype rows
     matching: dict | None = None  # EvalSplit.summary() when the labels were matched or some skipped
-    source: Any = None  # the Dataset the samples come from (to show their images)
+    source: Any = None  # the Dataset the samples come from (their images; its samples name slices that may be empty here)
 
     def __post_init__(self) -> None:
         if self.targets is None:
@@ -210,9 +209,9 @@ def predict_split(ckpt, backbone, dataset_spec: str, split: str = "test", cache_
     found = cache.last_faces if es.dataset.face_margin is not None else None
     normed = torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy().astype(np.float64)
     return SplitPredictions(ckpt.name, dataset_spec, split, normed, es.labels, probs, predictor.class_targets(es.labels),
-                            es.note(), values, list(es.samples), found, list(es.dataset.samples),
-                            es.dataset.spreads(es.samples), as_array(predictor.matrix),
-                            es.summary() if es.note() else None, es.dataset)
+                            note=es.note(), values=values, samples=list(es.samples), found=found,
+                            spreads=es.dataset.spreads(es.samples), prototypes=as_array(predictor.matrix),
+                            matching=es.summary() if es.note() else None, source=es.dataset)
 
 
 def rank_axis_report(sp: SplitPredictions, ranks, axis: str = "ends") -> dict[str, Any]:
@@ -245,7 +244,7 @@ def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", 
     if sp.note:
         result["labels"] = {**sp.matching, "note": sp.note}
     if by:
-        result.update(slice_report(sp.outputs(), sp.samples, ckpt.ranks, by, known=sp.known))
+        result.update(slice_report(sp.outputs(), sp.samples, ckpt.ranks, by, known=sp.source.samples))
     if errors_csv:
         write_error_table(errors_csv, error_rows(sp.outputs(), sp.samples, ckpt.ranks, ckpt.classes, sp.found))
     return result

@@ -124,6 +124,14 @@ def slice_report(outputs: dict[str, np.ndarray], samples: Sequence, ranks, field
     return {"slices": slices, "gaps": gaps}
 
 
+def worst_first(outputs: dict[str, np.ndarray], ranks, indices=None) -> np.ndarray:
+    """``indices`` (all images by default) ordered by absolute error in the labels' units, largest first."""
+    labels = np.asarray(outputs["labels"], dtype=np.int64)
+    errors = np.abs(outputs["values"] - ranks.value_array[labels])
+    indices = np.arange(labels.size) if indices is None else np.asarray(indices, dtype=np.int64)
+    return indices[np.argsort(-errors[indices], kind="stable")]
+
+
 def error_rows(outputs: dict[str, np.ndarray], samples: Sequence, ranks, classes, found: Sequence | None = None) -> list[dict[str, Any]]:
     """One row per image, largest absolute error first: path, label, value, error (label units), the top
     class and its probability, every slice field, and ``face_found`` when faces were cropped."""
@@ -132,7 +140,7 @@ def error_rows(outputs: dict[str, np.ndarray], samples: Sequence, ranks, classes
     top = outputs["probs"].argmax(axis=1)
     names = field_names(samples)[:-1]
     rows = []
-    for i in np.argsort(-errors, kind="stable"):
+    for i in worst_first(outputs, ranks):
         row = {"path": samples[i].path, "label": ranks.labels[labels[i]], "value": float(outputs["values"][i]),
                "error": float(errors[i]), "top": classes.labels[top[i]], "top_prob": float(outputs["probs"][i, top[i]])}
         row.update({name: samples[i].fields.get(name, MISSING) for name in names})

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from explorer.core.errors import ExplorerError
+from explorer.core.errors import ExplorerError, one_line
 from explorer.core.fileformat import UNKNOWN, file_format
 from explorer.core.ranks import Ranks
 from explorer.predict.summaries import Prediction, summarize
@@ -120,8 +120,7 @@ def load_onnx(path: str | Path) -> OnnxPredictor:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unparsable models
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ExplorerError(f"{path.name} is not a readable ONNX model (truncated or corrupt: {first}).") from None
+        raise ExplorerError(f"{path.name} is not a readable ONNX model (truncated or corrupt: {one_line(exc)}).") from None
     raw = session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
     if raw is None:
         raise ExplorerError(f"{path.name} is an ONNX model but not an explorer export (no '{ONNX_META_KEY}' metadata).")
