@@ -1,4 +1,5 @@
-"""Interpolation lab: a rank learner's prototypes under other interpolation schemes / numbers of base ranks."""
+"""Interpolation lab: a method's prototypes under other interpolation schemes / numbers of base ranks
+(offered for the checkpoints whose method implements the lab hooks, explorer.methods.hooks)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,20 @@ import streamlit as st
 from app_pages.ui import charts, errors, formatting, listing, pickers, resources
 from explorer.analysis import lab
 from explorer.methods import find_method
-from explorer.methods.ordinalclip import INTERPOLATIONS
+from explorer.methods.hooks import LabVariant, offers
 from explorer.store import library as lib
 
 
 def _is_rank_learner(entry: lib.LibraryEntry) -> bool:
-    """A full checkpoint of a method whose ranks the lab can re-interpolate (``Method.supports_lab``)."""
-    method = find_method(entry.summary.get("learner"))
-    return entry.summary.get("kind") == "full" and method is not None and method.supports_lab
+    """A full checkpoint of a method that implements the lab hooks (``reinterpolate``, ``lab_options``)."""
+    return entry.summary.get("kind") == "full" and offers(find_method(entry.summary.get("learner")), "lab")
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def _variant(content_hash: str, backbone_id: str, scheme: str, bandwidth: float, num_base_ranks: int,
-             _model, _lock) -> lab.LabVariant:
-    return lab.recompute(_model, scheme, bandwidth, num_base_ranks, lock=_lock)
+             _model, _lock) -> LabVariant:
+    with _lock:  # the text encoder is the pooled backbone's
+        return lab.recompute(_model, scheme, bandwidth, num_base_ranks)
 
 
 def lab_page() -> None:
@@ -47,9 +48,9 @@ def lab_page() -> None:
         st.info(f"The active checkpoint {active.name} is not a full rank learner; pick one of these.")
     entry = pickers.choose_checkpoint(entries, "lab-checkpoint", label="Rank-learner checkpoint", allowed=_is_rank_learner)
     ckpt = resources.load_checkpoint(entry)
-    config = ckpt.learner_config
+    options = lab.lab_options(ckpt.method, ckpt.learner_config)
     ranks = ckpt.ranks
-    settings = _settings(entry, config, len(ranks))
+    settings = _settings(entry, options, len(ranks))
     if settings is None:
         return
     schemes, bandwidth, num_base, (a, b) = settings
@@ -63,7 +64,7 @@ def lab_page() -> None:
     stored = resources.geometry(entry, (a, b))
     window = resources.norm_window((a, b), len(ranks))
     summaries = [(v, lib.geometry_summary(v.prototypes, window, ckpt.meta["logit_scale"])) for v in variants]
-    panels = [(f"stored (trained: {config.interpolation}, B={config.num_base_ranks})", stored)] + [(v.label, g) for v, g in summaries]
+    panels = [(f"stored (trained: {options.scheme}, B={options.num_base_ranks})", stored)] + [(v.label, g) for v, g in summaries]
     labels = ranks.labels[a : b + 1]
     _heatmaps(panels, labels, ranks.unit)
     _table(panels, summaries, ckpt.prototypes.matrix.numpy().astype(np.float64))
@@ -72,16 +73,16 @@ def lab_page() -> None:
                     key="lab-adjacent", config={"displaylogo": False})
 
 
-def _settings(entry, config, num_ranks: int):
+def _settings(entry, options, num_ranks: int):
     """(schemes, bandwidth, B', rank window) from the controls; None (with a note) without a scheme."""
     c1, c2, c3 = st.columns([2, 1, 1])
-    schemes = c1.multiselect("Schemes", list(INTERPOLATIONS), default=list(INTERPOLATIONS), key="lab-schemes")
+    schemes = c1.multiselect("Schemes", list(options.schemes), default=list(options.schemes), key="lab-schemes")
     bandwidth = c2.number_input("Normal bandwidth", min_value=0.05, max_value=float(max(num_ranks, 2)),
-                                value=float(config.bandwidth), step=0.5, format="%.2f", key=f"lab-bw-{entry.content_hash}",
+                                value=float(options.bandwidth), step=0.5, format="%.2f", key=f"lab-bw-{entry.content_hash}",
                                 help="exp(−(d / bandwidth)²); the reference OrdinalCLIP uses 1.")
-    num_base = int(c3.number_input("Base ranks B′", min_value=1, max_value=num_ranks, value=int(config.num_base_ranks),
+    num_base = int(c3.number_input("Base ranks B′", min_value=1, max_value=num_ranks, value=int(options.num_base_ranks),
                                    step=1, key=f"lab-b-{entry.content_hash}",
-                                   help=f"The checkpoint learned B = {config.num_base_ranks}."))
+                                   help=f"The checkpoint learned B = {options.num_base_ranks}."))
     window = pickers.rank_window(entry, "lab-window", label="Rank window (heatmaps and ordinality)")
     if not schemes:
         st.info("Pick at least one scheme.")

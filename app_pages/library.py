@@ -30,6 +30,7 @@ def library_page() -> None:
     entries = listing.library_entries()
     ok = listing.usable(entries)
     with table_box:
+        _unusable_methods()
         if entries:
             _table(entries)
         if not ok:
@@ -90,6 +91,17 @@ def _table(entries: list[lib.LibraryEntry]) -> None:
         with st.expander(f"{len(resumable)} interrupted run{'s' if len(resumable) != 1 else ''} can be resumed", expanded=False):
             for e in resumable:
                 st.info(f"**{e.path.name}**: {e.message}")
+
+
+def _unusable_methods() -> None:
+    """One sentence per installed plug-in method that cannot be used (found without importing any method)."""
+    from explorer.methods import plugin_problems
+
+    problems = plugin_problems()
+    if problems:
+        with st.expander(f"{len(problems)} plug-in method{'s' if len(problems) != 1 else ''} cannot be used", expanded=False):
+            for text in problems.values():
+                st.warning(text)
 
 
 def _details(entry: lib.LibraryEntry) -> dict:

@@ -99,14 +99,14 @@ def _show_one(result: faces.UploadPrediction, pos: int, ranks, digest: str) -> N
         lo, hi = rec["interval_values"]
         in_unit = f" ({unit})" if unit else ""
         m1, m2, m3, m4 = st.columns(4)
-        m1.metric(f"{rec['value_kind'].capitalize()} value{in_unit}", f"{rec['value']:.1f}")
+        m1.metric(f"{rec['estimate'].capitalize()} value{in_unit}", f"{rec['value']:.1f}")
         m2.metric(f"Most probable{in_unit}", rec["argmax_label"])
         m3.metric(f"Median{in_unit}", f"{rec['median_value']:g}")
         m4.metric(f"{rec['coverage'] * 100:.0f} % interval{in_unit}", f"{lo:g} – {hi:g}")
         st.plotly_chart(charts.distribution(result.probs(pos), ranks.labels, ranks.values, rec, unit=unit),
                         key="predict-distribution", config={"displaylogo": False})
         top = ", ".join(f"{t['label']} ({t['prob'] * 100:.1f} %)" for t in rec["top"])
-        st.caption(f"Top {'concepts' if rec['value_kind'] == 'regressed' else 'ranks'}: {top}.")
+        st.caption(f"Top {ranks.name or 'rank'}s: {top}.")
 
 
 if __name__ == "__main__":

@@ -52,16 +52,16 @@ def age_ranks():
     return Ranks.integers(101, unit="years")
 
 
-def build(kind: str = "rank", ranks=None, interpolation: str = "linear", num_base_ranks: int = 3, seed: int = 0,
+def build(kind: str = "ordinalclip", ranks=None, interpolation: str = "linear", num_base_ranks: int = 3, seed: int = 0,
           bandwidth: float = 1.0, backbone=None):
     """A freshly initialised PromptModel on the demo backbone."""
-    from explorer.methods import learner_config
+    from explorer.methods import stored_config
     from explorer.methods.prompt import build_prompt_model
 
     backbone = backbone or demo_backbone()
     ranks = ranks or dots_ranks()
-    config = learner_config(kind=kind, num_ranks=len(ranks), num_context_tokens=4, num_base_ranks=num_base_ranks,
-                           interpolation=interpolation, bandwidth=bandwidth)
+    config = stored_config(dict(kind=kind, num_ranks=len(ranks), num_context_tokens=4, num_base_ranks=num_base_ranks,
+                                interpolation=interpolation, bandwidth=bandwidth))
     return build_prompt_model(backbone, config, ranks, seed=seed)
 
 
@@ -88,14 +88,14 @@ def make_library(folder: str | Path, with_bad: bool = True) -> dict[str, Path]:
         "val": {"mae_exp": 1.9, "acc_max": 0.31, "cs1": 0.6, "n": 40.0, "per_rank_mae": per_rank},
         "test": {"mae_exp": 2.1, "acc_max": 0.28, "cs1": 0.55, "n": 42.0, "per_rank_mae": per_rank},
     }
-    out["dots-rank-linear"] = save_checkpoint(folder / "dots-rank-linear.safetensors", build("rank", seed=1), bb,
+    out["dots-rank-linear"] = save_checkpoint(folder / "dots-rank-linear.safetensors", build("ordinalclip", seed=1), bb,
                                               name="dots-rank-linear", metrics=metrics)
     out["dots-rank-inv_prop"] = save_checkpoint(folder / "dots-rank-inv_prop.safetensors",
-                                                build("rank", interpolation="inv_prop", seed=2), bb, name="dots-rank-inv_prop")
+                                                build("ordinalclip", interpolation="inv_prop", seed=2), bb, name="dots-rank-inv_prop")
     flat = {"mae_exp": 2.6, "acc_max": 0.22, "per_rank_mae": [0.4 + 0.05 * r for r in range(21)]}
-    out["dots-plain"] = save_checkpoint(folder / "dots-plain.safetensors", build("plain", seed=3), bb,
+    out["dots-plain"] = save_checkpoint(folder / "dots-plain.safetensors", build("coop", seed=3), bb,
                                         name="dots-plain", metrics=flat)
-    ages = build("rank", ranks=age_ranks(), interpolation="normal", num_base_ranks=5, seed=4, bandwidth=8.0)
+    ages = build("ordinalclip", ranks=age_ranks(), interpolation="normal", num_base_ranks=5, seed=4, bandwidth=8.0)
     out["ages-rank-normal"] = save_checkpoint(folder / "ages-rank-normal.safetensors", ages, bb, name="ages-rank-normal")
     out["ages-prototypes"] = export_prototypes(load_checkpoint(out["ages-rank-normal"]), folder / "ages-prototypes.safetensors",
                                                name="ages-prototypes")
@@ -110,7 +110,7 @@ def make_library(folder: str | Path, with_bad: bool = True) -> dict[str, Path]:
     torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 1}, buf)
     (folder / "lightning.ckpt").write_bytes(buf.getvalue())
     lost = dataclasses.replace(bb, spec="ordinalclip-demo@/nonexistent/lost-backbone.safetensors")
-    save_checkpoint(folder / "lost-backbone.safetensors", build("rank", seed=5), lost, name="lost-backbone")
+    save_checkpoint(folder / "lost-backbone.safetensors", build("ordinalclip", seed=5), lost, name="lost-backbone")
     (folder / "empty.pth").write_bytes(b"")
     for name in BAD:
         out[name] = next(folder.glob(f"{name}.*"))

@@ -14,7 +14,7 @@ from explorer import cli
 from explorer.analysis import curves, maps
 from explorer.analysis.decode import clean_token, decode_checkpoint, decode_rows, nearest_tokens, token_embedding_matrix
 from explorer.core.ranks import Ranks
-from explorer.methods import learner_config
+from explorer.methods import stored_config
 from explorer.methods.prompt import build_prompt_model
 from explorer.metrics import calibration as C
 from explorer.store.checkpoints import load_checkpoint, save_checkpoint
@@ -121,12 +121,12 @@ def test_nearest_tokens_of_known_embeddings(backbone):
 
 def _save(tmp_path, backbone, name, **cfg):
     ranks = Ranks.integers(5)
-    model = build_prompt_model(backbone, learner_config(num_ranks=5, **cfg), ranks, seed=0)
+    model = build_prompt_model(backbone, stored_config(dict(num_ranks=5, **cfg)), ranks, seed=0)
     return load_checkpoint(save_checkpoint(tmp_path / f"{name}.safetensors", model, backbone, name=name))
 
 
 def test_untrained_text_initialised_context_decodes_to_its_text(tmp_path, backbone):
-    ckpt = _save(tmp_path, backbone, "init", kind="rank", context_init="a photo of many", num_base_ranks=3,
+    ckpt = _save(tmp_path, backbone, "init", kind="ordinalclip", context_init="a photo of many", num_base_ranks=3,
                  rank_names=["few", "some", "many"])
     out = decode_checkpoint(ckpt, backbone, top=3)
     assert [pos[0]["token"] for pos in out["context"]] == ["a", "photo", "of", "many"]
@@ -140,7 +140,7 @@ def test_untrained_text_initialised_context_decodes_to_its_text(tmp_path, backbo
 
 
 def test_rank_specific_context_and_plain_learner(tmp_path, backbone):
-    ckpt = _save(tmp_path, backbone, "plain", kind="plain", context_init="a photo", rank_specific_context=True)
+    ckpt = _save(tmp_path, backbone, "plain", kind="coop", context_init="a photo", rank_specific_context=True)
     out = decode_checkpoint(ckpt, backbone, top=2)
     assert out["context_per_rank"] and len(out["context"]) == 5
     assert [p[0]["token"] for p in out["context"][3]] == ["a", "photo"]
@@ -148,7 +148,7 @@ def test_rank_specific_context_and_plain_learner(tmp_path, backbone):
 
 
 def test_template_checkpoint_has_no_learned_tokens(tmp_path, backbone, capsys):
-    ckpt = _save(tmp_path, backbone, "tmpl", kind="template", template="a photo of {} dots.")
+    ckpt = _save(tmp_path, backbone, "tmpl", kind="zeroshot", template="a photo of {} dots.")
     out = decode_checkpoint(ckpt, backbone)
     assert out["context"] == [] and out["ranks"] == [] and "no learned tokens" in out["message"]
     assert cli.main(["decode", str(ckpt.path)]) == 0
@@ -157,7 +157,7 @@ def test_template_checkpoint_has_no_learned_tokens(tmp_path, backbone, capsys):
 
 
 def test_decode_cli_json(tmp_path, backbone, capsys):
-    ckpt = _save(tmp_path, backbone, "ctx", kind="rank", context_init="a photo", num_base_ranks=2)
+    ckpt = _save(tmp_path, backbone, "ctx", kind="ordinalclip", context_init="a photo", num_base_ranks=2)
     assert cli.main(["decode", str(ckpt.path), "--top", "2", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [p[0]["token"] for p in data["context"]] == ["a", "photo"]
@@ -207,7 +207,7 @@ def test_split_predictions_agree_with_evaluate_checkpoint(tmp_path, backbone):
     from explorer.analysis.evaluation import evaluate_checkpoint
     from explorer.metrics.panel import metric_panel
 
-    ckpt = _save(tmp_path, backbone, "eval", kind="rank", num_context_tokens=2, num_base_ranks=2)
+    ckpt = _save(tmp_path, backbone, "eval", kind="ordinalclip", num_context_tokens=2, num_base_ranks=2)
     sp = maps.split_predictions(ckpt, backbone, "dots:4:6", "test", cache_dir=tmp_path / "f")
     ev = evaluate_checkpoint(ckpt, backbone, "dots:4:6", "test", cache_dir=str(tmp_path / "f"))
     assert ev["metrics"]["mae_exp"] == pytest.approx(metric_panel(sp.labels, sp.probs)["mae_exp"])
@@ -220,7 +220,7 @@ def test_split_predictions_match_a_dataset_with_other_ranks_by_value(tmp_path, b
     from explorer.core.errors import ExplorerError
     from explorer.metrics.panel import metric_panel
 
-    ckpt = _save(tmp_path, backbone, "five", kind="plain", num_context_tokens=2)  # ranks 0..4, no unit
+    ckpt = _save(tmp_path, backbone, "five", kind="coop", num_context_tokens=2)  # ranks 0..4, no unit
     sp = maps.split_predictions(ckpt, backbone, "dots:2:9", "all", cache_dir=tmp_path / "f")
     assert sp.probs.shape == (27, 5) and sorted(set(sp.labels.tolist())) == [0, 1, 2]
     assert sp.note == "Labels matched to the checkpoint's ranks by value."

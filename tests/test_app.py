@@ -185,7 +185,7 @@ def test_library_add_by_path_and_uploads(env, tmp_path):
 
     from explorer.store.checkpoints import save_checkpoint
 
-    extra = save_checkpoint(tmp_path / "outside.safetensors", build("rank", seed=9), demo_backbone(), name="outside-ckpt")
+    extra = save_checkpoint(tmp_path / "outside.safetensors", build("ordinalclip", seed=9), demo_backbone(), name="outside-ckpt")
     at = open_page(env)
     at.text_input(key="library-path").input(str(extra))
     at.button[0].click().run()  # the form's Add button

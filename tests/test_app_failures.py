@@ -107,7 +107,7 @@ def test_predict_chart_labels_sit_on_two_lines():
     """The "90 % interval" and "expected" labels never overlap: the interval's sits a line lower."""
     from app_pages.ui import charts
 
-    record = {"interval_values": [4.0, 5.0], "coverage": 0.9, "expected_value": 4.5, "value": 4.5, "value_kind": "expected"}
+    record = {"interval_values": [4.0, 5.0], "coverage": 0.9, "expected_value": 4.5, "value": 4.5, "estimate": "expected"}
     fig = charts.distribution(np.full(10, 0.1), [str(i) for i in range(10)], np.arange(10.0), record)
     shifts = sorted(a.yshift or 0 for a in fig.layout.annotations)
     assert len(shifts) == 2 and shifts[0] <= -14 and shifts[1] == 0

@@ -35,7 +35,7 @@ def test_eviction_drops_the_prompt_models_of_the_evicted_backbone(pool, tmp_path
     from app_pages.ui import resources
 
     path = tmp_path / "rank.safetensors"
-    save_checkpoint(path, build("rank", seed=3), demo_backbone(), name="rank")
+    save_checkpoint(path, build("ordinalclip", seed=3), demo_backbone(), name="rank")
     entry = lib.inspect_file(path)
     model, lock = resources.prompt_model(entry)
     assert resources.prompt_model(entry)[0] is model  # cached with the backbone

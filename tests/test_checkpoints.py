@@ -24,9 +24,10 @@ import explorer.core.fsio as fsio
 from explorer.backbones.load import load_backbone
 from explorer.core.errors import ExplorerError
 from explorer.core.ranks import Ranks
-from explorer.methods import canonical_name, learner_config
+from explorer.methods import canonical_name, stored_config
 from explorer.methods.prompt import build_prompt_model
-from explorer.predict.prototypes import Prototypes, summarize
+from explorer.predict.prototypes import Prototypes
+from explorer.predict.summaries import summarize
 from explorer.store.checkpoints import (
     FORMAT_VERSION,
     META_KEY,
@@ -47,18 +48,18 @@ def demo():
 AGES = Ranks.integers(12, start=16, unit="years")  # 16 .. 27 years
 
 CONFIGS = {
-    "rank": dict(kind="rank", num_ranks=12, num_context_tokens=3, num_base_ranks=3, interpolation="linear"),
-    "rank-specific": dict(kind="rank", num_ranks=12, num_context_tokens=2, rank_specific_context=True,
+    "rank": dict(kind="ordinalclip", num_ranks=12, num_context_tokens=3, num_base_ranks=3, interpolation="linear"),
+    "rank-specific": dict(kind="ordinalclip", num_ranks=12, num_context_tokens=2, rank_specific_context=True,
                           num_base_ranks=4, num_tokens_per_rank=2, interpolation="inv_prop", position="middle"),
-    "plain": dict(kind="plain", num_ranks=12, num_context_tokens=4, position="front"),
-    "plain-names": dict(kind="plain", num_ranks=12, context_init="the age of the person is",
+    "plain": dict(kind="coop", num_ranks=12, num_context_tokens=4, position="front"),
+    "plain-names": dict(kind="coop", num_ranks=12, context_init="the age of the person is",
                         rank_names=[f"{a} years" for a in range(16, 28)]),
-    "template": dict(kind="template", num_ranks=12, template="a photo of a {} year old person."),
+    "template": dict(kind="zeroshot", num_ranks=12, template="a photo of a {} year old person."),
 }
 
 
 def _model(demo, key, seed=3):
-    model = build_prompt_model(demo, learner_config(**CONFIGS[key]), AGES, seed=seed)
+    model = build_prompt_model(demo, stored_config(CONFIGS[key]), AGES, seed=seed)
     # make the learned tensors clearly non-default so a silent re-initialisation would show
     with torch.no_grad():
         for p in model.learner.parameters():

@@ -27,7 +27,7 @@ from explorer.cli import main
 from explorer.core.errors import ExplorerError
 from explorer.core.ranks import Ranks
 from explorer.data.images import open_image
-from explorer.methods import learner_config
+from explorer.methods import make_config
 from explorer.methods.prompt import build_prompt_model
 from explorer.store.checkpoints import load_checkpoint, save_checkpoint
 
@@ -50,9 +50,9 @@ def files(demo, tmp_path_factory):
     """Checkpoints and inputs on disk."""
     d = tmp_path_factory.mktemp("cli")
     out = {}
-    rank = build_prompt_model(demo, learner_config(kind="rank", num_ranks=20, num_context_tokens=4), AGES, seed=0)
+    rank = build_prompt_model(demo, make_config("ordinalclip", num_ranks=20, num_context_tokens=4), AGES, seed=0)
     out["rank"] = save_checkpoint(d / "ages.safetensors", rank, demo, training={"epochs": 5}, metrics={"mae_exp": 4.25})
-    plain = build_prompt_model(demo, learner_config(kind="plain", num_ranks=20, num_context_tokens=2), AGES, seed=1)
+    plain = build_prompt_model(demo, make_config("coop", num_ranks=20, num_context_tokens=2), AGES, seed=1)
     with torch.no_grad():  # spread the ranks apart so the geometry is not trivially ordered
         plain.learner.rank_embeds.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
     out["plain"] = save_checkpoint(d / "plain.safetensors", plain, demo)

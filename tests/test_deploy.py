@@ -99,12 +99,12 @@ def test_metadata_round_trips(exported, backbone):
     assert meta["image_size"] == 64 and meta["interpolation"] == "bicubic"
     assert (meta["resize"], meta["crop"]) == ("shortest", "center")
     assert meta["labels"] == list(ckpt.classes.labels) and meta["values"] == list(map(float, ckpt.classes.value_array))
-    assert meta["unit"] == ckpt.ranks.unit and meta["method"] == "numclip" and meta["value_kind"] == "regressed"
+    assert meta["unit"] == ckpt.ranks.unit and meta["method"] == "numclip" and meta["estimate"] == "regressed"
     assert meta["backbone"] == {"spec": ckpt.backbone_spec, "id": ckpt.backbone_id}
     assert meta["checkpoint"]["content_hash"].startswith("sha256:")
     assert preprocess_fields(backbone.preprocess, 64)["mean"] == meta["mean"]
     assert load_onnx(exported["linear"][1]).meta["method"] == "linear-probe"
-    assert load_onnx(exported["coop"][1]).meta["value_kind"] == "expected"
+    assert load_onnx(exported["coop"][1]).meta["estimate"] == "expected"
 
 
 def test_face_crop_margin_is_stored(backbone, tmp_path):
@@ -126,7 +126,7 @@ def test_cli_export_and_predict_match(exported, tmp_path, capsys):
     assert main(["predict", str(ckpt_path), image, "--json", "--no-face"]) == 0
     ckpt_rec = json.loads(capsys.readouterr().out)
     assert set(onnx_rec) == set(ckpt_rec)
-    assert abs(onnx_rec["value"] - ckpt_rec["value"]) < 1e-3 and onnx_rec["value_kind"] == ckpt_rec["value_kind"]
+    assert abs(onnx_rec["value"] - ckpt_rec["value"]) < 1e-3 and onnx_rec["estimate"] == ckpt_rec["estimate"]
     np.testing.assert_allclose(onnx_rec["probs"], ckpt_rec["probs"], atol=1e-3)
 
 

@@ -35,7 +35,7 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_two_process_ddp_matches_single_process(tmp_path, one_torch_thread):
     # batch 7 over 2 processes: shards of 4 and 3 (the uneven gather path)
-    common = ["dots:4:8", "--learner", "rank", "--context-tokens", "4", "--epochs", "3", "--batch-size", "7", "--device", "cpu"]
+    common = ["dots:4:8", "--method", "ordinalclip", "--context-tokens", "4", "--epochs", "3", "--batch-size", "7", "--device", "cpu"]
     ddp_dir = tmp_path / "ddp"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [str(TORCHRUN), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
@@ -51,7 +51,7 @@ def test_two_process_ddp_matches_single_process(tmp_path, one_torch_thread):
     summary = json.loads(printed[0])
 
     single = train(TrainConfig(dataset="dots:4:8", out=str(tmp_path / "single" / "a.safetensors"),
-                               learner={"kind": "rank", "num_context_tokens": 4}, epochs=3, batch_size=7, device="cpu",
+                               learner={"kind": "ordinalclip", "num_context_tokens": 4}, epochs=3, batch_size=7, device="cpu",
                                cache_dir=str(tmp_path / "cache-single")))
 
     # only rank 0 wrote: one checkpoint, one history with one line per epoch, nothing else

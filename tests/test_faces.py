@@ -141,7 +141,7 @@ class CountingLock:
 def protos():
     from explorer.core.ranks import Ranks
 
-    return build("rank", ranks=Ranks.integers(101, unit="years"), seed=7).prototypes()
+    return build("ordinalclip", ranks=Ranks.integers(101, unit="years"), seed=7).prototypes()
 
 
 def test_predict_uploads_end_to_end(protos):

@@ -71,7 +71,7 @@ def test_embed_cli_says_how_many_faces_were_found(scenes, tmp_path, capsys):
 def test_train_eval_predict_with_faces(scenes, tmp_path, capsys):
     out = tmp_path / "faces.safetensors"
     data = f"csv:{scenes / 'data.csv'}"
-    assert cli.main(["train", data, "--faces", "--out", str(out), "--learner", "rank", "--epochs", "2",
+    assert cli.main(["train", data, "--faces", "--out", str(out), "--method", "ordinalclip", "--epochs", "2",
                      "--context-tokens", "2",
                      "--cache-dir", str(tmp_path / "c"), "--quiet", "--json"]) == 0
     capsys.readouterr()

@@ -180,7 +180,7 @@ def test_zoo_hub_file_names_follow_open_clip():
 def _train_config(tmp_path: Path, **kw):
     from explorer.training.config import TrainConfig
 
-    return TrainConfig(dataset="dots:3:6", out=str(tmp_path / "run.safetensors"), backbone=SPEC, learner={"kind": "linear"},
+    return TrainConfig(dataset="dots:3:6", out=str(tmp_path / "run.safetensors"), backbone=SPEC, learner={"kind": "linear-probe"},
                        epochs=1, batch_size=8, device="cpu", cache_dir=str(tmp_path / "features"), **kw)
 
 
@@ -226,7 +226,7 @@ def test_cli_shows_a_byte_bar_while_the_backbone_downloads(online, server, repo_
 
     args = ["dots:3:6", "--backbone", SPEC, "--device", "cpu", "--cache-dir", str(tmp_path / "features")]
     if command == "train":
-        args += ["--learner", "linear", "--epochs", "1", "--out", str(tmp_path / "run.safetensors")]
+        args += ["--method", "linear-probe", "--epochs", "1", "--out", str(tmp_path / "run.safetensors")]
     assert main([command, *args]) == 0
     err = capsys.readouterr().err
     size = (repo_folder / WEIGHTS).stat().st_size

@@ -1,8 +1,6 @@
-"""explorer.analysis.lab: re-interpolating a rank learner without retraining."""
+"""The interpolation lab (explorer.analysis.lab over OrdinalCLIP.reinterpolate): re-interpolating without retraining."""
 
 from __future__ import annotations
-
-import threading
 
 import numpy as np
 import pytest
@@ -12,12 +10,12 @@ from app_testdata import build
 from explorer.analysis import lab
 from explorer.core.errors import ExplorerError
 from explorer.core.ranks import Ranks
-from explorer.methods.ordinalclip import interpolation_weights
+from explorer.methods.ordinalclip import interpolation_weights, resample_base_embeddings
 
 
 @pytest.fixture(scope="module")
 def model():
-    return build("rank", interpolation="linear", num_base_ranks=3, seed=11)
+    return build("ordinalclip", interpolation="linear", num_base_ranks=3, seed=11)
 
 
 def _stored(model) -> np.ndarray:
@@ -32,9 +30,8 @@ def test_same_scheme_and_b_reproduces_the_model(model):
     np.testing.assert_allclose(v.positions, [0, 10, 20])
 
 
-def test_other_scheme_matches_set_interpolation_on_a_copy(model):
-    other = build("rank", interpolation="linear", num_base_ranks=3, seed=11)
-    other.learner.set_interpolation("normal", 2.5)
+def test_other_scheme_matches_a_model_built_with_it(model):
+    other = build("ordinalclip", interpolation="normal", bandwidth=2.5, num_base_ranks=3, seed=11)  # the same bases
     v = lab.recompute(model, "normal", bandwidth=2.5)
     np.testing.assert_allclose(v.prototypes, _stored(other), atol=1e-5)
     assert v.label == "normal (bw 2.5) B=3"
@@ -53,18 +50,18 @@ def test_recompute_does_not_mutate_the_model(model):
 
 def test_resample_base_embeddings():
     emb = torch.arange(5, dtype=torch.float32)[:, None, None].expand(5, 2, 3).clone()
-    same = lab.resample_base_embeddings(emb, 5)
+    same = resample_base_embeddings(emb, 5)
     assert torch.equal(same, emb)
-    three = lab.resample_base_embeddings(emb, 3)  # positions 0, 2, 4
+    three = resample_base_embeddings(emb, 3)  # positions 0, 2, 4
     assert three[:, 0, 0].tolist() == [0.0, 2.0, 4.0]
-    four = lab.resample_base_embeddings(emb, 4)  # positions 0, 4/3, 8/3, 4: linear between neighbours
+    four = resample_base_embeddings(emb, 4)  # positions 0, 4/3, 8/3, 4: linear between neighbours
     np.testing.assert_allclose(four[:, 1, 2].numpy(), [0, 4 / 3, 8 / 3, 4], atol=1e-6)
-    one = lab.resample_base_embeddings(emb, 1)  # the middle rank
+    one = resample_base_embeddings(emb, 1)  # the middle rank
     assert one[:, 0, 0].tolist() == [2.0]
     with pytest.raises(ExplorerError):
-        lab.resample_base_embeddings(emb, 6)
+        resample_base_embeddings(emb, 6)
     with pytest.raises(ExplorerError):
-        lab.resample_base_embeddings(emb, 0)
+        resample_base_embeddings(emb, 0)
 
 
 def test_inv_prop_with_b_equal_r_reproduces_current_ranks(model):
@@ -82,23 +79,6 @@ def test_other_b_gives_normalised_prototypes(model):
         np.testing.assert_allclose(np.linalg.norm(v.prototypes, axis=1), 1.0, atol=1e-6)
 
 
-def test_lock_is_held_while_encoding(model):
-    class Recording:
-        def __init__(self):
-            self.inner, self.count = threading.RLock(), 0
-
-        def __enter__(self):
-            self.inner.acquire()
-            self.count += 1
-
-        def __exit__(self, *a):
-            self.inner.release()
-
-    lock = Recording()
-    out = lab.recompute_many(model, [("linear", 1.0, None), ("normal", 3.0, 4)], lock=lock)
-    assert lock.count == 2 and [v.label for v in out] == ["linear B=3", "normal (bw 3) B=4 (resampled)"]
-
-
 def test_bad_settings_are_refused(model):
     with pytest.raises(ExplorerError, match="Unknown interpolation"):
         lab.recompute(model, "cubic")
@@ -108,17 +88,10 @@ def test_bad_settings_are_refused(model):
         lab.recompute(model, "linear", num_base_ranks=22)
 
 
-def test_only_rank_learners():
-    plain = build("plain", seed=1)
-    with pytest.raises(ExplorerError, match="CoOp .plain. learner"):
-        lab.recompute(plain, "linear")
-    template = build("template", ranks=Ranks.integers(5))
-    with pytest.raises(ExplorerError, match="zero-shot template"):
-        lab.require_rank_learner(template)
-
-
-def test_weights_frame():
-    w = interpolation_weights(4, 2, "linear").numpy()
-    df = lab.weights_frame(w, ["a", "b", "c", "d"])
-    assert len(df) == 8 and set(df["base"]) == {"b1", "b2"}
-    assert df.groupby("rank")["weight"].sum().tolist() == pytest.approx([1, 1, 1, 1])
+def test_only_methods_with_the_lab_hooks():
+    coop = build("coop", seed=1)
+    with pytest.raises(ExplorerError, match="CoOp .* checkpoint; the interpolation lab needs"):
+        lab.recompute(coop, "linear")
+    with pytest.raises(ExplorerError, match="zero-shot"):
+        lab.lab_options(type(build("zeroshot", ranks=Ranks.integers(5))), None)
+    assert lab.lab_options(type(build("ordinalclip")), build("ordinalclip").config).schemes == ("linear", "inv_prop", "normal")

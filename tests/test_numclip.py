@@ -182,7 +182,7 @@ def test_numclip_run_end_to_end_on_dots(tmp_path, capsys):
     image.save(path)
     assert cli.main(["predict", str(out), str(path), "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["value"] == pytest.approx(float(stored.value[0]), abs=1e-4) and record["value_kind"] == "regressed"
+    assert record["value"] == pytest.approx(float(stored.value[0]), abs=1e-4) and record["estimate"] == "regressed"
     assert len(record["probs"]) == 5 and record["argmax_label"] in CONCEPT_PRESETS["dots"].names
     assert cli.main(["eval", str(out), "dots:20:12", "--json", "--cache-dir", str(tmp_path / "cache")]) == 0
     evaluation = json.loads(capsys.readouterr().out)["metrics"]

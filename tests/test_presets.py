@@ -25,9 +25,9 @@ def demo():
 
 
 def _prototypes(backbone, ranks, **settings):
-    config = make_config("template", num_ranks=len(ranks), **settings)
+    config = make_config("zeroshot", num_ranks=len(ranks), **settings)
     with torch.no_grad():
-        return get_method("template").build(backbone, config, ranks, seed=None)()
+        return get_method("zeroshot").build(backbone, config, ranks, seed=None)()
 
 
 def test_single_template_is_unchanged_by_the_ensemble_option(demo):

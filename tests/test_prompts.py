@@ -20,7 +20,7 @@ from app_testdata import demo_backbone
 from explorer.backbones.load import load_backbone
 from explorer.core.errors import ExplorerError
 from explorer.core.ranks import Ranks, read_names_file
-from explorer.methods import learner_config
+from explorer.methods import make_config, stored_config
 from explorer.methods.ordinalclip import interpolation_weights
 from explorer.methods.prompt import build_prompt_model
 
@@ -104,7 +104,7 @@ def learner_ctx(learner, num_ranks):
 @pytest.mark.slow
 def test_rank_learner_truncated_equals_full_length_vitb16(vitb16):
     """The spec's requirement: R=101, n=10, t=1 rank learner, truncated vs 77-token path, <= 1e-5."""
-    pm = build_prompt_model(vitb16, learner_config(kind="rank", num_ranks=101, num_context_tokens=10, num_tokens_per_rank=1))
+    pm = build_prompt_model(vitb16, make_config("ordinalclip", num_ranks=101, num_context_tokens=10, num_tokens_per_rank=1))
     with torch.no_grad():
         short_batch = pm.learner(full_length=False)
         full_batch = pm.learner(full_length=True, context_length=77)
@@ -125,18 +125,19 @@ PLAIN_NAMES = ["newborn", "25", "100", "middle aged adult", "7", "old person"]
 @pytest.mark.parametrize(
     "config",
     [
-        pytest.param(dict(kind="plain", num_ranks=6, num_context_tokens=4, rank_names=PLAIN_NAMES), id="plain-names"),
-        pytest.param(dict(kind="plain", num_ranks=6, num_context_tokens=3, num_tokens_per_rank=2), id="plain-random"),
-        pytest.param(dict(kind="rank", num_ranks=8, num_base_ranks=3, num_context_tokens=5, num_tokens_per_rank=2, position="front"), id="rank-front"),
-        pytest.param(dict(kind="rank", num_ranks=8, num_base_ranks=3, num_context_tokens=5, num_tokens_per_rank=2, position="middle"), id="rank-middle"),
-        pytest.param(dict(kind="rank", num_ranks=8, num_base_ranks=2, num_context_tokens=4, rank_specific_context=True), id="rank-specific-context"),
-        pytest.param(dict(kind="rank", num_ranks=8, num_base_ranks=3, context_init=AGE_CONTEXT, rank_names=["baby", "25", "100"], interpolation="normal"), id="rank-text-init"),
-        pytest.param(dict(kind="template", num_ranks=6, rank_names=PLAIN_NAMES), id="template"),
+        pytest.param(dict(kind="coop", num_ranks=6, num_context_tokens=4, rank_names=PLAIN_NAMES), id="plain-names"),
+        pytest.param(dict(kind="coop", num_ranks=6, num_context_tokens=3, num_tokens_per_rank=2), id="plain-random"),
+        pytest.param(dict(kind="ordinalclip", num_ranks=8, num_base_ranks=3, num_context_tokens=5, num_tokens_per_rank=2, position="front"), id="rank-front"),
+        pytest.param(dict(kind="ordinalclip", num_ranks=8, num_base_ranks=3, num_context_tokens=5, num_tokens_per_rank=2, position="middle"), id="rank-middle"),
+        pytest.param(dict(kind="ordinalclip", num_ranks=8, num_base_ranks=2, num_context_tokens=4, rank_specific_context=True), id="rank-specific-context"),
+        pytest.param(dict(kind="ordinalclip", num_ranks=8, num_base_ranks=3, context_init=AGE_CONTEXT, rank_names=["baby", "25", "100"],
+                          interpolation="normal"), id="rank-text-init"),
+        pytest.param(dict(kind="zeroshot", num_ranks=6, rank_names=PLAIN_NAMES), id="template"),
     ],
 )
 @pytest.mark.slow
 def test_truncated_equals_full_length_other_learners_vitb16(vitb16, config):
-    pm = build_prompt_model(vitb16, learner_config(**config))
+    pm = build_prompt_model(vitb16, stored_config(config))
     with torch.no_grad():
         short_len = pm.learner(full_length=False).embeddings.shape[1]
         short, full = pm(), pm(full_length=True)
@@ -148,7 +149,7 @@ def test_truncated_equals_full_length_other_learners_vitb16(vitb16, config):
 
 def test_truncated_equals_full_length_at_the_limit(demo):
     """n = 73, t = 1 fills all 77 positions exactly; both paths coincide."""
-    pm = build_prompt_model(demo, learner_config(kind="rank", num_ranks=5, num_base_ranks=2, num_context_tokens=73))
+    pm = build_prompt_model(demo, make_config("ordinalclip", num_ranks=5, num_base_ranks=2, num_context_tokens=73))
     with torch.no_grad():
         batch = pm.learner(full_length=False)
         assert batch.embeddings.shape[1] == 77 and batch.eot_index.tolist() == [76] * 5
@@ -163,9 +164,9 @@ def test_template_learner_equals_open_clip_encode_text(request, clip_tokenizer, 
     bb = request.getfixturevalue(which)
     if which == "vitb16":
         names = ["newborn", "7", "25", "48", "100", "one hundred and ten"]
-        config = learner_config(kind="template", num_ranks=6, rank_names=names, template="A photo of a {}-year-old, smiling Person!")
+        config = make_config("zeroshot", num_ranks=6, rank_names=names, template="A photo of a {}-year-old, smiling Person!")
     else:
-        config = learner_config(kind="template", num_ranks=101)  # default names: the rank labels 0..100
+        config = make_config("zeroshot", num_ranks=101)  # default names: the rank labels 0..100
     pm = build_prompt_model(bb, config)
     names = pm.config.rank_names  # the model's resolved copy; the caller's config is left as it was
     texts = [config.template.replace("{}", n) for n in names]
@@ -186,8 +187,8 @@ def test_template_learner_equals_open_clip_encode_text(request, clip_tokenizer, 
 @pytest.mark.parametrize("n", [5, 0], ids=["n5", "n0"])  # odd n: middle splits at floor(5/2) = 2
 def test_rank_learner_layout_matches_spec(demo, position, rank_specific, n):
     num_ranks, num_base, t = 7, 3, 2
-    config = learner_config(
-        kind="rank", num_ranks=num_ranks, num_base_ranks=num_base, num_context_tokens=n,
+    config = make_config(
+        "ordinalclip", num_ranks=num_ranks, num_base_ranks=num_base, num_context_tokens=n,
         num_tokens_per_rank=t, position=position, rank_specific_context=rank_specific,
     )
     learner = build_prompt_model(demo, config, seed=3).learner
@@ -214,7 +215,7 @@ def test_plain_learner_names_layout_per_rank_eot(demo, position):
     """Names of different token counts: rank r uses its own count t_r, so EOT = 1 + n + t_r + 1 (as the reference)."""
     n = 4
     learner = build_prompt_model(
-        demo, learner_config(kind="plain", num_ranks=6, num_context_tokens=n, rank_names=PLAIN_NAMES, position=position)
+        demo, make_config("coop", num_ranks=6, num_context_tokens=n, rank_names=PLAIN_NAMES, position=position)
     ).learner
     tok = demo.tokenizer
     counts = [len(tok.encode(name)) for name in PLAIN_NAMES]
@@ -286,20 +287,17 @@ def test_normal_bandwidth():
     torch.testing.assert_close(w10.sum(dim=1), torch.ones(101), atol=1e-6, rtol=0)
 
 
-def test_rank_learner_rank_embeddings_and_set_interpolation(demo):
-    pm = build_prompt_model(demo, learner_config(kind="rank", num_ranks=101, num_base_ranks=3))
+def test_rank_learner_rank_embeddings_are_the_interpolated_bases(demo):
+    pm = build_prompt_model(demo, make_config("ordinalclip", num_ranks=101, num_base_ranks=3))
     learner = pm.learner
     base = learner.rank_embeds.detach()
     torch.testing.assert_close(
         learner.rank_embeddings().detach(), torch.einsum("rk,ktd->rtd", reference_weights(101, 3, "linear"), base), atol=1e-6, rtol=0
     )
-    learner.set_interpolation("normal", bandwidth=1.0)
-    assert learner.config.interpolation == "normal"
+    normal = build_prompt_model(demo, make_config("ordinalclip", num_ranks=101, num_base_ranks=3, interpolation="normal", bandwidth=1.0))
     with torch.no_grad():
-        protos = pm()
+        protos = normal()
     assert torch.isfinite(protos).all()  # the reference gives NaN prototypes for 58 ranks here
-    with pytest.raises(ExplorerError, match="cubic"):
-        learner.set_interpolation("cubic")
 
 
 # --- 5. initialisation from text ------------------------------------------------------------------
@@ -309,13 +307,13 @@ def test_context_init_from_text(demo, clip_tokenizer):
     ids = clip_tokenizer([AGE_CONTEXT])[0]
     assert ids[0] == SOT and ids[1 : 1 + len(AGE_CONTEXT_IDS)].tolist() == AGE_CONTEXT_IDS and ids[11] == EOT
     for text in (AGE_CONTEXT, AGE_CONTEXT.replace(" ", "_")):
-        config = learner_config(kind="rank", num_ranks=11, num_context_tokens=4, context_init=text)
+        config = make_config("ordinalclip", num_ranks=11, num_context_tokens=4, context_init=text)
         pm = build_prompt_model(demo, config)
         assert pm.config.num_context_tokens == 10 and config.num_context_tokens == 4  # the text's token count overrides n = 4
         assert torch.equal(pm.learner.context_embeds.detach(), token_embeddings(demo, AGE_CONTEXT_IDS))
         assert pm.learner(full_length=False).eot_index.tolist() == [1 + 10 + 1 + 1] * 11
     # rank-specific context: the same text embedding, once per rank
-    pm = build_prompt_model(demo, learner_config(kind="plain", num_ranks=4, context_init=AGE_CONTEXT, rank_specific_context=True))
+    pm = build_prompt_model(demo, make_config("coop", num_ranks=4, context_init=AGE_CONTEXT, rank_specific_context=True))
     ctx = pm.learner.context_embeds.detach()
     assert ctx.shape == (4, 10, 128)
     for r in range(4):
@@ -334,7 +332,7 @@ def test_rank_names_init(demo, tmp_path):
     assert names == ["newborn", "25", "100 years"]
     ids = [demo.tokenizer.encode(name) for name in names]
     assert [len(i) for i in ids] == [1, 2, 4]
-    config = learner_config(kind="rank", num_ranks=101, num_base_ranks=3, num_context_tokens=3, rank_names=names)
+    config = make_config("ordinalclip", num_ranks=101, num_base_ranks=3, num_context_tokens=3, rank_names=names)
     learner = build_prompt_model(demo, config).learner
     base = learner.rank_embeds.detach()
     assert base.shape == (3, 4, 128) and learner.config.max_rank_tokens == 4
@@ -345,7 +343,7 @@ def test_rank_names_init(demo, tmp_path):
     assert learner(full_length=False).eot_index.tolist() == [1 + 3 + 4 + 1] * 101
     # plain learner: one name per rank, each zero-padded to the longest
     plain_names = [str(v) for v in range(0, 101, 10)] + ["old"]
-    plain = build_prompt_model(demo, learner_config(kind="plain", num_ranks=12, rank_names=plain_names)).learner
+    plain = build_prompt_model(demo, make_config("coop", num_ranks=12, rank_names=plain_names)).learner
     for r, name in enumerate(plain_names):
         row = demo.tokenizer.encode(name)
         assert torch.equal(plain.rank_embeds.detach()[r], token_embeddings(demo, row + [PAD] * (3 - len(row))))
@@ -361,29 +359,29 @@ def _error(fn) -> str:
 
 
 def test_invalid_settings_raise_explorer_error(demo, tmp_path):
-    build = lambda **kw: build_prompt_model(demo, learner_config(**kw))  # noqa: E731
-    msg = _error(lambda: build(kind="rank", num_ranks=5, num_base_ranks=6))
+    build = lambda **kw: build_prompt_model(demo, stored_config(kw))  # noqa: E731
+    msg = _error(lambda: build(kind="ordinalclip", num_ranks=5, num_base_ranks=6))
     assert "num_base_ranks" in msg and "6" in msg
-    assert "num_base_ranks" in _error(lambda: build(kind="rank", num_ranks=5, num_base_ranks=0))
-    msg = _error(lambda: build(kind="rank", interpolation="cubic"))
+    assert "num_base_ranks" in _error(lambda: build(kind="ordinalclip", num_ranks=5, num_base_ranks=0))
+    msg = _error(lambda: build(kind="ordinalclip", interpolation="cubic"))
     assert "cubic" in msg and "linear" in msg
-    msg = _error(lambda: build(kind="rank", position="left"))
+    msg = _error(lambda: build(kind="ordinalclip", position="left"))
     assert "left" in msg and "middle" in msg
-    msg = _error(lambda: build(kind="rank", num_context_tokens=80))
+    msg = _error(lambda: build(kind="ordinalclip", num_context_tokens=80))
     assert "84 tokens" in msg and "77" in msg
-    assert "77" in _error(lambda: build(kind="plain", num_context_tokens=74))  # 1 + 74 + 1 + 2 = 78
-    msg = _error(lambda: build(kind="template", num_ranks=3, template="a photo of a person"))
+    assert "77" in _error(lambda: build(kind="coop", num_context_tokens=74))  # 1 + 74 + 1 + 2 = 78
+    msg = _error(lambda: build(kind="zeroshot", num_ranks=3, template="a photo of a person"))
     assert "{}" in msg
-    msg = _error(lambda: build(kind="template", num_ranks=3, template="a " * 80 + "{}"))
+    msg = _error(lambda: build(kind="zeroshot", num_ranks=3, template="a " * 80 + "{}"))
     assert "longer than" in msg
-    assert "Unknown learner" in _error(lambda: build(kind="ordinal"))
-    assert "bandwidth" in _error(lambda: build(kind="rank", interpolation="normal", bandwidth=0.0))
-    assert "bandwidth" in _error(lambda: build(kind="rank", interpolation="normal", bandwidth=math.nan))
-    assert "num_tokens_per_rank" in _error(lambda: build(kind="plain", num_tokens_per_rank=0))
-    msg = _error(lambda: build(kind="plain", num_ranks=4, rank_names=["a", "b", "c"]))
+    assert "Unknown method" in _error(lambda: build(kind="ordinal"))
+    assert "bandwidth" in _error(lambda: build(kind="ordinalclip", interpolation="normal", bandwidth=0.0))
+    assert "bandwidth" in _error(lambda: build(kind="ordinalclip", interpolation="normal", bandwidth=math.nan))
+    assert "num_tokens_per_rank" in _error(lambda: build(kind="coop", num_tokens_per_rank=0))
+    msg = _error(lambda: build(kind="coop", num_ranks=4, rank_names=["a", "b", "c"]))
     assert "4 rank names" in msg and "got 3" in msg
-    assert "rank labels" in _error(lambda: build_prompt_model(demo, learner_config(num_ranks=5), ranks=Ranks.integers(6)))
-    assert "nope" in _error(lambda: learner_config(kind="rank", nope=1))
+    assert "rank labels" in _error(lambda: build_prompt_model(demo, make_config("ordinalclip", num_ranks=5), ranks=Ranks.integers(6)))
+    assert "nope" in _error(lambda: make_config("ordinalclip", nope=1))
     assert "Unknown interpolation" in _error(lambda: interpolation_weights(10, 3, "cubic"))
     assert "num_base_ranks" in _error(lambda: interpolation_weights(10, 11, "linear"))
 
@@ -394,7 +392,7 @@ def test_rank_learner_refuses_a_names_file_with_every_rank(demo, tmp_path):
     path.write_text("\n".join(f"{age}_years" for age in range(101)) + "\n", encoding="utf-8")
     names = read_names_file(path)
     assert len(names) == 101
-    msg = _error(lambda: build_prompt_model(demo, learner_config(kind="rank", num_ranks=101, num_base_ranks=3, rank_names=names)))
+    msg = _error(lambda: build_prompt_model(demo, make_config("ordinalclip", num_ranks=101, num_base_ranks=3, rank_names=names)))
     assert "3 base-rank names" in msg and "got 101" in msg and "names every rank" in msg
     msg = _error(lambda: read_names_file(path, expected=3, what="base ranks"))
     assert "all_ages.txt" in msg and "101 lines" in msg and "3 base ranks" in msg
@@ -423,7 +421,7 @@ def test_gradients_flow_through_truncated_path(demo, kind):
     weights = torch.randn(101, 128, generator=torch.Generator().manual_seed(5))
     grads = {}
     for full in (False, True):
-        pm = build_prompt_model(demo, learner_config(**config), seed=11)
+        pm = build_prompt_model(demo, stored_config(config), seed=11)
         params = dict(pm.learner.named_parameters())
         assert set(params) == {"context_embeds", "rank_embeds"}
         assert all(p.requires_grad for p in params.values())
@@ -441,7 +439,7 @@ def test_gradients_flow_through_truncated_path(demo, kind):
 
 
 def test_seeded_init_is_reproducible(demo):
-    config = lambda: learner_config(kind="rank", num_ranks=11, num_context_tokens=10, num_base_ranks=3)  # noqa: E731
+    config = lambda: make_config("ordinalclip", num_ranks=11, num_context_tokens=10, num_base_ranks=3)  # noqa: E731
     a = build_prompt_model(demo, config(), seed=0).state_tensors()
     torch.manual_seed(123)  # the global RNG must not matter
     b = build_prompt_model(demo, config(), seed=0).state_tensors()
@@ -459,9 +457,9 @@ def test_seeded_init_is_reproducible(demo):
 def test_building_never_changes_the_callers_config(demo):
     """Derived settings (n from the context text, token counts, template names) go into the model's own copy."""
     configs = [
-        learner_config(kind="rank", num_ranks=8, context_init="the age of the person is", rank_names=["young", "middle aged", "old"]),
-        learner_config(kind="plain", num_ranks=3, num_context_tokens=2, rank_names=["one", "twenty two", "three"]),
-        learner_config(kind="template", num_ranks=5),
+        make_config("ordinalclip", num_ranks=8, context_init="the age of the person is", rank_names=["young", "middle aged", "old"]),
+        make_config("coop", num_ranks=3, num_context_tokens=2, rank_names=["one", "twenty two", "three"]),
+        make_config("zeroshot", num_ranks=5),
     ]
     for config in configs:
         before = copy.deepcopy(config)

@@ -16,7 +16,7 @@ from open_clip.model import _build_text_tower
 
 from explorer.backbones.text_encoder import PromptBatch, TextEncoder, assemble_prompts, shared_prefix_length
 from explorer.core.settings import ENV_TEXT_PREFIX as PREFIX_ENV
-from explorer.methods import learner_config
+from explorer.methods import make_config, stored_config
 from explorer.methods.ordinalclip import interpolation_weights
 from explorer.methods.prompt import build_prompt_model
 
@@ -154,7 +154,7 @@ def test_learner_training_gradients_equal_plain_path(demo, kind):
     target = torch.randn(21, 128, generator=torch.Generator().manual_seed(5))
     out = {}
     for mode in ("auto", "off"):
-        pm = build_prompt_model(demo, learner_config(**config), seed=11)
+        pm = build_prompt_model(demo, stored_config(config), seed=11)
         pm.encoder.prefix_mode = mode
         (pm() * target).sum().backward()
         assert pm.encoder.last_path == ("shared" if mode == "auto" else "plain")
@@ -166,7 +166,7 @@ def test_learner_training_gradients_equal_plain_path(demo, kind):
 def test_lab_recompute_takes_the_shared_path(demo):
     from explorer.analysis import lab
 
-    pm = build_prompt_model(demo, learner_config(kind="rank", num_ranks=21, num_context_tokens=8), seed=3)
+    pm = build_prompt_model(demo, make_config("ordinalclip", num_ranks=21, num_context_tokens=8), seed=3)
     shared = lab.recompute(pm, "normal", bandwidth=2.0, num_base_ranks=4)
     assert pm.encoder.last_path == "shared"
     pm.encoder.prefix_mode = "off"
@@ -180,14 +180,14 @@ def test_lab_recompute_takes_the_shared_path(demo):
 
 @pytest.mark.parametrize("case", ["front", "rank_specific", "template", "full_length"])
 def test_fallback_where_the_prefix_is_not_shared(demo, case):
-    config = dict(kind="rank", num_ranks=11, num_context_tokens=6)
+    config = dict(kind="ordinalclip", num_ranks=11, num_context_tokens=6)
     if case == "front":
         config["position"] = "front"
     elif case == "rank_specific":
         config["rank_specific_context"] = True
     elif case == "template":
-        config = dict(kind="template", num_ranks=11)
-    pm = build_prompt_model(demo, learner_config(**config), seed=0)
+        config = dict(kind="zeroshot", num_ranks=11)
+    pm = build_prompt_model(demo, stored_config(config), seed=0)
     batch = pm.learner(full_length=case == "full_length", context_length=77)
     assert batch.shared_prefix == 0
     with torch.no_grad():
@@ -199,7 +199,7 @@ def test_fallback_where_the_prefix_is_not_shared(demo, case):
 
 
 def test_environment_variable_turns_auto_off(demo, monkeypatch):
-    pm = build_prompt_model(demo, learner_config(kind="rank", num_ranks=11, num_context_tokens=6), seed=0)
+    pm = build_prompt_model(demo, make_config("ordinalclip", num_ranks=11, num_context_tokens=6), seed=0)
     with torch.no_grad():
         pm()
         assert pm.encoder.last_path == "shared"

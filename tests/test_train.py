@@ -54,7 +54,7 @@ def backbone():
 
 
 def config(out: Path, cache: Path, **kw) -> TrainConfig:
-    base = dict(dataset=DATA, out=str(out), learner={"kind": "rank", "num_context_tokens": 4}, epochs=3, batch_size=8,
+    base = dict(dataset=DATA, out=str(out), learner={"kind": "ordinalclip", "num_context_tokens": 4}, epochs=3, batch_size=8,
                 device="cpu", cache_dir=str(cache))
     return TrainConfig(**{**base, **kw})
 
@@ -72,12 +72,12 @@ def json_out(capsys) -> dict:
 
 
 LEARNERS = {
-    "rank-linear": {"kind": "rank", "interpolation": "linear", "num_context_tokens": 4},
-    "rank-inv_prop": {"kind": "rank", "interpolation": "inv_prop", "num_context_tokens": 4},
-    "rank-normal": {"kind": "rank", "interpolation": "normal", "num_context_tokens": 4},
-    "plain": {"kind": "plain", "num_context_tokens": 4},
-    "template": {"kind": "template"},
-    "linear": {"kind": "linear"},
+    "rank-linear": {"kind": "ordinalclip", "interpolation": "linear", "num_context_tokens": 4},
+    "rank-inv_prop": {"kind": "ordinalclip", "interpolation": "inv_prop", "num_context_tokens": 4},
+    "rank-normal": {"kind": "ordinalclip", "interpolation": "normal", "num_context_tokens": 4},
+    "plain": {"kind": "coop", "num_context_tokens": 4},
+    "template": {"kind": "zeroshot"},
+    "linear": {"kind": "linear-probe"},
 }
 
 
@@ -121,7 +121,7 @@ def test_frozen_run_end_to_end(label, tmp_path, cache, backbone):
 
 @pytest.mark.slow
 def test_training_lowers_the_loss_and_beats_the_untrained_model(tmp_path, cache):
-    kw = dict(dataset="dots:5:20", learner={"kind": "rank"}, batch_size=32)
+    kw = dict(dataset="dots:5:20", learner={"kind": "ordinalclip"}, batch_size=32)
     untrained = train(config(tmp_path / "untrained.safetensors", cache, epochs=0, **kw))
     started = time.perf_counter()
     result = train(config(tmp_path / "trained.safetensors", cache, epochs=30, **kw))
@@ -173,7 +173,7 @@ def test_should_stop_ends_the_run_after_the_current_step(tmp_path, cache):
 def test_a_killed_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path, cache, capsys):
     out = tmp_path / "run.safetensors"
     resume_file = tmp_path / "run.resume.safetensors"
-    args = ["train", DATA, "--learner", "rank", "--context-tokens", "4", "--epochs", "50", "--batch-size", "8",
+    args = ["train", DATA, "--method", "ordinalclip", "--context-tokens", "4", "--epochs", "50", "--batch-size", "8",
             "--device", "cpu", "--out", str(out), "--cache-dir", str(cache), "--quiet"]
     proc = subprocess.Popen([sys.executable, "-m", "explorer", *args], cwd=REPO, env=subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -274,7 +274,7 @@ def test_finetune_writes_and_uses_its_own_backbone(tmp_path, backbone):
 
 def test_cli_train_eval_embed_and_bad_spec(tmp_path, cache, backbone, capsys):
     out = tmp_path / "cli.safetensors"
-    code = cli.main(["train", DATA, "--learner", "rank", "--context-tokens", "4", "--epochs", "2", "--out", str(out),
+    code = cli.main(["train", DATA, "--method", "ordinalclip", "--context-tokens", "4", "--epochs", "2", "--out", str(out),
                      "--cache-dir", str(cache), "--device", "cpu", "--json", "--quiet"])
     assert code == 0
     summary = json_out(capsys)

@@ -107,7 +107,7 @@ def distribution(probs: np.ndarray, labels: Sequence[str], values: Sequence[floa
                   annotation=dict(yshift=-18))  # one line below the value's label, so the two never overlap
     value = record.get("value", record["expected_value"])
     fig.add_vline(x=value, line_color="#d62728", line_dash="dash",
-                  annotation_text=f"{record.get('value_kind', 'expected')} {value:.1f}", annotation_position="top right")
+                  annotation_text=f"{record.get('estimate', 'expected')} {value:.1f}", annotation_position="top right")
     fig.update_xaxes(title=f"rank value{f' ({unit})' if unit else ''}")
     fig.update_yaxes(title="probability", rangemode="tozero")
     fig.update_layout(showlegend=False, bargap=0.05)

@@ -1,5 +1,8 @@
 """Nearest-word decoding of learned prompt tokens (context vectors and rank embeddings).
 
+Decoding is an optional capability of a method (:mod:`explorer.methods.hooks`): the token vectors come
+from its ``learned_tokens`` hook, so this module knows no method and no tensor name.
+
 Every learned token vector is compared with the backbone's vocabulary (its token embedding
 matrix, V x D): the K nearest tokens by Euclidean distance, with their cosine similarity too.
 A context initialised from text and never trained decodes back to exactly that text.
@@ -14,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from explorer.core.errors import ExplorerError
+from explorer.methods.hooks import LearnedTokens, offers
 
 NO_LEARNED_TOKENS = "{name} has no learned tokens to decode (a {what} checkpoint: its prompts are fixed text or it stores prototypes only)."
 
@@ -58,17 +62,20 @@ def nearest_tokens(vectors, embedding: torch.Tensor, decode, k: int = 5) -> list
     return out
 
 
-def _rank_tokens(ckpt, rank_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(R x t x D per-rank embeddings, B x t x D bases or None): what the method says its stored
-    ``rank_embeds`` are (OrdinalCLIP: bases, interpolated to every rank)."""
-    return ckpt.method.rank_token_embeddings(ckpt.learner_config, rank_embeds)
+def learned_tokens(ckpt) -> LearnedTokens | None:
+    """The token vectors ``ckpt``'s method learned (its ``learned_tokens`` hook), or None when the method
+    does not implement decoding or the checkpoint stores prototypes only."""
+    method = ckpt.method if ckpt.kind == "full" else None
+    if not offers(method, "decode"):
+        return None
+    tokens = method.learned_tokens(ckpt.learner_config, ckpt.learner_tensors())
+    has_context = tokens.context is not None and tokens.context.numel() > 0
+    return tokens if has_context or tokens.classes is not None else None
 
 
 def has_learned_tokens(ckpt) -> bool:
-    """True when ``ckpt`` stores learned context or rank token vectors (a ``decodable`` method's)."""
-    method = ckpt.method if ckpt.kind == "full" else None
-    tensors = ckpt.learner_tensors() if method is not None and method.decodable else {}
-    return "context_embeds" in tensors or "rank_embeds" in tensors
+    """True when ``ckpt`` has learned token vectors to decode (the app offers decoding exactly then)."""
+    return learned_tokens(ckpt) is not None
 
 
 def decode_checkpoint(ckpt, backbone, top: int = 5) -> dict[str, Any]:
@@ -76,17 +83,14 @@ def decode_checkpoint(ckpt, backbone, top: int = 5) -> dict[str, Any]:
 
     Keys: ``context`` (positions x K, or ranks x positions x K when rank-specific),
     ``context_per_rank`` (bool), ``ranks`` ([{rank, label, tokens: t x K}]), ``bases``
-    (rank learner: [{base, position, tokens}], else None), ``message``. A checkpoint without
+    (interpolated methods: [{base, position, tokens}], else None), ``message``. A checkpoint without
     learned tokens gives empty lists and the one-sentence ``message``.
     """
-    from explorer.methods.ordinalclip import base_positions
-
-    tensors = ckpt.learner_tensors() if ckpt.kind == "full" else {}
     out: dict[str, Any] = {"checkpoint": ckpt.name, "top": int(top), "context": [], "context_per_rank": False,
                            "ranks": [], "bases": None, "message": None}
-    if not has_learned_tokens(ckpt):
-        what = (ckpt.meta.get("learner") or {}).get("kind") or (ckpt.meta.get("source") or {}).get("learner") or ckpt.kind
-        out["message"] = NO_LEARNED_TOKENS.format(name=ckpt.name, what=what)
+    tokens = learned_tokens(ckpt)
+    if tokens is None:
+        out["message"] = NO_LEARNED_TOKENS.format(name=ckpt.name, what=ckpt.method_name or ckpt.kind)
         return out
     ckpt.check_backbone(backbone)
     W = token_embedding_matrix(backbone)
@@ -100,16 +104,14 @@ def decode_checkpoint(ckpt, backbone, top: int = 5) -> dict[str, Any]:
         return [flat[i * t : (i + 1) * t] for i in range(x.shape[0])]
 
     labels = ckpt.classes.labels  # the prototype rows: ranks, or NumCLIP's concepts
-    ctx = tensors.get("context_embeds")
-    if ctx is not None and ctx.numel():
-        out["context_per_rank"] = ctx.dim() == 3
-        out["context"] = near(ctx)
-    if "rank_embeds" in tensors:
-        per_rank, bases = _rank_tokens(ckpt, tensors["rank_embeds"])
-        out["ranks"] = [{"rank": r, "label": labels[r], "tokens": tok} for r, tok in enumerate(near(per_rank))]
-        if bases is not None:
-            pos = base_positions(len(labels), bases.shape[0]).tolist()
-            out["bases"] = [{"base": b, "position": pos[b], "tokens": tok} for b, tok in enumerate(near(bases))]
+    if tokens.context is not None and tokens.context.numel():
+        out["context_per_rank"] = tokens.context.dim() == 3
+        out["context"] = near(tokens.context)
+    if tokens.classes is not None:
+        out["ranks"] = [{"rank": r, "label": labels[r], "tokens": tok} for r, tok in enumerate(near(tokens.classes))]
+    if tokens.bases is not None:
+        pos = tokens.base_positions or [float("nan")] * len(tokens.bases)
+        out["bases"] = [{"base": b, "position": pos[b], "tokens": tok} for b, tok in enumerate(near(tokens.bases))]
     return out
 
 

@@ -210,7 +210,7 @@ def predict_split(ckpt, backbone, dataset_spec: str, split: str = "test", cache_
     normed = torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy().astype(np.float64)
     return SplitPredictions(ckpt.name, dataset_spec, split, normed, es.labels, probs, predictor.class_targets(es.labels),
                             note=es.note(), values=values, samples=list(es.samples), found=found,
-                            spreads=es.dataset.spreads(es.samples), prototypes=as_array(predictor.matrix),
+                            spreads=es.dataset.spreads(es.samples), prototypes=as_array(ckpt.prototypes.matrix),
                             matching=es.summary() if es.note() else None, source=es.dataset)
 
 

@@ -22,6 +22,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from explorer.store.checkpoints import inspect_resume_state
     from explorer.store.resume import is_resume_name
 
+    if args.checkpoint is None:
+        return _print_methods(args.json)
     path = Path(args.checkpoint)
     resume = inspect_resume_state(path) if path.is_file() and is_resume_name(path) else None
     summary = resume if resume is not None else _open(args, need_backbone=False)[0].summary()
@@ -32,6 +34,38 @@ def cmd_info(args: argparse.Namespace) -> int:
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         print(f"{key:>18}: {value}")
+    return 0
+
+
+def method_table() -> list[dict]:
+    """One row per known method: name, title, where it comes from, what it offers; or why it is unusable."""
+    from explorer.methods import REGISTRY, find_method, method_names, unusable_methods
+    from explorer.methods.hooks import CAPABILITIES, offers
+
+    unusable = unusable_methods()
+    rows = []
+    for name in dict.fromkeys([*method_names(), *unusable]):
+        cls = find_method(name)
+        origin = "built-in" if name in REGISTRY else "plug-in"
+        if cls is None:
+            rows.append({"method": name, "origin": origin, "usable": False, "problem": unusable.get(name, "")})
+            continue
+        rows.append({"method": name, "origin": origin, "usable": True, "title": cls.title,
+                     "offers": [c for c in CAPABILITIES if offers(cls, c)]})
+    return rows
+
+
+def _print_methods(as_json: bool) -> int:
+    rows = method_table()
+    if as_json:
+        _print_json({"methods": rows})
+        return 0
+    for row in rows:
+        if row["usable"]:
+            offered = f"; offers {', '.join(row['offers'])}" if row["offers"] else ""
+            print(f"{row['method']:>14}: {row['title']} ({row['origin']}{offered})")
+        else:
+            print(f"{row['method']:>14}: unusable ({row['origin']}): {row['problem']}")
     return 0
 
 
@@ -165,7 +199,7 @@ def _report_predictions(args: argparse.Namespace, pred, crops, ranks, is_demo: b
         face_note = "" if face is None else (
             f"; face {face['box']} (score {face['score']:.2f})" if face["found"] else "; no face found: whole image")
         print(
-            f"{rec['image']}: {rec['value_kind']} {ranks.format_value(rec['value'])}, argmax {rec['argmax_label']}, "
+            f"{rec['image']}: {rec['estimate']} {ranks.format_value(rec['value'])}, argmax {rec['argmax_label']}, "
             f"median {rec['median_value']:g}, {rec['coverage'] * 100:.0f}% interval [{lo:g}, {hi:g}]; top: {top}{face_note}"
         )
 
@@ -233,8 +267,8 @@ def cmd_zero_shot(args: argparse.Namespace) -> int:
 
 def add_checkpoint_parsers(add) -> None:
     """info / prototypes / analyze / predict / export / import-reference / zero-shot."""
-    p = add("info", "Summary of a checkpoint (kind, backbone, learner, ranks, metrics).")
-    p.add_argument("checkpoint", help="checkpoint .safetensors file")
+    p = add("info", "Summary of a checkpoint (kind, backbone, method, ranks, metrics); without one, the known methods.")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint .safetensors file (none: list the methods, plug-ins included, and any unusable one)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = add("prototypes", "Write the normalised R x E prototypes (float32 .npy), or benchmark their computation.", backbone=True)

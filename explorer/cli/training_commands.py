@@ -9,32 +9,50 @@ from pathlib import Path
 from typing import Any
 
 from explorer.cli.base import DownloadBar, _Bar, _open, _print_json, command
+from explorer.core.errors import ExplorerError
 
 
-def _learner_settings(args: argparse.Namespace, method: str | None) -> dict[str, Any]:
-    """The options of ``method`` (None: of every registered method) set on the command line (the
-    rank-names file read into names)."""
-    from explorer.core.options import values_from_args
+def _usable_methods() -> dict[str, Any]:
+    """name -> Method class of every method that can be used (an unusable plug-in is left out)."""
+    from explorer.methods import find_method, method_names
+
+    return {name: cls for name in method_names() if (cls := find_method(name)) is not None}
+
+
+def _learner_settings(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    """The options of the methods ``names`` set on the command line (the rank-names file read into names);
+    an option that belongs to none of them is refused in one sentence naming the methods it belongs to."""
+    from explorer.core.options import flag_fields, values_from_args
     from explorer.core.ranks import read_names_file
-    from explorer.methods import REGISTRY, get_method
+    from explorer.methods import canonical_name, get_method
 
+    chosen = [canonical_name(n) for n in names]
+    owners: dict[str, tuple[str, list[str]]] = {}
+    for name, cls in _usable_methods().items():
+        for f in flag_fields(cls.config_class):
+            owners.setdefault(f.metadata["flag"], (f.name, []))[1].append(name)
+    for flag, (field_name, methods) in owners.items():
+        if getattr(args, field_name, None) is not None and not set(methods) & set(chosen):
+            raise ExplorerError(f"{flag} is an option of {', '.join(methods)}, not of {', '.join(dict.fromkeys(chosen))}.")
     settings: dict[str, Any] = {}
-    for name in [method] if method else list(REGISTRY):
+    for name in dict.fromkeys(chosen):
         settings.update(values_from_args(get_method(name).config_class, args))
     if settings.get("rank_names"):
         settings["rank_names"] = read_names_file(settings["rank_names"])
     return settings
 
 
-def _train_config(args: argparse.Namespace, dataset: str, out: str, method: str | None = None):
-    """The TrainConfig of a train / sweep command: dataclass defaults, the --preset's, then the flags given."""
+def _train_config(args: argparse.Namespace, dataset: str, out: str, method: str | None = None, learner: dict | None = None):
+    """The TrainConfig of a train / sweep command: dataclass defaults, the --preset's, then the flags given
+    (the method's own: ``learner``, default: those set on the command line for ``method``)."""
     from explorer.core.options import values_from_args
     from explorer.methods import DEFAULT_METHOD
     from explorer.training.config import TrainConfig, config_from_preset
 
     method = method or DEFAULT_METHOD
+    learner = _learner_settings(args, [method]) if learner is None else learner
     return config_from_preset(
-        getattr(args, "preset", None), dataset, out, method, values_from_args(TrainConfig, args), _learner_settings(args, method),
+        getattr(args, "preset", None), dataset, out, method, values_from_args(TrainConfig, args), learner,
         backbone=args.backbone, skip_bad=args.skip_bad, device=args.device, cache_dir=args.cache_dir, name=getattr(args, "name", None),
     )
 
@@ -43,7 +61,7 @@ def _train_config(args: argparse.Namespace, dataset: str, out: str, method: str 
 def cmd_train(args: argparse.Namespace) -> int:
     from explorer.training.trainer import train
 
-    config = _train_config(args, args.dataset, args.out, args.learner)
+    config = _train_config(args, args.dataset, args.out, args.method)
     result = train(config, progress=_Bar(args.quiet), resume=args.resume)
     summary = {
         "checkpoint": str(result.checkpoint), "history": str(result.history_path), "best_epoch": result.best_epoch + 1,
@@ -124,8 +142,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from explorer.training.config import parse_learner_list, sweep_grid
     from explorer.training.sweeps import sweep
 
-    base = _train_config(args, args.dataset, str(Path(args.out_dir) / "run.safetensors"))
-    learners = parse_learner_list(args.learners, _learner_settings(args, None))
+    names = [spec.partition(":")[0] for spec in args.learners.split(",") if spec.strip()]
+    settings = _learner_settings(args, names)  # an option none of the listed methods has is refused
+    base = _train_config(args, args.dataset, str(Path(args.out_dir) / "run.safetensors"), learner={})
+    learners = parse_learner_list(args.learners, settings)
     shots = [None if s in ("all", "0") else int(s) for s in args.shots_list.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     table = sweep(sweep_grid(base, learners, shots, seeds, args.out_dir), Path(args.out_dir), progress=_Bar(args.quiet))
@@ -156,19 +176,24 @@ def _face_flags(p, text: str, margin: bool = True) -> None:
 
 
 def _train_flags(p) -> None:
-    """--preset, the TrainConfig flags and every method's own flags."""
-    from explorer.core.options import add_flags
-    from explorer.methods import REGISTRY, get_method
+    """--preset, the TrainConfig flags and every usable method's own flags (a plug-in whose flag is one
+    of train's own is left out, with one line on stderr)."""
+    from explorer.core.options import add_flags, flag_fields
     from explorer.training.config import TrainConfig
     from explorer.training.recipes import RECIPES
 
     p.add_argument("--preset", choices=list(RECIPES), default=None,
                    help="paper preset: ranks, prompt initialisation and the reference recipe of "
                         + ", ".join(f"{k} ({r.title})" for k, r in RECIPES.items()) + "; flags given win")
-    add_flags(p, TrainConfig)
-    seen: set[str] = set()
-    for name in REGISTRY:
-        add_flags(p, get_method(name).config_class, seen)
+    seen: dict[str, str] = {}
+    add_flags(p, TrainConfig, seen)
+    own = dict(seen)
+    for name, cls in _usable_methods().items():
+        clash = [flag for flag in (f.metadata["flag"] for f in flag_fields(cls.config_class)) if flag in own]
+        if clash:
+            print(f"ordinal-explorer: the method '{name}' is left out: its flag {clash[0]} is one of train's own.", file=sys.stderr)
+            continue
+        add_flags(p, cls.config_class, seen)
 
 
 def _add_training_parsers(add) -> None:
@@ -183,8 +208,8 @@ def _add_training_parsers(add) -> None:
 
     p = add("train", "Train a prompt learner (or a baseline) and write the best checkpoint by validation MAE.")
     p.add_argument("dataset", help="DATASET spec, e.g. dots:20, utkface:DIR, csv:FILE")
-    p.add_argument("--learner", choices=method_names(aliases=True), default=DEFAULT_METHOD, metavar="METHOD",
-                   help="method: " + ", ".join(method_names()) + f" (old names {', '.join(ALIASES)} work too)")
+    p.add_argument("--method", "--learner", dest="method", choices=method_names(aliases=True), default=DEFAULT_METHOD, metavar="METHOD",
+                   help="method: " + ", ".join(method_names()) + f" (--learner and the old names {', '.join(ALIASES)} work too)")
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors); history goes beside it")
     p.add_argument("--name", default=None, help="display name stored in the checkpoint")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its .resume.safetensors state")

@@ -52,15 +52,25 @@ def flag_fields(cls: type) -> list[Field]:
     return [f for f in fields(cls) if f.metadata.get("flag")]
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type, seen: set[str] | None = None, note: str = "") -> None:
-    """Add one flag per option of ``cls`` (skipping flags in ``seen``); parsed values default to None
-    so that :func:`values_from_args` can tell what the user set."""
-    seen = set() if seen is None else seen
+def flag_conflicts(cls: type, seen: dict[str, str]) -> list[str]:
+    """Sentences for each flag of ``cls`` that ``seen`` (flag -> field name) has on another field."""
+    return [f"{f.metadata['flag']} is declared on field '{f.name}' but is already the flag of '{seen[f.metadata['flag']]}'"
+            for f in flag_fields(cls) if seen.get(f.metadata["flag"], f.name) != f.name]
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, seen: dict[str, str] | None = None, note: str = "") -> None:
+    """Add one flag per option of ``cls``; a flag in ``seen`` (flag -> field name, filled here) is shared
+    when it is on a field of the same name and refused (ValueError) otherwise. Parsed values default to
+    None so that :func:`values_from_args` can tell what the user set."""
+    seen = {} if seen is None else seen
+    conflicts = flag_conflicts(cls, seen)
+    if conflicts:
+        raise ValueError(f"{cls.__name__}: {'; '.join(conflicts)}.")
     for f in flag_fields(cls):
         flag = f.metadata["flag"]
         if flag in seen:
             continue
-        seen.add(flag)
+        seen[flag] = f.name
         default = _default(f)
         help_text = f.metadata["help"] + note + (f" (default {default})" if default not in (None, False) else "")
         kw: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}

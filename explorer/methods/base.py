@@ -13,11 +13,12 @@ from dataclasses import asdict, fields
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from explorer.core.errors import ExplorerError
 from explorer.core.ranks import Ranks
+from explorer.methods.hooks import LabOptions, LabVariant, LearnedTokens
+from explorer.predict.contract import Predictor
 
 
 class ConfigMixin:
@@ -33,7 +34,7 @@ class ConfigMixin:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ExplorerError(f"Unknown learner settings: {', '.join(unknown)}.")
+            raise ExplorerError(f"Unknown method settings: {', '.join(unknown)}.")
         return cls(**data)
 
     @property
@@ -54,8 +55,6 @@ class Method(nn.Module):
     config_class: ClassVar[type] = ConfigMixin
     trainable: ClassVar[bool] = True
     supports_finetune: ClassVar[bool] = True
-    supports_lab: ClassVar[bool] = False  # the interpolation lab can re-interpolate its ranks (OrdinalCLIP)
-    decodable: ClassVar[bool] = False  # it learns token vectors that the Analysis page decodes to words
     # The config fields the app's Train form shows (None: every field with a CLI flag that a form can edit)
     form_fields: ClassVar[tuple[str, ...] | None] = None
     form_defaults: ClassVar[dict[str, Any]] = {}  # Train-form defaults where they differ from the config's
@@ -151,16 +150,28 @@ class Method(nn.Module):
 
         return Prototypes(self(full_length=full_length).cpu(), self.logit_scale, self.classes)
 
-    def predictor(self):
-        """What predicts from image features with the current parameters (``Prototypes`` by default)."""
+    def predictor(self) -> Predictor:
+        """What predicts from image features with the current parameters (:class:`~explorer.predict.contract.Predictor`;
+        ``Prototypes`` by default: softmax over the prototypes and the expectation)."""
         return self.prototypes()
 
     @classmethod
-    def predictor_from_checkpoint(cls, checkpoint):
+    def predictor_from_checkpoint(cls, checkpoint) -> Predictor:
         """What predicts from image features with a checkpoint's stored tensors (its prototypes by default)."""
         return checkpoint.prototypes
 
+    # --- optional hooks (explorer.methods.hooks): the app and CLI offer what a method implements -----
 
-def normalized(x: torch.Tensor) -> torch.Tensor:
-    """L2-normalise the last dimension in float32."""
-    return F.normalize(x.float(), dim=-1)
+    @classmethod
+    def learned_tokens(cls, config, tensors: dict[str, torch.Tensor]) -> LearnedTokens:
+        """decode: the token vectors it learned, from a checkpoint's learner tensors (names without ``learner.``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def lab_options(cls, config) -> LabOptions:
+        """lab: the interpolation schemes it offers and the setting it was trained with."""
+        raise NotImplementedError
+
+    def reinterpolate(self, scheme: str, bandwidth: float = 1.0, num_base_ranks: int | None = None) -> LabVariant:
+        """lab: its normalised prototypes with the rank embeddings re-interpolated (nothing is changed)."""
+        raise NotImplementedError

@@ -8,7 +8,7 @@ import torch
 
 from explorer.core.errors import ExplorerError
 from explorer.core.options import option
-from explorer.methods.prompt import PromptConfig, PromptLearner, PromptModel, TokenTools
+from explorer.methods.prompt import LearnedPromptModel, PromptConfig, PromptLearner, TokenTools
 
 
 @dataclass
@@ -38,7 +38,7 @@ class PlainPromptLearner(PromptLearner):
         return list(counts) if counts else super().rank_token_counts()
 
 
-class CoOp(PromptModel):
+class CoOp(LearnedPromptModel):
     """The plain learner."""
 
     name = "coop"

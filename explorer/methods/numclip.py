@@ -24,8 +24,8 @@ from explorer.methods.base import ConfigMixin
 from explorer.methods.concepts import CONCEPT_PRESETS, ConceptBins, bin_index, resolve_concepts
 from explorer.methods.coop import CoOpConfig
 from explorer.methods.objectives import distance_weighted_logits, fcrl_kl, kl_text_to_image
-from explorer.methods.prompt import PromptModel, build_prompt_model
-from explorer.predict.summaries import summarize
+from explorer.methods.prompt import LearnedPromptModel, PromptModel, build_prompt_model
+from explorer.predict.contract import ModulePredictor
 
 
 @dataclass
@@ -99,7 +99,7 @@ class SoftBinRegressor(nn.Module):
         return (probs * self.bin_starts / (1 + self.ssr_lambda * delta)).sum(dim=-1)
 
 
-class NumCLIP(PromptModel):
+class NumCLIP(LearnedPromptModel):
     """Concept prototypes (K x E) from a plain learner, image adapter and soft-bin regressor."""
 
     name = "numclip"
@@ -243,42 +243,47 @@ def resolve_numclip_config(config: NumCLIPConfig, ranks: Ranks) -> NumCLIPConfig
     return replace(config, bin_starts=bins.starts, bin_names=bins.names, context_init=context_init)
 
 
-class NumCLIPPredictor:
-    """Prediction with stored tensors: concept distribution (K bins) and the regressed value."""
+class NumCLIPHead(nn.Module):
+    """features -> (softmax over the K concepts, the regressed value): adapter mix, scale x cosine with
+    the concept prototypes, soft-bin regressor plus the value offset (docs/methods/numclip.md §3)."""
 
-    def __init__(self, prototypes: torch.Tensor, logit_scale: float, ranks: Ranks, config: NumCLIPConfig,
+    def __init__(self, prototypes: torch.Tensor, logit_scale: float, config: NumCLIPConfig,
                  adapter: nn.Module | None, regressor: SoftBinRegressor):
-        self.matrix = F.normalize(prototypes.float(), dim=-1)
-        self.logit_scale, self.ranks, self.config = float(logit_scale), ranks, config
-        self.bins = config.bins(ranks.unit)
+        super().__init__()
+        self.register_buffer("matrix", F.normalize(prototypes.float(), dim=-1))
+        self.logit_scale, self.ratio, self.offset = float(logit_scale), float(config.adapter_ratio), float(config.value_offset)
         self.adapter = None if adapter is None else adapter.requires_grad_(False).eval()
         self.regressor = regressor.requires_grad_(False).eval()
 
-    @torch.no_grad()
-    def logits(self, image_features: torch.Tensor) -> torch.Tensor:
-        """N x K concept logits."""
-        feats = torch.as_tensor(image_features, dtype=torch.float32)
-        feats = feats[None] if feats.dim() == 1 else feats
-        if feats.shape[-1] != self.matrix.shape[1]:
-            raise ExplorerError(f"Image features have {feats.shape[-1]} dimensions but the prototypes have {self.matrix.shape[1]}.")
-        return self.logit_scale * adapt_features(feats, self.adapter, self.config.adapter_ratio) @ self.matrix.T
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.logit_scale * adapt_features(features, self.adapter, self.ratio) @ self.matrix.T
+        return torch.softmax(logits, dim=-1), self.regressor(logits) + self.offset
+
+
+class NumCLIPPredictor(ModulePredictor):
+    """Prediction with stored tensors: concept distribution (K bins) and the regressed value."""
+
+    estimate = "regressed"
+
+    def __init__(self, prototypes: torch.Tensor, logit_scale: float, ranks: Ranks, config: NumCLIPConfig,
+                 adapter: nn.Module | None, regressor: SoftBinRegressor):
+        self.ranks, self.config = ranks, config
+        self.bins = config.bins(ranks.unit)
+        self.head = NumCLIPHead(prototypes, logit_scale, config, adapter, regressor)
+
+    @property
+    def classes(self) -> Ranks:
+        return self.bins.as_ranks()
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.head.matrix.shape[1])
+
+    def export_module(self) -> nn.Module:
+        """NumCLIP's head (adapter, concept prototypes, regressor)."""
+        return self.head
 
     def class_targets(self, labels: np.ndarray) -> np.ndarray:
         """The concept bin of each rank-index label (bins are in regressor units: label - value_offset, docs/methods/numclip.md §3)."""
         shifted = torch.as_tensor(self.ranks.value_array[np.asarray(labels)]) - self.config.value_offset
-        return bin_index(shifted, self.regressor.bin_starts).numpy().astype(np.int64)
-
-    @torch.no_grad()
-    def outputs(self, image_features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(N x K concept probabilities, N regressed values in the ranks' units)."""
-        logits = self.logits(image_features)
-        values = self.regressor(logits) + self.config.value_offset
-        return torch.softmax(logits, dim=-1).numpy().astype(np.float64), values.numpy().astype(np.float64)
-
-    def predict(self, image_features: torch.Tensor, coverage: float = 0.9):
-        """Distribution over the concept bins and the regressed value (``Prediction.value``)."""
-
-        probs, values = self.outputs(image_features)
-        pred = summarize(probs, self.bins.as_ranks(), coverage)
-        pred.values = values
-        return pred
+        return bin_index(shifted, self.head.regressor.bin_starts).numpy().astype(np.int64)

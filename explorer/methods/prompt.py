@@ -4,7 +4,8 @@ A prompt learner (OrdinalCLIP's in :mod:`explorer.methods.ordinalclip`, CoOp's i
 :mod:`explorer.methods.coop`, zero-shot templates in :mod:`explorer.methods.zeroshot`) yields a
 :class:`~explorer.backbones.text_encoder.PromptBatch` (token embeddings of R prompts);
 :class:`~explorer.backbones.text_encoder.TextEncoder` turns it into text features, and :class:`PromptModel`
-pairs the two to give normalised prototypes. Each method's own config, learner, validation and
+pairs the two to give normalised prototypes (:class:`LearnedPromptModel`: the methods that learn their
+token vectors, which can be decoded into words). Each method's own config, learner, validation and
 stored shapes live in its module; :func:`build_prompt_model` builds any of them from its config.
 """
 
@@ -23,6 +24,7 @@ from explorer.core.errors import ExplorerError
 from explorer.core.options import option
 from explorer.core.ranks import Ranks
 from explorer.methods.base import ConfigMixin, Method
+from explorer.methods.hooks import LearnedTokens
 
 POSITIONS = ("tail", "front", "middle")
 PAD_ID = 0
@@ -178,11 +180,7 @@ def names_to_embeddings(names: list[str], tools: TokenTools) -> tuple[torch.Tens
 
 class PromptModel(Method):
     """Base of the prompt methods: a learner with the text encoder it feeds; ``forward()`` gives
-    normalised prototypes (R x E). A subclass names its config and learner (:meth:`make_learner`)
-    and the rows of its stored rank embeddings (:meth:`rank_rows`)."""
-
-    config_class: ClassVar[type] = PromptConfig
-    decodable = True
+    normalised prototypes (R x E). A subclass names its config and learner (:meth:`make_learner`)."""
 
     def __init__(self, learner: nn.Module, encoder: TextEncoder, logit_scale: float, ranks: Ranks):
         super().__init__()
@@ -192,7 +190,7 @@ class PromptModel(Method):
         self.ranks = ranks
 
     @classmethod
-    def build(cls, backbone, config: PromptConfig, ranks: Ranks, seed: int | None = 0) -> "PromptModel":
+    def build(cls, backbone, config, ranks: Ranks, seed: int | None = 0) -> "PromptModel":
         """See :func:`build_prompt_model`."""
         return build_prompt_model(backbone, config, ranks, seed)
 
@@ -204,8 +202,36 @@ class PromptModel(Method):
 
     @classmethod
     def resolve_config(cls, config, tools: TokenTools, ranks: Ranks):
-        """A copy of ``config`` with what the tokenizer decides filled in (the caller's is never changed):
-        n from the context text, the token counts of the rank names."""
+        """A copy of ``config`` with what the tokenizer or the ranks decide filled in (the caller's is never changed)."""
+        return copy.deepcopy(config)
+
+    @classmethod
+    def stored_settings(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Version-1 checkpoints store every prompt-learner field; the ones this config lacks are dropped."""
+        own = {f.name for f in fields(cls.config_class)}
+        return {k: v for k, v in data.items() if k in own or k not in STORED_PROMPT_FIELDS}
+
+    @property
+    def config(self):
+        return self.learner.config
+
+    def learned_parameters(self):
+        return self.learner.named_parameters()
+
+    def forward(self, full_length: bool = False) -> torch.Tensor:
+        prompts = self.learner(full_length=full_length, context_length=self.encoder.context_length)
+        return F.normalize(self.encoder(prompts).float(), dim=-1)
+
+
+class LearnedPromptModel(PromptModel):
+    """A prompt method that learns its context and rank (or concept) token vectors: stored as
+    ``context_embeds`` and ``rank_embeds`` (:meth:`rank_rows` rows), decodable into words."""
+
+    config_class: ClassVar[type] = PromptConfig
+
+    @classmethod
+    def resolve_config(cls, config, tools: TokenTools, ranks: Ranks):
+        """n from the context text, the token counts of the rank names."""
         config = copy.deepcopy(config)
         if config.context_init:  # n is the text's token count
             config.num_context_tokens = len(tools.encode(config.context_init.replace("_", " ")))
@@ -231,26 +257,9 @@ class PromptModel(Method):
         return {"num_context_tokens": config.get("num_context_tokens")}
 
     @classmethod
-    def stored_settings(cls, data: dict[str, Any]) -> dict[str, Any]:
-        """Version-1 checkpoints store every prompt-learner field; the ones this config lacks are dropped."""
-        own = {f.name for f in fields(cls.config_class)}
-        return {k: v for k, v in data.items() if k in own or k not in STORED_PROMPT_FIELDS}
-
-    @classmethod
-    def rank_token_embeddings(cls, config, rank_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(R x t x D per-rank embeddings, B x t x D bases or None) from the stored ``rank_embeds``."""
-        return rank_embeds, None
-
-    @property
-    def config(self):
-        return self.learner.config
-
-    def learned_parameters(self):
-        return self.learner.named_parameters()
-
-    def forward(self, full_length: bool = False) -> torch.Tensor:
-        prompts = self.learner(full_length=full_length, context_length=self.encoder.context_length)
-        return F.normalize(self.encoder(prompts).float(), dim=-1)
+    def learned_tokens(cls, config, tensors: dict[str, torch.Tensor]) -> LearnedTokens:
+        """The context vectors and one embedding per class, as stored."""
+        return LearnedTokens(context=tensors.get("context_embeds"), classes=tensors.get("rank_embeds"))
 
 
 def build_prompt_model(backbone, config, ranks: Ranks | None = None, seed: int | None = 0) -> PromptModel:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -93,8 +92,7 @@ class ZeroShot(PromptModel):
     name = "zeroshot"
     title = "zero-shot template"
     config_class = ZeroShotConfig
-    trainable = False
-    decodable = False  # its prompts are words already
+    trainable = False  # its prompts are words already: nothing to learn, nothing to decode
     form_fields = ("template",)
     form_defaults = {"template": "a photo of {} dots."}  # the Train form starts on the dots demo dataset
 
@@ -112,10 +110,6 @@ class ZeroShot(PromptModel):
 
     @classmethod
     def expected_shapes(cls, config: ZeroShotConfig) -> dict[str, tuple]:
-        return {}
-
-    @classmethod
-    def summary_fields(cls, config: dict[str, Any]) -> dict[str, Any]:
         return {}
 
     def forward(self, full_length: bool = False) -> torch.Tensor:

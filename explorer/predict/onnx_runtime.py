@@ -4,7 +4,7 @@ The file (written by :func:`explorer.store.onnx_export.export_onnx`) maps prepro
 input ``pixels`` float32 ``(N, 3, S, S)``; outputs ``probs`` ``(N, R)`` and ``value`` ``(N,)``.
 Its ``metadata_props`` key ``ordinal_explorer`` holds the JSON that says how to preprocess
 (``image_size``, ``mean``, ``std``, ``interpolation`` bicubic, ``resize`` shortest, ``crop``
-center) and what the outputs mean (``labels``, ``values``, ``unit``, ``value_kind``). This module
+center) and what the outputs mean (``labels``, ``values``, ``unit``, ``estimate``). This module
 reproduces open_clip's eval transform with Pillow: shortest side resized to S (bicubic), center
 crop S x S, scaled to [0, 1], normalised by mean / std.
 """
@@ -106,9 +106,13 @@ class OnnxPredictor:
         """The same :class:`~explorer.predict.summaries.Prediction` as a checkpoint's predictor gives."""
         probs, value = self.run(self.preprocess(images))
         pred = summarize(probs.astype(np.float64), self.ranks, coverage)
-        if self.meta.get("value_kind") == "regressed":
-            pred.values = value.astype(np.float64)
+        pred.values, pred.estimate = value.astype(np.float64), self.estimate
         return pred
+
+    @property
+    def estimate(self) -> str:
+        """What ``value`` is (files written before the predictor contract say ``value_kind``)."""
+        return self.meta.get("estimate") or self.meta.get("value_kind") or "expected"
 
 
 def load_onnx(path: str | Path) -> OnnxPredictor:

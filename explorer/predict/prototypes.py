@@ -1,12 +1,9 @@
 """Rank prototypes (R x E, normalised) and prediction from image features.
 
 Once trained, a learner reduces to its prototype matrix and CLIP's logit scale:
-``logits = scale * I @ P.T``, ``p = softmax(logits)`` -- a bias-free linear head.
-
-Every method's predictor has this interface: ``ranks``, ``logits(features)``, ``outputs(features)``
--> (N x K class probabilities, N values in the ranks' units), ``class_targets(labels)`` (the class
-of each rank-index label) and ``predict(features)``; :mod:`explorer.analysis.evaluation` scores any
-of them the same way.
+``logits = scale * I @ P.T``, ``p = softmax(logits)`` -- a bias-free linear head -- and the point
+estimate is the expectation ``p @ values``. :class:`Prototypes` is the default predictor of the
+contract in :mod:`explorer.predict.contract`; :class:`PrototypeHead` is its answer as a torch module.
 """
 
 from __future__ import annotations
@@ -16,14 +13,34 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from explorer.core.errors import ExplorerError
 from explorer.core.ranks import Ranks
-from explorer.predict.summaries import Prediction, summarize
+from explorer.predict.contract import ModulePredictor
+
+
+class PrototypeHead(nn.Module):
+    """features -> (softmax of scale x cosine with the prototypes, the expectation of the values)."""
+
+    def __init__(self, matrix: torch.Tensor, logit_scale: float, values: np.ndarray):
+        super().__init__()
+        self.register_buffer("matrix", F.normalize(torch.as_tensor(matrix, dtype=torch.float32), dim=-1))
+        self.register_buffer("values", torch.as_tensor(values, dtype=torch.float32))
+        self.logit_scale = float(logit_scale)
+
+    def probabilities(self, features: torch.Tensor) -> torch.Tensor:
+        """N x R softmax of the logits of (normalised) ``features``."""
+        logits = self.logit_scale * F.normalize(features.float(), dim=-1) @ self.matrix.T
+        return torch.softmax(logits, dim=-1)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probs = self.probabilities(features)
+        return probs, probs @ self.values
 
 
 @dataclass
-class Prototypes:
+class Prototypes(ModulePredictor):
     """Normalised R x E prototype matrix, exp(logit_scale) and the ranks it scores."""
 
     matrix: torch.Tensor
@@ -43,34 +60,6 @@ class Prototypes:
     def embed_dim(self) -> int:
         return int(self.matrix.shape[1])
 
-    def logits(self, image_features: torch.Tensor) -> torch.Tensor:
-        """N x R logits for image features (normalised here)."""
-        feats = torch.as_tensor(image_features, dtype=torch.float32)
-        if feats.dim() == 1:
-            feats = feats[None]
-        if feats.shape[-1] != self.embed_dim:
-            raise ExplorerError(
-                f"Image features have {feats.shape[-1]} dimensions but the prototypes have {self.embed_dim}; "
-                "the checkpoint was made with another backbone."
-            )
-        feats = F.normalize(feats.to(self.matrix.device), dim=-1)
-        return self.logit_scale * feats @ self.matrix.T
-
-    def class_targets(self, labels: np.ndarray) -> np.ndarray:
-        """The prototype row of each rank-index label: the rank itself."""
-        return np.asarray(labels, dtype=np.int64)
-
-    @torch.no_grad()
-    def outputs(self, image_features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(N x R rank probabilities, N expected values in the ranks' units)."""
-        probs = torch.softmax(self.logits(image_features), dim=-1).cpu().numpy().astype(np.float64)
-        return probs, probs @ self.ranks.value_array
-
-    def predict(self, image_features: torch.Tensor, coverage: float = 0.9) -> Prediction:
-        """Distribution over ranks and its summaries for each image."""
-        with torch.no_grad():
-            probs = torch.softmax(self.logits(image_features), dim=-1)
-        return summarize(probs.cpu().numpy().astype(np.float64), self.ranks, coverage)
-
-
-__all__ = ["Prediction", "Prototypes", "summarize"]
+    def export_module(self) -> nn.Module:
+        """The prototype head: softmax over the ranks and the expected value."""
+        return PrototypeHead(self.matrix, self.logit_scale, self.ranks.value_array)

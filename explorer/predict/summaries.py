@@ -28,10 +28,11 @@ class Prediction:
     coverage: float
     ranks: Ranks
     values: np.ndarray | None = None  # the method's point estimate in label units (None: expected_value)
+    estimate: str = "expected"  # what ``values`` is: "expected", "regressed" (NumCLIP), "median", ...
 
     @property
     def value(self) -> np.ndarray:
-        """The point estimate per image in the ranks' units (the expectation unless the method regresses one)."""
+        """The method's point estimate per image in the labels' units (``estimate`` says which)."""
         return self.expected_value if self.values is None else self.values
 
     def __len__(self) -> int:
@@ -59,7 +60,7 @@ class Prediction:
             "top": [{"rank": r, "label": self.ranks.labels[r], "prob": p} for r, p in self.top(i, k)],
             "unit": self.ranks.unit,
             "value": float(self.value[i]),
-            "value_kind": "expected" if self.values is None else "regressed",
+            "estimate": self.estimate,
             "probs": [float(p) for p in self.probs[i]],
         }
 

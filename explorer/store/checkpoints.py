@@ -31,7 +31,7 @@ from explorer.core.fileformat import file_format, is_torch_pickle
 from explorer.core.fsio import save_safetensors
 from explorer.core.ranks import Ranks
 from explorer.data.inputs import describe as describe_inputs
-from explorer.methods import STORED_DEFAULT, Method, canonical_name, get_method, stored_config
+from explorer.methods import ENTRY_POINT_GROUP, STORED_DEFAULT, Method, canonical_name, get_method, registry, stored_config
 from explorer.predict.prototypes import Prototypes
 from explorer.store.resume import RESUME_KEY, describe_resume, read_resume_meta
 
@@ -72,7 +72,13 @@ class Checkpoint:
     def method(self) -> type[Method] | None:
         """The Method class of a full checkpoint (None for prototype-only ones)."""
         data = self.meta.get("learner")
-        return get_method(data.get("kind") or STORED_DEFAULT) if self.kind == "full" and data else None
+        return get_method(data.get("kind") or STORED_DEFAULT, stored=True) if self.kind == "full" and data else None
+
+    @property
+    def method_name(self) -> str | None:
+        """The registered name of the method that made it (a prototype-only file: its source's; old names resolved)."""
+        stored = (self.meta.get("learner") or {}).get("kind") or (self.meta.get("source") or {}).get("learner")
+        return canonical_name(stored) if stored else None
 
     @property
     def learner_config(self):
@@ -128,7 +134,7 @@ class Checkpoint:
             "kind": self.kind,
             "format_version": self.meta["format_version"],
             "backbone": self.meta["backbone"],
-            "learner": _method_name(cfg.get("kind") or (self.meta.get("source") or {}).get("learner")),
+            "learner": self.method_name,
             "num_ranks": len(ranks["labels"]),
             "ranks": f"{ranks['labels'][0]} .. {ranks['labels'][-1]}" + (f" {ranks['unit']}" if ranks.get("unit") else ""),
             "num_classes": int(self.tensors["prototypes"].shape[0]),  # prototype rows: the ranks, or NumCLIP's bins
@@ -143,11 +149,6 @@ class Checkpoint:
             if self.meta.get(key):
                 out[key] = self.meta[key]
         return out
-
-
-def _method_name(stored: str | None) -> str | None:
-    """The registered name of a stored method name (old names resolved; unknown ones kept)."""
-    return canonical_name(stored) if stored else stored
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> Path:
@@ -301,6 +302,10 @@ def _validate(ckpt: Checkpoint) -> None:
 
 def _validate_learner(ckpt: Checkpoint, name: str, num_classes: int) -> None:
     """The stored learner tensors are exactly what the method's config builds."""
+    stored = (ckpt.meta.get("learner") or {}).get("kind") or STORED_DEFAULT
+    if canonical_name(stored) not in registry():
+        raise ExplorerError(f"{name} was made with the method '{stored}', which is not installed here (a plug-in method: "
+                            f"install the distribution that registers it under '{ENTRY_POINT_GROUP}').")
     config = ckpt.learner_config
     if config is None:
         raise ExplorerError(f"{name} is a full checkpoint without a learner config.")

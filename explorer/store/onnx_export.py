@@ -1,29 +1,32 @@
 """Export a checkpoint as one ONNX graph from preprocessed pixels to the answer (no text tower).
 
-Once prompts are learned only the prototypes are needed, so the file holds the image tower (plus
-NumCLIP's image adapter), feature normalisation, the stored prototypes and logit scale, the
-softmax and the method's point estimate. Contract:
+Once prompts are learned only the image side is needed: the file holds the image tower and the
+checkpoint predictor's own export module (:meth:`explorer.predict.contract.Predictor.export_module`:
+image features -> probs and value; the prototype head, NumCLIP's adapter + regressor, or a plug-in
+method's own), traced as they are. A predictor without an export module is refused in one
+sentence. Contract:
 
 - input ``pixels``: float32 ``(N, 3, S, S)``, already preprocessed; N is dynamic;
-- output ``probs``: float32 ``(N, R)`` over the checkpoint's ranks (NumCLIP: its concept bins);
-- output ``value``: float32 ``(N,)``, the point estimate in the checkpoint's units: the expectation
-  ``probs @ values`` (OrdinalCLIP, CoOp, zero-shot, linear probe) or NumCLIP's regressor output
-  with its value offset, exactly ``checkpoint.predictor().predict(feats).value``;
+- output ``probs``: float32 ``(N, K)`` over the checkpoint's classes (its ranks, or NumCLIP's bins);
+- output ``value``: float32 ``(N,)``, the method's point estimate in the checkpoint's units, exactly
+  ``checkpoint.predictor().predict(feats).value`` (``estimate`` names it);
 - ``metadata_props`` key ``ordinal_explorer``: JSON with ``format``, ``format_version``,
   ``image_size``, ``mean``, ``std``, ``interpolation`` ("bicubic"), ``resize`` ("shortest"),
-  ``crop`` ("center"), ``labels``, ``values``, ``unit``, ``value_kind`` ("expected" or
-  "regressed"), ``method``, ``backbone`` ({spec, id}), ``checkpoint`` ({name, content_hash}) and
-  ``inputs`` ({kind: faces | whole, cropped, margin}: the crop margin of runs trained on face crops);
-  int8 files add ``quantization`` ({kind, fp32_bytes, probe_images, seed, mean_abs_change,
+  ``crop`` ("center"), ``labels``, ``values``, ``unit``, ``estimate`` ("expected", "regressed",
+  "median", ...: the predictor's), ``method``, ``backbone`` ({spec, id}), ``checkpoint`` ({name,
+  content_hash}) and ``inputs`` ({faces, cropped, margin}: the crop margin of runs trained on face
+  crops); int8 files add ``quantization`` ({kind, fp32_bytes, probe_images, seed, mean_abs_change,
   max_abs_change}): how far int8 weights move ``value`` from the fp32 graph on seeded probe images.
 
 The preprocessing fields are read from the backbone's own ``preprocess`` (a torchvision Compose
-built by open_clip); a transform this reader does not know is refused rather than guessed.
+built by open_clip); a transform this reader does not know is refused rather than guessed. The
+backbone is never changed: a tower that is not already on the CPU in float32 is copied first.
 :mod:`explorer.predict.onnx_runtime` runs the file with onnxruntime, numpy and Pillow only.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -34,43 +37,38 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from explorer.core.errors import ExplorerError
 from explorer.core.fsio import write_bytes
 from explorer.data.inputs import checkpoint_inputs
-from explorer.methods import canonical_name
+from explorer.predict.contract import export_module_of
 from explorer.predict.onnx_runtime import ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_META_KEY, _import_onnxruntime, preprocess_image
 
 OPSET = 17
 PROBE_IMAGES = 16
 
 
-class OnnxHead(nn.Module):
-    """pixels -> (probs, value): image tower, normalise, [adapter], cosine logits, softmax, estimate."""
+class OnnxGraph(nn.Module):
+    """pixels -> (probs, value): the image tower, then the predictor's export module."""
 
-    def __init__(self, visual: nn.Module, predictor):
+    def __init__(self, visual: nn.Module, head: nn.Module):
         super().__init__()
-        self.visual = visual
-        self.register_buffer("matrix", F.normalize(predictor.matrix.detach().float().cpu(), dim=-1))
-        self.logit_scale = float(predictor.logit_scale)
-        self.adapter = getattr(predictor, "adapter", None)
-        self.regressor = getattr(predictor, "regressor", None)
-        config = getattr(predictor, "config", None)
-        self.ratio = float(getattr(config, "adapter_ratio", 0.0))
-        self.offset = float(getattr(config, "value_offset", 0.0))
-        self.register_buffer("values", torch.as_tensor(predictor.ranks.value_array, dtype=torch.float32))
+        self.visual, self.head = visual, head
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = F.normalize(self.visual(pixels).float(), dim=-1)
-        if self.adapter is not None:
-            feats = F.normalize(self.ratio * self.adapter(feats) + (1 - self.ratio) * feats, dim=-1)
-        logits = self.logit_scale * feats @ self.matrix.T
-        probs = torch.softmax(logits, dim=-1)
-        if self.regressor is not None:
-            return probs, self.regressor(logits) + self.offset
-        return probs, probs @ self.values
+        probs, value = self.head(self.visual(pixels).float())
+        return probs, value
+
+
+def cpu_float_tower(visual: nn.Module) -> nn.Module:
+    """``visual`` itself when it is on the CPU in float32 and in eval mode, else a CPU float32 eval copy
+    (the caller's module, e.g. a pooled backbone's tower on CUDA, is never moved or changed)."""
+    tensors = list(visual.parameters()) + list(visual.buffers())
+    if all(t.device.type == "cpu" and (t.dtype == torch.float32 or not t.is_floating_point()) for t in tensors) \
+            and not any(m.training for m in visual.modules()):
+        return visual
+    return copy.deepcopy(visual).to("cpu", torch.float32).eval()
 
 
 def preprocess_fields(preprocess, image_size: int) -> dict[str, Any]:
@@ -114,14 +112,11 @@ def onnx_metadata(ckpt, backbone) -> dict[str, Any]:
     """The JSON stored under ``ordinal_explorer`` (see the module docstring)."""
     classes = ckpt.classes
     inputs = checkpoint_inputs(ckpt.meta)
-    stored = (ckpt.meta.get("learner") or {}).get("kind") or (ckpt.meta.get("source") or {}).get("learner")
-    method = canonical_name(stored) if stored else "prototypes"  # old names resolved
-    regressed = getattr(ckpt.predictor(), "regressor", None) is not None
     return {
         "format": ONNX_FORMAT, "format_version": ONNX_FORMAT_VERSION,
         **preprocess_fields(backbone.preprocess, backbone.image_size),
         "labels": list(classes.labels), "values": [float(v) for v in classes.value_array], "unit": ckpt.ranks.unit,
-        "value_kind": "regressed" if regressed else "expected", "method": method,
+        "estimate": ckpt.predictor().estimate, "method": ckpt.method_name or "prototypes",
         "backbone": {"spec": ckpt.backbone_spec, "id": ckpt.backbone_id},
         "checkpoint": {"name": ckpt.name, "content_hash": content_hash(ckpt)},
         "inputs": {"kind": inputs["kind"], "cropped": bool(inputs.get("cropped")), "margin": inputs.get("margin")},
@@ -241,8 +236,8 @@ def export_onnx(ckpt, out: str | Path, backbone=None, backbone_spec: str | None 
     backbone = backbone or _load_backbone(ckpt, backbone_spec)
     ckpt.check_backbone(backbone)
     meta = onnx_metadata(ckpt, backbone)
-    visual = backbone.model.visual.to("cpu").float().eval()
-    data = trace_to_onnx(OnnxHead(visual, ckpt.predictor()), backbone.image_size, opset)
+    head = export_module_of(ckpt.predictor(), ckpt.name)
+    data = trace_to_onnx(OnnxGraph(cpu_float_tower(backbone.model.visual), head), backbone.image_size, opset)
     if quantize == "int8":
         fp32, data = data, quantize_int8(data)
         meta["quantization"] = {"kind": "int8 dynamic (weights)", **quantization_cost(fp32, data, meta)}
