@@ -15,7 +15,7 @@ from explorer.backbones import catalog as models
 from explorer.core import settings
 from explorer.core.fsio import safe_filename
 from explorer.core.options import default_of, form_fields, form_kind, form_label
-from explorer.methods import get_method, make_config, method_names
+from explorer.methods import find_method, get_method, make_config, method_names
 from explorer.training.config import TrainConfig, format_seconds
 from explorer.training.jobs import JobManager
 
@@ -70,7 +70,7 @@ def _form() -> None:
     """The run form; defaults and choices come from the config dataclasses (as the CLI's flags do), the
     learner's fields from the chosen method's config."""
     T = TrainConfig
-    titles = {name: get_method(name).title for name in method_names()}
+    titles = {name: cls.title for name in method_names() if (cls := find_method(name)) is not None}  # usable ones
     st.subheader("New few-shot run")
     learner = st.selectbox("Learner", list(titles), format_func=titles.get, key="train-learner")
     method = get_method(learner)

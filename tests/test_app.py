@@ -611,43 +611,45 @@ def test_numclip_from_the_train_page_to_geometry_and_predict(env):
 
 
 @pytest.mark.slow
-def test_a_plugged_in_methods_option_is_a_train_form_field(env, monkeypatch):
-    """docs/writing-a-method.md's example, registered at run time: the Train page offers it, shows its
-    own --spread option as a field (built from its config like the CLI flag), and the run uses the value."""
-    import re
+def test_a_plugged_in_methods_option_is_a_train_form_field(env, monkeypatch, tmp_path):
+    """The installable example of docs/writing-a-method.md, found through its entry point: the Train page
+    offers it, shows its own --quantile option as a field (built from its config like the CLI flag), and
+    the run uses the value."""
     import sys
-    import types
+
+    from example_plugin import install_example
 
     from explorer import methods
     from explorer.store.checkpoints import load_checkpoint
 
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "writing-a-method.md").read_text(encoding="utf-8")
-    module = types.ModuleType("documented_centroid_app")
-    monkeypatch.setattr(methods, "REGISTRY", dict(methods.REGISTRY))  # the example registers itself
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    code = re.findall(r"```python\n(.*?)```", doc, re.DOTALL)[0]
-    exec(compile(code, "writing-a-method.md", "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - our own doc
-    methods.REGISTRY["centroid"] = f"{module.__name__}:CentroidMethod"
-    at = open_page(env, "train")
-    assert "centroid (toy)" in at.selectbox(key="train-learner").options  # by its title
-    assert not [w for w in at.number_input if w.label == "Spread"]  # OrdinalCLIP's fields first
-    at.selectbox(key="train-learner").set_value("centroid").run()
-    _ok(at)
-    spread = at.number_input(key="train-centroid-spread")
-    assert spread.label == "Spread" and spread.value == pytest.approx(0.1) and "offsets" in spread.help
-    at.text_input(key="train-dataset").set_value("dots:3:6")
-    at.text_input(key="train-name").set_value("apptest-centroid")
-    at.number_input(key="train-epochs").set_value(1)
-    spread.set_value(0.3)
-    at.button[0].click().run()
-    _ok(_run_job_to_end(at))
-    assert not at.error, [e.value for e in at.error]
-    path = env["folder"] / "app-apptest-centroid.safetensors"
+    monkeypatch.syspath_prepend(str(install_example(tmp_path / "site")))
+    methods.refresh()
+    monkeypatch.delitem(sys.modules, "median_method", raising=False)
     try:
-        assert load_checkpoint(path).meta["learner"] == {"kind": "centroid", "num_ranks": 4, "spread": 0.3}
+        at = open_page(env, "train")
+        assert "OrdinalCLIP, median estimate" in at.selectbox(key="train-learner").options  # by its title
+        assert not [w for w in at.number_input if w.label == "Quantile"]  # OrdinalCLIP's fields first
+        at.selectbox(key="train-learner").set_value("ordinalclip-median").run()
+        _ok(at)
+        quantile = at.number_input(key="train-ordinalclip-median-quantile")
+        assert quantile.label == "Quantile" and quantile.value == pytest.approx(0.5) and "median" in quantile.help
+        at.text_input(key="train-dataset").set_value("dots:3:6")
+        at.text_input(key="train-name").set_value("apptest-median")
+        at.number_input(key="train-epochs").set_value(1)
+        quantile.set_value(0.3)
+        at.button[0].click().run()
+        _ok(_run_job_to_end(at))
+        assert not at.error, [e.value for e in at.error]
+        (path,) = env["folder"].glob("app-apptest-median*.safetensors")
+        try:
+            ckpt = load_checkpoint(path)
+            assert ckpt.meta["learner"]["kind"] == "ordinalclip-median" and ckpt.meta["learner"]["quantile"] == 0.3
+            assert ckpt.predictor().estimate == "quantile 0.3"
+        finally:
+            for leftover in env["folder"].glob("app-apptest-median*"):
+                leftover.unlink()
     finally:
-        for leftover in env["folder"].glob("app-apptest-centroid*"):
-            leftover.unlink()
+        methods.refresh()
 
 
 @pytest.mark.slow

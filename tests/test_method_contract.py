@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from app_testdata import demo_backbone
+from example_plugin import EXAMPLE, ROOT, install_example
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -36,19 +37,8 @@ from explorer.store.onnx_export import export_onnx  # noqa: E402
 from explorer.training.config import TrainConfig  # noqa: E402
 from explorer.training.trainer import train  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = "ordinalclip-median"
 DATA = "dots:5:6"  # ranks 0..5 dots, 6 images each
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def install_example(target: Path) -> Path:
-    """pip-install examples/median_method into ``target`` (no dependencies, no network); returns ``target``."""
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-           "--target", str(target), str(ROOT / "examples" / "median_method")]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=target.parent)
-    assert done.returncode == 0, done.stderr
-    return target
 
 
 @pytest.fixture(scope="class")
@@ -153,13 +143,14 @@ class TestEveryRegisteredMethod:
         _assert_lab_where_offered(ckpt, method, demo)
         _assert_decoding_where_offered(ckpt, method, demo)
 
-    def test_the_median_estimate_is_the_median_of_the_distribution(self, demo):
+    @pytest.mark.parametrize("quantile", [0.5, 0.2])
+    def test_the_estimate_is_the_quantile_of_the_distribution(self, demo, quantile):
         ranks = Ranks.integers(7)
-        model = get_method(EXAMPLE).build(demo, make_config(EXAMPLE, num_ranks=7, num_context_tokens=2), ranks, seed=0)
-        pred = model.predictor().predict(demo.encode_images(_pixels(8)))
-        cdf = np.cumsum(pred.probs, axis=1)
-        np.testing.assert_allclose(pred.value, ranks.value_array[np.argmax(cdf >= 0.5, axis=1)])  # smallest rank with CDF >= 0.5
-        assert pred.estimate == "median" and not np.allclose(pred.value, pred.expected_value)
+        config = make_config(EXAMPLE, num_ranks=7, num_context_tokens=2, quantile=quantile)
+        pred = get_method(EXAMPLE).build(demo, config, ranks, seed=0).predictor().predict(demo.encode_images(_pixels(8)))
+        cdf = np.cumsum(pred.probs, axis=1)  # smallest rank whose CDF reaches the quantile, in float64 here
+        np.testing.assert_allclose(pred.value, ranks.value_array[np.argmax(cdf >= quantile, axis=1)])
+        assert pred.estimate == ("median" if quantile == 0.5 else "quantile 0.2") and not np.allclose(pred.value, pred.expected_value)
 
 
 @pytest.mark.slow
@@ -180,8 +171,8 @@ def test_the_installed_example_through_the_command(tmp_path):
     for i in (0, 7, 20):
         dataset.load_image(dataset.samples[i]).save(tmp_path / f"im{i}.png")
         images.append(f"im{i}.png")
-    run("train", DATA, "--method", EXAMPLE, "--context-tokens", "2", "--epochs", "1", "--batch-size", "8", "--out", "med.safetensors",
-        "--cache-dir", "cache", "--device", "cpu", "--quiet")
+    run("train", DATA, "--method", EXAMPLE, "--context-tokens", "2", "--quantile", "0.5", "--epochs", "1", "--batch-size", "8",
+        "--out", "med.safetensors", "--cache-dir", "cache", "--device", "cpu", "--quiet")
     assert json.loads(run("info", "med.safetensors", "--json"))["learner"] == EXAMPLE
     direct = json.loads(run("predict", "med.safetensors", *images, "--json"))
     run("export", "med.safetensors", "--onnx", "med.onnx")
@@ -189,6 +180,12 @@ def test_the_installed_example_through_the_command(tmp_path):
     for a, b in zip(direct, onnx):
         assert a["estimate"] == b["estimate"] == "median" and abs(a["value"] - b["value"]) < 1e-3
         np.testing.assert_allclose(a["probs"], b["probs"], atol=1e-4)
+
+
+def test_the_guide_shows_the_example_verbatim():
+    doc = (ROOT / "docs" / "writing-a-method.md").read_text(encoding="utf-8")
+    for name in ("pyproject.toml", "median_method.py"):
+        assert (ROOT / "examples" / "median_method" / name).read_text(encoding="utf-8") in doc, name
 
 
 # --- registration: refused in one sentence, the rest unaffected ------------------------------------
