@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from explorer.analysis.cuts import DEFAULT_TARGET_RECALL, check_cut, check_target_recall, cuts_report, score_columns
 from explorer.analysis.geometry import rank_axis_positions
 from explorer.analysis.slices import error_rows, slice_report
 from explorer.core.errors import ExplorerError
@@ -232,11 +233,16 @@ def score_split(sp: SplitPredictions, ranks) -> dict[str, Any]:
 
 def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", cache_dir: str | None = None,
                         skip_bad: bool = False, min_label: int | None = None, faces: bool | None = None,
-                        by: list[str] | None = None, errors_csv: str | None = None) -> dict[str, Any]:
+                        by: list[str] | None = None, errors_csv: str | None = None, cuts: list[float] | None = None,
+                        target_recall: float = DEFAULT_TARGET_RECALL) -> dict[str, Any]:
     """Evaluate a checkpoint on a dataset split; ``min_label`` keeps only labels >= it (the long-tail
     evaluation of docs/methods/ordinalclip.md §6); ``faces`` crops faces as Predict does (None: as the
-    checkpoint was trained); ``by`` adds metrics per slice of those fields, ``errors_csv`` writes the
-    per-image error table there (worst first)."""
+    checkpoint was trained); ``by`` adds metrics per slice of those fields, ``cuts`` the decisions at
+    those cut-points (:mod:`explorer.analysis.cuts`, per slice too with ``by``), ``errors_csv`` writes
+    the per-image error table there (worst first; with each cut's score)."""
+    for cut in cuts or ():
+        check_cut(float(cut), ckpt.ranks)  # one sentence before any image is embedded
+    check_target_recall(target_recall)
     sp = predict_split(ckpt, backbone, dataset_spec, split, cache_dir, skip_bad, min_label, faces)
     result = {"checkpoint": ckpt.name, "dataset": dataset_spec, "split": split, "min_label": min_label,
               "faces": face_counts(sp.found or []), "metrics": score_split(sp, ckpt.ranks),
@@ -245,8 +251,11 @@ def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", 
         result["labels"] = {**sp.matching, "note": sp.note}
     if by:
         result.update(slice_report(sp.outputs(), sp.samples, ckpt.ranks, by, known=sp.source.samples))
+    if cuts:
+        result["cuts"] = cuts_report(sp.outputs(), ckpt.predictor(), cuts, target_recall, sp.samples, by or ())
     if errors_csv:
-        write_error_table(errors_csv, error_rows(sp.outputs(), sp.samples, ckpt.ranks, ckpt.classes, sp.found))
+        extra = score_columns(sp.probs, ckpt.predictor(), cuts or ())
+        write_error_table(errors_csv, error_rows(sp.outputs(), sp.samples, ckpt.ranks, ckpt.classes, sp.found, extra))
     return result
 
 

@@ -132,9 +132,11 @@ def worst_first(outputs: dict[str, np.ndarray], ranks, indices=None) -> np.ndarr
     return indices[np.argsort(-errors[indices], kind="stable")]
 
 
-def error_rows(outputs: dict[str, np.ndarray], samples: Sequence, ranks, classes, found: Sequence | None = None) -> list[dict[str, Any]]:
+def error_rows(outputs: dict[str, np.ndarray], samples: Sequence, ranks, classes, found: Sequence | None = None,
+               extra: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
     """One row per image, largest absolute error first: path, label, value, error (label units), the top
-    class and its probability, every slice field, and ``face_found`` when faces were cropped."""
+    class and its probability, every slice field, ``face_found`` when faces were cropped, and the
+    ``extra`` per-image columns (e.g. each cut's score)."""
     labels = np.asarray(outputs["labels"], dtype=np.int64)
     errors = np.abs(outputs["values"] - ranks.value_array[labels])
     top = outputs["probs"].argmax(axis=1)
@@ -146,5 +148,6 @@ def error_rows(outputs: dict[str, np.ndarray], samples: Sequence, ranks, classes
         row.update({name: samples[i].fields.get(name, MISSING) for name in names})
         if found is not None:
             row["face_found"] = found[i]
+        row.update({name: float(column[i]) for name, column in (extra or {}).items()})
         rows.append(row)
     return rows

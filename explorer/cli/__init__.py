@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from explorer.cli import analysis_commands, checkpoint_commands, training_commands
+from explorer.cli import analysis_commands, checkpoint_commands, decision_commands, training_commands
 from explorer.cli.base import COMMANDS, command
 from explorer.cli.training_commands import _learner_settings, _train_config
 from explorer.core.errors import ExplorerError
@@ -44,6 +44,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     checkpoint_commands.add_checkpoint_parsers(add)
     training_commands._add_training_parsers(add)
     analysis_commands.add_analysis_parsers(add)
+    decision_commands.add_decision_parsers(add)
     return parser
 
 

@@ -109,7 +109,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     by = [f.strip() for f in args.by.split(",") if f.strip()] if args.by else None
     result = evaluate_checkpoint(ckpt, backbone, args.dataset, split=args.split, cache_dir=args.cache_dir,
                                  skip_bad=args.skip_bad, min_label=args.long_tail, faces=args.faces,
-                                 by=by, errors_csv=args.errors)
+                                 by=by, errors_csv=args.errors, cuts=args.cut, target_recall=args.target_recall)
     if args.json:
         _print_json(result)
     else:
@@ -120,6 +120,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if "labels" in result:
             print(result["labels"]["note"])
         _print_slices(result)
+        _print_cuts(result, ckpt.ranks.unit)
     if args.errors:
         print(f"wrote the per-image errors, worst first, to {args.errors}", file=sys.stderr if args.json else sys.stdout)
     return 0
@@ -135,6 +136,27 @@ def _print_slices(result: dict) -> None:
         gap = result["gaps"][name]
         if gap:
             print(f"  {name}: largest gap {gap['gap']:.3f} ({gap['worst']} vs {gap['best']})")
+
+
+def _print_cuts(result: dict, unit: str) -> None:
+    """One block per cut: counts, AUC / AP, and the error rates at the two operating points."""
+
+    def rate(x, ci) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f} % [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+    for key, cut in result.get("cuts", {}).items():
+        auc = "n/a" if cut["auc"] is None else f"{cut['auc']:.3f}"
+        ap = "n/a" if cut["average_precision"] is None else f"{cut['average_precision']:.3f}"
+        print(f"cut {key}{' ' + unit if unit else ''}: {cut['below']} below, {cut['at_or_above']} at or above; AUC {auc}, AP {ap}")
+        for name in ("default", "target_recall"):
+            point = cut[name]
+            if point["threshold"] is None:
+                continue
+            label = "P >= 0.5" if name == "default" else f"recall {point['recall']:g} for below (P >= {point['threshold']:.4f})"
+            print(f"  {label}: below called at-or-above {rate(point['below_called_above'], point['ci95']['below_called_above'])}, "
+                  f"at-or-above called below {rate(point['above_called_below'], point['ci95']['above_called_below'])}")
+        if cut.get("note"):
+            print(f"  {cut['note']}")
 
 
 @command("sweep")
@@ -198,6 +220,7 @@ def _train_flags(p) -> None:
 
 def _add_training_parsers(add) -> None:
     """embed / train / eval / sweep sub-commands."""
+    from explorer.analysis.cuts import DEFAULT_TARGET_RECALL
     from explorer.methods import ALIASES, DEFAULT_METHOD, method_names
 
     p = add("embed", "Fill the feature cache for a dataset (resumable; progress shown).")
@@ -224,7 +247,12 @@ def _add_training_parsers(add) -> None:
     p.add_argument("--long-tail", type=int, default=None, metavar="MIN", help="long-tail evaluation: only labels >= MIN (e.g. 50)")
     p.add_argument("--by", default=None, metavar="F1,F2",
                    help="metrics per slice of these fields (CSV columns, UTKFace gender/race, Adience gender, band)")
-    p.add_argument("--errors", default=None, metavar="OUT.csv", help="write one row per image, largest error first")
+    p.add_argument("--errors", default=None, metavar="OUT.csv", help="write one row per image, largest error first (with each cut's score)")
+    p.add_argument("--cut", type=float, action="append", default=None, metavar="T",
+                   help="decide at cut-point T in the label's units (repeatable): the score P(y >= T), AUC, average precision, "
+                        "error rates at P >= 0.5 and at the target recall (docs/cli.md#cut-points)")
+    p.add_argument("--target-recall", type=float, default=DEFAULT_TARGET_RECALL, metavar="R",
+                   help=f"with --cut: the fraction of below-T images to call below (default {DEFAULT_TARGET_RECALL})")
     p.add_argument("--json", action="store_true")
     _face_flags(p, "crop each image to its largest face exactly as 'predict --face' does "
                   "(default: exactly when the checkpoint was trained with --faces, at its margin)", margin=False)
