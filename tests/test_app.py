@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -511,29 +512,60 @@ def test_empty_library(tmp_path, monkeypatch):
 # --- train ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_train_page_runs_a_job_to_completion_and_the_checkpoint_reaches_the_library(env):
+def _job_file(at, env, name: str) -> Path:
+    """The checkpoint of the Train page's job (its id in the URL): ``app-<name>-<id>.safetensors``."""
+    job_id = at.query_params["job"]
+    return env["folder"] / f"app-{name}-{job_id[0] if isinstance(job_id, list) else job_id}.safetensors"
+
+
+def _start_run(env, name: str, epochs: int = 2) -> AppTest:
     at = open_page(env, "train")
     at.text_input(key="train-dataset").set_value("dots:3:6")  # dataset
-    at.text_input(key="train-name").set_value("apptest")  # name
+    at.text_input(key="train-name").set_value(name)  # name
     at.number_input(key="train-shots").set_value(2)  # shots
-    at.number_input(key="train-epochs").set_value(2)  # epochs
+    at.number_input(key="train-epochs").set_value(epochs)  # epochs
     at.button[0].click().run()
-    _ok(at)
-    job_id = at.query_params["job"][0] if isinstance(at.query_params["job"], list) else at.query_params["job"]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        at.run()
-        text = " ".join(s.value for s in at.success) + " ".join(e.value for e in at.error)
-        if text:
-            break
-        time.sleep(0.5)
+    return _ok(at)
+
+
+@pytest.mark.slow
+def test_train_page_runs_a_job_to_completion_and_the_checkpoint_reaches_the_library(env):
+    at = _start_run(env, "apptest")
+    _ok(_run_job_to_end(at, 120))
     assert not at.error, [e.value for e in at.error]
-    assert "now in the Library" in at.success[0].value and job_id
+    assert "now in the Library" in at.success[0].value
+    path = _job_file(at, env, "apptest")
+    assert path.is_file() and str(path) in at.success[0].value
     library = open_page(env)
-    names = [str(n) for df in library.dataframe if "name" in df.value for n in df.value["name"]]
-    assert any("apptest" in n for n in names), names
-    assert (env["folder"] / "app-apptest.safetensors").is_file()
+    files = [str(n) for df in library.dataframe if "file" in df.value for n in df.value["file"]]
+    assert path.name in files, files
+
+
+@pytest.mark.slow
+def test_two_runs_with_the_same_name_started_together_keep_their_own_checkpoints(env):
+    """Two sessions start a run named "twin" at once: two files (the job id in each name), each run's
+    own history, both load and both are listed."""
+    from explorer.store.checkpoints import load_checkpoint
+
+    first, second = _start_run(env, "twin", epochs=2), _start_run(env, "twin", epochs=3)
+    paths = [_job_file(at, env, "twin") for at in (first, second)]
+    assert paths[0] != paths[1]
+    try:
+        for at, epochs, path in ((first, 2, paths[0]), (second, 3, paths[1])):
+            _ok(_run_job_to_end(at, 180))
+            assert not at.error, [e.value for e in at.error]
+            assert str(path) in at.success[0].value
+            ckpt = load_checkpoint(path)
+            assert ckpt.name == "twin" and ckpt.meta["training"]["epochs"] == epochs
+            history = path.with_name(path.stem + ".history.jsonl").read_text().splitlines()
+            assert [json.loads(line)["epoch"] for line in history] == list(range(epochs))  # 0-based on disk
+        assert sorted(p.name for p in env["folder"].glob("app-twin-*.safetensors")) == sorted(p.name for p in paths)
+        library = open_page(env)
+        files = [str(n) for df in library.dataframe if "file" in df.value for n in df.value["file"]]
+        assert {p.name for p in paths} <= set(files)
+    finally:
+        for leftover in env["folder"].glob("app-twin-*"):
+            leftover.unlink()
 
 
 def _run_job_to_end(at, seconds: float = 180) -> AppTest:
@@ -565,11 +597,11 @@ def test_train_page_crops_faces_when_asked(env, tmp_path):
     at.button[0].click().run()
     _ok(_run_job_to_end(at))
     assert not at.error, [e.value for e in at.error]
-    path = env["folder"] / "app-apptest-faces.safetensors"
+    path = _job_file(at, env, "apptest-faces")
     try:
         record = checkpoint_inputs(load_checkpoint(path).meta)
         assert record["kind"] == "faces" and record["cropped"], record
-        predict = _wait_for_backbone(open_page(env, "predict", checkpoint="app-apptest-faces"))
+        predict = _wait_for_backbone(open_page(env, "predict", checkpoint=path.stem))
         assert predict.toggle(key="predict-whole").value is False
     finally:
         for leftover in env["folder"].glob("app-apptest-faces*"):
@@ -590,18 +622,18 @@ def test_numclip_from_the_train_page_to_geometry_and_predict(env):
     _ok(_run_job_to_end(at))
     assert not at.error, [e.value for e in at.error]
     assert "now in the Library" in at.success[0].value
-    path = env["folder"] / "app-apptest-numclip.safetensors"
+    path = _job_file(at, env, "apptest-numclip")
     from explorer.store.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(path)
     assert ckpt.meta["learner"]["kind"] == "numclip" and ckpt.meta["learner"]["concepts"] == "dots"
 
-    geo = _wait_for_backbone(open_page(env, "geometry", checkpoint="app-apptest-numclip"))
+    geo = _wait_for_backbone(open_page(env, "geometry", checkpoint=path.stem))
     _ok(geo)
-    assert geo.selectbox(key="geometry-checkpoint").value.endswith("app-apptest-numclip.safetensors")
+    assert geo.selectbox(key="geometry-checkpoint").value == str(path)
     assert len(_charts(geo)) >= 1 and "5" in _texts(geo)
 
-    pred = _wait_for_backbone(open_page(env, "predict", checkpoint="app-apptest-numclip"))
+    pred = _wait_for_backbone(open_page(env, "predict", checkpoint=path.stem))
     pred.file_uploader(key="predict-images").set_value(("dots.png", image_bytes(plain_image()), "image/png")).run()
     _ok(pred)
     metrics = {m.label: m.value for m in pred.metric}
@@ -642,7 +674,7 @@ def test_a_plugged_in_methods_option_is_a_train_form_field(env, monkeypatch):
     at.button[0].click().run()
     _ok(_run_job_to_end(at))
     assert not at.error, [e.value for e in at.error]
-    path = env["folder"] / "app-apptest-centroid.safetensors"
+    path = _job_file(at, env, "apptest-centroid")
     try:
         assert load_checkpoint(path).meta["learner"] == {"kind": "centroid", "num_ranks": 4, "spread": 0.3}
     finally:
