@@ -13,6 +13,7 @@ from explorer.core import settings
 from explorer.core.errors import ExplorerError
 from explorer.core.fsio import bytes_digest
 from explorer.data import faces
+from explorer.predict.uploads import overlay_distributions, prepare_upload
 from explorer.store import library as lib
 
 VIEWS = {"cosine": "Cosine", "max_normalised": "Max-normalised", "softmax": "Softmax"}
@@ -140,7 +141,7 @@ def _same_image(chosen, ckpts) -> None:
         return
     data = upload.getvalue()
     digest = bytes_digest(data)
-    item = faces.prepare_upload(data, upload.name, use_whole_image=whole, face_index=pickers.face_choices("compare").get(digest))
+    item = prepare_upload(data, upload.name, use_whole_image=whole, face_index=pickers.face_choices("compare").get(digest))
     if not item.ok:
         st.error(item.error)
         return
@@ -151,17 +152,7 @@ def _same_image(chosen, ckpts) -> None:
         if crop.num_faces > 1:
             pickers.face_picker(crop, digest, "compare")
         st.caption(crop.note)
-    models = []
-    locks = {}
-    for e, ckpt in zip(chosen, ckpts):
-        try:
-            handle = resources.backbone_for(e)
-        except ExplorerError as exc:
-            right.warning(f"{e.name}: {exc}")
-            continue
-        locks[id(handle.backbone)] = handle.lock
-        models.append((e.name, ckpt.predictor(), handle.backbone))
-    preds = faces.overlay_distributions(crop.image, models, lock_for=lambda bb: locks.get(id(bb)))
+    preds = _predict_each(chosen, ckpts, crop.image, right.warning)
     series = [(name, p.ranks.value_array, p.probs[0], p.record(0)) for name, p in preds]
     units = {p.ranks.unit for _, p in preds}
     unit = next(iter(units)) if len(units) == 1 else ""
@@ -173,6 +164,24 @@ def _same_image(chosen, ckpts) -> None:
             st.dataframe(pd.DataFrame([{"checkpoint": n, "expected": round(r["value"], 2), "argmax": r["argmax_label"],
                                         "median": r["median_value"], "90% interval": f"{r['interval_values'][0]:g}–{r['interval_values'][1]:g}"}
                                        for n, _v, _p, r in series]), hide_index=True, width="stretch")
+
+
+def _predict_each(chosen, ckpts, image, warn) -> list:
+    """``(name, Prediction)`` of every checkpoint whose backbone is here: one encoding per backbone,
+    inside its handle's ``use()``."""
+    groups: dict[int, tuple] = {}
+    for i, (e, ckpt) in enumerate(zip(chosen, ckpts)):
+        try:
+            handle = resources.backbone_for(e)
+        except ExplorerError as exc:
+            warn(f"{e.name}: {exc}")
+            continue
+        groups.setdefault(id(handle.backbone), (handle, []))[1].append((i, ckpt.predictor()))
+    found = {}
+    for handle, predictors in groups.values():
+        with handle.use() as backbone:
+            found.update(overlay_distributions(image, predictors, backbone))
+    return [(chosen[i].name, found[i]) for i in sorted(found)]
 
 
 if __name__ == "__main__":

@@ -308,7 +308,7 @@ def test_compare_two_faces_pick_the_second(env):
     import face_photos as fp
     from app_testdata import demo_backbone
 
-    from explorer.data import faces
+    from explorer.predict.uploads import prepare_upload
     from explorer.store.checkpoints import load_checkpoint
 
     image, _ = fp.two_faces()
@@ -322,7 +322,7 @@ def test_compare_two_faces_pick_the_second(env):
     assert picker.label == "Face used" and len(picker.options) == 2 and picker.index == 0
 
     def expected_values(face_index: int) -> list[float]:
-        crop = faces.prepare_upload(data, "two.jpg", face_index=face_index).crop
+        crop = prepare_upload(data, "two.jpg", face_index=face_index).crop
         feats = demo_backbone().encode_images([crop.image])
         return [load_checkpoint(env["folder"] / f"{n}.safetensors").predictor().predict(feats).record(0)["value"] for n in names]
 
@@ -361,11 +361,11 @@ def test_predict_one_image(env):
     # the numbers are the explorer's
     from app_testdata import demo_backbone
 
-    from explorer.data import faces
+    from explorer.predict.uploads import predict_uploads, prepare_uploads
     from explorer.store.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(env["folder"] / "ages-rank-normal.safetensors")
-    ref = faces.predict_uploads([("face.jpg", image_bytes(face_image(), "JPEG"))], ckpt.prototypes, demo_backbone())
+    ref = predict_uploads(prepare_uploads([("face.jpg", image_bytes(face_image(), "JPEG"))]), ckpt.predictor(), demo_backbone())
     assert metrics["Expected value (years)"] == f"{ref.record(0)['expected_value']:.1f}"
     # switch: whole image
     at.toggle(key="predict-whole").set_value(True).run()
@@ -377,7 +377,7 @@ def test_predict_two_faces_pick_the_second(env):
     import face_photos as fp
     from app_testdata import demo_backbone
 
-    from explorer.data import faces
+    from explorer.predict.uploads import predict_uploads, prepare_uploads
     from explorer.store.checkpoints import load_checkpoint
 
     image, _ = fp.two_faces()
@@ -390,7 +390,7 @@ def test_predict_two_faces_pick_the_second(env):
     assert len(picker.options) == 2 and picker.index == 0 and "largest" in picker.options[0]
     assert any("2 faces found" in i.value and "largest" in i.value for i in at.info)
     ckpt = load_checkpoint(env["folder"] / "ages-rank-normal.safetensors")
-    refs = [faces.predict_uploads([("two.jpg", data)], ckpt.prototypes, demo_backbone(), face_choices={0: i}).record(0)
+    refs = [predict_uploads(prepare_uploads([("two.jpg", data)], face_choices={0: i}), ckpt.predictor(), demo_backbone()).record(0)
             for i in (0, 1)]
     expected = {m.label: m.value for m in at.metric}["Expected value (years)"]
     assert expected == f"{refs[0]['expected_value']:.1f}"
