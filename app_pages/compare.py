@@ -8,15 +8,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_pages.ui import charts, errors, failures, formatting, listing, pickers, resources, sections
+from app_pages.ui import charts, errors, formatting, listing, pickers, resources
+from app_pages.ui.sections import compare as sections
 from explorer.core import settings
 from explorer.core.errors import ExplorerError
 from explorer.core.fsio import bytes_digest
 from explorer.data import faces
 from explorer.predict.uploads import overlay_distributions, prepare_upload
 from explorer.store import library as lib
-
-VIEWS = {"cosine": "Cosine", "max_normalised": "Max-normalised", "softmax": "Softmax"}
 
 
 def compare_page() -> None:
@@ -33,7 +32,8 @@ def compare_page() -> None:
     if len(chosen) < 2:
         st.info("Pick 2 to 4 checkpoints.")
         return
-    view = st.segmented_control("Heatmap view", list(VIEWS), format_func=VIEWS.get, default="cosine", key="compare-view") or "cosine"
+    views = formatting.VIEWS
+    view = st.segmented_control("Heatmap view", list(views), format_func=views.get, default="cosine", key="compare-view") or "cosine"
     ckpts = [resources.load_checkpoint(e) for e in chosen]
     geos = [resources.geometry(e) for e in chosen]
     _heatmaps(chosen, ckpts, [g["views"][view] for g in geos], view)
@@ -45,7 +45,7 @@ def compare_page() -> None:
     with errors.guard("the calibration section"):
         sections.calibration_section(chosen)
     with errors.guard("where they fail"):
-        failures.compare_failures(chosen)
+        sections.compare_failures(chosen)
     with errors.guard("the sweep curves"):
         sections.curves_section()
 
@@ -72,7 +72,7 @@ def _heatmaps(chosen, ckpts, mats, view: str) -> None:
     """One heatmap per checkpoint on one colour scale, two per row for four, else all in one row."""
     zmin, zmax = min(float(m.min()) for m in mats), max(float(m.max()) for m in mats)
     st.subheader("Similarity heatmaps")
-    st.caption(f"{charts.VIEW_TITLES[view]}, all ranks, one colour scale ({zmin:.3f} to {zmax:.3f}).")
+    st.caption(f"{formatting.VIEW_TITLES[view]}, all ranks, one colour scale ({zmin:.3f} to {zmax:.3f}).")
     per_row = 2 if len(chosen) == 4 else len(chosen)
     for start in range(0, len(chosen), per_row):
         cols = st.columns(per_row)
@@ -83,9 +83,9 @@ def _heatmaps(chosen, ckpts, mats, view: str) -> None:
             with col:
                 st.markdown(f"**{chosen[i].name}**")
                 with errors.guard(f"the heatmap of {chosen[i].name}"):
-                    st.plotly_chart(charts.heatmap(mats[i], ckpts[i].classes.labels, zmin=zmin, zmax=zmax, height=360,
-                                                   unit=ckpts[i].classes.unit, show_scale=True),
-                                    key=f"compare-heat-{i}", config={"displaylogo": False})
+                    fig = charts.heatmap(mats[i], ckpts[i].classes.labels, zmin=zmin, zmax=zmax, height=360,
+                                         unit=ckpts[i].classes.unit, show_scale=True)
+                    charts.chart(fig, f"compare-heat-{i}", f"{chosen[i].name}-similarity-{view}")
 
 
 def _ordinality(chosen, geos) -> None:
@@ -124,8 +124,7 @@ def _metrics(chosen) -> None:
         series.append((f"{e.name} ({split})" if split else e.name, labels[: len(values)], values))
     st.markdown("**Per-rank MAE**")
     units = {resources.load_checkpoint(e).ranks.unit for e, _ in with_errs}
-    st.plotly_chart(charts.per_rank_errors(series, unit=units.pop() if len(units) == 1 else ""), key="compare-per-rank",
-                    config={"displaylogo": False})
+    charts.chart(charts.per_rank_errors(series, unit=units.pop() if len(units) == 1 else ""), "compare-per-rank", "per-rank-mae")
     missing = [e.name for e, pr in errs if pr is None]
     if missing:
         st.caption(f"No per-rank errors stored for {', '.join(missing)}.")
@@ -160,7 +159,7 @@ def _same_image(chosen, ckpts) -> None:
         right.caption("These checkpoints have different ranks; their distributions share the x axis by rank value.")
     with right:
         if series:
-            st.plotly_chart(charts.overlaid_distributions(series, unit=unit), key="compare-dists", config={"displaylogo": False})
+            charts.chart(charts.overlaid_distributions(series, unit=unit), "compare-dists", "predicted-distributions")
             st.dataframe(pd.DataFrame([{"checkpoint": n, "expected": round(r["value"], 2), "argmax": r["argmax_label"],
                                         "median": r["median_value"], "90% interval": f"{r['interval_values'][0]:g}–{r['interval_values'][1]:g}"}
                                        for n, _v, _p, r in series]), hide_index=True, width="stretch")

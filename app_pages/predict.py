@@ -103,8 +103,8 @@ def _show_one(result: UploadPrediction, pos: int, ranks, digest: str) -> None:
         m2.metric(f"Most probable{in_unit}", rec["argmax_label"])
         m3.metric(f"Median{in_unit}", f"{rec['median_value']:g}")
         m4.metric(f"{rec['coverage'] * 100:.0f} % interval{in_unit}", f"{lo:g} – {hi:g}")
-        st.plotly_chart(charts.distribution(result.probs(pos), ranks.labels, ranks.values, rec, unit=unit),
-                        key="predict-distribution", config={"displaylogo": False})
+        charts.chart(charts.distribution(result.probs(pos), ranks.labels, ranks.values, rec, unit=unit), "predict-distribution",
+                     f"{item.name}-distribution")
         top = ", ".join(f"{t['label']} ({t['prob'] * 100:.1f} %)" for t in rec["top"])
         st.caption(f"Top {'concepts' if rec['value_kind'] == 'regressed' else 'ranks'}: {top}.")
 

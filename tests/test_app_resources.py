@@ -13,7 +13,6 @@ import weakref
 import pytest
 from app_testdata import build, demo_backbone
 
-from explorer.backbones.load import load_backbone
 from explorer.backbones.pool import BackboneRegistry
 from explorer.store import library as lib
 from explorer.store.checkpoints import save_checkpoint
@@ -25,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def pool(monkeypatch):
     from app_pages.ui import resources
 
-    registry = BackboneRegistry(max_entries=1, loader=load_backbone, on_evict=resources._on_evict)
+    registry = resources.new_backbone_registry(max_entries=1)  # the app's hooks: eviction collects and frees
     monkeypatch.setattr(resources, "backbone_registry", lambda: registry)
     monkeypatch.setenv("ORDINAL_EXPLORER_DEVICE", "cpu")
     return registry
