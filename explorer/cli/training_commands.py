@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from explorer.cli.base import DownloadBar, _Bar, _open, _print_json, command
+from explorer.cli.common import DownloadBar, ProgressBar, command, open_checkpoint, print_json
 
 
-def _learner_settings(args: argparse.Namespace, method: str | None) -> dict[str, Any]:
+def learner_settings(args: argparse.Namespace, method: str | None) -> dict[str, Any]:
     """The options of ``method`` (None: of every registered method) set on the command line (the
     rank-names file read into names)."""
     from explorer.core.options import values_from_args
@@ -26,7 +26,7 @@ def _learner_settings(args: argparse.Namespace, method: str | None) -> dict[str,
     return settings
 
 
-def _train_config(args: argparse.Namespace, dataset: str, out: str, method: str | None = None):
+def train_config(args: argparse.Namespace, dataset: str, out: str, method: str | None = None):
     """The TrainConfig of a train / sweep command: dataclass defaults, the --preset's, then the flags given."""
     from explorer.core.options import values_from_args
     from explorer.methods import DEFAULT_METHOD
@@ -34,7 +34,7 @@ def _train_config(args: argparse.Namespace, dataset: str, out: str, method: str 
 
     method = method or DEFAULT_METHOD
     return config_from_preset(
-        getattr(args, "preset", None), dataset, out, method, values_from_args(TrainConfig, args), _learner_settings(args, method),
+        getattr(args, "preset", None), dataset, out, method, values_from_args(TrainConfig, args), learner_settings(args, method),
         backbone=args.backbone, skip_bad=args.skip_bad, device=args.device, cache_dir=args.cache_dir, name=getattr(args, "name", None),
     )
 
@@ -43,8 +43,8 @@ def _train_config(args: argparse.Namespace, dataset: str, out: str, method: str 
 def cmd_train(args: argparse.Namespace) -> int:
     from explorer.training.trainer import train
 
-    config = _train_config(args, args.dataset, args.out, args.learner)
-    result = train(config, progress=_Bar(args.quiet), resume=args.resume)
+    config = train_config(args, args.dataset, args.out, args.learner)
+    result = train(config, progress=ProgressBar(args.quiet), resume=args.resume)
     summary = {
         "checkpoint": str(result.checkpoint), "history": str(result.history_path), "best_epoch": result.best_epoch + 1,
         "val": {k: v for k, v in result.val_metrics.items() if k != "per_rank_mae"},
@@ -53,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if int(os.environ.get("RANK", "0")) == 0:
         if args.json:
-            _print_json(summary)
+            print_json(summary)
         else:
             test, key = summary["test"] or {}, config.selection_metric  # NumCLIP: the regressed value's MAE
             print(f"wrote {result.checkpoint} (best epoch {summary['best_epoch']}, val MAE {summary['val'][key]:.3f}"
@@ -74,7 +74,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     validate(dataset, check_images=True, skip_bad=args.skip_bad)
     dataset.face_margin = args.face_margin if args.faces else None
     cache = FeatureCache(backbone, args.cache_dir)
-    bar = _Bar(args.quiet)
+    bar = ProgressBar(args.quiet)
     feats = cache.features(dataset, dataset.samples, batch_size=args.batch_size,
                            progress=lambda d, t: bar(Progress("embed", d, t, message="embedding")))
     bar.close()
@@ -87,13 +87,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from explorer.analysis.evaluation import evaluate_checkpoint
 
-    ckpt, backbone = _open(args)
+    ckpt, backbone = open_checkpoint(args)
     by = [f.strip() for f in args.by.split(",") if f.strip()] if args.by else None
     result = evaluate_checkpoint(ckpt, backbone, args.dataset, split=args.split, cache_dir=args.cache_dir,
                                  skip_bad=args.skip_bad, min_label=args.long_tail, faces=args.faces,
                                  by=by, errors_csv=args.errors)
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         m, faces = result["metrics"], result["faces"]
         print(f"{ckpt.name} on {args.dataset} [{args.split}, n={int(m['n'])}]: MAE exp {m['mae_exp']:.3f}, MAE max {m['mae_max']:.3f}, "
@@ -124,11 +124,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from explorer.training.config import parse_learner_list, sweep_grid
     from explorer.training.sweeps import sweep
 
-    base = _train_config(args, args.dataset, str(Path(args.out_dir) / "run.safetensors"))
-    learners = parse_learner_list(args.learners, _learner_settings(args, None))
+    base = train_config(args, args.dataset, str(Path(args.out_dir) / "run.safetensors"))
+    learners = parse_learner_list(args.learners, learner_settings(args, None))
     shots = [None if s in ("all", "0") else int(s) for s in args.shots_list.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    table = sweep(sweep_grid(base, learners, shots, seeds, args.out_dir), Path(args.out_dir), progress=_Bar(args.quiet))
+    table = sweep(sweep_grid(base, learners, shots, seeds, args.out_dir), Path(args.out_dir), progress=ProgressBar(args.quiet))
     print(table["markdown"])
     print(f"wrote {table['csv']} and {table['md']}")
     print(f"wrote {table['curves']} (few-shot / label-shift curves)")
@@ -171,7 +171,7 @@ def _train_flags(p) -> None:
         add_flags(p, get_method(name).config_class, seen)
 
 
-def _add_training_parsers(add) -> None:
+def add_training_parsers(add) -> None:
     """embed / train / eval / sweep sub-commands."""
     from explorer.methods import ALIASES, DEFAULT_METHOD, method_names
 
