@@ -177,13 +177,13 @@ def test_numclip_trained_in_the_app_renders_on_geometry_and_predict(open_app, sc
     expect(page.get_by_text("now in the Library")).to_be_visible(timeout=180_000)
     no_exception(page)
     base = page.url.split("/train")[0]
-    page.goto(base + "/geometry?checkpoint=app-browser-numclip")
+    page.goto(base + "/geometry?checkpoint=browser-numclip")  # the run's name (its file: app-browser-numclip-<job id>)
     expect_title(page, "Geometry")
     expect(page.locator(CHART).first).to_be_visible(timeout=60_000)
     settle(page)
     no_exception(page)
     screenshot(page, "numclip-geometry")
-    page.goto(base + "/predict?checkpoint=app-browser-numclip")
+    page.goto(base + "/predict?checkpoint=browser-numclip")
     expect_title(page, "Predict")
     image = tmp_path / "dots.png"
     image.write_bytes(image_bytes(plain_image()))
