@@ -4,6 +4,7 @@ functions, a short top level (issue 15). Pure static checks: they read the sourc
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import subprocess
 import sys
@@ -104,6 +105,7 @@ def _is_private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
 
+@functools.lru_cache(maxsize=None)
 def _project_module(dotted: str) -> bool:
     """True when ``dotted`` names a module of this repository (not a third-party one)."""
     parts = dotted.split(".")
