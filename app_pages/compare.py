@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_pages.ui import charts, errors, failures, formatting, listing, pickers, resources, sections
+from app_pages.ui import charts, errors, formatting, listing, pickers, resources
+from app_pages.ui.sections import compare as sections
 from explorer.core import settings
 from explorer.core.errors import ExplorerError
 from explorer.core.fsio import bytes_digest
 from explorer.data import faces
+from explorer.predict.uploads import overlay_distributions, prepare_upload
 from explorer.store import library as lib
-
-VIEWS = {"cosine": "Cosine", "max_normalised": "Max-normalised", "softmax": "Softmax"}
 
 
 def compare_page() -> None:
@@ -32,7 +32,8 @@ def compare_page() -> None:
     if len(chosen) < 2:
         st.info("Pick 2 to 4 checkpoints.")
         return
-    view = st.segmented_control("Heatmap view", list(VIEWS), format_func=VIEWS.get, default="cosine", key="compare-view") or "cosine"
+    views = formatting.VIEWS
+    view = st.segmented_control("Heatmap view", list(views), format_func=views.get, default="cosine", key="compare-view") or "cosine"
     ckpts = [resources.load_checkpoint(e) for e in chosen]
     geos = [resources.geometry(e) for e in chosen]
     _heatmaps(chosen, ckpts, [g["views"][view] for g in geos], view)
@@ -44,7 +45,7 @@ def compare_page() -> None:
     with errors.guard("the calibration section"):
         sections.calibration_section(chosen)
     with errors.guard("where they fail"):
-        failures.compare_failures(chosen)
+        sections.compare_failures(chosen)
     with errors.guard("the sweep curves"):
         sections.curves_section()
 
@@ -71,7 +72,7 @@ def _heatmaps(chosen, ckpts, mats, view: str) -> None:
     """One heatmap per checkpoint on one colour scale, two per row for four, else all in one row."""
     zmin, zmax = min(float(m.min()) for m in mats), max(float(m.max()) for m in mats)
     st.subheader("Similarity heatmaps")
-    st.caption(f"{charts.VIEW_TITLES[view]}, all ranks, one colour scale ({zmin:.3f} to {zmax:.3f}).")
+    st.caption(f"{formatting.VIEW_TITLES[view]}, all ranks, one colour scale ({zmin:.3f} to {zmax:.3f}).")
     per_row = 2 if len(chosen) == 4 else len(chosen)
     for start in range(0, len(chosen), per_row):
         cols = st.columns(per_row)
@@ -82,9 +83,9 @@ def _heatmaps(chosen, ckpts, mats, view: str) -> None:
             with col:
                 st.markdown(f"**{chosen[i].name}**")
                 with errors.guard(f"the heatmap of {chosen[i].name}"):
-                    st.plotly_chart(charts.heatmap(mats[i], ckpts[i].classes.labels, zmin=zmin, zmax=zmax, height=360,
-                                                   unit=ckpts[i].classes.unit, show_scale=True),
-                                    key=f"compare-heat-{i}", config={"displaylogo": False})
+                    fig = charts.heatmap(mats[i], ckpts[i].classes.labels, zmin=zmin, zmax=zmax, height=360,
+                                         unit=ckpts[i].classes.unit, show_scale=True)
+                    charts.chart(fig, f"compare-heat-{i}", f"{chosen[i].name}-similarity-{view}")
 
 
 def _ordinality(chosen, geos) -> None:
@@ -123,8 +124,7 @@ def _metrics(chosen) -> None:
         series.append((f"{e.name} ({split})" if split else e.name, labels[: len(values)], values))
     st.markdown("**Per-rank MAE**")
     units = {resources.load_checkpoint(e).ranks.unit for e, _ in with_errs}
-    st.plotly_chart(charts.per_rank_errors(series, unit=units.pop() if len(units) == 1 else ""), key="compare-per-rank",
-                    config={"displaylogo": False})
+    charts.chart(charts.per_rank_errors(series, unit=units.pop() if len(units) == 1 else ""), "compare-per-rank", "per-rank-mae")
     missing = [e.name for e, pr in errs if pr is None]
     if missing:
         st.caption(f"No per-rank errors stored for {', '.join(missing)}.")
@@ -140,7 +140,7 @@ def _same_image(chosen, ckpts) -> None:
         return
     data = upload.getvalue()
     digest = bytes_digest(data)
-    item = faces.prepare_upload(data, upload.name, use_whole_image=whole, face_index=pickers.face_choices("compare").get(digest))
+    item = prepare_upload(data, upload.name, use_whole_image=whole, face_index=pickers.face_choices("compare").get(digest))
     if not item.ok:
         st.error(item.error)
         return
@@ -151,17 +151,7 @@ def _same_image(chosen, ckpts) -> None:
         if crop.num_faces > 1:
             pickers.face_picker(crop, digest, "compare")
         st.caption(crop.note)
-    models = []
-    locks = {}
-    for e, ckpt in zip(chosen, ckpts):
-        try:
-            handle = resources.backbone_for(e)
-        except ExplorerError as exc:
-            right.warning(f"{e.name}: {exc}")
-            continue
-        locks[id(handle.backbone)] = handle.lock
-        models.append((e.name, ckpt.predictor(), handle.backbone))
-    preds = faces.overlay_distributions(crop.image, models, lock_for=lambda bb: locks.get(id(bb)))
+    preds = _predict_each(chosen, ckpts, crop.image, right.warning)
     series = [(name, p.ranks.value_array, p.probs[0], p.record(0)) for name, p in preds]
     units = {p.ranks.unit for _, p in preds}
     unit = next(iter(units)) if len(units) == 1 else ""
@@ -169,10 +159,28 @@ def _same_image(chosen, ckpts) -> None:
         right.caption("These checkpoints have different ranks; their distributions share the x axis by rank value.")
     with right:
         if series:
-            st.plotly_chart(charts.overlaid_distributions(series, unit=unit), key="compare-dists", config={"displaylogo": False})
+            charts.chart(charts.overlaid_distributions(series, unit=unit), "compare-dists", "predicted-distributions")
             st.dataframe(pd.DataFrame([{"checkpoint": n, "expected": round(r["value"], 2), "argmax": r["argmax_label"],
                                         "median": r["median_value"], "90% interval": f"{r['interval_values'][0]:g}–{r['interval_values'][1]:g}"}
                                        for n, _v, _p, r in series]), hide_index=True, width="stretch")
+
+
+def _predict_each(chosen, ckpts, image, warn) -> list:
+    """``(name, Prediction)`` of every checkpoint whose backbone is here: one encoding per backbone,
+    inside its handle's ``use()``."""
+    groups: dict[int, tuple] = {}
+    for i, (e, ckpt) in enumerate(zip(chosen, ckpts)):
+        try:
+            handle = resources.backbone_for(e)
+        except ExplorerError as exc:
+            warn(f"{e.name}: {exc}")
+            continue
+        groups.setdefault(id(handle.backbone), (handle, []))[1].append((i, ckpt.predictor()))
+    found = {}
+    for handle, predictors in groups.values():
+        with handle.use() as backbone:
+            found.update(overlay_distributions(image, predictors, backbone))
+    return [(chosen[i].name, found[i]) for i in sorted(found)]
 
 
 if __name__ == "__main__":

@@ -5,10 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages.ui import charts, errors, failures, formatting, pickers, resources, sections
-
-VIEWS = {"cosine": "Cosine", "max_normalised": "Max-normalised", "softmax": "Softmax"}
-METHODS = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}
+from app_pages.ui import charts, errors, formatting, pickers, resources
+from app_pages.ui.sections import geometry as sections
 
 
 def geometry_page() -> None:
@@ -21,7 +19,7 @@ def geometry_page() -> None:
     with c1:
         a, b = pickers.rank_window(entry, "geometry-window")
     with c2:
-        view = st.segmented_control("Heatmap view", list(VIEWS), format_func=VIEWS.get, default="cosine",
+        view = st.segmented_control("Heatmap view", list(formatting.VIEWS), format_func=formatting.VIEWS.get, default="cosine",
                                     key="geometry-view") or "cosine"
     geo = resources.geometry(entry, (a, b))
     labels = ranks.labels[a : b + 1]
@@ -33,7 +31,7 @@ def geometry_page() -> None:
     with errors.guard("the image and prototype map"):
         sections.map_section(entry, ckpt)
     with errors.guard("where it fails"):
-        failures.failure_section(entry, ckpt)
+        sections.failure_section(entry, ckpt)
 
 
 def _summary_metrics(report: dict, geo: dict, labels, unit: str, count: int) -> None:
@@ -50,15 +48,14 @@ def _similarity_charts(geo: dict, labels, unit: str, view: str) -> None:
     report = geo["report"]
     left, right = st.columns(2)
     with left:
-        st.markdown(f"**Similarity heatmap** · {charts.VIEW_TITLES[view]}")
+        st.markdown(f"**Similarity heatmap** · {formatting.VIEW_TITLES[view]}")
         with errors.guard("the heatmap"):
-            st.plotly_chart(charts.heatmap(geo["views"][view], labels, colorbar_title=VIEWS[view], unit=unit),
-                            key="geometry-heatmap", config={"displaylogo": False})
+            fig = charts.heatmap(geo["views"][view], labels, colorbar_title=formatting.VIEWS[view], unit=unit)
+            charts.chart(fig, "geometry-heatmap", f"similarity-{view}")
     with right:
         st.markdown("**Ordering violations** · red: walking right from rank i, similarity did not fall")
         with errors.guard("the violation map"):
-            st.plotly_chart(charts.violation_map(geo["violations"], labels, unit=unit), key="geometry-violations",
-                            config={"displaylogo": False})
+            charts.chart(charts.violation_map(geo["violations"], labels, unit=unit), "geometry-violations", "ordering-violations")
 
     left, right = st.columns([2, 3])
     with left:
@@ -69,14 +66,13 @@ def _similarity_charts(geo: dict, labels, unit: str, view: str) -> None:
                      column_config={"ordinality %": st.column_config.ProgressColumn(format="%.2f", min_value=0, max_value=100)})
     with right:
         st.markdown("**Adjacent-rank similarity** cos(P_r, P_r+1)")
-        st.plotly_chart(charts.adjacent_curve(geo["adjacent"], labels, unit=unit), key="geometry-adjacent",
-                        config={"displaylogo": False})
+        charts.chart(charts.adjacent_curve(geo["adjacent"], labels, unit=unit), "geometry-adjacent", "adjacent-similarity")
 
 
 def _projection_section(entry, window: tuple[int, int], labels, values, unit: str) -> None:
     st.subheader("Projections")
     p1, p2, p3 = st.columns([3, 1, 1])
-    method = p1.segmented_control("Method", list(METHODS), format_func=METHODS.get, default="pca",
+    method = p1.segmented_control("Method", list(formatting.PROJECTIONS), format_func=formatting.PROJECTIONS.get, default="pca",
                                   key="geometry-method") or "pca"
     dims = p2.segmented_control("Dimensions", [2, 3], format_func=lambda d: f"{d}-D", default=2, key="geometry-dims") or 2
     seed = int(p3.number_input("Seed", min_value=0, max_value=10_000, value=0, step=1, key="geometry-seed",
@@ -86,10 +82,9 @@ def _projection_section(entry, window: tuple[int, int], labels, values, unit: st
             layout = resources.projection(entry, window, method, dims, seed)
         else:
             note = " (the first UMAP in a fresh server also compiles numba code)" if method == "umap" else ""
-            with st.spinner(f"Computing the {METHODS[method]} layout{note}…"):
+            with st.spinner(f"Computing the {formatting.PROJECTIONS[method]} layout{note}…"):
                 layout = resources.projection(entry, window, method, dims, seed)
-        st.plotly_chart(charts.projection(layout, labels, values, unit=unit), key="geometry-projection",
-                        config={"displaylogo": False})
+        charts.chart(charts.projection(layout, labels, values, unit=unit), "geometry-projection", f"projection-{method}-{dims}d")
         st.caption("Coloured by rank value; consecutive ranks are joined. UMAP and t-SNE layouts are kept on disk per "
                    "checkpoint content, window, dimensions and seed.")
 

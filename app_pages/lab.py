@@ -21,8 +21,8 @@ def _is_rank_learner(entry: lib.LibraryEntry) -> bool:
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def _variant(content_hash: str, backbone_id: str, scheme: str, bandwidth: float, num_base_ranks: int,
-             _model, _lock) -> LabVariant:
-    with _lock:  # the text encoder is the pooled backbone's
+             _model, _handle) -> LabVariant:
+    with _handle.use():  # the text encoder is the pooled backbone's
         return lab.recompute(_model, scheme, bandwidth, num_base_ranks)
 
 
@@ -54,13 +54,12 @@ def lab_page() -> None:
     if settings is None:
         return
     schemes, bandwidth, num_base, (a, b) = settings
-    model, lock = resources.prompt_model(entry)
+    model, handle = resources.prompt_model(entry)
     with st.spinner("Recomputing prototypes…"):
         variants = [_variant(entry.content_hash, ckpt.backbone_id, scheme, float(bandwidth) if scheme == "normal" else 1.0,
-                             num_base, model, lock) for scheme in schemes]
+                             num_base, model, handle) for scheme in schemes]
     st.subheader("Interpolation weights W[r, k]")
-    st.plotly_chart(charts.interpolation_weights([(v.label, v.weights, v.positions) for v in variants], ranks.labels),
-                    key="lab-weights", config={"displaylogo": False})
+    charts.chart(charts.interpolation_weights([(v.label, v.weights, v.positions) for v in variants], ranks.labels), "lab-weights")
     stored = resources.geometry(entry, (a, b))
     window = resources.norm_window((a, b), len(ranks))
     summaries = [(v, lib.geometry_summary(v.prototypes, window, ckpt.meta["logit_scale"])) for v in variants]
@@ -68,9 +67,8 @@ def lab_page() -> None:
     labels = ranks.labels[a : b + 1]
     _heatmaps(panels, labels, ranks.unit)
     _table(panels, summaries, ckpt.prototypes.matrix.numpy().astype(np.float64))
-    st.plotly_chart(charts.adjacent_curve(stored["adjacent"], labels, unit=ranks.unit,
-                                          series={title: g["adjacent"] for title, g in panels}),
-                    key="lab-adjacent", config={"displaylogo": False})
+    charts.chart(charts.adjacent_curve(stored["adjacent"], labels, unit=ranks.unit,
+                                       series={title: g["adjacent"] for title, g in panels}), "lab-adjacent")
 
 
 def _settings(entry, options, num_ranks: int):
@@ -103,9 +101,8 @@ def _heatmaps(panels, labels, unit: str) -> None:
             with col:
                 rep = g["report"]
                 st.markdown(f"**{title}**")
-                st.plotly_chart(charts.heatmap(g["similarity"], labels, zmin=zmin, zmax=zmax, height=340, unit=unit,
-                                               show_scale=col is cols[-1]),
-                                key=f"lab-heat-{start}-{title}", config={"displaylogo": False})
+                charts.chart(charts.heatmap(g["similarity"], labels, zmin=zmin, zmax=zmax, height=340, unit=unit,
+                                            show_scale=col is cols[-1]), f"lab-heat-{start}-{title}", f"lab-heatmap-{title}")
                 st.caption(f"ordinality {formatting.fmt_pct(rep['ordinality'], 2)} · violations {formatting.fmt_pct(rep['violation_rate'], 2)}")
 
 

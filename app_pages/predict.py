@@ -8,20 +8,20 @@ import streamlit as st
 from app_pages.ui import charts, errors, formatting, pickers, resources
 from explorer.core.fsio import bytes_digest
 from explorer.data import faces
-from explorer.data.inputs import checkpoint_inputs, crops_faces
-
-MAX_CHARTS = 1  # one distribution chart at a time; a selector picks the image when there are several
+from explorer.data.inputs import DEFAULT_MARGIN, checkpoint_inputs, crops_faces
+from explorer.predict.uploads import UploadPrediction, predict_uploads, prepare_uploads
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _predict(content_hash: str, backbone_id: str, digests: tuple[str, ...], names: tuple[str, ...], whole: bool,
-             margin: float, choices: tuple[tuple[int, int], ...], _uploads, _prototypes, _backbone, _lock) -> faces.UploadPrediction:
-    return faces.predict_uploads(_uploads, _prototypes, _backbone, use_whole_image=whole, margin=margin, lock=_lock,
-                                 face_choices=dict(choices))
+             margin: float, choices: tuple[tuple[int, int], ...], _uploads, _predictor, _handle) -> UploadPrediction:
+    items = prepare_uploads(_uploads, use_whole_image=whole, margin=margin, face_choices=dict(choices))
+    with _handle.use() as backbone:  # decoding and face detection above need no backbone
+        return predict_uploads(items, _predictor, backbone)
 
 
-def predict_bytes(entry, uploads: list[tuple[str, bytes]], whole: bool = False, margin: float = faces.DEFAULT_MARGIN,
-                  face_choices: dict[str, int] | None = None) -> faces.UploadPrediction:
+def predict_bytes(entry, uploads: list[tuple[str, bytes]], whole: bool = False, margin: float = DEFAULT_MARGIN,
+                  face_choices: dict[str, int] | None = None) -> UploadPrediction:
     """The upload handling, from (name, bytes) pairs: what the page shows (cached by content).
 
     ``face_choices``: upload digest -> which face to use (largest first); others use the largest.
@@ -33,7 +33,7 @@ def predict_bytes(entry, uploads: list[tuple[str, bytes]], whole: bool = False, 
     picked = face_choices or {}
     choices = tuple((pos, picked[d]) for pos, d in enumerate(digests) if d in picked)
     return _predict(entry.content_hash, handle.backbone_id, digests, names, bool(whole), float(margin), choices,
-                    uploads, ckpt.predictor(), handle.backbone, handle.lock)
+                    uploads, ckpt.predictor(), handle)
 
 
 def _default_face_settings(entry, ckpt) -> None:
@@ -42,7 +42,7 @@ def _default_face_settings(entry, ckpt) -> None:
     if st.session_state.get("predict-whole-for") != entry.content_hash:
         st.session_state["predict-whole-for"] = entry.content_hash
         st.session_state["predict-whole"] = not crops_faces(ckpt.meta)
-        st.session_state["predict-margin"] = float(checkpoint_inputs(ckpt.meta).get("margin") or faces.DEFAULT_MARGIN)
+        st.session_state["predict-margin"] = float(checkpoint_inputs(ckpt.meta).get("margin") or DEFAULT_MARGIN)
 
 
 def predict_page() -> None:
@@ -83,7 +83,7 @@ def predict_page() -> None:
     _show_one(result, pos, result.prediction.ranks, bytes_digest(uploads[pos][1]))
 
 
-def _show_one(result: faces.UploadPrediction, pos: int, ranks, digest: str) -> None:
+def _show_one(result: UploadPrediction, pos: int, ranks, digest: str) -> None:
     item = result.items[pos]
     rec = result.record(pos)
     left, right = st.columns([1, 2])
@@ -103,8 +103,8 @@ def _show_one(result: faces.UploadPrediction, pos: int, ranks, digest: str) -> N
         m2.metric(f"Most probable{in_unit}", rec["argmax_label"])
         m3.metric(f"Median{in_unit}", f"{rec['median_value']:g}")
         m4.metric(f"{rec['coverage'] * 100:.0f} % interval{in_unit}", f"{lo:g} – {hi:g}")
-        st.plotly_chart(charts.distribution(result.probs(pos), ranks.labels, ranks.values, rec, unit=unit),
-                        key="predict-distribution", config={"displaylogo": False})
+        charts.chart(charts.distribution(result.probs(pos), ranks.labels, ranks.values, rec, unit=unit), "predict-distribution",
+                     f"{item.name}-distribution")
         top = ", ".join(f"{t['label']} ({t['prob'] * 100:.1f} %)" for t in rec["top"])
         st.caption(f"Top {ranks.name or 'rank'}s: {top}.")
 

@@ -32,11 +32,11 @@ def _config_from_form(values: dict, learner_settings: dict) -> TrainConfig:
     """The run's TrainConfig, with the method's config from its own fields of the form."""
     name = safe_filename(values["name"].strip(), sep="-", default="run")
     learner = make_config(values["learner"], **learner_settings)
-    return TrainConfig(
+    return TrainConfig(  # out: the job manager adds the job id (app-<name>-<id>.safetensors)
         dataset=values["dataset"].strip(), out=str(settings.library_folder() / f"app-{name}.safetensors"), name=name,
         backbone=values["backbone"].strip(), learner=learner, shots=int(values["shots"]) or None,
         epochs=int(values["epochs"]), seed=int(values["seed"]), lr=float(values["lr"]),
-        faces=bool(values.get("faces", False)), device=resources.device_setting(),
+        faces=bool(values.get("faces", False)), device=settings.app_device(),
     )
 
 

@@ -6,7 +6,7 @@ Layers, lowest first; a module imports only from layers below its own (the impor
 - ``core``       errors, ranks, typed options, atomic writes and digests, file formats by header, settings
 - ``backbones``  CLIP backbones: specs, loading, weight files, the hub, the text encoder, catalogue, pool
 - ``data``       datasets, images, faces (YuNet), what a checkpoint's inputs are, the feature cache
-- ``predict``    prototypes, distribution summaries, the torch-free ONNX runtime path
+- ``predict``    prototypes, distribution summaries, uploaded images to distributions, the torch-free ONNX runtime path
 - ``methods``    the prompt methods as plug-ins (OrdinalCLIP, CoOp, zero-shot, linear probe, NumCLIP)
 - ``metrics``    pure metric functions: validation, ordinal, calibration, the panel
 - ``analysis``   geometry, projections, maps, curves, decoding, the interpolation lab, evaluation

@@ -20,6 +20,12 @@ Browser (end-to-end) harness
   full-page PNG to ``test-artifacts/screenshots/<test name>[-<name>].png``.
 
 Mark browser tests with ``@pytest.mark.browser``.
+
+AppTest harness
+---------------
+* ``env`` (module): a checkpoint library made on the demo backbone and a cache folder, set as
+  ``ORDINAL_EXPLORER_CHECKPOINTS`` / ``ORDINAL_EXPLORER_CACHE`` (and the CPU as the device) while the
+  module's tests run; ``{"folder": Path, "cache": Path}``. Opening pages: ``tests/app_helpers.py``.
 """
 
 from __future__ import annotations
@@ -221,6 +227,21 @@ def screenshot(request):
         return path
 
     return _save
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """The AppTest modules' library and cache folders, in the environment for the module (see above)."""
+    from app_testdata import make_library
+
+    folder = tmp_path_factory.mktemp("app-library")
+    make_library(folder)
+    cache = tmp_path_factory.mktemp("app-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ORDINAL_EXPLORER_CHECKPOINTS", str(folder))
+        mp.setenv("ORDINAL_EXPLORER_CACHE", str(cache))
+        mp.setenv("ORDINAL_EXPLORER_DEVICE", "cpu")
+        yield {"folder": folder, "cache": cache}
 
 
 @pytest.fixture(scope="module")

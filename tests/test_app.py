@@ -5,66 +5,18 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from app_testdata import face_image, image_bytes, make_library, plain_image
+from app_helpers import APP, TIMEOUT, ok, open_page, plotly_charts, texts, wait_for_backbone
+from app_testdata import face_image, image_bytes, plain_image
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-TIMEOUT = 120
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("app-library")
-    make_library(folder)
-    cache = tmp_path_factory.mktemp("app-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ORDINAL_EXPLORER_CHECKPOINTS", str(folder))
-        mp.setenv("ORDINAL_EXPLORER_CACHE", str(cache))
-        mp.setenv("ORDINAL_EXPLORER_DEVICE", "cpu")
-        yield {"folder": folder, "cache": cache}
-
-
-def _texts(at) -> str:
-    parts = []
-    for kind in ("markdown", "caption", "error", "warning", "info", "success", "title", "subheader", "metric"):
-        for el in getattr(at, kind):
-            parts.append(str(getattr(el, "value", "")) + " " + str(getattr(el, "label", "")))
-    return "\n".join(parts)
-
-
-def _ok(at) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _charts(at) -> list:
-    return list(at.get("plotly_chart"))
-
-
-def _wait_for_backbone(at, seconds: float = 60) -> AppTest:
-    """Rerun until the sidebar no longer says the backbone is loading (it loads in a thread)."""
-    deadline = time.monotonic() + seconds
-    while "loading…" in " ".join(m.value for m in at.sidebar.markdown) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        at.run(timeout=TIMEOUT)
-    return at
-
-
-def open_page(env, page: str | None = None, checkpoint: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    if checkpoint:
-        at.query_params["checkpoint"] = checkpoint
-    at.run()
-    if page:
-        at.switch_page(f"app_pages/{page}.py").run()
-    return _ok(at)
 
 
 # --- every page ----------------------------------------------------------------------------------
@@ -75,13 +27,13 @@ def open_page(env, page: str | None = None, checkpoint: str | None = None) -> Ap
     ("predict", "Predict"), ("train", "Train"), ("models", "Models"),
 ])
 def test_every_page_renders_with_the_backbone_in_the_sidebar(env, page, title):
-    at = _wait_for_backbone(open_page(env, page))
+    at = wait_for_backbone(open_page(env, page))
     assert at.title[0].value == title
     side = " ".join(m.value for m in at.sidebar.markdown)
     assert "Active checkpoint:" in side
     assert "`demo` on **cpu**" in side
     assert any("demo backbone is in use" in w.value for w in at.sidebar.warning)
-    _ok(at)
+    ok(at)
 
 
 def test_query_param_picks_the_active_checkpoint(env):
@@ -115,15 +67,15 @@ def test_library_picks_active_and_compare_set(env):
     sel = at.selectbox(key="library-active")
     assert any("dots-rank-inv_prop" in o for o in sel.options)
     sel.set_value(target).run()
-    _ok(at)
+    ok(at)
     assert at.session_state["active_checkpoint"] == target
     keys = [str(env["folder"] / n) for n in ("dots-plain.safetensors", "ages-rank-normal.safetensors")]
     at.multiselect(key="library-compare").set_value(keys).run()
-    _ok(at)
+    ok(at)
     assert sorted(at.session_state["compare_checkpoints"]) == sorted(keys)
     # the choices follow the user to other pages
     at.switch_page("app_pages/geometry.py").run()
-    _ok(at)
+    ok(at)
     assert at.selectbox(key="geometry-checkpoint").value == target
     at.switch_page("app_pages/compare.py").run()
     assert sorted(at.multiselect(key="compare-checkpoints").value) == sorted(keys)
@@ -147,7 +99,7 @@ def test_library_builds_the_onnx_file_once_and_offers_it(env):
     at.selectbox(key="library-active").set_value(str(path)).run()
     assert not at.get("download_button") and SNIPPET.strip() in [c.value.strip() for c in at.code]
     at.button(key="library-onnx-build").click().run()
-    _ok(at)
+    ok(at)
     assert not [e.value for e in at.error if "ONNX" in e.value or "went wrong" in e.value]  # (the others: bad files)
     assert cached.is_file() and [b.label for b in at.get("download_button")][0].startswith("Download dots-plain.onnx")
     model = load_onnx(cached)
@@ -155,7 +107,7 @@ def test_library_builds_the_onnx_file_once_and_offers_it(env):
     before = cached.stat()
     again = open_page(env)  # a second visit: the cached file is offered as it is
     again.selectbox(key="library-active").set_value(str(path)).run()
-    _ok(again)
+    ok(again)
     assert len(again.get("download_button")) == 1 and "library-onnx-build" not in [b.key for b in again.button]
     after = cached.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
@@ -174,7 +126,7 @@ def test_library_onnx_error_is_one_sentence(env, monkeypatch):
     at = open_page(env)
     at.selectbox(key="library-active").set_value(str(path)).run()
     at.button(key="library-onnx-build").click().run()
-    _ok(at)
+    ok(at)
     assert [e.value for e in at.error if "onnx package" in e.value] and not at.get("download_button")
     assert not any("Traceback" in e.value or "\n" in e.value for e in at.error)
     assert not lib.onnx_cache_path(entry.content_hash).exists()
@@ -189,22 +141,22 @@ def test_library_add_by_path_and_uploads(env, tmp_path):
     at = open_page(env)
     at.text_input(key="library-path").input(str(extra))
     at.button[0].click().run()  # the form's Add button
-    _ok(at)
+    ok(at)
     assert any("Added outside-ckpt" in s.value for s in at.success)
     df = at.dataframe[0].value
     assert "outside-ckpt" in set(df["name"]) and "added" in set(df["source"])
     # a path that does not exist
     at.text_input(key="library-path").input(str(tmp_path / "nope.safetensors"))
     at.button[0].click().run()
-    _ok(at)
+    ok(at)
     assert any("No file at" in e.value for e in at.error)
     # uploads: a pickle is refused, a good checkpoint is added
     at.file_uploader(key="library-upload").set_value(("evil.pt", (env["folder"] / "evil.pt").read_bytes(), "application/octet-stream")).run()
-    _ok(at)
+    ok(at)
     assert any(e.value.startswith("evil.pt is a pickle that would import and call os.system") for e in at.error)
     data = (env["folder"] / "dots-plain.safetensors").read_bytes()
     at.file_uploader(key="library-upload").set_value(("mine.safetensors", data, "application/octet-stream")).run()
-    _ok(at)
+    ok(at)
     assert any("Added dots-plain" in s.value for s in at.success)
     assert not list(Path(env["cache"]).glob("uploaded-checkpoints/*/evil.pt"))  # rejected uploads are not kept
 
@@ -224,24 +176,24 @@ def test_geometry_numbers_views_window_and_projections(env):
     assert metrics["Ordinality (all pairs)"] == f"{100 * report['ordinality']:.2f} %"
     assert metrics["Violation rate"] == f"{100 * report['violation_rate']:.2f} %"
     assert metrics["Ranks in window"] == "101"
-    assert len(_charts(at)) == 4  # heatmap, violations, adjacent, projection
+    assert len(plotly_charts(at)) == 4  # heatmap, violations, adjacent, projection
     spans = at.dataframe[0].value
     assert list(spans["span s"]) == list(report["spans"])
 
     at.select_slider[0].set_range("15", "75").run()
-    _ok(at)
+    ok(at)
     windowed = geometry.ordinality_report(P, (15, 75))
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Ranks in window"] == "61"
     assert metrics["Ordinality (all pairs)"] == f"{100 * windowed['ordinality']:.2f} %"
 
     at.segmented_control(key="geometry-view").set_value("softmax").run()
-    _ok(at)
+    ok(at)
     at.segmented_control(key="geometry-method").set_value("tsne").run()
-    _ok(at)
+    ok(at)
     at.segmented_control(key="geometry-dims").set_value(3).run()
-    _ok(at)
-    assert len(_charts(at)) == 4
+    ok(at)
+    assert len(plotly_charts(at)) == 4
     files = list(Path(env["cache"]).glob("projections/*-tsne-3-0.npy"))
     assert len(files) == 1 and "-w15_75-" in files[0].name
     assert np.load(files[0]).shape == (61, 3)
@@ -251,7 +203,7 @@ def test_geometry_numbers_views_window_and_projections(env):
 
 
 def test_lab_recomputes_schemes_and_other_b(env):
-    at = _wait_for_backbone(open_page(env, "lab", checkpoint="dots-rank-linear"))
+    at = wait_for_backbone(open_page(env, "lab", checkpoint="dots-rank-linear"))
     assert at.selectbox(key="lab-checkpoint").value.endswith("dots-rank-linear.safetensors")
     table = at.dataframe[0].value
     assert list(table["prototypes"]) == ["stored (trained: linear, B=3)", "linear B=3", "inv_prop B=3", "normal (bw 1) B=3"]
@@ -259,13 +211,13 @@ def test_lab_recomputes_schemes_and_other_b(env):
     stored, same = table.iloc[0], table.iloc[1]
     assert same["ordinality %"] == pytest.approx(stored["ordinality %"])
     assert same["min cosine to stored"] == pytest.approx(1.0, abs=1e-5)
-    assert len(_charts(at)) == 1 + 4 + 1  # weights, 4 heatmaps, adjacent
+    assert len(plotly_charts(at)) == 1 + 4 + 1  # weights, 4 heatmaps, adjacent
     at.number_input(key=next(k for k in _widget_keys(at) if k.startswith("lab-b-"))).set_value(6).run()
-    _ok(at)
+    ok(at)
     labels = list(at.dataframe[0].value["prototypes"])
     assert "linear B=6 (resampled)" in labels
     at.multiselect(key="lab-schemes").set_value(["normal"]).run()
-    _ok(at)
+    ok(at)
     assert len(at.dataframe[0].value) == 2
 
 
@@ -283,45 +235,45 @@ def _widget_keys(at) -> list[str]:
 
 
 def test_compare_tables_per_rank_errors_and_one_image(env):
-    at = _wait_for_backbone(open_page(env, "compare"))
+    at = wait_for_backbone(open_page(env, "compare"))
     keys = [str(env["folder"] / f"{n}.safetensors") for n in ("dots-rank-linear", "dots-plain", "ages-rank-normal")]
     at.multiselect(key="compare-checkpoints").set_value(keys).run()
-    _ok(at)
+    ok(at)
     ordinality, metrics = at.dataframe[0].value, at.dataframe[1].value
     assert list(ordinality.columns) == ["figure", "dots-rank-linear", "dots-plain", "ages-rank-normal"]  # one column each
     assert {"learner", "ranks", "ordinality %", "violations %", "span 1 %"} <= set(ordinality["figure"])
     assert list(metrics["split"]) == ["test", "unspecified", "none stored"]
     assert metrics.loc[0, "mae_exp"] == pytest.approx(2.1)
-    charts = _charts(at)
+    charts = plotly_charts(at)
     assert len(charts) == 3 + 1  # 3 heatmaps + per-rank errors (the reliability diagram waits for a dataset spec)
-    assert "No per-rank errors stored for ages-rank-normal" in _texts(at)
+    assert "No per-rank errors stored for ages-rank-normal" in texts(at)
     at.file_uploader(key="compare-image").set_value(("face.png", image_bytes(face_image()), "image/png")).run()
-    _ok(at)
-    assert len(_charts(at)) == 5
+    ok(at)
+    assert len(plotly_charts(at)) == 5
     dists = at.dataframe[2].value
     assert list(dists["checkpoint"]) == ["dots-rank-linear", "dots-plain", "ages-rank-normal"]
-    assert "Face found" in _texts(at)
+    assert "Face found" in texts(at)
 
 
 def test_compare_two_faces_pick_the_second(env):
     import face_photos as fp
     from app_testdata import demo_backbone
 
-    from explorer.data import faces
+    from explorer.predict.uploads import prepare_upload
     from explorer.store.checkpoints import load_checkpoint
 
     image, _ = fp.two_faces()
     data = image_bytes(image, "JPEG", quality=92)
     names = ("ages-rank-normal", "dots-rank-linear")
-    at = _wait_for_backbone(open_page(env, "compare"))
+    at = wait_for_backbone(open_page(env, "compare"))
     at.multiselect(key="compare-checkpoints").set_value([str(env["folder"] / f"{n}.safetensors") for n in names]).run()
     at.file_uploader(key="compare-image").set_value(("two.jpg", data, "image/jpeg")).run()
-    _ok(at)
+    ok(at)
     picker = at.selectbox(key=next(k for k in (w.key for w in at.selectbox) if k and k.startswith("compare-face-")))
     assert picker.label == "Face used" and len(picker.options) == 2 and picker.index == 0
 
     def expected_values(face_index: int) -> list[float]:
-        crop = faces.prepare_upload(data, "two.jpg", face_index=face_index).crop
+        crop = prepare_upload(data, "two.jpg", face_index=face_index).crop
         feats = demo_backbone().encode_images([crop.image])
         return [load_checkpoint(env["folder"] / f"{n}.safetensors").predictor().predict(feats).record(0)["value"] for n in names]
 
@@ -332,8 +284,8 @@ def test_compare_two_faces_pick_the_second(env):
 
     assert shown() == pytest.approx(expected_values(0), abs=0.006)
     picker.set_value(1).run()
-    _ok(at)
-    assert at.selectbox(key=picker.key).index == 1 and "face 2" in _texts(at)
+    ok(at)
+    assert at.selectbox(key=picker.key).index == 1 and "face 2" in texts(at)
     second = expected_values(1)
     assert shown() == pytest.approx(second, abs=0.006)
     assert second[0] != pytest.approx(expected_values(0)[0], abs=0.05)
@@ -341,34 +293,34 @@ def test_compare_two_faces_pick_the_second(env):
 
 def test_compare_shows_one_colour_scale(env):
     at = open_page(env, "compare")
-    assert "one colour scale" in _texts(at)
+    assert "one colour scale" in texts(at)
 
 
 # --- predict ------------------------------------------------------------------------------------------
 
 
 def test_predict_one_image(env):
-    at = _wait_for_backbone(open_page(env, "predict", checkpoint="ages-rank-normal"))
+    at = wait_for_backbone(open_page(env, "predict", checkpoint="ages-rank-normal"))
     assert at.toggle(key="predict-whole").value is False  # ages: a face checkpoint crops by default
     at.file_uploader(key="predict-images").set_value(("face.jpg", image_bytes(face_image(), "JPEG"), "image/jpeg")).run()
-    _ok(at)
+    ok(at)
     metrics = {m.label: m.value for m in at.metric}
     assert set(metrics) == {"Expected value (years)", "Most probable (years)", "Median (years)", "90 % interval (years)"}
     assert 0 <= float(metrics["Expected value (years)"]) <= 100
-    assert len(_charts(at)) == 1
+    assert len(plotly_charts(at)) == 1
     assert any("Face found" in i.value for i in at.info)
     # the numbers are the explorer's
     from app_testdata import demo_backbone
 
-    from explorer.data import faces
+    from explorer.predict.uploads import predict_uploads, prepare_uploads
     from explorer.store.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(env["folder"] / "ages-rank-normal.safetensors")
-    ref = faces.predict_uploads([("face.jpg", image_bytes(face_image(), "JPEG"))], ckpt.prototypes, demo_backbone())
+    ref = predict_uploads(prepare_uploads([("face.jpg", image_bytes(face_image(), "JPEG"))]), ckpt.predictor(), demo_backbone())
     assert metrics["Expected value (years)"] == f"{ref.record(0)['expected_value']:.1f}"
     # switch: whole image
     at.toggle(key="predict-whole").set_value(True).run()
-    _ok(at)
+    ok(at)
     assert any("face cropping switched off" in i.value for i in at.info)
 
 
@@ -376,36 +328,36 @@ def test_predict_two_faces_pick_the_second(env):
     import face_photos as fp
     from app_testdata import demo_backbone
 
-    from explorer.data import faces
+    from explorer.predict.uploads import predict_uploads, prepare_uploads
     from explorer.store.checkpoints import load_checkpoint
 
     image, _ = fp.two_faces()
     data = image_bytes(image, "JPEG", quality=92)
-    at = _wait_for_backbone(open_page(env, "predict", checkpoint="ages-rank-normal"))
+    at = wait_for_backbone(open_page(env, "predict", checkpoint="ages-rank-normal"))
     at.file_uploader(key="predict-images").set_value(("two.jpg", data, "image/jpeg")).run()
-    _ok(at)
+    ok(at)
     picker = at.selectbox(key=next(k for k in (w.key for w in at.selectbox) if k and k.startswith("predict-face-")))
     assert picker.label == "Face used"
     assert len(picker.options) == 2 and picker.index == 0 and "largest" in picker.options[0]
     assert any("2 faces found" in i.value and "largest" in i.value for i in at.info)
     ckpt = load_checkpoint(env["folder"] / "ages-rank-normal.safetensors")
-    refs = [faces.predict_uploads([("two.jpg", data)], ckpt.prototypes, demo_backbone(), face_choices={0: i}).record(0)
+    refs = [predict_uploads(prepare_uploads([("two.jpg", data)], face_choices={0: i}), ckpt.predictor(), demo_backbone()).record(0)
             for i in (0, 1)]
     expected = {m.label: m.value for m in at.metric}["Expected value (years)"]
     assert expected == f"{refs[0]['expected_value']:.1f}"
     picker.set_value(1).run()
-    _ok(at)
+    ok(at)
     assert any("face 2" in i.value for i in at.info)
     assert {m.label: m.value for m in at.metric}["Expected value (years)"] == f"{refs[1]['expected_value']:.1f}"
     assert refs[0]["expected_value"] != pytest.approx(refs[1]["expected_value"], abs=0.05)
     assert at.selectbox(key=picker.key).index == 1
     at.run()  # the choice stays
-    _ok(at)
+    ok(at)
     assert any("face 2" in i.value for i in at.info)
 
 
 def test_predict_many_images_with_bad_ones(env):
-    at = _wait_for_backbone(open_page(env, "predict", checkpoint="dots-rank-linear"))
+    at = wait_for_backbone(open_page(env, "predict", checkpoint="dots-rank-linear"))
     assert at.toggle(key="predict-whole").value is True  # a whole-image checkpoint: no face cropping by default
     at.toggle(key="predict-whole").set_value(False).run()  # crop faces anyway
     big = Image.new("1", (8000, 6000))  # 48 MP: over the 40 MP limit, tiny as a PNG
@@ -420,7 +372,7 @@ def test_predict_many_images_with_bad_ones(env):
         ("alpha.png", image_bytes(face_image().convert("RGBA")), "image/png"),
     ]
     at.file_uploader(key="predict-images").set_value(files).run()
-    _ok(at)
+    ok(at)
     errors = [e.value for e in at.error]
     assert any(e.startswith("notes.png is not an image") for e in errors)
     assert any(e.startswith("empty.bmp is empty") for e in errors)
@@ -431,15 +383,15 @@ def test_predict_many_images_with_bad_ones(env):
     assert table.loc[1, "face"] == "no (whole image)" and table.loc[0, "face"] == "yes"
     assert len(at.get("download_button")) == 1
     at.selectbox(key="predict-show").set_value(1).run()
-    _ok(at)
+    ok(at)
     assert any("No face found: the whole image is used" in w.value for w in at.warning)
-    assert len(_charts(at)) == 1
+    assert len(plotly_charts(at)) == 1
 
 
 def test_predict_refuses_a_checkpoint_whose_backbone_is_missing(env):
     at = open_page(env, "predict", checkpoint="lost-backbone")
     at.file_uploader(key="predict-images").set_value(("face.png", image_bytes(face_image()), "image/png")).run()
-    _ok(at)
+    ok(at)
     assert any("needs a backbone that is not available" in e.value for e in at.error)
     assert any("backbone is not available" in e.value for e in at.sidebar.error)
 
@@ -447,7 +399,7 @@ def test_predict_refuses_a_checkpoint_whose_backbone_is_missing(env):
 def test_predict_bytes_is_the_upload_handler(env):
     """The page's upload handling as a function of (name, bytes) pairs."""
     at = open_page(env, "predict")  # builds the caches inside a script run
-    _ok(at)
+    ok(at)
     script = f"""
 import sys
 sys.path.insert(0, {str(Path(APP).parent)!r})
@@ -459,7 +411,7 @@ result = predict_bytes(entry, [("a.png", {image_bytes(face_image())!r}), ("b.png
 st.write(f"ok={{[it.ok for it in result.items]}} expected={{result.record(0)['expected_value']:.3f}}")
 """
     at2 = AppTest.from_string(script, default_timeout=TIMEOUT).run()
-    _ok(at2)
+    ok(at2)
     assert "ok=[True, False]" in at2.markdown[0].value
 
 
@@ -498,42 +450,73 @@ st.write("still running")
 def test_empty_library(tmp_path, monkeypatch):
     monkeypatch.setenv("ORDINAL_EXPLORER_CHECKPOINTS", str(tmp_path))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    _ok(at)
+    ok(at)
     assert any("No usable checkpoint yet" in i.value for i in at.info)
     side = " ".join(m.value for m in at.sidebar.markdown)
     assert "**Active checkpoint:** none" in side
     assert "none loaded" in side or "**Backbone:** `demo`" in side  # backbones are per server: another test may have loaded it
     for page in ("geometry", "lab", "compare", "predict", "train"):
         at.switch_page(f"app_pages/{page}.py").run()
-        _ok(at)
+        ok(at)
 
 
 # --- train ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_train_page_runs_a_job_to_completion_and_the_checkpoint_reaches_the_library(env):
+def _job_file(at, env, name: str) -> Path:
+    """The checkpoint of the Train page's job (its id in the URL): ``app-<name>-<id>.safetensors``."""
+    job_id = at.query_params["job"]
+    return env["folder"] / f"app-{name}-{job_id[0] if isinstance(job_id, list) else job_id}.safetensors"
+
+
+def _start_run(env, name: str, epochs: int = 2) -> AppTest:
     at = open_page(env, "train")
     at.text_input(key="train-dataset").set_value("dots:3:6")  # dataset
-    at.text_input(key="train-name").set_value("apptest")  # name
+    at.text_input(key="train-name").set_value(name)  # name
     at.number_input(key="train-shots").set_value(2)  # shots
-    at.number_input(key="train-epochs").set_value(2)  # epochs
+    at.number_input(key="train-epochs").set_value(epochs)  # epochs
     at.button[0].click().run()
-    _ok(at)
-    job_id = at.query_params["job"][0] if isinstance(at.query_params["job"], list) else at.query_params["job"]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        at.run()
-        text = " ".join(s.value for s in at.success) + " ".join(e.value for e in at.error)
-        if text:
-            break
-        time.sleep(0.5)
+    return ok(at)
+
+
+@pytest.mark.slow
+def test_train_page_runs_a_job_to_completion_and_the_checkpoint_reaches_the_library(env):
+    at = _start_run(env, "apptest")
+    ok(_run_job_to_end(at, 120))
     assert not at.error, [e.value for e in at.error]
-    assert "now in the Library" in at.success[0].value and job_id
+    assert "now in the Library" in at.success[0].value
+    path = _job_file(at, env, "apptest")
+    assert path.is_file() and str(path) in at.success[0].value
     library = open_page(env)
-    names = [str(n) for df in library.dataframe if "name" in df.value for n in df.value["name"]]
-    assert any("apptest" in n for n in names), names
-    assert (env["folder"] / "app-apptest.safetensors").is_file()
+    files = [str(n) for df in library.dataframe if "file" in df.value for n in df.value["file"]]
+    assert path.name in files, files
+
+
+@pytest.mark.slow
+def test_two_runs_with_the_same_name_started_together_keep_their_own_checkpoints(env):
+    """Two sessions start a run named "twin" at once: two files (the job id in each name), each run's
+    own history, both load and both are listed."""
+    from explorer.store.checkpoints import load_checkpoint
+
+    first, second = _start_run(env, "twin", epochs=2), _start_run(env, "twin", epochs=3)
+    paths = [_job_file(at, env, "twin") for at in (first, second)]
+    assert paths[0] != paths[1]
+    try:
+        for at, epochs, path in ((first, 2, paths[0]), (second, 3, paths[1])):
+            ok(_run_job_to_end(at, 180))
+            assert not at.error, [e.value for e in at.error]
+            assert str(path) in at.success[0].value
+            ckpt = load_checkpoint(path)
+            assert ckpt.name == "twin" and ckpt.meta["training"]["epochs"] == epochs
+            history = path.with_name(path.stem + ".history.jsonl").read_text().splitlines()
+            assert [json.loads(line)["epoch"] for line in history] == list(range(epochs))  # 0-based on disk
+        assert sorted(p.name for p in env["folder"].glob("app-twin-*.safetensors")) == sorted(p.name for p in paths)
+        library = open_page(env)
+        files = [str(n) for df in library.dataframe if "file" in df.value for n in df.value["file"]]
+        assert {p.name for p in paths} <= set(files)
+    finally:
+        for leftover in env["folder"].glob("app-twin-*"):
+            leftover.unlink()
 
 
 def _run_job_to_end(at, seconds: float = 180) -> AppTest:
@@ -563,13 +546,13 @@ def test_train_page_crops_faces_when_asked(env, tmp_path):
     at.number_input(key="train-epochs").set_value(1)  # epochs
     at.toggle(key="train-faces").set_value(True)
     at.button[0].click().run()
-    _ok(_run_job_to_end(at))
+    ok(_run_job_to_end(at))
     assert not at.error, [e.value for e in at.error]
-    path = env["folder"] / "app-apptest-faces.safetensors"
+    path = _job_file(at, env, "apptest-faces")
     try:
         record = checkpoint_inputs(load_checkpoint(path).meta)
         assert record["kind"] == "faces" and record["cropped"], record
-        predict = _wait_for_backbone(open_page(env, "predict", checkpoint="app-apptest-faces"))
+        predict = wait_for_backbone(open_page(env, "predict", checkpoint=path.stem))
         assert predict.toggle(key="predict-whole").value is False
     finally:
         for leftover in env["folder"].glob("app-apptest-faces*"):
@@ -587,27 +570,27 @@ def test_numclip_from_the_train_page_to_geometry_and_predict(env):
     at.text_input(key="train-name").set_value("apptest-numclip")  # name
     at.number_input(key="train-epochs").set_value(3)  # epochs
     at.button[0].click().run()
-    _ok(_run_job_to_end(at))
+    ok(_run_job_to_end(at))
     assert not at.error, [e.value for e in at.error]
     assert "now in the Library" in at.success[0].value
-    path = env["folder"] / "app-apptest-numclip.safetensors"
+    path = _job_file(at, env, "apptest-numclip")
     from explorer.store.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(path)
     assert ckpt.meta["learner"]["kind"] == "numclip" and ckpt.meta["learner"]["concepts"] == "dots"
 
-    geo = _wait_for_backbone(open_page(env, "geometry", checkpoint="app-apptest-numclip"))
-    _ok(geo)
-    assert geo.selectbox(key="geometry-checkpoint").value.endswith("app-apptest-numclip.safetensors")
-    assert len(_charts(geo)) >= 1 and "5" in _texts(geo)
+    geo = wait_for_backbone(open_page(env, "geometry", checkpoint=path.stem))
+    ok(geo)
+    assert geo.selectbox(key="geometry-checkpoint").value == str(path)
+    assert len(plotly_charts(geo)) >= 1 and "5" in texts(geo)
 
-    pred = _wait_for_backbone(open_page(env, "predict", checkpoint="app-apptest-numclip"))
+    pred = wait_for_backbone(open_page(env, "predict", checkpoint=path.stem))
     pred.file_uploader(key="predict-images").set_value(("dots.png", image_bytes(plain_image()), "image/png")).run()
-    _ok(pred)
+    ok(pred)
     metrics = {m.label: m.value for m in pred.metric}
     assert "Regressed value (dots)" in metrics, metrics
     assert metrics["Most probable (dots)"] in ckpt.classes.labels
-    assert "Top concepts" in _texts(pred)
+    assert "Top concepts" in texts(pred)
 
 
 @pytest.mark.slow
@@ -630,7 +613,7 @@ def test_a_plugged_in_methods_option_is_a_train_form_field(env, monkeypatch, tmp
         assert "OrdinalCLIP, median estimate" in at.selectbox(key="train-learner").options  # by its title
         assert not [w for w in at.number_input if w.label == "Quantile"]  # OrdinalCLIP's fields first
         at.selectbox(key="train-learner").set_value("ordinalclip-median").run()
-        _ok(at)
+        ok(at)
         quantile = at.number_input(key="train-ordinalclip-median-quantile")
         assert quantile.label == "Quantile" and quantile.value == pytest.approx(0.5) and "median" in quantile.help
         at.text_input(key="train-dataset").set_value("dots:3:6")
@@ -638,7 +621,7 @@ def test_a_plugged_in_methods_option_is_a_train_form_field(env, monkeypatch, tmp
         at.number_input(key="train-epochs").set_value(1)
         quantile.set_value(0.3)
         at.button[0].click().run()
-        _ok(_run_job_to_end(at))
+        ok(_run_job_to_end(at))
         assert not at.error, [e.value for e in at.error]
         (path,) = env["folder"].glob("app-apptest-median*.safetensors")
         try:
@@ -701,7 +684,7 @@ def test_models_page_offline_says_not_cached_in_one_sentence(env, monkeypatch, t
     assert warning == "ViT-B-16:openai is not cached and cannot be downloaded here (HF_HUB_OFFLINE is set)."
     assert not at.error and not at.exception
     at.button(key="models-build")  # present, disabled until the backbone is cached
-    assert "must be cached" in _texts(at)
+    assert "must be cached" in texts(at)
 
 
 @pytest.mark.slow
@@ -723,7 +706,7 @@ def test_models_page_downloads_with_progress_and_builds_a_preset(env, monkeypatc
         at.text_input[0].set_value(spec)
         at.button[0].click().run()  # the form's Add button
         at.selectbox(key="models-chosen").set_value(spec).run()
-        _ok(at)
+        ok(at)
         assert "Not cached yet" in " ".join(at.dataframe[0].value["status"])
         at.button(key="models-download").click().run()
         seen = []
@@ -736,7 +719,7 @@ def test_models_page_downloads_with_progress_and_builds_a_preset(env, monkeypatc
         assert not at.error, [e.value for e in at.error]
         at.selectbox(key="models-preset").set_value("aesthetics").run()
         at.button(key="models-build").click().run()
-        _ok(at)
+        ok(at)
         assert "now in the Library" in at.success[-1].value, [s.value for s in at.success]
     written = list(library.glob("zeroshot-aesthetics-*.safetensors"))
     assert len(written) == 1
@@ -744,9 +727,9 @@ def test_models_page_downloads_with_progress_and_builds_a_preset(env, monkeypatc
     names = [str(n) for df in lib_page.dataframe if "name" in df.value for n in df.value["name"]]
     assert any("aesthetics" in n for n in names), names
     # Predict works on it (the backbone now comes from the cache: the hub server is gone)
-    at = _wait_for_backbone(open_page(env, "predict", checkpoint=written[0].stem))
+    at = wait_for_backbone(open_page(env, "predict", checkpoint=written[0].stem))
     at.toggle(key="predict-whole").set_value(True).run()
     at.file_uploader(key="predict-images").set_value(("plain.png", image_bytes(plain_image(), "PNG"), "image/png")).run()
-    _ok(at)
+    ok(at)
     metrics = {m.label: m.value for m in at.metric}
     assert 1 <= float(metrics["Expected value"]) <= 5, metrics

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_app import _charts, _ok, _texts, _wait_for_backbone, env, open_page  # noqa: F401 (env is a fixture)
+from app_helpers import ok, open_page, plotly_charts, texts, wait_for_backbone
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -15,20 +15,20 @@ def _downloads(at) -> list:
 
 
 def test_geometry_decoding_panel(env):
-    at = _wait_for_backbone(open_page(env, "geometry", checkpoint="dots-rank-linear"))
-    text = _texts(at)
+    at = wait_for_backbone(open_page(env, "geometry", checkpoint="dots-rank-linear"))
+    text = texts(at)
     assert "Nearest words of the learned tokens" in text
     tables = [t.value for t in at.dataframe]
     decoded = next(t for t in tables if "next nearest" in t.columns)
     assert list(decoded["slot"].unique()) == ["shared"] and len(decoded) == 4  # 4 context tokens
     assert any(getattr(d, "label", "") == "All neighbours (CSV)" or "All neighbours" in str(d.proto) for d in _downloads(at))
     at.number_input(key="decode-top").set_value(2).run()
-    _ok(at)
+    ok(at)
 
 
 def test_geometry_decoding_of_a_prototype_only_checkpoint(env):
     at = open_page(env, "geometry", checkpoint="ages-prototypes")
-    assert "no learned tokens" in _texts(at)
+    assert "no learned tokens" in texts(at)
 
 
 @pytest.mark.slow
@@ -38,15 +38,15 @@ def test_geometry_map_confusion_and_errors(env, tmp_path):
     from explorer.analysis.maps import confusion_matrix, split_predictions
     from explorer.store.checkpoints import load_checkpoint
 
-    at = _wait_for_backbone(open_page(env, "geometry", checkpoint="dots-rank-linear"))
+    at = wait_for_backbone(open_page(env, "geometry", checkpoint="dots-rank-linear"))
     # no training run recorded in this checkpoint: nothing is evaluated until a dataset is given
-    assert at.text_input(key="map-dataset").value == "" and "Give a dataset spec" in _texts(at)
+    assert at.text_input(key="map-dataset").value == "" and "Give a dataset spec" in texts(at)
     at.text_input(key="map-dataset").set_value("dots:20").run()
-    _ok(at)
-    text = _texts(at)
+    ok(at)
+    text = texts(at)
     assert "Images and prototypes in one map" in text and "ECE / MCE" in text
-    keys = [c.proto.id for c in _charts(at)]
-    assert len(_charts(at)) >= 7  # heatmap, violations, adjacent, projection, map, distances, errors, confusion
+    keys = [c.proto.id for c in plotly_charts(at)]
+    assert len(plotly_charts(at)) >= 7  # heatmap, violations, adjacent, projection, map, distances, errors, confusion
     ckpt = load_checkpoint(env["folder"] / "dots-rank-linear.safetensors")
     sp = split_predictions(ckpt, demo_backbone(), "dots:20", "test", cache_dir=env["cache"] / "features")
     mae = float(np.mean(np.abs(sp.expected - sp.labels)))
@@ -54,10 +54,10 @@ def test_geometry_map_confusion_and_errors(env, tmp_path):
     assert confusion_matrix(sp.labels, sp.argmax, 21).sum() == len(sp.labels)
     assert len(keys) == len(set(keys))
     at.segmented_control(key="map-method").set_value("tsne").run()
-    _ok(at)
+    ok(at)
     at.text_input(key="map-dataset").set_value("dots:4").run()  # 5 ranks for a 21-rank checkpoint: matched by value
-    _ok(at)
-    assert "Labels matched to the checkpoint's ranks by value." in _texts(at)
+    ok(at)
+    assert "Labels matched to the checkpoint's ranks by value." in texts(at)
     from PIL import Image
 
     for i, label in enumerate([0, 3, 25, 30]):
@@ -71,13 +71,13 @@ def test_geometry_map_confusion_and_errors(env, tmp_path):
 
 @pytest.mark.slow
 def test_compare_reliability_diagram_and_curves(env, tmp_path):
-    at = _wait_for_backbone(open_page(env, "compare"))
+    at = wait_for_backbone(open_page(env, "compare"))
     keys = [str(env["folder"] / f"{n}.safetensors") for n in ("dots-rank-linear", "dots-plain", "ages-rank-normal")]
     at.multiselect(key="compare-checkpoints").set_value(keys).run()
-    _ok(at)
-    assert "Calibration" in _texts(at) and at.text_input(key="calibration-dataset").value == ""
+    ok(at)
+    assert "Calibration" in texts(at) and at.text_input(key="calibration-dataset").value == ""
     at.text_input(key="calibration-dataset").set_value("dots:20").run()
-    _ok(at)
+    ok(at)
     warnings = " ".join(w.value for w in at.warning)
     assert "ages-rank-normal" in warnings  # 101 ranks, not evaluated on dots:20
     table = next(t.value for t in at.dataframe if "ECE" in t.columns)
@@ -87,8 +87,8 @@ def test_compare_reliability_diagram_and_curves(env, tmp_path):
                          for lr in ("template", "rank:linear") for s in (1, 2, 4) for k in (0, 1)])
     runs.to_csv(tmp_path / "runs.csv", index=False)
     at.text_input(key="curves-folder").set_value(str(tmp_path)).run()
-    _ok(at)
-    figs = [c for c in _charts(at) if "curves" in c.proto.id]
+    ok(at)
+    figs = [c for c in plotly_charts(at) if "curves" in c.proto.id]
     assert len(figs) == 2
     at.text_input(key="curves-folder").set_value(str(tmp_path / "missing")).run()
     assert "runs.csv" in " ".join(e.value for e in at.error)
@@ -111,6 +111,6 @@ def test_a_trained_checkpoint_is_analysed_on_its_own_dataset_and_binned_methods_
     sp = split_predictions(ckpt, demo_backbone(), "dots:6:8", "test", cache_dir=env["cache"] / "features")
     assert sp.probs.shape[1] == 5 and set(sp.targets) <= set(range(5))
     assert list(sp.targets) == [0 if v < 3 else 1 if v < 7 else 2 for v in sp.labels]  # dots bins 0, 3, 7, ...
-    at = _wait_for_backbone(open_page(env, "geometry", checkpoint="analysis-numclip"))
-    _ok(at)
-    assert at.text_input(key="map-dataset").value == "dots:6:8" and "ECE / MCE" in _texts(at)
+    at = wait_for_backbone(open_page(env, "geometry", checkpoint="analysis-numclip"))
+    ok(at)
+    assert at.text_input(key="map-dataset").value == "dots:6:8" and "ECE / MCE" in texts(at)

@@ -6,17 +6,13 @@ test-artifacts/screenshots/.
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from app_testdata import face_image, image_bytes, plain_image
-from conftest import wait_for_streamlit
+from browser_helpers import CHART, expect_title, no_exception, settle
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
-CHART = '[data-testid="stPlotlyChart"]'
-EXCEPTION = '[data-testid="stException"]'
 PAGES = {
     "/": "Library",
     "/geometry": "Geometry",
@@ -34,21 +30,6 @@ def browser_context_args(browser_context_args):
     return {**browser_context_args, "viewport": {"width": 1440, "height": 3000}}
 
 
-def _settle(page, timeout_ms: int = 60_000) -> None:
-    """Wait for Streamlit to finish the current run (after an interaction)."""
-    page.wait_for_timeout(300)
-    wait_for_streamlit(page, timeout_ms)
-
-
-def _no_exception(page) -> None:
-    expect(page.locator(EXCEPTION)).to_have_count(0)
-    expect(page.get_by_text("Traceback")).to_have_count(0)
-
-
-def _title(page, text: str) -> None:
-    expect(page.locator("h1").filter(has_text=re.compile(f"^{re.escape(text)}"))).to_be_visible(timeout=60_000)
-
-
 def _sidebar_backbone(page) -> None:
     side = page.locator('[data-testid="stSidebar"]')
     expect(side.get_by_text("on cpu")).to_be_visible(timeout=60_000)
@@ -57,25 +38,25 @@ def _sidebar_backbone(page) -> None:
 
 def test_library_lists_checkpoints_and_bad_files(open_app, screenshot):
     page = open_app("/")
-    _title(page, "Library")
+    expect_title(page, "Library")
     expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible()
     page.get_by_text("cannot be used").click()
     expect(page.get_by_text("would import and call")).to_be_visible()
     expect(page.get_by_text("not an explorer checkpoint").first).to_be_visible()
     _sidebar_backbone(page)
-    _no_exception(page)
+    no_exception(page)
     screenshot(page, "library")
 
 
 @pytest.mark.parametrize("path", [p for p in PAGES if p != "/"])
 def test_every_page_renders(open_app, screenshot, path):
     page = open_app(f"{path}?checkpoint=ages-rank-normal")
-    _title(page, PAGES[path])
+    expect_title(page, PAGES[path])
     if path in ("/geometry", "/lab", "/compare"):
         expect(page.locator(CHART).first).to_be_visible(timeout=60_000)
-        _settle(page)
+        settle(page)
     _sidebar_backbone(page)
-    _no_exception(page)
+    no_exception(page)
     screenshot(page, path.strip("/"))
 
 
@@ -84,30 +65,30 @@ def test_sidebar_navigation_keeps_the_active_checkpoint(open_app):
     side = page.locator('[data-testid="stSidebar"]')
     expect(side.get_by_text("dots-rank-linear")).to_be_visible()
     page.locator('[data-testid="stSidebarNav"]').get_by_text("Geometry").click()
-    _title(page, "Geometry")
+    expect_title(page, "Geometry")
     expect(page.locator(CHART).first).to_be_visible(timeout=60_000)
     expect(side.get_by_text("Active checkpoint: dots-rank-linear")).to_be_visible()
-    _no_exception(page)
+    no_exception(page)
 
 
 def test_predict_upload_shows_distribution(open_app, screenshot, tmp_path):
     page = open_app("/predict?checkpoint=ages-rank-normal")
-    _title(page, "Predict")
+    expect_title(page, "Predict")
     face = tmp_path / "face.jpg"
     face.write_bytes(image_bytes(face_image(), "JPEG", quality=92))
     page.locator('input[type="file"]').first.set_input_files(str(face))
     expect(page.locator(CHART).first).to_be_visible(timeout=60_000)
-    _settle(page)
+    settle(page)
     expect(page.get_by_text("Face found")).to_be_visible()
     expect(page.get_by_text("Expected value")).to_be_visible()
     expect(page.get_by_text("90 % interval")).to_be_visible()
-    _no_exception(page)
+    no_exception(page)
     screenshot(page, "one-face")
 
 
 def test_predict_many_uploads_with_a_bad_one(open_app, screenshot, tmp_path):
     page = open_app("/predict?checkpoint=dots-rank-linear")
-    _title(page, "Predict")
+    expect_title(page, "Predict")
     files = [tmp_path / "face.png", tmp_path / "grass.webp", tmp_path / "notes.png", tmp_path / "empty.bmp"]
     files[0].write_bytes(image_bytes(face_image()))
     files[1].write_bytes(image_bytes(plain_image(), "WEBP"))
@@ -115,11 +96,11 @@ def test_predict_many_uploads_with_a_bad_one(open_app, screenshot, tmp_path):
     files[3].write_bytes(b"")
     page.locator('input[type="file"]').first.set_input_files([str(f) for f in files])
     expect(page.locator(CHART).first).to_be_visible(timeout=60_000)
-    _settle(page)
+    settle(page)
     expect(page.get_by_role("paragraph").filter(has_text="notes.png is not an image")).to_be_visible()
     expect(page.get_by_text("Download CSV")).to_be_visible()
     expect(page.locator('[data-testid="stDataFrame"]')).to_be_visible()
-    _no_exception(page)
+    no_exception(page)
     screenshot(page, "many")
     # dots is a whole-image checkpoint: no face cropping unless asked for
     expect(page.get_by_text("Whole image used").first).to_be_visible()
@@ -127,17 +108,17 @@ def test_predict_many_uploads_with_a_bad_one(open_app, screenshot, tmp_path):
 
 def test_library_upload_of_a_pickle_is_refused(open_app, screenshot, app_library_dir):
     page = open_app("/")
-    _title(page, "Library")
+    expect_title(page, "Library")
     page.locator('input[type="file"]').first.set_input_files(str(app_library_dir / "evil.pt"))
     expect(page.get_by_text("would import and call").last).to_be_visible(timeout=60_000)
-    _settle(page)
-    _no_exception(page)
+    settle(page)
+    no_exception(page)
     screenshot(page, "evil-upload")
 
 
 def test_compare_overlays_distributions_for_one_image(open_app, screenshot, tmp_path):
     page = open_app("/compare")
-    _title(page, "Compare")
+    expect_title(page, "Compare")
     face = tmp_path / "face.png"
     face.write_bytes(image_bytes(face_image()))
     # the page has two uploaders (this image, and a sweep's runs.csv further down): use the image's
@@ -148,9 +129,9 @@ def test_compare_overlays_distributions_for_one_image(open_app, screenshot, tmp_
     expect(page.get_by_text("Predicted distributions for the same image")).to_be_visible()
     # 3 heatmaps and the per-rank errors are there before the upload; the 5th chart is the overlay
     expect(page.locator(CHART).nth(4)).to_be_visible(timeout=60_000)
-    _settle(page)
+    settle(page)
     expect(page.get_by_text("Face found")).to_be_visible(timeout=60_000)
-    _no_exception(page)
+    no_exception(page)
     screenshot(page, "same-image")
 
 
@@ -167,7 +148,7 @@ def trained_runs_removed(app_library_dir):
 @pytest.mark.usefixtures("trained_runs_removed")
 def test_train_a_tiny_run_to_completion_and_see_it_in_the_library(open_app, screenshot):
     page = open_app("/train")
-    _title(page, "Train")
+    expect_title(page, "Train")
     page.get_by_label("Dataset", exact=True).fill("dots:3:6")
     page.get_by_label("Name", exact=True).fill("browserrun")
     page.get_by_label("Shots per label (0 = all)").fill("2")
@@ -175,18 +156,18 @@ def test_train_a_tiny_run_to_completion_and_see_it_in_the_library(open_app, scre
     page.get_by_role("button", name="Start training").click()
     expect(page.get_by_text("now in the Library")).to_be_visible(timeout=120_000)
     expect(page.locator('[data-testid="stProgress"]')).to_have_count(1)
-    _no_exception(page)
+    no_exception(page)
     screenshot(page, "finished")
     page.goto(page.url.split("/train")[0] + "/")
-    _settle(page)
+    settle(page)
     expect(page.get_by_text("browserrun").first).to_be_visible(timeout=60_000)
-    _no_exception(page)
+    no_exception(page)
 
 
 @pytest.mark.usefixtures("trained_runs_removed")
 def test_numclip_trained_in_the_app_renders_on_geometry_and_predict(open_app, screenshot, tmp_path):
     page = open_app("/train")
-    _title(page, "Train")
+    expect_title(page, "Train")
     page.get_by_label("Dataset", exact=True).fill("dots:6:8")
     page.get_by_label("Name", exact=True).fill("browser-numclip")
     page.get_by_label("Epochs").fill("3")
@@ -194,22 +175,22 @@ def test_numclip_trained_in_the_app_renders_on_geometry_and_predict(open_app, sc
     page.get_by_role("option", name="NumCLIP (concepts + regressor)").click()
     page.get_by_role("button", name="Start training").click()
     expect(page.get_by_text("now in the Library")).to_be_visible(timeout=180_000)
-    _no_exception(page)
+    no_exception(page)
     base = page.url.split("/train")[0]
-    page.goto(base + "/geometry?checkpoint=app-browser-numclip")
-    _title(page, "Geometry")
+    page.goto(base + "/geometry?checkpoint=browser-numclip")  # the run's name (its file: app-browser-numclip-<job id>)
+    expect_title(page, "Geometry")
     expect(page.locator(CHART).first).to_be_visible(timeout=60_000)
-    _settle(page)
-    _no_exception(page)
+    settle(page)
+    no_exception(page)
     screenshot(page, "numclip-geometry")
-    page.goto(base + "/predict?checkpoint=app-browser-numclip")
-    _title(page, "Predict")
+    page.goto(base + "/predict?checkpoint=browser-numclip")
+    expect_title(page, "Predict")
     image = tmp_path / "dots.png"
     image.write_bytes(image_bytes(plain_image()))
     page.locator('input[type="file"]').first.set_input_files(str(image))
     expect(page.locator(CHART).first).to_be_visible(timeout=60_000)
-    _settle(page)
+    settle(page)
     expect(page.get_by_text("Regressed value")).to_be_visible()
     expect(page.get_by_text("Top concepts")).to_be_visible()
-    _no_exception(page)
+    no_exception(page)
     screenshot(page, "numclip-predict")

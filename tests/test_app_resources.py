@@ -13,7 +13,6 @@ import weakref
 import pytest
 from app_testdata import build, demo_backbone
 
-from explorer.backbones.load import load_backbone
 from explorer.backbones.pool import BackboneRegistry
 from explorer.store import library as lib
 from explorer.store.checkpoints import save_checkpoint
@@ -25,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def pool(monkeypatch):
     from app_pages.ui import resources
 
-    registry = BackboneRegistry(max_entries=1, loader=load_backbone, on_evict=resources._on_evict)
+    registry = resources.new_backbone_registry(max_entries=1)  # the app's hooks: eviction collects and frees
     monkeypatch.setattr(resources, "backbone_registry", lambda: registry)
     monkeypatch.setenv("ORDINAL_EXPLORER_DEVICE", "cpu")
     return registry
@@ -37,10 +36,9 @@ def test_eviction_drops_the_prompt_models_of_the_evicted_backbone(pool, tmp_path
     path = tmp_path / "rank.safetensors"
     save_checkpoint(path, build("ordinalclip", seed=3), demo_backbone(), name="rank")
     entry = lib.inspect_file(path)
-    model, lock = resources.prompt_model(entry)
+    model, handle = resources.prompt_model(entry)
     assert resources.prompt_model(entry)[0] is model  # cached with the backbone
-    handle = resources.backbone_for(entry)
-    assert lock is handle.lock
+    assert handle.backbone is resources.backbone_for(entry).backbone
     backbone, tower = weakref.ref(handle.backbone), weakref.ref(model.encoder.transformer)
     del model, handle
     pool.slot("ordinalclip-demo@/no/such/file.safetensors", "cpu")  # another backbone: demo is evicted
@@ -52,13 +50,13 @@ def test_a_handle_holds_its_backbones_lock_while_in_use(pool):
     handle = pool.handle("demo", "cpu", timeout=120)
     with handle.use() as backbone:
         assert backbone is handle.backbone
-        other = threading.Thread(target=lambda: got.append(handle.lock.acquire(timeout=0.1)))
+        other = threading.Thread(target=lambda: got.append(handle.slot.lock.acquire(timeout=0.1)))
         got: list[bool] = []
         other.start()
         other.join()
         assert got == [False]  # another thread waits while the backbone is in use
-    assert handle.lock.acquire(timeout=1)
-    handle.lock.release()
+    assert handle.slot.lock.acquire(timeout=1)
+    handle.slot.lock.release()
 
 
 def test_a_borrowed_backbone_is_not_evicted_until_returned(pool):

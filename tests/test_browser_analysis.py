@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from browser_helpers import CHART, expect_title, no_exception, settle
 from playwright.sync_api import expect
-from test_app_browser import CHART, _no_exception, _settle, _title
 
 pytestmark = pytest.mark.browser
 
@@ -25,22 +25,22 @@ def _section(page, title: str):
 
 def test_geometry_decoding_and_joint_map(open_app, screenshot):
     page = open_app("/geometry?checkpoint=dots-rank-linear")
-    _title(page, "Geometry")
+    expect_title(page, "Geometry")
     _section(page, "Nearest words of the learned tokens")
     _section(page, "Images and prototypes in one map")
     box = page.get_by_role("textbox", name="Dataset").first  # the map's ("Where it fails" has its own below)
     box.fill("dots:20")  # the test library's checkpoints record no training run, so no default dataset
     box.press("Enter")
-    _settle(page)
+    settle(page)
     expect(page.get_by_text("Confusion matrix")).to_be_visible(timeout=60_000)
     expect(page.locator(CHART)).to_have_count(8, timeout=60_000)
     expect(page.get_by_role("button", name="All neighbours (CSV)")).to_be_visible()
     expect(page.get_by_role("button", name="Data (CSV)")).to_have_count(4)
-    _settle(page)
-    _no_exception(page)
+    settle(page)
+    no_exception(page)
     screenshot(page, "geometry-analysis")
     page.get_by_role("tab", name="Bases").click()
-    _settle(page)
+    settle(page)
     page.get_by_text("Nearest words of the learned tokens").scroll_into_view_if_needed()
     screenshot(page, "geometry-bases")
 
@@ -51,19 +51,19 @@ def test_compare_reliability_and_curves(open_app, screenshot, tmp_path):
             for lr, base, gain in (("template", 3.0, 0.8), ("rank:linear", 2.4, 1.0)) for i, s in enumerate((1, 2, 4, 8)) for k in (0, 1, 2)]
     pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
     page = open_app("/compare")
-    _title(page, "Compare")
+    expect_title(page, "Compare")
     _section(page, "Calibration")
     dataset = page.get_by_role("textbox", name="Dataset").first  # the calibration section's
     dataset.fill("dots:20")
     dataset.press("Enter")
-    _settle(page)
+    settle(page)
     box = page.get_by_role("textbox", name="Sweep folder")
     box.fill(str(tmp_path))
     box.press("Enter")
-    _settle(page)
+    settle(page)
     expect(page.get_by_role("strong").filter(has_text="test MAE (expected rank)")).to_be_visible(timeout=60_000)
     expect(page.locator(CHART)).to_have_count(7, timeout=60_000)  # 3 heatmaps, per-rank MAE, reliability, 2 curves
-    _no_exception(page)
+    no_exception(page)
     screenshot(page, "compare-analysis")
 
 
@@ -71,12 +71,12 @@ def test_box_selection_in_the_joint_map_shows_the_images_inside(open_app, screen
     """Box-select a region of the images-and-prototypes map: the gallery below shows the selected images
     (one "Distribution" button each) and the region's metrics."""
     page = open_app("/geometry?checkpoint=dots-rank-linear")
-    _title(page, "Geometry")
+    expect_title(page, "Geometry")
     _section(page, "Images and prototypes in one map")
     box = page.get_by_role("textbox", name="Dataset").first
     box.fill("dots:20")
     box.press("Enter")
-    _settle(page)
+    settle(page)
     expect(page.get_by_text("Box- or lasso-select images in the 2-D map")).to_be_visible(timeout=60_000)
     chart = page.locator(CHART).nth(4)  # heatmap, violations, adjacent, projection, then the joint map
     chart.scroll_into_view_if_needed()
@@ -87,11 +87,11 @@ def test_box_selection_in_the_joint_map_shows_the_images_inside(open_app, screen
     page.mouse.down()
     page.mouse.move(area["x"] + area["width"] * 0.5, area["y"] + area["height"] * 0.98, steps=12)  # the left half
     page.mouse.up()
-    _settle(page)
+    settle(page)
     summary = page.get_by_text("selected images")
     expect(summary).to_be_visible(timeout=60_000)
     count = int(summary.inner_text().split()[0])
     assert 0 < count < 168  # some of the 168 test images, not all
     expect(page.get_by_role("button", name="Distribution")).to_have_count(min(count, 48))
-    _no_exception(page)
+    no_exception(page)
     screenshot(page, "geometry-map-selection")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from explorer.data.images import open_image  # noqa: E402
 from explorer.data.inputs import inputs_record  # noqa: E402
 from explorer.methods.linear_probe import LinearConfig, LinearProbe  # noqa: E402
 from explorer.predict.onnx_runtime import ONNX_META_KEY, SNIPPET, load_onnx, looks_like_onnx, preprocess_image  # noqa: E402
-from explorer.store.checkpoints import _atomic_save, load_checkpoint, save_checkpoint  # noqa: E402
+from explorer.store.checkpoints import load_checkpoint, save_checkpoint, update_metadata  # noqa: E402
 from explorer.store.onnx_export import PROBE_IMAGES, export_onnx, preprocess_fields, probe_images  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,9 +109,8 @@ def test_metadata_round_trips(exported, backbone):
 
 
 def test_face_crop_margin_is_stored(backbone, tmp_path):
-    ckpt = load_checkpoint(ROOT / "checkpoints" / "ordinalclip-linear.safetensors")
-    ckpt.meta["training"] = {**(ckpt.meta.get("training") or {}), "inputs": inputs_record(True, margin=0.3)}
-    src = _atomic_save(ckpt.tensors, ckpt.meta, tmp_path / "faces.safetensors")
+    src = shutil.copy(ROOT / "checkpoints" / "ordinalclip-linear.safetensors", tmp_path / "faces.safetensors")
+    update_metadata(src, training={**(load_checkpoint(src).meta.get("training") or {}), "inputs": inputs_record(True, margin=0.3)})
     meta = load_onnx(export_onnx(load_checkpoint(src), tmp_path / "faces.onnx", backbone=backbone)).meta
     assert meta["inputs"] == {"kind": "faces", "cropped": True, "margin": 0.3}
 
@@ -162,9 +162,8 @@ def test_unwritable_export_path_writes_nothing(tmp_path, capsys):
 
 
 def test_missing_backbone_is_one_sentence(tmp_path):
-    ckpt = load_checkpoint(ROOT / "checkpoints" / "coop.safetensors")
-    ckpt.meta["backbone"] = {"spec": str(tmp_path / "gone.safetensors"), "id": "x@0"}
-    src = _atomic_save(ckpt.tensors, ckpt.meta, tmp_path / "orphan.safetensors")
+    src = shutil.copy(ROOT / "checkpoints" / "coop.safetensors", tmp_path / "orphan.safetensors")
+    update_metadata(src, backbone={"spec": str(tmp_path / "gone.safetensors"), "id": "x@0"})
     with pytest.raises(ExplorerError, match="cannot be loaded") as info:
         export_onnx(load_checkpoint(src), tmp_path / "out.onnx")
     assert "\n" not in str(info.value)

@@ -1,16 +1,12 @@
 """explorer.data.faces: the CNN face detector on real photos, face crop (largest or chosen face + margin,
-whole-image fallback) and the upload pipeline."""
+whole-image fallback) and the preview (uploads: test_uploads.py)."""
 
 from __future__ import annotations
 
-import io
-import threading
-
 import face_photos as fp
 import numpy as np
-import pandas as pd
 import pytest
-from app_testdata import build, demo_backbone, face_image, image_bytes, plain_image
+from app_testdata import face_image, plain_image
 from PIL import Image
 
 from explorer.core.errors import ExplorerError
@@ -91,96 +87,6 @@ def test_annotate_draws_a_bounded_preview():
     assert not np.array_equal(np.asarray(prev), np.asarray(img.resize(prev.size)))
 
 
-def test_exif_rotation_is_honoured_before_detection():
-    upright = face_image()
-    sideways = upright.rotate(90, expand=True)  # stored rotated; EXIF 6 says "rotate 90 CW to display"
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    data = image_bytes(sideways, "JPEG", exif=exif, quality=95)
-    item = faces.prepare_upload(data, "phone.jpg")
-    assert item.ok and item.image.size == (400, 300)
-    assert item.crop.found
-
-
-@pytest.mark.parametrize("mode, fmt", [("L", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG"), ("RGB", "WEBP"), ("RGB", "BMP"), ("RGB", "TIFF"), ("P", "PNG")])
-def test_modes_and_formats(mode, fmt):
-    img = face_image().convert(mode)
-    item = faces.prepare_upload(image_bytes(img, fmt), f"x.{fmt.lower()}")
-    assert item.ok, item.error
-    assert item.image.mode == "RGB"
-
-
-@pytest.mark.parametrize("data, words", [
-    (b"", "empty"),
-    (b"hello, I am text", "not an image"),
-    (image_bytes(face_image())[:200], "could not be decoded"),
-])
-def test_bad_uploads_get_friendly_errors(data, words):
-    item = faces.prepare_upload(data, "upload.png")
-    assert not item.ok and words in item.error and "upload.png" in item.error
-
-
-def test_pixel_limit():
-    item = faces.prepare_upload(image_bytes(face_image()), "big.png", max_pixels=1000)
-    assert not item.ok and "pixels" in item.error and "limit" in item.error
-
-
-class CountingLock:
-    def __init__(self):
-        self.lock, self.entered = threading.Lock(), 0
-
-    def __enter__(self):
-        self.lock.acquire()
-        self.entered += 1
-
-    def __exit__(self, *exc):
-        self.lock.release()
-
-
-@pytest.fixture(scope="module")
-def protos():
-    from explorer.core.ranks import Ranks
-
-    return build("ordinalclip", ranks=Ranks.integers(101, unit="years"), seed=7).prototypes()
-
-
-def test_predict_uploads_end_to_end(protos):
-    lock = CountingLock()
-    uploads = [("face.png", image_bytes(face_image())), ("notes.png", b"text"), ("grass.jpg", image_bytes(plain_image(), "JPEG"))]
-    result = faces.predict_uploads(uploads, protos, demo_backbone(), lock=lock)
-    assert lock.entered == 1
-    assert [it.ok for it in result.items] == [True, False, True]
-    assert result.errors == [("notes.png", result.items[1].error)]
-    rec = result.record(0)
-    assert rec["unit"] == "years" and 0 <= rec["expected_value"] <= 100
-    assert result.record(1) is None and result.probs(1) is None
-    assert result.probs(2).shape == (101,) and result.probs(2).sum() == pytest.approx(1.0)
-    # same numbers as encoding the crop directly
-    direct = protos.predict(demo_backbone().encode_images([result.items[0].crop.image]))
-    np.testing.assert_allclose(result.probs(0), direct.probs[0], atol=1e-5)
-    table = result.table()
-    assert list(table["image"]) == ["face.png", "notes.png", "grass.jpg"]
-    assert table.loc[0, "face"] == "yes" and table.loc[2, "face"] == "no (whole image)"
-    assert "not an image" in table.loc[1, "error"]
-    csv = pd.read_csv(io.BytesIO(result.csv()))
-    assert len(csv) == 3 and "90% low" in csv.columns
-
-
-def test_predict_uploads_whole_image_and_all_bad(protos):
-    result = faces.predict_uploads([("face.png", image_bytes(face_image()))], protos, demo_backbone(), use_whole_image=True)
-    assert result.items[0].crop.whole_image_requested
-    bad = faces.predict_uploads([("a.png", b"")], protos, demo_backbone())
-    assert bad.prediction is None and len(bad.errors) == 1 and list(bad.table().columns) == ["image", "error"]
-
-
-def test_overlay_distributions_encodes_once_per_backbone(protos):
-    bb = demo_backbone()
-    lock = CountingLock()
-    out = faces.overlay_distributions(face_image(), [("a", protos, bb), ("b", protos, bb)], lock_for=lambda b: lock)
-    assert [n for n, _ in out] == ["a", "b"] and lock.entered == 1
-    np.testing.assert_allclose(out[0][1].probs, out[1][1].probs)
-
-
 # --- the detector on real photos (scikit-image / scikit-learn sample images) ---------------------
 
 
@@ -237,19 +143,6 @@ def test_two_faces_and_picking_one():
     (fx0, fy0, _, _), (sx0, sy0, _, _) = crop.faces[0].box, crop.faces[1].box
     assert prev[fy0 + 20, fx0, 2] > 200 and prev[fy0 + 20, fx0, 0] < 100  # blue: the other face
     assert prev[sy0 + 20, sx0, 1] > 150 and prev[sy0 + 20, sx0, 0] < 60  # green: the face used
-
-
-def test_predict_uploads_face_choices(protos):
-    image, _ = fp.two_faces()
-    data = image_bytes(image, "JPEG", quality=92)
-    uploads = [("two.jpg", data), ("two-again.jpg", data)]
-    result = faces.predict_uploads(uploads, protos, demo_backbone(), face_choices={1: 1})
-    first, second = (it.crop for it in result.items)
-    assert first.face_index == 0 and second.face_index == 1 and first.num_faces == second.num_faces == 2
-    assert not np.allclose(result.probs(0), result.probs(1))
-    direct = protos.predict(demo_backbone().encode_images([second.image]))
-    np.testing.assert_allclose(result.probs(1), direct.probs[0], atol=1e-5)
-    assert list(result.table()["faces found"]) == [2, 2]
 
 
 def test_detector_is_thread_safe_and_leaves_the_environment_alone():

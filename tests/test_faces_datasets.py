@@ -15,6 +15,7 @@ from explorer.data import faces
 from explorer.data.datasets import open_dataset
 from explorer.data.features import FeatureCache, content_key
 from explorer.data.inputs import checkpoint_inputs, crops_faces, evaluates_on_crops
+from explorer.predict.uploads import prepare_upload
 from explorer.store.checkpoints import load_checkpoint
 
 FACE_LABELS = fp.SCENE_FACE_LABELS
@@ -34,7 +35,7 @@ def test_dataset_crop_is_predicts_crop(scenes):
     dataset.face_margin = faces.DEFAULT_MARGIN
     for sample in dataset.samples:
         image, found = dataset.model_input(sample)
-        upload = faces.prepare_upload(dataset.image_path(sample).read_bytes(), sample.path)
+        upload = prepare_upload(dataset.image_path(sample).read_bytes(), sample.path)
         assert found == upload.crop.found == sample.path.startswith("face")
         assert image.size == upload.crop.image.size
         assert np.array_equal(np.asarray(image), np.asarray(upload.crop.image))

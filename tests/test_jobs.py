@@ -1,13 +1,15 @@
 """Background training jobs (what the app's Train page runs)."""
 
+import json
 import time
+from pathlib import Path
 
 import pytest
 
 from explorer.core.errors import ExplorerError
 from explorer.store.checkpoints import load_checkpoint
 from explorer.training.config import TrainConfig
-from explorer.training.jobs import JobManager
+from explorer.training.jobs import JobManager, job_output
 
 
 def wait(job, timeout=120):
@@ -34,10 +36,34 @@ def test_two_jobs_run_to_completion_without_mixing(tmp_path):
         assert snap["state"] == "done", snap["error"]
         assert [h["epoch"] for h in snap["history"]] == list(range(1, epochs + 1))
         assert snap["fraction"] == 1.0 and snap["steps"]
-        assert snap["checkpoint"].endswith(f"{name}.safetensors")
+        assert snap["checkpoint"] == str(tmp_path / f"{name}-{job.id}.safetensors")
         assert load_checkpoint(snap["checkpoint"]).meta["training"]["epochs"] == epochs
     assert manager.get(a.id) is a and manager.get("nope") is None
     assert [j.id for j in manager.jobs(owner="alice")] == [a.id]
+
+
+def test_the_job_id_names_the_output_file():
+    assert job_output("lib/app-my-run.safetensors", "0123abcd") == Path("lib/app-my-run-0123abcd.safetensors")
+
+
+@pytest.mark.slow
+def test_two_jobs_with_the_same_name_started_together_write_two_checkpoints(tmp_path):
+    """Same config, same out, started at once: each run writes (and cleans up) only its own files."""
+    manager = JobManager()
+    same = config(tmp_path, "same", epochs=3)
+    jobs = [manager.start(same), manager.start(same)]
+    for job in jobs:
+        wait(job)
+    outs = [Path(job.snapshot()["checkpoint"]) for job in jobs]
+    assert [job.state for job in jobs] == ["done", "done"], [job.error for job in jobs]
+    assert outs == [tmp_path / f"same-{job.id}.safetensors" for job in jobs] and same.out == str(tmp_path / "same.safetensors")
+    for out in outs:
+        ckpt = load_checkpoint(out)
+        assert ckpt.kind == "full" and ckpt.meta["training"]["epochs"] == 3
+        history = out.with_name(out.stem + ".history.jsonl").read_text().splitlines()
+        assert [json.loads(line)["epoch"] for line in history] == [0, 1, 2]  # 0-based on disk
+    assert sorted(p.name for p in tmp_path.glob("same*")) == sorted(
+        f"same-{job.id}{ext}" for job in jobs for ext in (".safetensors", ".history.jsonl"))
 
 
 @pytest.mark.slow
@@ -52,7 +78,7 @@ def test_cancel_keeps_best_checkpoint(tmp_path):
     snap = job.snapshot()
     assert snap["state"] == "cancelled"
     assert len(snap["history"]) < 200
-    assert load_checkpoint(tmp_path / "c.safetensors").kind == "full"
+    assert load_checkpoint(tmp_path / f"c-{job.id}.safetensors").kind == "full"
 
 
 def test_bad_config_fails_cleanly(tmp_path):

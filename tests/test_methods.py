@@ -16,6 +16,7 @@ from torch import nn
 
 from explorer import cli, methods
 from explorer.backbones.load import load_backbone
+from explorer.cli.training_commands import train_config
 from explorer.core.errors import ExplorerError
 from explorer.core.options import default_of, option
 from explorer.core.ranks import Ranks
@@ -88,7 +89,7 @@ def test_configs_are_copied_not_shared():
 def test_cli_defaults_and_choices_come_from_the_dataclasses(capsys):
     parser = cli.build_parser()
     args = parser.parse_args(["train", "dots:3", "--out", "x.safetensors"])
-    config = cli._train_config(args, args.dataset, args.out, args.method)
+    config = train_config(args, args.dataset, args.out, args.method)
     assert config.learner == make_config("ordinalclip") and config.learner.num_context_tokens == default_of(OrdinalCLIPConfig, "num_context_tokens")
     assert config.epochs == default_of(TrainConfig, "epochs") and config.lr == default_of(TrainConfig, "lr")
     with pytest.raises(SystemExit):

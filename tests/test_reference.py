@@ -82,7 +82,7 @@ def test_clip_weights_load_in_openai_layout(clip_file):
 # --- a reference run on disk ---------------------------------------------------------------------
 
 
-def _tokenizer():
+def tokenizer():
     import open_clip
 
     return open_clip.tokenizer.SimpleTokenizer()
@@ -114,7 +114,7 @@ def make_run(
     g = torch.Generator().manual_seed(seed)
     D = clip_state["token_embedding.weight"].shape[1]
     if init_context is not None:
-        ids = _tokenizer().encode(init_context.replace("_", " "))
+        ids = tokenizer().encode(init_context.replace("_", " "))
         n = len(ids)
         ctx = clip_state["token_embedding.weight"][ids] + 0.3 * torch.randn(n, D, generator=g)
         if specific:
@@ -348,7 +348,7 @@ def test_plain_learner_with_rank_names_uses_per_rank_token_counts(clip_file, tmp
     clip_path, clip_state = clip_file
     names = ["baby", "toddler", "young child", "teen", "young adult", "adult", "middle aged adult", "senior", "very old person"]
     assert len(names) == R
-    counts = [len(_tokenizer().encode(x)) for x in names]
+    counts = [len(tokenizer().encode(x)) for x in names]
     assert len(set(counts)) > 1
     repo = tmp_path / "OrdinalCLIP"
     (repo / "data").mkdir(parents=True)

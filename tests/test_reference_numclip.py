@@ -20,9 +20,9 @@ import torch
 import yaml
 from PIL import Image
 from test_reference import (
-    _tokenizer,
     make_run,
     reference_prototypes,
+    tokenizer,
     tuned_clip,
     write_clip_file,
 )
@@ -54,7 +54,7 @@ def make_numclip_run(root: Path, clip_state, *, names: list[str] | None = AGE, i
                      t: int | None = None, n: int = 4, seed: int = 0, names_file: bool = True, write_config: bool = True):
     """A RegCLIPSSR run: plain learner over K concepts, adapter, SSR (stage 1 used, the rest never called)."""
     if t is None:
-        t = max(len(_tokenizer().encode(x)) for x in names)
+        t = max(len(tokenizer().encode(x)) for x in names)
     path = None
     if names is not None:
         path = str(root / "concepts.txt")
@@ -133,7 +133,7 @@ def test_numclip_import_matches_the_reference_forward(clip_file, tmp_path):
     run, sd = make_numclip_run(tmp_path / "run", clip_state)
     out = tmp_path / "out" / "numclip.safetensors"
     result = import_reference_run(run_dir=run, clip_weights=clip_path, out=out)
-    counts = [len(_tokenizer().encode(x)) for x in AGE]
+    counts = [len(tokenizer().encode(x)) for x in AGE]
     assert len(set(counts)) > 1  # the names' own token counts shape the prompts
     gaps = _check_parity(out, sd, clip_state, CONCEPT_PRESETS["age"].starts, counts)
     print("parity (max |value gap|, max |prob gap|):", gaps)
@@ -167,7 +167,7 @@ def test_reference_forward_is_sensitive(clip_file, tmp_path):
     backbone = load_backbone("demo")
     pixels = torch.stack([backbone.preprocess(im) for im in _images(2)])
     starts = CONCEPT_PRESETS["age"].starts
-    right_p, right_v = reference_forward(sd, clip_state, pixels, starts, [len(_tokenizer().encode(x)) for x in AGE])
+    right_p, right_v = reference_forward(sd, clip_state, pixels, starts, [len(tokenizer().encode(x)) for x in AGE])
     wrong_p, wrong_v = reference_forward(sd, clip_state, pixels, starts, [2] * K)
     assert float((right_p - wrong_p).abs().max()) > 1e-3 and float((right_v - wrong_v).abs().max()) > 1e-3
 
@@ -195,14 +195,14 @@ def test_cli_import_and_bare_ckpt_with_flags(clip_file, tmp_path, capsys):
     ckpt = load_checkpoint(out)
     assert ckpt.ranks.values[0] == 16.0 and len(ckpt.ranks) == 70 and ckpt.ranks.unit == "years"
     assert any("not found" in w for w in ckpt.meta["source"]["warnings"])  # names assumed from --concepts
-    _check_parity(out, sd, clip_state, CONCEPT_PRESETS["age"].starts, [len(_tokenizer().encode(x)) for x in AGE])
+    _check_parity(out, sd, clip_state, CONCEPT_PRESETS["age"].starts, [len(tokenizer().encode(x)) for x in AGE])
 
     bare, sd = make_numclip_run(tmp_path / "bare", clip_state, write_config=False, seed=3)
     ckpt_file = next((bare / "ckpts").glob("*.ckpt"))
     assert cli.main(["import-reference", "--ckpt", str(ckpt_file), "--learner", "numclip", "--clip-weights", str(clip_path),
                      "--out", str(tmp_path / "bare.safetensors")]) == 0
     _check_parity(tmp_path / "bare.safetensors", sd, clip_state, CONCEPT_PRESETS["age"].starts,
-                  [len(_tokenizer().encode(x)) for x in AGE])
+                  [len(tokenizer().encode(x)) for x in AGE])
     capsys.readouterr()
     assert cli.main(["info", str(tmp_path / "bare.safetensors"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["learner"] == "numclip"

@@ -3,8 +3,11 @@
 - ``errors``     error boundaries: one sentence per problem, a section's error stays in the section
 - ``resources``  the backbone pool (handles that carry their lock) and the compute caches
 - ``listing``    the library listing (the folder plus what this session added)
-- ``pickers``    choosing checkpoints (active, compare set, rank window, faces) and their session state
+- ``pickers``    choosing checkpoints (active, compare set), a rank window, a face, a dataset split; their session state
 - ``sidebar``    the sidebar: library, active checkpoint, loaded backbones
-- ``formatting`` small text helpers and messages
-- ``sections``   the analysis sections of the Geometry and Compare pages; ``charts``, ``analysis_charts`` their figures
+- ``formatting`` small text helpers, the names shown for views and projections, messages
+- ``charts``     every plotly figure, and showing one (toolbar PNG, CSV of its data)
+- ``gallery``    image thumbnails of a split's predictions and of a selection in the joint map
+- ``sections``   the sections of the Geometry and Compare pages, one module per page (``sections.geometry``,
+  ``sections.compare``) and what both "Where it fails" sections show (``sections.slice_tables``)
 """

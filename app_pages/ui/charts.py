@@ -1,22 +1,58 @@
-"""Plotly figures for the pages (presentation only: the numbers come from ``explorer``)."""
+"""Every plotly figure of the pages (presentation only: the numbers come from ``explorer``) and how a
+page shows one: :func:`chart` (toolbar with a PNG download named after the figure) and :func:`figure`
+(the same plus a CSV download of the data behind it)."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
+import streamlit as st
 from plotly.subplots import make_subplots
 
 HEAT_SCALE = "Viridis"
-VIEW_TITLES = {"cosine": "cosine similarity", "max_normalised": "row / row max", "softmax": "row softmax (× logit scale)"}
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf")
+LEGEND = dict(orientation="h", yanchor="bottom", y=1.0, x=0, xanchor="left")  # above the plot, clear of the toolbar
 
 
-def _layout(fig: go.Figure, height: int = 420, title: str | None = None) -> go.Figure:
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10), title=title,
-                      template="plotly_white")
+# --- showing a figure ------------------------------------------------------------------------------
+
+
+def plot_config(filename: str) -> dict:
+    """Plotly chart config: toolbar shown, PNG download named after the figure."""
+    return {"displaylogo": False, "displayModeBar": True,
+            "toImageButtonOptions": {"format": "png", "filename": filename, "scale": 2}}
+
+
+def chart(fig: go.Figure, key: str, filename: str | None = None) -> None:
+    """A plotly chart with its toolbar (PNG named ``filename``, by default the key)."""
+    st.plotly_chart(fig, key=key, config=plot_config(filename or key))
+
+
+def figure(fig: go.Figure, data: pd.DataFrame, key: str, filename: str, on_select=None) -> None:
+    """A plotly chart (PNG from its toolbar) and a button that downloads its data as CSV; ``on_select``:
+    a callback run when points are box- or lasso-selected."""
+    select = {"on_select": on_select, "selection_mode": ("box", "lasso")} if on_select else {}
+    st.plotly_chart(fig, key=key, config=plot_config(filename), **select)
+    csv_button(data, key, filename)
+
+
+def csv_button(data: pd.DataFrame, key: str, filename: str, label: str = "Data (CSV)") -> None:
+    """A download button for ``data`` as ``<filename>.csv`` (no rerun on click)."""
+    st.download_button(label, data.to_csv(index=False).encode(), file_name=f"{filename}.csv", mime="text/csv",
+                       key=f"{key}-csv", on_click="ignore", icon=":material/download:")
+
+
+def _layout(fig: go.Figure, height: int = 420, title: str | None = None, room_above: bool = False) -> go.Figure:
+    """The pages' layout; ``room_above``: room above the plot for a horizontal :data:`LEGEND`, clear of the toolbar."""
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=48 if room_above else 40 if title else 10, b=10),
+                      title=title, template="plotly_white")
     return fig
+
+
+# --- geometry of the prototypes ----------------------------------------------------------------------
 
 
 def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str | None = None, zmin: float | None = None,
@@ -95,6 +131,9 @@ def projection(layout: np.ndarray, labels: Sequence[str], values: Sequence[float
     return _layout(fig, height, title)
 
 
+# --- predicted distributions ---------------------------------------------------------------------
+
+
 def distribution(probs: np.ndarray, labels: Sequence[str], values: Sequence[float], record: dict, unit: str = "",
                  height: int = 340, title: str | None = None) -> go.Figure:
     """Bars of p(rank) with the expected value (line) and the central interval (band)."""
@@ -145,6 +184,9 @@ def per_rank_errors(series: list[tuple[str, Sequence[str], Sequence[float | None
     return _layout(fig, height)
 
 
+# --- the interpolation lab ---------------------------------------------------------------------------
+
+
 def interpolation_weights(panels: list[tuple[str, np.ndarray, np.ndarray]], labels: Sequence[str], height: int = 320) -> go.Figure:
     """One panel per scheme: W[:, k] against the rank, one line per base (dotted marks at base positions)."""
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], shared_yaxes=True,
@@ -164,3 +206,134 @@ def interpolation_weights(panels: list[tuple[str, np.ndarray, np.ndarray]], labe
     _layout(fig, height)
     fig.update_layout(margin=dict(t=40))
     return fig
+
+
+# --- the analysis sections: calibration, curves, joint map, confusion, per-rank errors ----------------
+
+
+def reliability(series: list[tuple[str, dict]], height: int = 420) -> go.Figure:
+    """Accuracy vs mean confidence per bin, one line per checkpoint, with the diagonal (perfect calibration)."""
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#888", dash="dash"), name="perfect",
+                               hoverinfo="skip"))
+    for k, (name, table) in enumerate(series):
+        conf, acc, count = (np.asarray(table[c], dtype=float) for c in ("confidence", "accuracy", "count"))
+        full = count > 0
+        fig.add_trace(go.Scatter(
+            x=conf[full], y=acc[full], mode="lines+markers", name=name, line=dict(color=PALETTE[k % len(PALETTE)]),
+            marker=dict(size=4 + 10 * np.sqrt(count[full] / max(count.sum(), 1))), customdata=count[full],
+            hovertemplate=f"{name}<br>confidence %{{x:.3f}}<br>accuracy %{{y:.3f}}<br>%{{customdata:.0f}} images<extra></extra>"))
+    fig.update_xaxes(title="confidence (argmax probability)", range=[-0.03, 1.03], constrain="domain")
+    fig.update_yaxes(title="accuracy", range=[-0.03, 1.03], scaleanchor="x", constrain="domain")
+    fig.update_layout(legend=LEGEND)
+    return _layout(fig, height, room_above=True)
+
+
+def curves(series: list[dict], metric_title: str, height: int = 360) -> go.Figure:
+    """Metric vs shots (category axis, "all" last), mean with ± std error bars, one line per learner."""
+    fig = go.Figure()
+    for k, s in enumerate(series):
+        fig.add_trace(go.Scatter(
+            x=[str(v) for v in s["shots"]], y=s["mean"], mode="lines+markers", name=s["learner"],
+            error_y=dict(type="data", array=s["std"], visible=True), line=dict(color=PALETTE[k % len(PALETTE)]),
+            customdata=s["seeds"], hovertemplate=f"{s['learner']}<br>shots %{{x}}: %{{y:.3f}}<br>%{{customdata}} seeds<extra></extra>"))
+    fig.update_xaxes(type="category", title="shots per label")
+    fig.update_yaxes(title=metric_title)
+    fig.update_layout(legend=LEGEND)
+    return _layout(fig, height, room_above=True)
+
+
+def joint_map(img: np.ndarray, protos: np.ndarray, labels: np.ndarray, rank_labels: Sequence[str], unit: str = "",
+              height: int = 560) -> go.Figure:
+    """Images (dots coloured by label) and prototypes (large diamonds, joined in rank order) in one projection."""
+    rank_labels = list(rank_labels)
+    values = np.asarray(labels, dtype=float)
+    cmax = max(len(rank_labels) - 1, 1)
+    img_text = [rank_labels[int(v)] for v in labels]
+    scale = dict(colorscale="Turbo", cmin=0, cmax=cmax)
+    three = img.shape[1] == 3
+    Scatter = go.Scatter3d if three else go.Scatter
+
+    def xyz(a):
+        return dict(x=a[:, 0], y=a[:, 1], **({"z": a[:, 2]} if three else {}))
+
+    fig = go.Figure([
+        Scatter(**xyz(img), mode="markers", name="images", text=img_text,
+                marker=dict(color=values, size=3 if three else 6, opacity=0.7, **scale,
+                            colorbar=dict(title=unit or "rank", thickness=12)),
+                hovertemplate="image, label %{text}<extra></extra>"),
+        Scatter(**xyz(protos), mode="lines+markers", name="prototypes (rank order)", text=rank_labels[: len(protos)],
+                line=dict(color="rgba(40,40,40,0.7)", width=2),
+                marker=dict(color=np.arange(len(protos)), size=5 if three else 12, symbol="diamond", **scale,
+                            line=dict(color="black", width=1)),
+                hovertemplate="prototype of rank %{text}<extra></extra>"),
+    ])
+    if not three:
+        fig.update_xaxes(title="component 1")
+        fig.update_yaxes(title="component 2", scaleanchor="x")
+    fig.update_layout(legend=LEGEND)
+    return _layout(fig, height, room_above=True)
+
+
+def confusion(matrix: np.ndarray, rank_labels: Sequence[str], height: int = 460) -> go.Figure:
+    """Rank x rank confusion counts: row = true rank, column = argmax prediction."""
+    labels = list(rank_labels)
+    fig = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, colorscale="Blues", colorbar=dict(title="images", thickness=12),
+                               hovertemplate="true %{y}, predicted %{x}: %{z} images<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", type="category", title="true rank", scaleanchor="x", constrain="domain")
+    fig.update_xaxes(type="category", title="predicted rank (argmax)", constrain="domain")
+    return _layout(fig, height, room_above=True)
+
+
+def rank_error_bars(labels: Sequence[str], mae: Sequence, std: Sequence, unit: str = "", height: int = 320) -> go.Figure:
+    """Per-rank MAE of the expected rank with ± std error bars."""
+    clean = [np.nan if v is None else v for v in mae]
+    fig = go.Figure(go.Bar(x=list(labels), y=clean, error_y=dict(type="data", array=[0 if v is None else v for v in std]),
+                           marker_color="#4c78a8", hovertemplate="rank %{x}: MAE %{y:.3f}<extra></extra>"))
+    fig.update_xaxes(type="category", title=f"true rank{f' ({unit})' if unit else ''}", nticks=25)
+    fig.update_yaxes(title="MAE (expected rank) ± std", rangemode="tozero")
+    return _layout(fig, height, room_above=True)
+
+
+def prototype_distances(labels: Sequence[str], own: Sequence, predicted: Sequence, height: int = 320) -> go.Figure:
+    """Per rank: mean cosine distance of its images to their own prototype and to the predicted one."""
+    fig = go.Figure()
+    for k, (name, vals) in enumerate((("to own prototype", own), ("to predicted prototype", predicted))):
+        fig.add_trace(go.Bar(x=list(labels), y=[np.nan if v is None else v for v in vals], name=name,
+                             marker_color=PALETTE[k], hovertemplate=f"{name}<br>rank %{{x}}: %{{y:.4f}}<extra></extra>"))
+    fig.update_xaxes(type="category", title="true rank", nticks=25)
+    fig.update_yaxes(title="mean cosine distance (1 − cos)", rangemode="tozero")
+    fig.update_layout(barmode="group", legend=LEGEND)
+    return _layout(fig, height, room_above=True)
+
+
+# --- where it fails ---------------------------------------------------------------------------------------
+
+
+def slice_errors(series: list[tuple[str, dict[str, dict]]], field: str, unit: str = "", height: int = 340) -> go.Figure:
+    """Value MAE per slice of ``field`` with the bootstrap 95 % interval as error bars, one bar group per
+    checkpoint (``series``: (name, {slice: metrics})); empty slices are left out."""
+    fig = go.Figure()
+    for k, (name, slices) in enumerate(series):
+        full = [(value, m) for value, m in slices.items() if m["n"]]
+        mae = np.array([m["mae_value"] for _, m in full])
+        lo = np.array([m["ci95"][0] for _, m in full])
+        hi = np.array([m["ci95"][1] for _, m in full])
+        fig.add_trace(go.Bar(
+            x=[value for value, _ in full], y=mae, name=name, marker_color=PALETTE[k % len(PALETTE)],
+            error_y=dict(type="data", symmetric=False, array=hi - mae, arrayminus=mae - lo, visible=True),
+            customdata=np.stack([lo, hi, [m["n"] for _, m in full]], axis=1) if full else None,
+            hovertemplate=f"{name}<br>{field} %{{x}}: MAE %{{y:.3f}}<br>95 %: %{{customdata[0]:.3f}}–%{{customdata[1]:.3f}}"
+                          "<br>%{customdata[2]:.0f} images<extra></extra>"))
+    fig.update_xaxes(type="category", title=field)
+    fig.update_yaxes(title=f"MAE ({unit})" if unit else "MAE", rangemode="tozero")
+    fig.update_layout(barmode="group", legend=LEGEND, showlegend=len(series) > 1)
+    return _layout(fig, height, room_above=True)
+
+
+def rank_axis(values: Sequence[float], positions: Sequence[float], rho: float, unit: str = "", height: int = 340) -> go.Figure:
+    """Each image's position on the rank axis against its label's value, with Spearman's rho in the title."""
+    fig = go.Figure(go.Scatter(x=list(values), y=list(positions), mode="markers", marker=dict(size=6, opacity=0.6, color=PALETTE[0]),
+                               hovertemplate="label %{x}<br>position %{y:.4f}<extra></extra>"))
+    fig.update_xaxes(title=f"true label ({unit})" if unit else "true label")
+    fig.update_yaxes(title="position on the rank axis (cosine units)")
+    return _layout(fig, height, title=f"Spearman ρ = {rho:.3f}")

@@ -10,16 +10,9 @@ from typing import Callable
 
 import streamlit as st
 
-from explorer.core.errors import ExplorerError
+from explorer.core.errors import ExplorerError, one_line
 
 log = logging.getLogger("ordinalclip_explorer.app")
-
-
-def _summary(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if len(text) > 200:
-        text = text[:197] + "..."
-    return f"{type(exc).__name__}: {text}"
 
 
 def report_exception(exc: Exception, where: str) -> None:
@@ -29,7 +22,7 @@ def report_exception(exc: Exception, where: str) -> None:
         return
     details = "".join(traceback.format_exception(exc))
     log.error("Unexpected error in %s:\n%s", where, details)
-    st.error(f"Something went wrong in {where} ({_summary(exc)}); this is a bug, not something in your input.")
+    st.error(f"Something went wrong in {where} ({type(exc).__name__}: {one_line(exc, 200)}); this is a bug, not something in your input.")
     with st.expander("Details"):
         st.code(details, language="text")
 

@@ -1,4 +1,5 @@
-"""Small text helpers and the messages several pages show."""
+"""Small text helpers, the names the pages show for similarity views, projections and metrics, and
+the messages several pages show."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from explorer.core import settings
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
 DEMO_WARNING = "The demo backbone is in use: a tiny random CLIP for demos and tests; its predictions on real photos are not meaningful."
+VIEWS = {"cosine": "Cosine", "max_normalised": "Max-normalised", "softmax": "Softmax"}  # similarity views: picker labels
+VIEW_TITLES = {"cosine": "cosine similarity", "max_normalised": "row / row max", "softmax": "row softmax (× logit scale)"}
+PROJECTIONS = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}  # explorer.analysis.projections methods
+METRIC_TITLES = {"mae_exp": "test MAE (expected rank)", "acc_max": "test accuracy (argmax)"}
 
 
 def fmt_pct(x: float | None, digits: int = 1) -> str:

@@ -32,9 +32,9 @@ def gallery(ckpt, sp, indices, key: str) -> None:
     if opened in indices:
         classes = ckpt.classes
         pred = summarize(sp.probs[[opened]], classes)
-        st.plotly_chart(charts.distribution(pred.probs[0], classes.labels, classes.values, pred.record(0), unit=classes.unit,
-                                            height=280, title=f"{sp.samples[opened].path}: predicted distribution"),
-                        key=f"{key}-distribution")
+        charts.chart(charts.distribution(pred.probs[0], classes.labels, classes.values, pred.record(0), unit=classes.unit,
+                                         height=280, title=f"{sp.samples[opened].path}: predicted distribution"),
+                     f"{key}-distribution")
 
 
 def remember_selection(event_key: str) -> None:

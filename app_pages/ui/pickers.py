@@ -1,5 +1,6 @@
-"""Choosing checkpoints (the active one, the compare set, a rank window, a face) and the session
-state that carries the choices from page to page; ``?checkpoint=NAME`` in the URL picks the active one."""
+"""Choosing checkpoints (the active one, the compare set), a rank window, a face and a dataset split,
+and the session state that carries the choices from page to page; ``?checkpoint=NAME`` in the URL
+picks the active one."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from explorer.store import library as lib
 
 ACTIVE = "active_checkpoint"  # session key: path of the active checkpoint
 COMPARE = "compare_checkpoints"  # session key: paths of the compare set
+SPLITS = ("test", "val", "train", "all")
 
 
 def _label(entries: list[lib.LibraryEntry]) -> Callable[[str], str]:
@@ -135,3 +137,20 @@ def face_picker(crop, digest: str, page: str) -> None:
 
     st.selectbox("Face used", list(range(crop.num_faces)), index=crop.face_index, format_func=crop.face_label,
                  key=key, on_change=remember, help="Numbered on the preview (largest first); the green box is used.")
+
+
+def trained_on(entries: list[lib.LibraryEntry]) -> str:
+    """The dataset the checkpoints were trained on, when they all share one (else empty)."""
+    specs = {(e.summary.get("training") or {}).get("dataset") or "" for e in entries}
+    return specs.pop() if len(specs) == 1 else ""
+
+
+def dataset_split(prefix: str, default: str = "") -> tuple[str, str]:
+    """A dataset spec (starting at ``default``) and a split, side by side (widget keys ``<prefix>-dataset``
+    and ``<prefix>-split``)."""
+    c1, c2 = st.columns([3, 1])
+    spec = c1.text_input("Dataset", default, key=f"{prefix}-dataset",
+                         help="A dataset spec, e.g. dots:20 (the bundled demo checkpoints are trained on it), utkface:DIR; "
+                              "by default the one the checkpoint was trained on.")
+    split = c2.selectbox("Split", SPLITS, key=f"{prefix}-split")
+    return spec.strip(), split

@@ -3,11 +3,12 @@
 - backbones: one bounded :class:`explorer.backbones.pool.BackboneRegistry` per server (least recently
   used evicted, ``ORDINAL_EXPLORER_MAX_BACKBONES``), each loaded in a background thread so a page never
   waits for one it does not need. Pages get a :class:`~explorer.backbones.pool.BackboneHandle`:
-  ``with handle.use() as backbone:`` holds its lock; nothing else locks by hand.
+  ``with handle.use() as backbone:`` holds its lock around every use of the backbone (the compute
+  functions of ``explorer`` take no lock).
 - everything holding a backbone's modules (prompt models) is kept in its pool slot
   (``handle.cached``) and dropped when the backbone is evicted: no Streamlit cache holds a model.
-- checkpoints, geometry and projections by the checkpoint's content hash (BLAKE2b of its bytes);
-  UMAP / t-SNE layouts also on disk.
+- checkpoints, geometry, projections, decoded tokens and a dataset split's predictions by the
+  checkpoint's content hash (BLAKE2b of its bytes); UMAP / t-SNE layouts and image features also on disk.
 """
 
 from __future__ import annotations
@@ -73,19 +74,21 @@ def _warm_imports() -> None:
     import explorer.store.checkpoints  # noqa: F401
 
 
+def new_backbone_registry(max_entries: int) -> BackboneRegistry:
+    """A registry with the app's hooks: a failed load logged with its traceback, memory collected and
+    returned to the OS after a load and after an eviction."""
+    return BackboneRegistry(max_entries=max_entries, on_loaded=_on_loaded, on_evict=_on_evict)
+
+
 @st.cache_resource(show_spinner=False)
 def backbone_registry() -> BackboneRegistry:
     """One bounded registry per server (least recently used backbones are evicted)."""
-    return BackboneRegistry(max_entries=settings.max_backbones(), on_loaded=_on_loaded, on_evict=_on_evict)
-
-
-def device_setting() -> str | None:
-    return settings.app_device()
+    return new_backbone_registry(settings.max_backbones())
 
 
 def backbone_slot(spec: str) -> BackboneSlot:
     """The (server-wide) slot of backbone ``spec``; starts loading it in the background."""
-    return backbone_registry().slot(spec, device_setting())
+    return backbone_registry().slot(spec, settings.app_device())
 
 
 def known_slots() -> list[BackboneSlot]:
@@ -128,18 +131,14 @@ def load_checkpoint(entry: lib.LibraryEntry):
     return _load_checkpoint(str(entry.path), entry.content_hash)
 
 
-def checkpoint_of(path: str, content_hash: str):
-    """The cached Checkpoint of (path, content hash), for cached functions keyed by content."""
-    return _load_checkpoint(path, content_hash)
-
-
 def prompt_model(entry: lib.LibraryEntry):
-    """(PromptModel, lock) rebuilt from a full checkpoint on its backbone; kept with the backbone's
-    pool slot (its text encoder is the backbone's text tower), so it goes when the backbone is evicted."""
+    """(the method rebuilt from a full checkpoint on its backbone, the backbone's handle): the model is kept
+    with the backbone's pool slot (its text encoder is the backbone's text tower), so it goes when the
+    backbone is evicted; run it inside ``handle.use()``."""
     handle = backbone_for(entry)
     path, content_hash = str(entry.path), entry.content_hash
     model = handle.cached(("prompt-model", content_hash), lambda bb: _load_checkpoint(path, content_hash).build_model(bb))
-    return model, handle.lock
+    return model, handle
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -194,3 +193,33 @@ def projection_is_ready(entry: lib.LibraryEntry, window, method: str, dims: int,
         return True
     window = norm_window(window, entry.num_classes)
     return projections.projection_path(_projection_key(entry.content_hash, window), method, dims, seed, settings.cache_folder()).is_file()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _decoded(content_hash: str, top: int, backbone_id: str, _path: str, _handle) -> dict:
+    from explorer.analysis import decode
+
+    with _handle.use() as backbone:
+        return decode.decode_checkpoint(_load_checkpoint(_path, content_hash), backbone, top)
+
+
+def decoded(entry: lib.LibraryEntry, top: int) -> dict:
+    """The ``top`` nearest vocabulary tokens of a checkpoint's learned tokens (cached by content)."""
+    handle = backbone_for(entry)
+    return _decoded(entry.content_hash, int(top), handle.backbone_id, str(entry.path), handle)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _split(content_hash: str, dataset: str, split: str, backbone_id: str, _path: str, _handle):
+    from explorer.analysis import maps
+
+    with _handle.use() as backbone:
+        return maps.split_predictions(_load_checkpoint(_path, content_hash), backbone, dataset, split,
+                                      cache_dir=str(settings.cache_folder() / "features"))
+
+
+def split_predictions(entry: lib.LibraryEntry, dataset: str, split: str):
+    """A checkpoint's :class:`~explorer.analysis.maps.SplitPredictions` on a dataset split: features,
+    labels and probabilities (cached by content and spec; the features also on disk)."""
+    handle = backbone_for(entry)
+    return _split(entry.content_hash, dataset.strip(), split, handle.backbone_id, str(entry.path), handle)

@@ -123,11 +123,6 @@ class BackboneHandle:
     backbone: Any
 
     @property
-    def lock(self) -> threading.RLock:
-        """The lock :meth:`use` holds (for explorer functions that take a ``lock=``)."""
-        return self.slot.lock
-
-    @property
     def backbone_id(self) -> str:
         return self.backbone.backbone_id
 

@@ -10,12 +10,11 @@ import argparse
 import sys
 
 from explorer.cli import analysis_commands, checkpoint_commands, decision_commands, training_commands
-from explorer.cli.base import COMMANDS, command
-from explorer.cli.training_commands import _learner_settings, _train_config
+from explorer.cli.common import COMMANDS, command
 from explorer.core.errors import ExplorerError
 from explorer.training.config import Cancelled
 
-__all__ = ["COMMANDS", "build_parser", "command", "main", "_learner_settings", "_train_config"]
+__all__ = ["COMMANDS", "build_parser", "command", "main"]
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -42,7 +41,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         checkpoint_commands.add_predict_parser(add)
         return parser
     checkpoint_commands.add_checkpoint_parsers(add)
-    training_commands._add_training_parsers(add)
+    training_commands.add_training_parsers(add)
     analysis_commands.add_analysis_parsers(add)
     decision_commands.add_decision_parsers(add)
     return parser

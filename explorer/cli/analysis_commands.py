@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from explorer.cli.base import _open, _print_json, command
+from explorer.cli.common import command, open_checkpoint, print_json
 
 
 @command("decode")
@@ -13,10 +13,10 @@ def cmd_decode(args: argparse.Namespace) -> int:
     """Print the nearest vocabulary tokens of the learned tokens (text or JSON)."""
     from explorer.analysis.decode import decode_checkpoint, decode_text
 
-    ckpt, backbone = _open(args)
+    ckpt, backbone = open_checkpoint(args)
     decoded = decode_checkpoint(ckpt, backbone, top=args.top)
     if args.json:
-        _print_json(decoded)
+        print_json(decoded)
     else:
         print(decode_text(decoded))
     return 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer.cli.base import DownloadBar, _open, _parse_window, _print_json, command
+from explorer.cli.common import DownloadBar, command, open_checkpoint, parse_window, print_json
 from explorer.core.errors import ExplorerError
 from explorer.data.inputs import checkpoint_inputs, crops_faces
 
@@ -26,9 +26,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         return _print_methods(args.json)
     path = Path(args.checkpoint)
     resume = inspect_resume_state(path) if path.is_file() and is_resume_name(path) else None
-    summary = resume if resume is not None else _open(args, need_backbone=False)[0].summary()
+    summary = resume if resume is not None else open_checkpoint(args, need_backbone=False)[0].summary()
     if args.json:
-        _print_json(summary)
+        print_json(summary)
         return 0
     for key, value in summary.items():
         if isinstance(value, dict):
@@ -58,7 +58,7 @@ def method_table() -> list[dict]:
 def _print_methods(as_json: bool) -> int:
     rows = method_table()
     if as_json:
-        _print_json({"methods": rows})
+        print_json({"methods": rows})
         return 0
     for row in rows:
         if row["usable"]:
@@ -73,7 +73,7 @@ def _print_methods(as_json: bool) -> int:
 def cmd_prototypes(args: argparse.Namespace) -> int:
     import torch
 
-    ckpt, backbone = _open(args, need_backbone=not args.stored)
+    ckpt, backbone = open_checkpoint(args, need_backbone=not args.stored)
     if args.stored:
         matrix = ckpt.prototypes.matrix.numpy()
         timings: list[float] = []
@@ -96,7 +96,7 @@ def cmd_prototypes(args: argparse.Namespace) -> int:
         with atomic_path(out) as tmp, open(tmp, "wb") as f:  # exactly the path given (np.save would append .npy)
             np.save(f, matrix)
     if args.repeat:
-        _print_json({
+        print_json({
             "median_seconds": statistics.median(timings) if timings else 0.0,
             "repeats": len(timings),
             "shape": list(matrix.shape),
@@ -112,9 +112,9 @@ def cmd_prototypes(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from explorer.analysis.geometry import adjacent_similarity, ordinality_report, similarity_matrix
 
-    ckpt, _ = _open(args, need_backbone=False)
+    ckpt, _ = open_checkpoint(args, need_backbone=False)
     ranks = ckpt.classes  # the prototype rows (NumCLIP: concept bins)
-    window = _parse_window(args.window, ranks)
+    window = parse_window(args.window, ranks)
     protos = ckpt.prototypes.matrix.numpy()
     report = ordinality_report(protos, window=window)
     sims = similarity_matrix(protos, window=window)
@@ -130,7 +130,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         ],
     }
     if args.json:
-        _print_json(out)
+        print_json(out)
         return 0
     print(f"{ckpt.name}: {len(ranks)} ranks" + (f", window {out['window']['labels'][0]}..{out['window']['labels'][1]}" if window else ""))
     print(f"  ordinality (all pairs): {report['ordinality'] * 100:.2f} %   violation rate: {report['violation_rate'] * 100:.2f} %")
@@ -146,7 +146,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if looks_like_onnx(args.checkpoint):
         return _predict_onnx(args)
-    ckpt, backbone = _open(args)
+    ckpt, backbone = open_checkpoint(args)
     images = [open_image(p) for p in args.images]
     margin = args.margin if args.margin is not None else checkpoint_inputs(ckpt.meta).get("margin")  # a --faces run's own
     images, crops = _crop_faces(images, crops_faces(ckpt.meta) if args.face is None else args.face, margin)
@@ -188,7 +188,7 @@ def _report_predictions(args: argparse.Namespace, pred, crops, ranks, is_demo: b
     for rec, crop in zip(records, crops or []):
         rec["face"] = crop.summary()
     if args.json:
-        _print_json(records if len(records) > 1 else records[0])
+        print_json(records if len(records) > 1 else records[0])
         return
     if is_demo:
         print("note: the demo backbone is in use; its predictions on real photos are not meaningful", file=sys.stderr)
@@ -206,7 +206,7 @@ def _report_predictions(args: argparse.Namespace, pred, crops, ranks, is_demo: b
 
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
-    ckpt, _ = _open(args, need_backbone=False)
+    ckpt, _ = open_checkpoint(args, need_backbone=False)
     if args.onnx:
         from explorer.store.onnx_export import export_note, export_onnx
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from explorer.cli.base import _Bar, _print_json, command
+from explorer.cli.common import DownloadBar, ProgressBar, command, print_json
 
 
 def open_models(paths: list[str], device: str | None, quiet: bool) -> list[tuple]:
     """(checkpoint, backbone) for each path; each backbone is loaded once."""
     from explorer.backbones.load import load_backbone
-    from explorer.cli.base import DownloadBar
     from explorer.store.checkpoints import load_checkpoint
 
     ckpts = [load_checkpoint(p) for p in paths]
@@ -28,7 +27,7 @@ def compare_from_args(args: argparse.Namespace) -> dict:
     from explorer.analysis.comparison import compare_checkpoints
     from explorer.training.config import Progress
 
-    bar = _Bar(args.quiet)
+    bar = ProgressBar(args.quiet)
     result = compare_checkpoints(
         open_models(args.checkpoints, args.device, args.quiet), args.on, by=args.by, cuts=args.cut or (),
         progress=lambda done, total, name: bar(Progress("evaluate", done, total, message=f"evaluating {name}" if name else "done")),
@@ -41,7 +40,7 @@ def compare_from_args(args: argparse.Namespace) -> dict:
 def cmd_compare(args: argparse.Namespace) -> int:
     result = compare_from_args(args)
     if args.json:
-        _print_json({k: v for k, v in result.items() if k != "evaluations"})
+        print_json({k: v for k, v in result.items() if k != "evaluations"})
         return 0
     values = list(dict.fromkeys(v for row in result["matrix"].values() for v in row))
     print(f"value MAE by {result['by']} on {result['dataset']} [{args.split}] (95 % interval)")

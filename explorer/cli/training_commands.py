@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from explorer.cli.base import DownloadBar, _Bar, _open, _print_json, command
+from explorer.cli.common import DownloadBar, ProgressBar, command, open_checkpoint, print_json
 from explorer.core.errors import ExplorerError
 
 
@@ -19,7 +19,7 @@ def _usable_methods() -> dict[str, Any]:
     return {name: cls for name in method_names() if (cls := find_method(name)) is not None}
 
 
-def _learner_settings(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+def learner_settings(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     """The options of the methods ``names`` set on the command line (the rank-names file read into names);
     an option that belongs to none of them is refused in one sentence naming the methods it belongs to."""
     from explorer.core.options import flag_fields, values_from_args
@@ -42,7 +42,7 @@ def _learner_settings(args: argparse.Namespace, names: list[str]) -> dict[str, A
     return settings
 
 
-def _train_config(args: argparse.Namespace, dataset: str, out: str, method: str | None = None, learner: dict | None = None):
+def train_config(args: argparse.Namespace, dataset: str, out: str, method: str | None = None, learner: dict | None = None):
     """The TrainConfig of a train / sweep command: dataclass defaults, the --preset's, then the flags given
     (the method's own: ``learner``, default: those set on the command line for ``method``)."""
     from explorer.core.options import values_from_args
@@ -50,7 +50,7 @@ def _train_config(args: argparse.Namespace, dataset: str, out: str, method: str 
     from explorer.training.config import TrainConfig, config_from_preset
 
     method = method or DEFAULT_METHOD
-    learner = _learner_settings(args, [method]) if learner is None else learner
+    learner = learner_settings(args, [method]) if learner is None else learner
     return config_from_preset(
         getattr(args, "preset", None), dataset, out, method, values_from_args(TrainConfig, args), learner,
         backbone=args.backbone, skip_bad=args.skip_bad, device=args.device, cache_dir=args.cache_dir, name=getattr(args, "name", None),
@@ -61,8 +61,8 @@ def _train_config(args: argparse.Namespace, dataset: str, out: str, method: str 
 def cmd_train(args: argparse.Namespace) -> int:
     from explorer.training.trainer import train
 
-    config = _train_config(args, args.dataset, args.out, args.method)
-    result = train(config, progress=_Bar(args.quiet), resume=args.resume)
+    config = train_config(args, args.dataset, args.out, args.method)
+    result = train(config, progress=ProgressBar(args.quiet), resume=args.resume)
     summary = {
         "checkpoint": str(result.checkpoint), "history": str(result.history_path), "best_epoch": result.best_epoch + 1,
         "val": {k: v for k, v in result.val_metrics.items() if k != "per_rank_mae"},
@@ -71,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if int(os.environ.get("RANK", "0")) == 0:
         if args.json:
-            _print_json(summary)
+            print_json(summary)
         else:
             test, key = summary["test"] or {}, config.selection_metric  # NumCLIP: the regressed value's MAE
             print(f"wrote {result.checkpoint} (best epoch {summary['best_epoch']}, val MAE {summary['val'][key]:.3f}"
@@ -92,7 +92,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     validate(dataset, check_images=True, skip_bad=args.skip_bad)
     dataset.face_margin = args.face_margin if args.faces else None
     cache = FeatureCache(backbone, args.cache_dir)
-    bar = _Bar(args.quiet)
+    bar = ProgressBar(args.quiet)
     feats = cache.features(dataset, dataset.samples, batch_size=args.batch_size,
                            progress=lambda d, t: bar(Progress("embed", d, t, message="embedding")))
     bar.close()
@@ -105,13 +105,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from explorer.analysis.evaluation import evaluate_checkpoint
 
-    ckpt, backbone = _open(args)
+    ckpt, backbone = open_checkpoint(args)
     by = [f.strip() for f in args.by.split(",") if f.strip()] if args.by else None
     result = evaluate_checkpoint(ckpt, backbone, args.dataset, split=args.split, cache_dir=args.cache_dir,
                                  skip_bad=args.skip_bad, min_label=args.long_tail, faces=args.faces,
                                  by=by, errors_csv=args.errors, cuts=args.cut, target_recall=args.target_recall)
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         m, faces = result["metrics"], result["faces"]
         print(f"{ckpt.name} on {args.dataset} [{args.split}, n={int(m['n'])}]: MAE exp {m['mae_exp']:.3f}, MAE max {m['mae_max']:.3f}, "
@@ -165,12 +165,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from explorer.training.sweeps import sweep
 
     names = [spec.partition(":")[0] for spec in args.learners.split(",") if spec.strip()]
-    settings = _learner_settings(args, names)  # an option none of the listed methods has is refused
-    base = _train_config(args, args.dataset, str(Path(args.out_dir) / "run.safetensors"), learner={})
+    settings = learner_settings(args, names)  # an option none of the listed methods has is refused
+    base = train_config(args, args.dataset, str(Path(args.out_dir) / "run.safetensors"), learner={})
     learners = parse_learner_list(args.learners, settings)
     shots = [None if s in ("all", "0") else int(s) for s in args.shots_list.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    table = sweep(sweep_grid(base, learners, shots, seeds, args.out_dir), Path(args.out_dir), progress=_Bar(args.quiet))
+    table = sweep(sweep_grid(base, learners, shots, seeds, args.out_dir), Path(args.out_dir), progress=ProgressBar(args.quiet))
     print(table["markdown"])
     print(f"wrote {table['csv']} and {table['md']}")
     print(f"wrote {table['curves']} (few-shot / label-shift curves)")
@@ -218,7 +218,7 @@ def _train_flags(p) -> None:
         add_flags(p, cls.config_class, seen)
 
 
-def _add_training_parsers(add) -> None:
+def add_training_parsers(add) -> None:
     """embed / train / eval / sweep sub-commands."""
     from explorer.analysis.cuts import DEFAULT_TARGET_RECALL
     from explorer.methods import ALIASES, DEFAULT_METHOD, method_names

@@ -1,4 +1,4 @@
-"""Faces and uploaded photos: find faces, crop one with a margin, predict from uploads.
+"""Faces: find them, crop one with a margin, draw them on a preview.
 
 Detection runs YuNet (libfacedetection's CNN, Apache-2.0; the ONNX file ships in
 ``explorer/assets/yunet/``, see NOTICE) with OpenCV's ``cv2.FaceDetectorYN``: the same detector on
@@ -8,13 +8,9 @@ the original. Each :class:`Face` has a box, a confidence score and five landmark
 ``MIN_SCORE`` are dropped. :func:`crop_face` uses the largest face unless ``face_index`` picks
 another; its box is grown by ``margin`` (a fraction of the face size on every side), made square
 when the image allows, and clipped to the image. When no face is found the whole image is used and
-:class:`FaceCrop` says so (``found`` is False). Datasets are cropped with the same function
-(:func:`crop_for_model`), so training, evaluation and Predict see the same kind of sample.
-
-The upload pipeline (:func:`prepare_upload`, :func:`predict_uploads`) turns raw bytes into
-rank distributions: decode with :func:`explorer.data.images.open_image` (EXIF, modes, size limit,
-friendly errors), crop, encode with the backbone, predict with the prototypes. A bad file
-never stops the others: it comes back with its one-sentence error.
+:class:`FaceCrop` says so (``found`` is False). Datasets crop with the same function
+(``Dataset.model_input``) and so do uploads (:mod:`explorer.predict.uploads`), so training,
+evaluation and Predict see the same kind of sample.
 """
 
 from __future__ import annotations
@@ -23,14 +19,13 @@ import contextlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from explorer.core.errors import ExplorerError
 from explorer.core.settings import face_threads
-from explorer.data.images import MAX_PIXELS, open_image
 from explorer.data.inputs import DEFAULT_MARGIN
 
 DETECT_SIDE = 640  # detection runs on a copy whose longer side is at most this
@@ -237,132 +232,3 @@ def annotate(image: Image.Image, crop: FaceCrop, max_side: int = 512) -> Image.I
         if number is not None and crop.num_faces > 1:
             draw.text((x0 + width + 2, y0 + width), str(number), fill=colour, font=font)
     return preview
-
-
-# --- uploads -> predictions ---------------------------------------------------------------------
-
-
-@dataclass
-class PreparedImage:
-    """One uploaded file after decoding and cropping (``error`` set instead when it is unusable)."""
-
-    name: str
-    image: Image.Image | None = None
-    crop: FaceCrop | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-def prepare_upload(
-    data: bytes, name: str, *, use_whole_image: bool = False, margin: float = DEFAULT_MARGIN, max_pixels: int = MAX_PIXELS,
-    face_index: int | None = None,
-) -> PreparedImage:
-    """Decode uploaded bytes (friendly error for empty / non-image / too large) and crop the face
-    (the largest, or ``face_index`` among those found)."""
-    try:
-        image = open_image(data, name=name, max_pixels=max_pixels)
-        crop = crop_face(image, margin=margin, use_whole_image=use_whole_image, face_index=face_index)
-        return PreparedImage(name, image, crop)
-    except ExplorerError as exc:
-        return PreparedImage(name, error=str(exc))
-
-
-@dataclass
-class UploadPrediction:
-    """Prepared images and, for the usable ones, their rank distributions (``record`` per image)."""
-
-    items: list[PreparedImage]
-    prediction: Any = None  # explorer.predict.prototypes.Prediction over the usable items, in order
-    index: dict[int, int] = field(default_factory=dict)  # item position -> prediction row
-
-    @property
-    def errors(self) -> list[tuple[str, str]]:
-        return [(it.name, it.error or "") for it in self.items if not it.ok]
-
-    def record(self, position: int) -> dict[str, Any] | None:
-        """The prediction summary of item ``position`` (None for a failed item)."""
-        row = self.index.get(position)
-        return None if row is None else self.prediction.record(row)
-
-    def probs(self, position: int) -> np.ndarray | None:
-        row = self.index.get(position)
-        return None if row is None else self.prediction.probs[row]
-
-    def table(self):
-        """pandas DataFrame: one row per file (failed files keep their error message)."""
-        import pandas as pd
-
-        rows = []
-        for pos, item in enumerate(self.items):
-            rec = self.record(pos)
-            if rec is None:
-                rows.append({"image": item.name, "error": item.error})
-                continue
-            lo, hi = rec["interval_values"]
-            rows.append({
-                "image": item.name,
-                "face": "yes" if item.crop and item.crop.found else "no (whole image)",
-                "faces found": item.crop.num_faces if item.crop else 0,
-                "expected": round(rec["value"], 3),  # the method's point estimate (NumCLIP: the regressed value)
-                "argmax": rec["argmax_label"],
-                "median": rec["median_value"],
-                f"{rec['coverage'] * 100:.0f}% low": lo,
-                f"{rec['coverage'] * 100:.0f}% high": hi,
-                "top probability": round(rec["top"][0]["prob"], 4),
-                "unit": rec["unit"],
-                "error": "",
-            })
-        return pd.DataFrame(rows)
-
-    def csv(self) -> bytes:
-        """The table as UTF-8 CSV."""
-        return self.table().to_csv(index=False).encode("utf-8")
-
-
-def predict_uploads(
-    uploads: Iterable[tuple[str, bytes]],
-    prototypes,
-    backbone,
-    *,
-    use_whole_image: bool = False,
-    margin: float = DEFAULT_MARGIN,
-    coverage: float = 0.9,
-    lock: Any = None,
-    max_pixels: int = MAX_PIXELS,
-    face_choices: Mapping[int, int] | None = None,
-) -> UploadPrediction:
-    """Decode, crop, encode (holding ``lock`` if given) and predict every upload ``(name, bytes)``.
-
-    ``face_choices``: upload position -> which face to use there (largest first); others use the largest.
-    """
-    choices = dict(face_choices or {})
-    items = [prepare_upload(data, name, use_whole_image=use_whole_image, margin=margin, max_pixels=max_pixels,
-                            face_index=choices.get(pos)) for pos, (name, data) in enumerate(uploads)]
-    usable = [pos for pos, it in enumerate(items) if it.ok]
-    result = UploadPrediction(items)
-    if not usable:
-        return result
-    with lock if lock is not None else contextlib.nullcontext():
-        feats = backbone.encode_images([items[pos].crop.image for pos in usable])
-    result.prediction = prototypes.predict(feats, coverage=coverage)
-    result.index = {pos: row for row, pos in enumerate(usable)}
-    return result
-
-
-def overlay_distributions(image: Image.Image, models: Sequence[tuple[str, Any, Any]], coverage: float = 0.9,
-                          lock_for=None) -> list[tuple[str, Any]]:
-    """Predict one (already cropped) image with several ``(name, prototypes, backbone)``; returns
-    ``(name, Prediction)`` pairs. ``lock_for(backbone)`` may give the lock to hold while encoding."""
-    out = []
-    feats_by_backbone: dict[int, Any] = {}
-    for name, protos, backbone in models:
-        key = id(backbone)
-        if key not in feats_by_backbone:
-            lock = lock_for(backbone) if lock_for else None
-            with lock if lock is not None else contextlib.nullcontext():
-                feats_by_backbone[key] = backbone.encode_images([image])
-        out.append((name, protos.predict(feats_by_backbone[key], coverage=coverage)))
-    return out

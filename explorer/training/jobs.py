@@ -1,7 +1,8 @@
 """Background training jobs: one thread per run, with progress, history, cancel and reconnect by id.
 
-The app keeps one ``JobManager`` per server; each run gets its own id and output file, so two users
-training at once never share a run. A page that reloads finds its job again by id. A finished job
+The app keeps one ``JobManager`` per server; each run gets its own id and output file (the id is added
+to the name of ``config.out``: :func:`job_output`), so two runs started at once, even with the same
+name, never share a file. A page that reloads finds its job again by id. A finished job
 stays findable for ``keep_finished_s`` (10 minutes by default: long enough for its page to show the
 result), then it is dropped.
 
@@ -21,7 +22,7 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
@@ -145,6 +146,14 @@ class TrainingJob:
 KEEP_FINISHED_S = 600.0
 
 
+def job_output(out: str | Path, job_id: str) -> Path:
+    """The checkpoint a job writes: ``out`` with the job id added to its name
+    (``app-my-run.safetensors`` -> ``app-my-run-<id>.safetensors``); its temporaries, history and
+    resume files are named after it, so they are the job's own too."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}-{job_id}{out.suffix}")
+
+
 def _local_spec(spec: str) -> bool:
     """True for the demo backbone and weight files (nothing to download)."""
     try:
@@ -171,14 +180,17 @@ class JobManager:
             del self._jobs[job_id]
 
     def start(self, config: TrainConfig, owner: str | None = None) -> TrainingJob:
-        """Validate and start a run; refuses when too many are running already."""
+        """Validate and start a run writing :func:`job_output` of ``config.out`` (``job.config.out``);
+        refuses when too many are running already."""
         config.validate()
         with self._lock:
             self._drop_expired()
             running = sum(j.active for j in self._jobs.values())
             if running >= self.max_running:
                 raise ExplorerError(f"{running} training runs are already going on this server; wait for one to finish.")
-            job = TrainingJob(uuid.uuid4().hex[:12], config, owner, clock=self.clock, borrow=self.borrow)
+            job_id = uuid.uuid4().hex[:12]
+            own = replace(config, out=str(job_output(config.out, job_id)))
+            job = TrainingJob(job_id, own, owner, clock=self.clock, borrow=self.borrow)
             self._jobs[job.id] = job
         threading.Thread(target=job._run, name=f"train-{job.id}", daemon=True).start()
         return job

@@ -1,4 +1,5 @@
-"""What every sub-command shares: the command registry, opening a checkpoint, JSON output, progress bars."""
+"""What every sub-command module shares (its public API): the command registry, opening a checkpoint
+and its backbone, JSON output, the rank window flag, progress bars."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def command(name: str):
     return deco
 
 
-def _print_json(obj: Any) -> None:
+def print_json(obj: Any) -> None:
+    """``obj`` as one line of JSON on stdout (numpy values and paths as plain JSON)."""
     print(json.dumps(obj, indent=None, default=_json_default))
 
 
@@ -39,7 +41,7 @@ def _json_default(obj: Any):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _open(args: argparse.Namespace, need_backbone: bool = True):
+def open_checkpoint(args: argparse.Namespace, need_backbone: bool = True):
     """Load the checkpoint and, when needed, its backbone (or the one given with --backbone)."""
     from explorer.backbones.load import load_backbone
     from explorer.store.checkpoints import load_checkpoint
@@ -53,7 +55,7 @@ def _open(args: argparse.Namespace, need_backbone: bool = True):
     return ckpt, backbone
 
 
-def _parse_window(text: str | None, ranks) -> tuple[int, int] | None:
+def parse_window(text: str | None, ranks) -> tuple[int, int] | None:
     """'A:B' in rank values (e.g. ages 15:75) -> inclusive rank indices."""
     if not text:
         return None
@@ -70,10 +72,9 @@ def _parse_window(text: str | None, ranks) -> tuple[int, int] | None:
     return int(inside[0]), int(inside[-1])
 
 
-
-class _Bar:
-    """tqdm progress bars on stderr fed by runconfig.Progress events (one bar per stage and epoch;
-    "download" events go to a :class:`DownloadBar`, in bytes)."""
+class ProgressBar:
+    """tqdm progress bars on stderr fed by :class:`explorer.training.config.Progress` events (one bar
+    per stage and epoch; "download" events go to a :class:`DownloadBar`, in bytes)."""
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
