@@ -56,7 +56,7 @@ def add_decision_parsers(add) -> None:
     from explorer.analysis.cuts import DEFAULT_TARGET_RECALL
     from explorer.analysis.slices import BAND
 
-    p = add("compare", "Evaluate several checkpoints on one dataset: the model-by-slice matrix of value MAE with 95 % intervals.")
+    p = add("compare", "Evaluate several checkpoints on one dataset: the model-by-slice matrix of value MAE with 95-percent intervals.")
     p.add_argument("checkpoints", nargs="+", metavar="CKPT")
     _dataset_flags(p, BAND, DEFAULT_TARGET_RECALL)
     p.add_argument("--json", action="store_true", help='print {"by": F, "matrix": {checkpoint: {slice: {n, mae_value, ci95}}}}')

@@ -70,7 +70,7 @@ def looks_like_onnx(path: str | Path) -> bool:
         return False
 
 
-def _import_onnxruntime():
+def import_onnxruntime():
     try:
         import onnxruntime
     except ImportError:
@@ -120,7 +120,7 @@ def load_onnx(path: str | Path) -> OnnxPredictor:
     path = Path(path)
     if not path.is_file():
         raise ExplorerError(f"ONNX file not found: {path}.")
-    ort = _import_onnxruntime()
+    ort = import_onnxruntime()
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unparsable models

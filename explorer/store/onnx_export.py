@@ -43,7 +43,7 @@ from explorer.core.errors import ExplorerError
 from explorer.core.fsio import write_bytes
 from explorer.data.inputs import checkpoint_inputs
 from explorer.predict.contract import export_module_of
-from explorer.predict.onnx_runtime import ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_META_KEY, _import_onnxruntime, preprocess_image
+from explorer.predict.onnx_runtime import ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_META_KEY, import_onnxruntime, preprocess_image
 
 OPSET = 17
 PROBE_IMAGES = 16
@@ -201,7 +201,7 @@ def probe_images(n: int = PROBE_IMAGES, seed: int = 0) -> list:
 def quantization_cost(fp32: bytes, int8: bytes, meta: dict[str, Any], probes: int = PROBE_IMAGES,
                       seed: int = 0) -> dict[str, Any]:
     """How far int8 moves ``value``: both graphs (onnxruntime) on the same preprocessed probe images."""
-    ort = _import_onnxruntime()
+    ort = import_onnxruntime()
     pixels = np.stack([preprocess_image(im, meta) for im in probe_images(probes, seed)])
     values = [ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(["value"], {"pixels": pixels})[0]
               for data in (fp32, int8)]
