@@ -7,9 +7,8 @@
   unpickled) or ``"error"`` (corrupt, wrong format, invalid contents), with a one-sentence reason.
 - :func:`store_upload` keeps an uploaded file under the cache folder, named by its content hash.
 - :func:`geometry_summary` bundles the similarity views, ordinality and violations of one
-  prototype matrix; :func:`cached_projection` keeps UMAP / t-SNE layouts on disk
-  (``<cache>/projections/<key>-<method>-<dims>-<seed>.npy``, written atomically), so a restart
-  does not pay numba's warm-up again.
+  prototype matrix (UMAP / t-SNE layouts are kept on disk by
+  :func:`explorer.analysis.projections.cached_projection`, so a restart does not pay numba's warm-up again).
 - Checkpoints are identified by a content hash (BLAKE2b of the file bytes): analyses keyed by it
   stay valid whatever the file is called and are recomputed when the bytes change.
 """
