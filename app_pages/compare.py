@@ -93,7 +93,7 @@ def _ordinality(chosen, geos) -> None:
     rows = []
     for e, g in zip(chosen, geos):
         rep = g["report"]
-        row = {"checkpoint": e.name, "learner": e.learner, "ranks": e.num_ranks,
+        row = {"checkpoint": e.name, "method": e.method, "ranks": e.num_ranks,
                "ordinality %": 100 * rep["ordinality"], "violations %": 100 * rep["violation_rate"],
                "mean adjacent cosine": float(np.mean(g["adjacent"]))}
         row.update({f"span {s} %": 100 * v for s, v in rep["spans"].items()})

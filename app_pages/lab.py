@@ -16,7 +16,7 @@ from explorer.store import library as lib
 
 def _is_rank_learner(entry: lib.LibraryEntry) -> bool:
     """A full checkpoint of a method that implements the lab hooks (``reinterpolate``, ``lab_options``)."""
-    return entry.summary.get("kind") == "full" and offers(find_method(entry.summary.get("learner")), "lab")
+    return entry.summary.get("content") == "full" and offers(find_method(entry.summary.get("method")), "lab")
 
 
 @st.cache_data(show_spinner=False, max_entries=128)

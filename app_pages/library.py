@@ -64,7 +64,7 @@ def _table(entries: list[lib.LibraryEntry]) -> None:
         hide_index=True,
         width="stretch",
         height=min(36 * (len(df) + 1) + 3, 640),
-        column_order=["name", "status", "learner", "backbone", "interpolation", "ranks", "range", "MAE", "accuracy %",
+        column_order=["name", "status", "method", "backbone", "interpolation", "ranks", "range", "MAE", "accuracy %",
                       "metrics on", "ordinality %", "violations %", "file", "note"],
         column_config={
             "MAE": st.column_config.NumberColumn(format="%.3f", help=(
@@ -178,7 +178,7 @@ def _path_form() -> None:
 def _report_added(entry: lib.LibraryEntry) -> None:
     if entry.ok:
         extra = f" (note: {entry.backbone_note})" if entry.backbone_ok is False else ""
-        st.success(f"Added {entry.name}: {entry.num_ranks} ranks, {entry.learner} learner{extra}.")
+        st.success(f"Added {entry.name}: {entry.num_ranks} ranks, {entry.method} method{extra}.")
     elif entry.status == "not_checkpoint":
         st.warning(entry.message)
     else:

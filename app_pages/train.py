@@ -14,7 +14,7 @@ from app_pages.ui import errors, resources
 from explorer.backbones import catalog as models
 from explorer.core import settings
 from explorer.core.fsio import safe_filename
-from explorer.core.options import default_of, form_fields, form_kind, form_label
+from explorer.core.options import default_of, form_fields, form_label, widget_for
 from explorer.methods import find_method, get_method, make_config, method_names
 from explorer.training.config import TrainConfig, format_seconds
 from explorer.training.jobs import JobManager
@@ -47,18 +47,18 @@ def _learner_fields(method, columns) -> dict:
     if shown:
         st.caption(f"{method.title} settings (the flags of `train --learner {method.name}`)")
     for i, f in enumerate(shown):
-        col, kind, key = columns[i % len(columns)], form_kind(f), f"train-{method.name}-{f.name}"
+        col, widget, key = columns[i % len(columns)], widget_for(f), f"train-{method.name}-{f.name}"
         default = method.form_defaults.get(f.name, default_of(method.config_class, f.name))
         label, help_text = form_label(f), f.metadata.get("help") or None
-        if kind == "toggle":
+        if widget == "toggle":
             settings[f.name] = col.toggle(label, bool(default), key=key, help=help_text)
-        elif kind == "choice":
+        elif widget == "choice":
             options = list(f.metadata["choices"])
             settings[f.name] = col.selectbox(label, options, index=options.index(default) if default in options else 0,
                                              key=key, help=help_text)
-        elif kind == "int":
+        elif widget == "int":
             settings[f.name] = int(col.number_input(label, value=int(default or 0), step=1, key=key, help=help_text))
-        elif kind == "float":
+        elif widget == "float":
             settings[f.name] = float(col.number_input(label, value=float(default or 0.0), key=key, help=help_text, format="%g"))
         else:  # text; an empty optional text is None
             text = col.text_input(label, "" if default is None else str(default), key=key, help=help_text)

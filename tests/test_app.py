@@ -241,7 +241,7 @@ def test_compare_tables_per_rank_errors_and_one_image(env):
     ok(at)
     ordinality, metrics = at.dataframe[0].value, at.dataframe[1].value
     assert list(ordinality.columns) == ["figure", "dots-rank-linear", "dots-plain", "ages-rank-normal"]  # one column each
-    assert {"learner", "ranks", "ordinality %", "violations %", "span 1 %"} <= set(ordinality["figure"])
+    assert {"method", "ranks", "ordinality %", "violations %", "span 1 %"} <= set(ordinality["figure"])
     assert list(metrics["split"]) == ["test", "unspecified", "none stored"]
     assert metrics.loc[0, "mae_exp"] == pytest.approx(2.1)
     charts = plotly_charts(at)
@@ -551,7 +551,7 @@ def test_train_page_crops_faces_when_asked(env, tmp_path):
     path = _job_file(at, env, "apptest-faces")
     try:
         record = checkpoint_inputs(load_checkpoint(path).meta)
-        assert record["kind"] == "faces" and record["cropped"], record
+        assert record["faces"] and record["cropped"], record
         predict = wait_for_backbone(open_page(env, "predict", checkpoint=path.stem))
         assert predict.toggle(key="predict-whole").value is False
     finally:

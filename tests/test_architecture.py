@@ -92,10 +92,6 @@ IMPORT_ROOTS = (ROOT, ROOT / "tests", ROOT / "benchmarks", ROOT / "scripts")  # 
 PRIVATE_IMPORTS_ALLOWED = {
     ("tests/test_text_encoder.py", "open_clip.model._build_text_tower"):
         "open_clip builds its text tower only through this; the test compares the explorer's tower with open_clip's own",
-    ("tests/test_plugins.py", "explorer.store.reference.learner._kind"):
-        "the reference importer's vocabulary is renamed later (issue 21, part 6); the test then uses its public answer",
-    ("tests/test_plugins.py", "explorer.store.reference.learner._Sources"):
-        "as above: the reference importer's internals, until its rename",
 }
 
 

@@ -109,7 +109,7 @@ def test_round_trip_params_prototypes_and_metadata(demo, tmp_path, key):
 
     meta = ckpt.meta
     assert meta["format"] == "ordinalclip-explorer" and meta["format_version"] == FORMAT_VERSION == 1
-    assert meta["kind"] == "full" and ckpt.kind == "full"
+    assert meta["kind"] == "full" and ckpt.content == "full"
     assert meta["backbone"] == {"spec": "demo", "id": demo.backbone_id}
     assert ckpt.backbone_id == demo.backbone_id and ckpt.backbone_spec == "demo"
     assert meta["learner"] == model.config.to_dict()
@@ -155,7 +155,7 @@ def test_name_training_metrics_and_update_metadata(saved):
     assert ckpt.meta["training"] == {"epochs": 7, "lr": 1e-4}
     summary = ckpt.summary()
     assert summary["num_ranks"] == 12 and summary["ranks"] == "16 .. 27 years"
-    assert summary["learner"] == "ordinalclip" and summary["num_base_ranks"] == 3 and summary["num_context_tokens"] == 3
+    assert summary["method"] == "ordinalclip" and summary["num_base_ranks"] == 3 and summary["num_context_tokens"] == 3
     assert summary["tensors"] == {"learner.context_embeds": [3, 128], "learner.rank_embeds": [3, 1, 128],
                                   "prototypes": [12, 128]}
 
@@ -203,7 +203,7 @@ def test_prototype_export_predicts_like_the_full_model(demo, tmp_path, key):
     assert meta["backbone"] == full.meta["backbone"] and meta["ranks"] == full.meta["ranks"]
     assert meta["training"] == {"epochs": 2} and meta["metrics"] == {"mae_exp": 3.0}
     assert meta["source"]["learner"] == canonical_name(key)  # the method's name (old names resolved)
-    assert exported.summary()["learner"] == canonical_name(key)
+    assert exported.summary()["method"] == canonical_name(key)
 
     feats = _image_features(demo)
     # the full model: rebuild the learner, run the text encoder
@@ -369,7 +369,7 @@ def test_missing_and_unexpected_learner_tensors(saved, tmp_path):
 
 
 @pytest.mark.parametrize("meta_fn,pattern", [
-    (lambda m: {**m, "kind": "weird"}, "unknown checkpoint kind 'weird'"),
+    (lambda m: {**m, "kind": "weird"}, "unknown checkpoint content 'weird'"),
     (lambda m: {k: v for k, v in m.items() if k != "ranks"}, "lacks the 'ranks' metadata"),
     (lambda m: {**m, "logit_scale": -1.0}, "logit_scale must be a positive number"),
     (lambda m: {**m, "learner": {**m["learner"], "num_ranks": 13}}, "the learner has 13 ranks but the metadata lists 12"),

@@ -199,7 +199,7 @@ def test_info_text_and_json(capsys, files, demo):
     rc, out, err = cli(capsys, "info", files["rank"])
     assert rc == 0 and err == ""
     fields = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in out.splitlines()}
-    assert fields["kind"] == "full" and fields["learner"] == "ordinalclip" and fields["num_ranks"] == "20"
+    assert fields["content"] == "full" and fields["method"] == "ordinalclip" and fields["num_ranks"] == "20"
     assert fields["ranks"] == "16 .. 35 years" and fields["format_version"] == "1"
     assert demo.backbone_id in fields["backbone"] and "spec=demo" in fields["backbone"]
     assert fields["metrics"] == "mae_exp=4.25"
@@ -207,7 +207,7 @@ def test_info_text_and_json(capsys, files, demo):
     rc, out, err = cli(capsys, "info", files["rank"], "--json")
     assert rc == 0 and len(out.strip().splitlines()) == 1
     info = json.loads(out)
-    assert info["name"] == "ages" and info["kind"] == "full" and info["num_ranks"] == 20
+    assert info["name"] == "ages" and info["content"] == "full" and info["num_ranks"] == 20
     assert info["backbone"] == {"spec": "demo", "id": demo.backbone_id}
     assert info["embed_dim"] == 128 and info["num_base_ranks"] == 3 and info["num_context_tokens"] == 4
     assert info["tensors"] == {"learner.context_embeds": [4, 128], "learner.rank_embeds": [3, 1, 128],
@@ -400,7 +400,7 @@ def test_export_prototypes_only_predicts_the_same(capsys, files, tmp_path):
     rc, out, err = cli(capsys, "export", files["rank"], "--prototypes-only", "--out", out_file)
     assert rc == 0 and out.startswith(f"wrote {out_file} (prototypes only, 20 ranks)")
     info = json.loads(cli(capsys, "info", out_file, "--json")[1])
-    assert info["kind"] == "prototypes" and list(info["tensors"]) == ["prototypes"] and info["learner"] == "ordinalclip"
+    assert info["content"] == "prototypes" and list(info["tensors"]) == ["prototypes"] and info["method"] == "ordinalclip"
 
     imgs = [files["png"], files["jpg"]]
     full = json.loads(cli(capsys, "predict", files["rank"], *imgs, "--json")[1])

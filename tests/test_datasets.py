@@ -43,7 +43,7 @@ def make_list_root(tmp_path: Path) -> Path:
 def test_list_reader_given_splits_and_labels(tmp_path):
     root = make_list_root(tmp_path)
     ds = D.open_dataset(f"list:{root}:train.txt:val.txt:test.txt")
-    assert ds.kind == "list" and len(ds) == 6
+    assert ds.reader == "list" and len(ds) == 6
     assert len(ds.ranks) == 6 and ds.ranks.labels == ["0", "1", "2", "3", "4", "5"]
     multi = ds.samples[2]
     assert multi.labels == [1, 2, 4] and multi.label == 2 and multi.line == 5 and multi.source == "train.txt"
@@ -92,7 +92,7 @@ def test_csv_reader_numeric_names_split_subject(tmp_path):
     assert ds.splits == {"train": [0, 3], "val": [1], "test": [2]}
     assert ds.load_image(1).size == (4, 4)
     # auto-detected from the .csv suffix
-    assert D.open_dataset(str(tmp_path / "a.csv")).kind == "csv"
+    assert D.open_dataset(str(tmp_path / "a.csv")).reader == "csv"
 
 
 def test_csv_reader_rank_names_and_bad_labels(tmp_path):

@@ -112,7 +112,7 @@ def test_face_crop_margin_is_stored(backbone, tmp_path):
     src = shutil.copy(ROOT / "checkpoints" / "ordinalclip-linear.safetensors", tmp_path / "faces.safetensors")
     update_metadata(src, training={**(load_checkpoint(src).meta.get("training") or {}), "inputs": inputs_record(True, margin=0.3)})
     meta = load_onnx(export_onnx(load_checkpoint(src), tmp_path / "faces.onnx", backbone=backbone)).meta
-    assert meta["inputs"] == {"kind": "faces", "cropped": True, "margin": 0.3}
+    assert meta["inputs"] == {"faces": True, "cropped": True, "margin": 0.3}
 
 
 def test_cli_export_and_predict_match(exported, tmp_path, capsys):

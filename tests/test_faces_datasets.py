@@ -14,7 +14,7 @@ from explorer import cli
 from explorer.data import faces
 from explorer.data.datasets import open_dataset
 from explorer.data.features import FeatureCache, content_key
-from explorer.data.inputs import checkpoint_inputs, crops_faces, evaluates_on_crops
+from explorer.data.inputs import checkpoint_inputs, crops_faces
 from explorer.predict.uploads import prepare_upload
 from explorer.store.checkpoints import load_checkpoint
 
@@ -78,8 +78,8 @@ def test_train_eval_predict_with_faces(scenes, tmp_path, capsys):
     capsys.readouterr()
     ckpt = load_checkpoint(out)
     record = checkpoint_inputs(ckpt.meta)
-    assert record["kind"] == "faces" and record["cropped"] and record["margin"] == faces.DEFAULT_MARGIN
-    assert crops_faces(ckpt.meta) and evaluates_on_crops(ckpt.meta)
+    assert record["faces"] and record["cropped"] and record["margin"] == faces.DEFAULT_MARGIN
+    assert crops_faces(ckpt.meta) and checkpoint_inputs(ckpt.meta)["cropped"]  # eval crops exactly such runs by default
     assert sum(v["images"] for v in ckpt.meta["training"]["data"]["faces"].values()) >= 4
     assert cli.main(["info", str(out)]) == 0 and "faces (trained on face crops (--faces), margin 0.4)" in capsys.readouterr().out
 
@@ -106,7 +106,7 @@ def test_whole_image_checkpoints_are_not_cropped_by_default(tmp_path, capsys):
 
     demo = REPO_ROOT / "checkpoints" / "ordinalclip-linear.safetensors"  # dots: whole images
     meta = load_checkpoint(demo).meta
-    assert not crops_faces(meta) and not evaluates_on_crops(meta)
+    assert not crops_faces(meta) and not checkpoint_inputs(meta)["cropped"]
     image = tmp_path / "a.png"
     fp.face_scene(0).save(image)
     assert cli.main(["predict", str(demo), str(image), "--json"]) == 0
@@ -121,10 +121,12 @@ def test_whole_image_checkpoints_are_not_cropped_by_default(tmp_path, capsys):
     ({"training": {"dataset": "utkface:/data/UTKFace"}}, "faces"), ({"training": {"dataset": "dots:20"}}, "whole"),
     ({"training": {"dataset": "csv:x.csv", "preset": "morph"}}, "faces"),
     ({"training": {"dataset": "csv:x.csv", "faces": True, "face_margin": 0.25}}, "faces"),
+    ({"training": {"dataset": "csv:x.csv", "faces": True, "inputs": {"kind": "faces", "cropped": True, "margin": 0.3, "why": "x"}}},
+     "faces"),  # the stored record of earlier versions
 ])
 def test_inputs_are_read_from_old_metadata(meta, kind):
     record = checkpoint_inputs(meta)
-    assert record["kind"] == kind
+    assert record["faces"] == (kind == "faces")
     assert record["cropped"] == bool((meta.get("training") or {}).get("faces"))
 
 

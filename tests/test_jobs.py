@@ -59,7 +59,7 @@ def test_two_jobs_with_the_same_name_started_together_write_two_checkpoints(tmp_
     assert outs == [tmp_path / f"same-{job.id}.safetensors" for job in jobs] and same.out == str(tmp_path / "same.safetensors")
     for out in outs:
         ckpt = load_checkpoint(out)
-        assert ckpt.kind == "full" and ckpt.meta["training"]["epochs"] == 3
+        assert ckpt.content == "full" and ckpt.meta["training"]["epochs"] == 3
         history = out.with_name(out.stem + ".history.jsonl").read_text().splitlines()
         assert [json.loads(line)["epoch"] for line in history] == [0, 1, 2]  # 0-based on disk
     assert sorted(p.name for p in tmp_path.glob("same*")) == sorted(

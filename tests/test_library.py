@@ -51,8 +51,8 @@ def test_good_checkpoints_are_described(entries):
         assert e.backbone_spec == "demo" and e.backbone_ok is True
         assert 0.0 <= e.ordinality <= 1.0 and e.violation_rate == pytest.approx(1 - e.ordinality)
     assert entries["ages-rank-normal"].num_ranks == 101
-    assert entries["dots-plain"].learner == "coop"
-    assert entries["ages-prototypes"].learner == "ordinalclip (prototypes)"
+    assert entries["dots-plain"].method == "coop"
+    assert entries["ages-prototypes"].method == "ordinalclip (prototypes)"
     row = entries["dots-rank-linear"].row()
     assert row["interpolation"] == "linear (B=3)"
     assert row["ranks"] == 21 and row["range"] == "0 .. 20 dots"

@@ -89,9 +89,9 @@ def _assert_export_parity(ckpt, backbone, folder: Path) -> None:
 
 
 def _assert_lab_where_offered(ckpt, method, backbone) -> None:
-    if not (ckpt.kind == "full" and offers(method, "lab")):
+    if not (ckpt.content == "full" and offers(method, "lab")):
         with pytest.raises(ExplorerError, match="interpolation lab needs"):
-            lab.require_lab(method if ckpt.kind == "full" else get_method("coop"))
+            lab.require_lab(method if ckpt.content == "full" else get_method("coop"))
         return
     options = lab.lab_options(method, ckpt.learner_config)
     model = ckpt.build_model(backbone)
@@ -103,7 +103,7 @@ def _assert_lab_where_offered(ckpt, method, backbone) -> None:
 
 def _assert_decoding_where_offered(ckpt, method, backbone) -> None:
     decoded = decode.decode_checkpoint(ckpt, backbone, top=2)
-    has_tokens = ckpt.kind == "full" and offers(method, "decode") and bool(ckpt.learner_tensors())
+    has_tokens = ckpt.content == "full" and offers(method, "decode") and bool(ckpt.learner_tensors())
     assert decode.has_learned_tokens(ckpt) == has_tokens
     if has_tokens:
         assert decoded["message"] is None and [r["label"] for r in decoded["ranks"]] == list(ckpt.classes.labels)
@@ -133,7 +133,7 @@ class TestEveryRegisteredMethod:
         pred = stored.predict(feats)
         np.testing.assert_allclose(pred.value, values, atol=1e-9)
         assert pred.estimate == stored.estimate and pred.record(0)["estimate"] == stored.estimate
-        if ckpt.kind == "full":  # rebuilt from the stored learner: the same answer as the stored tensors
+        if ckpt.content == "full":  # rebuilt from the stored learner: the same answer as the stored tensors
             rebuilt = ckpt.build_model(demo)
             assert type(rebuilt) is method
             again = rebuilt.predictor().outputs(feats)
@@ -173,7 +173,7 @@ def test_the_installed_example_through_the_command(tmp_path):
         images.append(f"im{i}.png")
     run("train", DATA, "--method", EXAMPLE, "--context-tokens", "2", "--quantile", "0.5", "--epochs", "1", "--batch-size", "8",
         "--out", "med.safetensors", "--cache-dir", "cache", "--device", "cpu", "--quiet")
-    assert json.loads(run("info", "med.safetensors", "--json"))["learner"] == EXAMPLE
+    assert json.loads(run("info", "med.safetensors", "--json"))["method"] == EXAMPLE
     direct = json.loads(run("predict", "med.safetensors", *images, "--json"))
     run("export", "med.safetensors", "--onnx", "med.onnx")
     onnx = json.loads(run("predict", "med.onnx", *images, "--json"))
@@ -288,7 +288,7 @@ def test_old_names_still_work_with_a_deprecation_warning_outside_checkpoints():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert methods.stored_config({"kind": "plain", "num_ranks": 4, "num_base_ranks": 3}).kind == "coop"
+        assert methods.stored_config({"kind": "plain", "num_ranks": 4, "num_base_ranks": 3}).method == "coop"
 
 
 def test_export_refuses_a_predictor_without_an_export_module(demo, tmp_path):

@@ -65,7 +65,7 @@ def test_every_method_builds_scores_learns_and_round_trips(name, demo, tmp_path)
     ckpt = load_checkpoint(path, backbone=demo)
     for stored, current in zip(ckpt.predictor().outputs(feats), model.predictor().outputs(feats)):
         np.testing.assert_allclose(stored, current, atol=1e-5)
-    if ckpt.kind == "full":
+    if ckpt.content == "full":
         rebuilt = ckpt.build_model(demo)
         assert type(rebuilt) is method and torch.allclose(rebuilt(), protos.detach(), atol=1e-6)
 
@@ -165,12 +165,12 @@ def test_a_plugged_in_method_trains_saves_and_predicts_unchanged(centroid_regist
     assert cli.main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     ckpt = load_checkpoint(out)
-    assert ckpt.kind == "full" and ckpt.meta["learner"] == {"kind": "centroid", "num_ranks": 5, "spread": 0.3}
+    assert ckpt.content == "full" and ckpt.meta["learner"] == {"kind": "centroid", "num_ranks": 5, "spread": 0.3}
     assert set(ckpt.learner_tensors()) == {"centre", "offsets"} and summary["test"]["n"] > 0
     rebuilt = ckpt.build_model(load_backbone("demo", device="cpu"))
     assert isinstance(rebuilt, CentroidMethod) and torch.allclose(rebuilt(), ckpt.prototypes.matrix, atol=1e-6)
     assert cli.main(["info", str(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["learner"] == "centroid"
+    assert json.loads(capsys.readouterr().out)["method"] == "centroid"
 
 
 def test_info_and_library_describe_a_resume_state(tmp_path, capsys):
@@ -192,10 +192,10 @@ def test_info_and_library_describe_a_resume_state(tmp_path, capsys):
     assert result.cancelled
     resume = tmp_path / "run.resume.safetensors"
     info = inspect_resume_state(resume)
-    assert info["run"] == "run" and info["epochs_done"] == 1 and info["epochs"] == 4 and info["learner"] == "ordinalclip"
+    assert info["run"] == "run" and info["epochs_done"] == 1 and info["epochs"] == 4 and info["method"] == "ordinalclip"
     assert cli.main(["info", str(resume), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["kind"] == "resume-state" and printed["continue_with"].endswith("--resume")
+    assert printed["content"] == "resume-state" and printed["continue_with"].endswith("--resume")
     with pytest.raises(ExplorerError, match="resume state of run run"):
         load_checkpoint(resume)
     entries = {e.path.name: e for e in lib.scan_folder(tmp_path)}

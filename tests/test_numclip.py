@@ -166,7 +166,7 @@ def test_numclip_run_end_to_end_on_dots(tmp_path, capsys):
     assert cli.main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     ckpt = load_checkpoint(out)
-    assert ckpt.kind == "full" and ckpt.meta["learner"]["kind"] == "numclip"
+    assert ckpt.content == "full" and ckpt.meta["learner"]["kind"] == "numclip"
     assert ckpt.classes.labels == list(CONCEPT_PRESETS["dots"].names) and len(ckpt.ranks) == 21
     assert ckpt.prototypes.matrix.shape[0] == 5
     test = summary["test"]

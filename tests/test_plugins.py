@@ -37,7 +37,7 @@ def test_bundled_version_1_checkpoints_keep_their_old_names_and_load(tmp_path):
         ckpt = load_checkpoint(path)
         stored[path.stem] = ckpt.meta["learner"]["kind"]
         assert ckpt.method is get_method(stored[path.stem]) and ckpt.learner_config.kind == ckpt.method.name
-        assert ckpt.summary()["learner"] == ckpt.method.name
+        assert ckpt.summary()["method"] == ckpt.method.name
     assert stored["ordinalclip-linear"] == "rank" and stored["coop"] == "plain" and stored["zero-shot"] == "template"
 
 
@@ -86,11 +86,13 @@ def test_old_names_in_sweep_lists_and_import_reference():
     parser = cli.build_parser()
     for name in ("rank", "plain", "ordinalclip", "coop", "numclip"):
         args = parser.parse_args(["import-reference", "--ckpt", "x.ckpt", "--clip-weights", "w.pt", "--out", "o", "--learner", name])
-        assert args.learner == name
-    from explorer.store.reference.learner import _kind, _Sources
+        assert args.method == name
+    from explorer.store.reference import method_config_from_reference
 
-    assert _kind(_Sources({}, {"kind": "ordinalclip"}, "here", "here")) == "rank"
-    assert _kind(_Sources({}, {"kind": "coop"}, "here", "here")) == "plain"
+    for old, new, rows in (("rank", "ordinalclip", 3), ("plain", "coop", 5)):
+        with pytest.warns(DeprecationWarning, match=f"'{old}' is deprecated"):
+            config, _ = method_config_from_reference(None, torch.zeros(2, 8), torch.zeros(rows, 1, 8), {"method": old, "num_ranks": 5})
+        assert config.method == new
 
 
 # --- no method names outside explorer/methods -----------------------------------------------------
@@ -136,16 +138,16 @@ def test_the_removed_api_is_gone():
 
 
 def test_the_train_form_fields_come_from_the_method_configs():
-    from explorer.core.options import form_fields, form_kind, form_label
+    from explorer.core.options import form_fields, form_label, widget_for
 
     def shown(name):
         method = get_method(name)
-        return [(f.name, form_kind(f)) for f in form_fields(method.config_class, method.form_fields)]
+        return [(f.name, widget_for(f)) for f in form_fields(method.config_class, method.form_fields)]
 
     assert shown("rank") == [("num_context_tokens", "int"), ("num_base_ranks", "int"), ("interpolation", "choice")]
     assert shown("coop") == [("num_context_tokens", "int")] and shown("zeroshot") == [("template", "text")]
     assert shown("numclip") == [("num_context_tokens", "int"), ("concepts", "text")] and shown("linear-probe") == []
-    every = {f.name: form_kind(f) for f in form_fields(get_method("ordinalclip").config_class)}  # form_fields None
+    every = {f.name: widget_for(f) for f in form_fields(get_method("ordinalclip").config_class)}  # form_fields None
     assert every["rank_specific_context"] == "toggle" and every["bandwidth"] == "float" and every["context_init"] == "text"
     assert "rank_names" not in every  # a file: CLI only
     assert "templates" not in {f.name for f in form_fields(get_method("zeroshot").config_class)}  # a list

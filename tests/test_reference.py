@@ -285,7 +285,7 @@ def test_import_matches_reference_forward(case, clip_file, tmp_path):
 
     # The config reflects the tensors (n from init_context's token count, not num_context_tokens=10).
     cfg = ckpt.learner_config
-    assert cfg.kind == canonical_name(opts["kind"]) and cfg.num_ranks == R
+    assert cfg.method == canonical_name(opts["kind"]) and cfg.num_ranks == R
     assert cfg.num_context_tokens == sd["module.prompt_learner.context_embeds"].shape[-2]
     assert cfg.rank_specific_context == opts.get("specific", False)
     assert cfg.position == opts.get("position", "tail")
@@ -334,11 +334,11 @@ def test_reference_check_is_sensitive(clip_file, tmp_path):
 
 
 def test_normal_interpolation_warns_where_the_reference_was_nan():
-    from explorer.store.reference import learner_config_from_reference
+    from explorer.store.reference import method_config_from_reference
 
     cfg = {"type": "RankPromptLearner", "num_ranks": 101, "num_base_ranks": 3, "num_context_tokens": 4,
            "interpolation_type": "normal", "rank_tokens_position": "tail"}
-    config, warns = learner_config_from_reference(cfg, torch.zeros(4, 8), torch.zeros(3, 1, 8))
+    config, warns = method_config_from_reference(cfg, torch.zeros(4, 8), torch.zeros(3, 1, 8))
     assert config.interpolation == "normal" and config.num_base_ranks == 3
     assert any("58 of 101" in w for w in warns)  # method doc §2: R=101, B=3 gives 58 NaN prototypes
 
@@ -382,7 +382,7 @@ def test_bare_ckpt_with_learner_flags(clip_file, tmp_path):
                        position="front", write_config=False)
     ckpt_file = next((run / "ckpts").glob("*.ckpt"))
     out = tmp_path / "bare.safetensors"
-    overrides = {"kind": "rank", "num_ranks": R, "interpolation": "inv_prop", "position": "front"}
+    overrides = {"method": "ordinalclip", "num_ranks": R, "interpolation": "inv_prop", "position": "front"}
     result = import_reference_run(ckpt=ckpt_file, clip_weights=clip_path, out=out, learner_overrides=overrides)
     assert result.config.num_base_ranks == 4 and result.config.num_tokens_per_rank == 2  # from the shapes
     expected = reference_prototypes(sd, clip_state["token_embedding.weight"], kind="rank", B=4, position="front",
@@ -395,7 +395,7 @@ def test_bare_ckpt_with_learner_flags(clip_file, tmp_path):
     # Without num_ranks a shared-context rank learner is ambiguous: a clear error, not a guess.
     with pytest.raises(ExplorerError, match="num_ranks"):
         import_reference(ckpt=ckpt_file, clip_weights=clip_path, out=tmp_path / "x.safetensors",
-                         learner_overrides={"kind": "rank"})
+                         learner_overrides={"method": "ordinalclip"})
 
 
 def test_untuned_run_uses_the_clip_file_as_backbone(clip_file, tmp_path):
@@ -501,7 +501,7 @@ def test_non_clip_image_encoder_is_refused(clip_file, tmp_path):
     torch.save({"epoch": 0, "global_step": 0, "state_dict": vgg}, tmp_path / "vgg.ckpt")
     with pytest.raises(ExplorerError, match="only CLIP image encoders"):
         import_reference(ckpt=tmp_path / "vgg.ckpt", clip_weights=clip_path, out=tmp_path / "y.safetensors",
-                         learner_overrides={"kind": "rank", "num_ranks": R})
+                         learner_overrides={"method": "ordinalclip", "num_ranks": R})
 
 
 def test_missing_config_or_checkpoint_is_refused(clip_file, tmp_path):
@@ -628,7 +628,7 @@ def test_numclip_weights_in_a_bare_ckpt_are_refused_not_dropped(clip_file, tmp_p
     out_dir = tmp_path / "out"
     with pytest.raises(ExplorerError, match=r"image_adapter\.\* and regressor\.\* weights .*NumCLIP.*--learner numclip"):
         import_reference(ckpt=ckpt_file, clip_weights=clip_path, out=out_dir / "x.safetensors",
-                         learner_overrides={"kind": "plain", "num_ranks": R})
+                         learner_overrides={"method": "coop", "num_ranks": R})
     assert _outputs(out_dir) == []
 
     # Even when config.yaml claims OrdinalCLIP, the adapter / regressor weights are not dropped in silence.

@@ -139,7 +139,7 @@ def test_numclip_import_matches_the_reference_forward(clip_file, tmp_path):
     print("parity (max |value gap|, max |prob gap|):", gaps)
 
     ckpt = load_checkpoint(out)
-    assert ckpt.kind == "full" and ckpt.meta["learner"]["kind"] == "numclip"
+    assert ckpt.content == "full" and ckpt.meta["learner"]["kind"] == "numclip"
     cfg = ckpt.learner_config
     assert cfg.value_offset == 1.0 and cfg.bin_names == AGE and cfg.bin_starts == [0.0, 13.0, 19.0, 35.0, 65.0]
     assert cfg.context_init == AGE_CONTEXT and cfg.adapter_reduction == 4 and cfg.prompt_token_counts is None
@@ -205,7 +205,7 @@ def test_cli_import_and_bare_ckpt_with_flags(clip_file, tmp_path, capsys):
                   [len(tokenizer().encode(x)) for x in AGE])
     capsys.readouterr()
     assert cli.main(["info", str(tmp_path / "bare.safetensors"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["learner"] == "numclip"
+    assert json.loads(capsys.readouterr().out)["method"] == "numclip"
 
 
 # --- refusals: one sentence naming the tensor, nothing written ---------------------------------------
@@ -250,7 +250,7 @@ def test_concepts_that_do_not_fit_the_run_are_refused(clip_file, tmp_path):
     long_names.write_text("0,a very young child\n13,teen\n19,young\n35,middle\n65,old\n")
     _refused(run, clip_path, out_dir, r"rank_embeds has 2 tokens per concept but the concept names", concepts=str(long_names))
     _refused(run, clip_path, out_dir, r"interpolation does not apply to a NumCLIP run", learner_overrides={"interpolation": "linear"})
-    _refused(run, clip_path, out_dir, r"cannot be imported as a 'rank' learner", learner_overrides={"kind": "rank"})
+    _refused(run, clip_path, out_dir, r"cannot be imported as the method .ordinalclip.", learner_overrides={"method": "ordinalclip"})
 
 
 def test_numclip_options_on_an_ordinalclip_run_are_refused(clip_file, tmp_path):
@@ -258,7 +258,7 @@ def test_numclip_options_on_an_ordinalclip_run_are_refused(clip_file, tmp_path):
     run, _ = make_run(tmp_path / "run", clip_state)
     out_dir = tmp_path / "out"
     _refused(run, clip_path, out_dir, r"--concepts\) only apply to NumCLIP", concepts="age")
-    _refused(run, clip_path, out_dir, r"--learner numclip is for NumCLIP runs", learner_overrides={"kind": "numclip"})
+    _refused(run, clip_path, out_dir, r"--method numclip is for NumCLIP runs", learner_overrides={"method": "numclip"})
 
 
 def test_cli_help_names_the_numclip_options(capsys):

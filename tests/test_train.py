@@ -86,7 +86,7 @@ def test_frozen_run_end_to_end(label, tmp_path, cache, backbone):
     events = []
     result = train(config(tmp_path / "run.safetensors", cache, learner=dict(LEARNERS[label])), progress=events.append)
     ckpt = load_checkpoint(result.checkpoint, backbone=backbone)
-    assert ckpt.kind == ("prototypes" if label == "linear" else "full")
+    assert ckpt.content == ("prototypes" if label == "linear" else "full")
     assert ckpt.prototypes.matrix.shape == (5, backbone.embed_dim)
     assert not result.cancelled and not (tmp_path / "run.resume.safetensors").exists()
 

@@ -30,7 +30,7 @@ def _label(entries: list[lib.LibraryEntry]) -> Callable[[str], str]:
         if e is None:
             return key
         name = e.name if counts[e.name] == 1 else f"{e.name} ({e.path.name})"
-        return f"{name} · {e.learner or e.summary.get('kind', '')} · {e.num_ranks} ranks"
+        return f"{name} · {e.method or e.summary.get('content', '')} · {e.num_ranks} ranks"
 
     return fmt
 
@@ -56,7 +56,7 @@ def active_entry(entries: list[lib.LibraryEntry]) -> lib.LibraryEntry | None:
     for e in ok:
         if e.key == key:
             return e
-    full = [e for e in ok if e.summary.get("kind") == "full" and e.backbone_ok is not False]
+    full = [e for e in ok if e.summary.get("content") == "full" and e.backbone_ok is not False]
     return (full or ok)[0]
 
 
@@ -92,7 +92,7 @@ def compare_set(entries: list[lib.LibraryEntry]) -> list[str]:
     chosen = [k for k in st.session_state.get(COMPARE, []) if k in ok]
     if chosen:
         return chosen
-    preferred = [e.key for e in usable(entries) if e.summary.get("kind") == "full" and e.backbone_ok is not False]
+    preferred = [e.key for e in usable(entries) if e.summary.get("content") == "full" and e.backbone_ok is not False]
     return (preferred + [k for k in ok if k not in preferred])[:3]
 
 

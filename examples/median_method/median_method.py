@@ -23,7 +23,7 @@ from explorer.predict.prototypes import PrototypeHead, Prototypes
 class MedianConfig(OrdinalCLIPConfig):
     """OrdinalCLIP's settings under this method's name, and the quantile that is the point estimate."""
 
-    kind: str = option("ordinalclip-median")
+    method: str = option("ordinalclip-median")
     quantile: float = option(0.5, flag="--quantile", help="the quantile of the rank distribution used as the point estimate (0.5: the median)")
 
     def validate_ranks(self) -> None:

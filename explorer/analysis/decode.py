@@ -65,7 +65,7 @@ def nearest_tokens(vectors, embedding: torch.Tensor, decode, k: int = 5) -> list
 def learned_tokens(ckpt) -> LearnedTokens | None:
     """The token vectors ``ckpt``'s method learned (its ``learned_tokens`` hook), or None when the method
     does not implement decoding or the checkpoint stores prototypes only."""
-    method = ckpt.method if ckpt.kind == "full" else None
+    method = ckpt.method if ckpt.content == "full" else None
     if not offers(method, "decode"):
         return None
     tokens = method.learned_tokens(ckpt.learner_config, ckpt.learner_tensors())
@@ -90,7 +90,7 @@ def decode_checkpoint(ckpt, backbone, top: int = 5) -> dict[str, Any]:
                            "ranks": [], "bases": None, "message": None}
     tokens = learned_tokens(ckpt)
     if tokens is None:
-        out["message"] = NO_LEARNED_TOKENS.format(name=ckpt.name, what=ckpt.method_name or ckpt.kind)
+        out["message"] = NO_LEARNED_TOKENS.format(name=ckpt.name, what=ckpt.method_name or ckpt.content)
         return out
     ckpt.check_backbone(backbone)
     W = token_embedding_matrix(backbone)

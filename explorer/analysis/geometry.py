@@ -68,18 +68,18 @@ def similarity_matrix(P, window=None) -> np.ndarray:
     return np.clip(Q @ Q.T, -1.0, 1.0)
 
 
-def similarity_view(S, kind: str = "cosine", logit_scale: float = 100.0) -> np.ndarray:
+def similarity_view(S, view: str = "cosine", logit_scale: float = 100.0) -> np.ndarray:
     """Heatmap view of ``S``: "cosine" (as is), "max_normalised" (row / row max) or "softmax" (row softmax of logit_scale * S)."""
     S = _matrix(S, "similarity matrix")
-    if kind == "cosine":
+    if view == "cosine":
         return S.copy()
-    if kind == "max_normalised":
+    if view == "max_normalised":
         return S / S.max(axis=1, keepdims=True)
-    if kind == "softmax":
+    if view == "softmax":
         Z = logit_scale * S
         Z = np.exp(Z - Z.max(axis=1, keepdims=True))
         return Z / Z.sum(axis=1, keepdims=True)
-    raise ExplorerError(f"Unknown similarity view {kind!r}; choose one of {', '.join(SIMILARITY_VIEWS)}.")
+    raise ExplorerError(f"Unknown similarity view {view!r}; choose one of {', '.join(SIMILARITY_VIEWS)}.")
 
 
 def _order_matrix(S) -> np.ndarray:

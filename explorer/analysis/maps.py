@@ -99,12 +99,12 @@ def joint_layout(features, prototypes, method: str = "pca", dims: int = 2, seed:
 
 
 def joint_map_rows(img_layout, proto_layout, labels, predicted, rank_labels) -> list[dict[str, Any]]:
-    """The joint map as table rows (kind image / prototype, coordinates, rank label, predicted rank)."""
+    """The joint map as table rows (point: image / prototype, coordinates, rank label, predicted rank)."""
     rows = []
     for i, xy in enumerate(np.asarray(img_layout)):
-        rows.append({"kind": "image", "index": i, **{f"c{d + 1}": float(v) for d, v in enumerate(xy)},
+        rows.append({"point": "image", "index": i, **{f"c{d + 1}": float(v) for d, v in enumerate(xy)},
                      "label": rank_labels[int(labels[i])], "predicted": rank_labels[int(predicted[i])]})
     for r, xy in enumerate(np.asarray(proto_layout)):
-        rows.append({"kind": "prototype", "index": r, **{f"c{d + 1}": float(v) for d, v in enumerate(xy)},
+        rows.append({"point": "prototype", "index": r, **{f"c{d + 1}": float(v) for d, v in enumerate(xy)},
                      "label": rank_labels[r] if r < len(rank_labels) else str(r), "predicted": None})
     return rows

@@ -43,11 +43,11 @@ def backbone_status(spec: str) -> tuple[bool | None, str]:
         parsed = parse_backbone_spec(spec)
     except ExplorerError as exc:
         return False, f"Backbone not available: {exc}"
-    if parsed.kind == "demo":
+    if parsed.source == "demo":
         return (True, "") if DEMO_WEIGHTS.is_file() else (False, "The demo backbone weights are missing; run 'make demo-backbone'.")
-    if parsed.kind == "file":
+    if parsed.source == "file":
         return True, ""
-    if parsed.kind == "hub":
+    if parsed.source == "hub":
         return _hub_status(hub.hub_model_for(parsed.text), parsed.text)
     return _zoo_status(parsed.name, parsed.tag)
 
@@ -100,7 +100,7 @@ def model_status(spec: str, online: bool, with_size: bool = True, description: s
     except ExplorerError as exc:
         return ModelStatus(spec, False, False, str(exc), description=description)
     if model is None:
-        local = parsed.kind in ("demo", "file")
+        local = parsed.source in ("demo", "file")
         note = "A local backbone: nothing to download." if local else "Downloaded by open_clip from its URL on first use."
         return ModelStatus(spec, local, not local and online, note, description=description)
     if hub.cached_paths(model) is not None:

@@ -85,10 +85,10 @@ def hub_model_for(spec: str) -> HubModel | None:
     """The hub files of ``spec`` (``hf-hub:`` specs and zoo entries with ``hf_hub`` in their
     pretrained cfg); None for demo, local files and zoo entries downloaded from a plain URL."""
     parsed = parse_backbone_spec(spec, check_files=False)
-    if parsed.kind == "hub":
+    if parsed.source == "hub":
         return HubModel(parsed.text, parsed.name, ((CONFIG_NAME,), WEIGHT_NAMES),
                         "ARCH@/path/to/open_clip_model.safetensors")
-    if parsed.kind != "zoo":
+    if parsed.source != "zoo":
         return None
     import open_clip
 

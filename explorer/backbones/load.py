@@ -150,11 +150,11 @@ def load_backbone(spec: str, device: str | torch.device | None = None, cache_dir
     parsed = parse_backbone_spec(spec)
     spec = parsed.text
     dev = resolve_device(device)
-    if parsed.kind == "demo":
+    if parsed.source == "demo":
         model, arch, config, preprocess = _load_demo()
-    elif parsed.kind == "file":
+    elif parsed.source == "file":
         model, arch, config, preprocess = _load_file(parsed.path, parsed.arch)
-    elif parsed.kind == "hub":
+    elif parsed.source == "hub":
         model, arch, config, preprocess = _load_hub(parsed.text, cache_dir, progress, should_stop)
     else:
         model, arch, config, preprocess = _load_zoo(parsed.name, parsed.tag, cache_dir, progress, should_stop)

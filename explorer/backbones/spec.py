@@ -26,11 +26,11 @@ WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """A parsed spec: ``kind`` is demo / zoo / hub / file; ``name``/``tag`` for zoo and hub models,
+    """A parsed spec: ``source`` is demo / zoo / hub / file; ``name``/``tag`` for zoo and hub models,
     ``path`` (and an optional ``arch``) for files."""
 
     text: str
-    kind: str
+    source: str
     name: str = ""
     tag: str = ""
     arch: str | None = None

@@ -166,7 +166,7 @@ def _predict_onnx(args: argparse.Namespace) -> int:
     inputs = model.meta.get("inputs") or {}
     images = [open_image(p) for p in args.images]
     margin = args.margin if args.margin is not None else inputs.get("margin")
-    images, crops = _crop_faces(images, inputs.get("kind") == "faces" if args.face is None else args.face, margin)
+    images, crops = _crop_faces(images, model.faces if args.face is None else args.face, margin)
     pred = model.predict(images, coverage=args.coverage)
     _report_predictions(args, pred, crops, model.ranks, model.meta["backbone"]["spec"] == "demo")
     return 0
@@ -232,7 +232,7 @@ def cmd_import_reference(args: argparse.Namespace) -> int:
     overrides = {
         key: value
         for key, value in {
-            "kind": args.learner,
+            "method": args.method,
             "num_ranks": args.num_ranks,
             "num_base_ranks": args.num_base_ranks,
             "interpolation": args.interpolation,
@@ -267,7 +267,7 @@ def cmd_zero_shot(args: argparse.Namespace) -> int:
 
 def add_checkpoint_parsers(add) -> None:
     """info / prototypes / analyze / predict / export / import-reference / zero-shot."""
-    p = add("info", "Summary of a checkpoint (kind, backbone, method, ranks, metrics); without one, the known methods.")
+    p = add("info", "Summary of a checkpoint (content, backbone, method, ranks, metrics); without one, the known methods.")
     p.add_argument("checkpoint", nargs="?", help="checkpoint .safetensors file (none: list the methods, plug-ins included, and any unusable one)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -296,7 +296,7 @@ def add_checkpoint_parsers(add) -> None:
     p.add_argument("--quantize", choices=["int8"], default=None, help="with --onnx: dynamic int8 weights (onnxruntime)")
     p.add_argument("--backbone", help="with --onnx: backbone spec to use instead of the checkpoint's (same weights)")
 
-    from explorer.store.reference.learner import INTERPOLATIONS, LEARNER_CHOICES, POSITIONS
+    from explorer.store.reference.learner import INTERPOLATIONS, METHOD_CHOICES, POSITIONS
 
     p = add("import-reference", "Import a reference OrdinalCLIP / CoOp / NumCLIP run (Lightning .ckpt) as an explorer checkpoint.")
     src = p.add_mutually_exclusive_group(required=True)
@@ -304,7 +304,8 @@ def add_checkpoint_parsers(add) -> None:
     src.add_argument("--ckpt", help="a reference .ckpt file (give the learner flags below when there is no config.yaml)")
     p.add_argument("--clip-weights", required=True, help="the OpenAI-layout CLIP weights the run started from (e.g. ViT-B-16.pt)")
     p.add_argument("--out", required=True, help="output .safetensors checkpoint")
-    p.add_argument("--learner", choices=LEARNER_CHOICES, help="the run's method (RankPromptLearner: ordinalclip or rank, PlainPromptLearner: coop or plain, RegCLIPSSR: numclip)")
+    p.add_argument("--method", "--learner", dest="method", choices=METHOD_CHOICES,
+                   help="the run's method (RankPromptLearner: ordinalclip, PlainPromptLearner: coop, RegCLIPSSR: numclip; old names rank and plain too)")
     p.add_argument("--num-ranks", type=int, help="number of ranks (NumCLIP: label ranks; default 0..100 years for age concepts)")
     p.add_argument("--rank-start", type=float, help="value of the first rank (default 0)")
     p.add_argument("--rank-unit", help="unit of the rank values (NumCLIP age concepts: years)")

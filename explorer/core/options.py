@@ -88,10 +88,10 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, seen: dict[str, str] |
 
 
 def _arg_type(f: Field, default: Any):
-    kind = str(f.type)
-    if isinstance(default, float) or "float" in kind:
+    type_name = str(f.type)
+    if isinstance(default, float) or "float" in type_name:
         return float
-    if isinstance(default, int) or kind.startswith("int"):
+    if isinstance(default, int) or type_name.startswith("int"):
         return int
     return str
 
@@ -106,32 +106,32 @@ def values_from_args(cls: type, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def form_kind(f: Field) -> str | None:
+def widget_for(f: Field) -> str | None:
     """The widget a form edits field ``f`` with: ``toggle``, ``choice``, ``int``, ``float``, ``text``
     (an optional text: empty means None), or None when a one-line form field cannot (lists, files)."""
-    default, kind = _default(f), str(f.type)
+    default, type_name = _default(f), str(f.type)
     if f.metadata.get("nargs") or f.metadata.get("metavar") or isinstance(default, (list, tuple, dict)):
         return None
     if isinstance(default, bool):
         return "toggle"
     if f.metadata.get("choices"):
         return "choice"
-    if isinstance(default, int) or (default is None and kind.startswith("int")):
+    if isinstance(default, int) or (default is None and type_name.startswith("int")):
         return "int"
-    if isinstance(default, float) or (default is None and kind.startswith("float")):
+    if isinstance(default, float) or (default is None and type_name.startswith("float")):
         return "float"
-    if isinstance(default, str) or (default is None and kind.startswith("str")):
+    if isinstance(default, str) or (default is None and type_name.startswith("str")):
         return "text"
     return None
 
 
 def form_fields(cls: type, names: Iterable[str] | None = None) -> list[Field]:
     """The fields of ``cls`` a form shows: ``names`` in that order, or (None) every option with a flag
-    that :func:`form_kind` can edit."""
+    that :func:`widget_for` can edit."""
     by_name = {f.name: f for f in fields(cls)}
     if names is None:
-        return [f for f in flag_fields(cls) if form_kind(f) is not None]
-    return [by_name[n] for n in names if n in by_name and form_kind(by_name[n]) is not None]
+        return [f for f in flag_fields(cls) if widget_for(f) is not None]
+    return [by_name[n] for n in names if n in by_name and widget_for(by_name[n]) is not None]
 
 
 def form_label(f: Field) -> str:

@@ -106,7 +106,7 @@ def _name_key(label: str) -> str:
     return " ".join(label.replace("_", " ").split()).casefold()
 
 
-def _kind(ranks: Ranks) -> str:
+def _label_type(ranks: Ranks) -> str:
     return "numbers" if _all_numbers(ranks.labels) else "names"
 
 
@@ -118,16 +118,16 @@ def match_ranks(source: Ranks, target: Ranks) -> RankMatch:
     if source.unit and target.unit and _name_key(source.unit) != _name_key(target.unit):
         raise ExplorerError(f"The labels are in {source.unit} but the checkpoint's ranks are in {target.unit}; "
                             "evaluate on labels in the checkpoint's unit.")
-    if _kind(source) == _kind(target) == "numbers":
+    if _label_type(source) == _label_type(target) == "numbers":
         by_value = {round(v, 9): j for j, v in enumerate(target.values)}
         return RankMatch([by_value.get(round(v, 9)) for v in source.values], "value")
-    if _kind(source) == _kind(target) == "names":
+    if _label_type(source) == _label_type(target) == "names":
         by_name = {_name_key(lab): j for j, lab in enumerate(target.labels)}
         return RankMatch([by_name.get(_name_key(lab)) for lab in source.labels], "name")
     if len(source) == len(target):
         return RankMatch(list(range(len(source))), "position")
-    raise ExplorerError(f"The labels are {_kind(source)} ({source.labels[0]} .. {source.labels[-1]}) but the checkpoint's "
-                        f"{len(target)} ranks are {_kind(target)} ({target.labels[0]} .. {target.labels[-1]}); nothing matches them.")
+    raise ExplorerError(f"The labels are {_label_type(source)} ({source.labels[0]} .. {source.labels[-1]}) but the checkpoint's "
+                        f"{len(target)} ranks are {_label_type(target)} ({target.labels[0]} .. {target.labels[-1]}); nothing matches them.")
 
 
 def span(ranks: Ranks) -> str:

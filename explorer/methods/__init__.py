@@ -157,9 +157,9 @@ def method_problems(cls: Any, name: str) -> list[str]:
         return [f"its class says its name is '{cls.name}'"]
     if not (dataclasses.is_dataclass(config) and issubclass(config, ConfigMixin)):
         return [f"its config_class {config.__name__} is not a dataclass with ConfigMixin"]
-    kind = config.__dataclass_fields__.get("kind")
-    if kind is None or kind.default != name:
-        return [f"its config {config.__name__} has no field 'kind' defaulting to '{name}'"]
+    field = config.__dataclass_fields__.get("method")
+    if field is None or field.default != name:
+        return [f"its config {config.__name__} has no field 'method' defaulting to '{name}'"]
     return _flag_conflicts(cls) + partial_capabilities(cls)
 
 
@@ -212,16 +212,17 @@ def __getattr__(name: str):
 def make_config(name: str, **settings):
     """The typed config of method ``name`` from its defaults and ``settings`` (unknown keys refused)."""
     method = get_method(name)
-    return method.config_class.from_dict({**settings, "kind": method.name})
+    return method.config_class.from_dict({**settings, "method": method.name})
 
 
 def stored_config(data: dict[str, Any]):
     """The typed config of a stored learner dict (a checkpoint's ``learner``, a run's ``training.learner``):
-    its method from ``kind`` (old names resolved silently; none: :data:`STORED_DEFAULT`), settings of
+    its method from ``kind`` (or ``method``; old names resolved silently; none: :data:`STORED_DEFAULT`), settings of
     earlier versions that the method does not have dropped (:meth:`Method.stored_settings`)."""
     data = dict(data)
-    method = get_method(data.pop("kind", None) or STORED_DEFAULT, stored=True)
-    return method.config_class.from_dict({**method.stored_settings(data), "kind": method.name})
+    name = data.pop("kind", None) or data.pop("method", None) or STORED_DEFAULT
+    method = get_method(name, stored=True)
+    return method.config_class.from_dict({**method.stored_settings(data), "method": method.name})
 
 
 __all__ = ["ALIASES", "DEFAULT_METHOD", "ENTRY_POINT_GROUP", "REGISTRY", "STORED_DEFAULT", "ConfigMixin", "Method",

@@ -20,27 +20,32 @@ from explorer.core.ranks import Ranks
 from explorer.methods.hooks import LabOptions, LabVariant, LearnedTokens
 from explorer.predict.contract import Predictor
 
+STORED_NAME_KEY = "kind"  # the key of the method's name in a stored config (checkpoint format version 1)
+
 
 class ConfigMixin:
-    """``to_dict`` / ``from_dict`` for method config dataclasses (unknown keys refused)."""
+    """``to_dict`` / ``from_dict`` for method config dataclasses, whose ``method`` field is the method's
+    registered name (unknown keys refused)."""
+
+    method: str
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (stored in checkpoints as ``learner``)."""
-        return asdict(self)
+        """JSON-ready form (stored in checkpoints as ``learner``; the method's name under the stored key ``kind``)."""
+        data = asdict(self)
+        return {STORED_NAME_KEY: data.pop("method"), **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
-        """Inverse of to_dict; unknown keys are refused with one sentence."""
+        """Inverse of to_dict (the name under ``method`` or the stored key ``kind``); unknown keys are refused
+        with one sentence."""
+        data = dict(data)
+        if STORED_NAME_KEY in data:
+            data.setdefault("method", data.pop(STORED_NAME_KEY))
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ExplorerError(f"Unknown method settings: {', '.join(unknown)}.")
         return cls(**data)
-
-    @property
-    def method(self) -> str:
-        """The registered name of the method this config is for (stored as its ``kind`` field)."""
-        return getattr(self, "kind", "")
 
     def validate(self, context_length: int = 77) -> None:
         """Raise ExplorerError for an invalid combination of settings (nothing to check by default)."""
@@ -59,7 +64,7 @@ class Method(nn.Module):
     form_fields: ClassVar[tuple[str, ...] | None] = None
     form_defaults: ClassVar[dict[str, Any]] = {}  # Train-form defaults where they differ from the config's
     # "prototypes" for methods whose prototypes are all they learn (saved as a prototype-only checkpoint)
-    checkpoint_kind: ClassVar[str] = "full"
+    checkpoint_content: ClassVar[str] = "full"
     select_metric: ClassVar[str] = "mae_exp"  # validation metric that picks the best epoch
 
     config: Any
@@ -140,7 +145,7 @@ class Method(nn.Module):
                 param.copy_(stored[key].to(param.device))
 
     def metadata(self) -> dict[str, Any]:
-        """Checkpoint metadata beyond the common keys: the config as ``learner`` (its ``kind`` is the method's name)."""
+        """Checkpoint metadata beyond the common keys: the config as ``learner`` (the method's name under ``kind``)."""
         return {"learner": self.config.to_dict()}
 
     @torch.no_grad()

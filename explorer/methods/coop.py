@@ -15,7 +15,7 @@ from explorer.methods.prompt import LearnedPromptModel, PromptConfig, PromptLear
 class CoOpConfig(PromptConfig):
     """CoOp's settings: the shared prompt ones (R rank embeddings, one per rank)."""
 
-    kind: str = option("coop")
+    method: str = option("coop")
 
     def validate_ranks(self) -> None:
         if self.rank_names is not None and len(self.rank_names) != self.num_ranks:

@@ -18,7 +18,7 @@ from explorer.methods.base import ConfigMixin, Method
 class LinearConfig(ConfigMixin):
     """Settings of the linear probe."""
 
-    kind: str = option("linear-probe")
+    method: str = option("linear-probe")
     num_ranks: int = 101
 
     def validate(self, context_length: int = 77) -> None:
@@ -34,7 +34,7 @@ class LinearProbe(Method):
     config_class = LinearConfig
     supports_finetune = False
     form_fields = ()
-    checkpoint_kind = "prototypes"  # the normalised weight rows are the prototypes: nothing else to store
+    checkpoint_content = "prototypes"  # the normalised weight rows are the prototypes: nothing else to store
 
     def __init__(self, config: LinearConfig, dim: int, logit_scale: float, ranks: Ranks, generator: torch.Generator | None = None):
         super().__init__()

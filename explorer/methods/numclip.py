@@ -32,7 +32,7 @@ from explorer.predict.contract import ModulePredictor
 class NumCLIPConfig(ConfigMixin):
     """Settings of NumCLIP; ``concepts`` is a preset name or a file of ``start,name`` lines."""
 
-    kind: str = option("numclip")
+    method: str = option("numclip")
     concepts: str = option("age", flag="--concepts", help=f"concept bins: a preset ({', '.join(CONCEPT_PRESETS)}) or a file of start,name lines")
     bin_starts: list[float] | None = None  # resolved from ``concepts`` when the method is built
     bin_names: list[str] | None = None

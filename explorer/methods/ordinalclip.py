@@ -42,7 +42,7 @@ INTERPOLATIONS = ("linear", "inv_prop", "normal")
 class OrdinalCLIPConfig(PromptConfig):
     """OrdinalCLIP's settings: the shared prompt ones plus B base ranks and their interpolation."""
 
-    kind: str = option("ordinalclip")
+    method: str = option("ordinalclip")
     num_base_ranks: int = option(3, flag="--base-ranks", help="B base ranks of OrdinalCLIP")
     interpolation: str = option("linear", flag="--interpolation", choices=INTERPOLATIONS, help="OrdinalCLIP's interpolation of the base ranks")
     bandwidth: float = option(1.0, flag="--bandwidth", help="bandwidth of the normal interpolation")

@@ -38,7 +38,7 @@ STORED_PROMPT_FIELDS = ("num_ranks", "num_context_tokens", "context_init", "rank
 class PromptConfig(ConfigMixin):
     """The settings of a learned prompt: n context tokens and t tokens per rank (OrdinalCLIP, CoOp)."""
 
-    kind: str = option("ordinalclip")
+    method: str = option("ordinalclip")
     num_ranks: int = 101
     num_context_tokens: int = option(10, flag="--context-tokens", help="n learned context tokens")
     context_init: str | None = option(None, flag="--context-init", help="initialise the context from this text (n = its token count)")
@@ -263,7 +263,7 @@ class LearnedPromptModel(PromptModel):
 
 
 def build_prompt_model(backbone, config, ranks: Ranks | None = None, seed: int | None = 0) -> PromptModel:
-    """Build the prompt method of ``config`` (its ``kind``) on ``backbone`` (its token embedding,
+    """Build the prompt method of ``config`` (its ``method``) on ``backbone`` (its token embedding,
     tokenizer and text tower).
 
     Random initialisation (N(0, 0.02^2)) is drawn from ``seed``. Validates the config first; the
@@ -274,9 +274,9 @@ def build_prompt_model(backbone, config, ranks: Ranks | None = None, seed: int |
     ranks = ranks or Ranks.integers(config.num_ranks)
     if len(ranks) != config.num_ranks:
         raise ExplorerError(f"The learner has {config.num_ranks} ranks but {len(ranks)} rank labels were given.")
-    method = get_method(config.kind)  # validates the name
+    method = get_method(config.method)  # validates the name
     if not (isinstance(method, type) and issubclass(method, PromptModel)) or not isinstance(config, method.config_class):
-        raise ExplorerError(f"'{config.kind}' is not a prompt method with a {type(config).__name__}.")
+        raise ExplorerError(f"'{config.method}' is not a prompt method with a {type(config).__name__}.")
     model = backbone.model
     tower = getattr(model, "text", model)
     context_length = int(tower.positional_embedding.shape[0])

@@ -23,7 +23,7 @@ DEFAULT_TEMPLATE = "a photo of a {} year old person."
 class ZeroShotConfig(ConfigMixin):
     """Zero-shot settings: the template (or an ensemble of them) and the rank names filled in."""
 
-    kind: str = option("zeroshot")
+    method: str = option("zeroshot")
     num_ranks: int = 101
     rank_names: list[str] | None = option(None, flag="--rank-names", metavar="FILE",
                                          help="file of rank names: B lines (ordinalclip base ranks) or R (coop, zeroshot)")

@@ -110,6 +110,12 @@ class OnnxPredictor:
         return pred
 
     @property
+    def faces(self) -> bool:
+        """Whether the checkpoint it was exported from is a face checkpoint (files of earlier versions say ``kind: faces``)."""
+        inputs = self.meta.get("inputs") or {}
+        return bool(inputs["faces"]) if "faces" in inputs else inputs.get("kind") == "faces"
+
+    @property
     def estimate(self) -> str:
         """What ``value`` is (files written before the predictor contract say ``value_kind``)."""
         return self.meta.get("estimate") or self.meta.get("value_kind") or "expected"

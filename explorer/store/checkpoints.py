@@ -4,7 +4,7 @@ Tensors: the learner parameters (``learner.context_embeds``, ``learner.rank_embe
 ``prototypes`` (R x E, normalised). A prototype-only export keeps just ``prototypes``: prediction
 then needs the image encoder alone. Metadata key ``ordinalclip_explorer`` holds JSON::
 
-    {"format": "ordinalclip-explorer", "format_version": 1, "kind": "full" | "prototypes",
+    {"format": "ordinalclip-explorer", "format_version": 1, "kind": "full" | "prototypes",  (the content)
      "name": ..., "backbone": {"spec": ..., "id": ...}, "learner": {the method's config, "kind": its name},
      "ranks": {labels, values, unit, name}, "logit_scale": 100.0,
      "training": {...} | null, "metrics": {...} | null, "created": ISO time}
@@ -37,7 +37,7 @@ from explorer.store.resume import RESUME_KEY, describe_resume, read_resume_meta
 
 FORMAT = "ordinalclip-explorer"
 FORMAT_VERSION = 1
-KINDS = ("full", "prototypes")
+CONTENTS = ("full", "prototypes")  # what a checkpoint holds (stored under the metadata key "kind")
 
 
 @dataclass
@@ -49,7 +49,8 @@ class Checkpoint:
     path: Path | None = None
 
     @property
-    def kind(self) -> str:
+    def content(self) -> str:
+        """What it holds: "full" (the method's tensors and prototypes) or "prototypes" (prototypes only)."""
         return self.meta["kind"]
 
     @property
@@ -72,7 +73,7 @@ class Checkpoint:
     def method(self) -> type[Method] | None:
         """The Method class of a full checkpoint (None for prototype-only ones)."""
         data = self.meta.get("learner")
-        return get_method(data.get("kind") or STORED_DEFAULT, stored=True) if self.kind == "full" and data else None
+        return get_method(data.get("kind") or STORED_DEFAULT, stored=True) if self.content == "full" and data else None
 
     @property
     def method_name(self) -> str | None:
@@ -117,7 +118,7 @@ class Checkpoint:
 
     def build_model(self, backbone) -> Method:
         """Rebuild the method on ``backbone`` with the stored parameters (full checkpoints only)."""
-        if self.kind != "full" or self.learner_config is None:
+        if self.content != "full" or self.learner_config is None:
             raise ExplorerError(f"{self.name} holds prototypes only; it can predict but its learner cannot be rebuilt.")
         self.check_backbone(backbone)
         model = self.method.build(backbone, self.learner_config, self.ranks, seed=None)
@@ -131,10 +132,10 @@ class Checkpoint:
         out = {
             "name": self.name,
             "path": str(self.path) if self.path else None,
-            "kind": self.kind,
+            "content": self.content,
             "format_version": self.meta["format_version"],
             "backbone": self.meta["backbone"],
-            "learner": self.method_name,
+            "method": self.method_name,
             "num_ranks": len(ranks["labels"]),
             "ranks": f"{ranks['labels'][0]} .. {ranks['labels'][-1]}" + (f" {ranks['unit']}" if ranks.get("unit") else ""),
             "num_classes": int(self.tensors["prototypes"].shape[0]),  # prototype rows: the ranks, or NumCLIP's bins
@@ -156,11 +157,11 @@ def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: P
     return save_safetensors(path, data, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
 
 
-def _base_meta(kind: str, name: str | None, backbone_spec: str, backbone_id: str, ranks: Ranks, logit_scale: float) -> dict[str, Any]:
+def _base_meta(content: str, name: str | None, backbone_spec: str, backbone_id: str, ranks: Ranks, logit_scale: float) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "kind": kind,
+        "kind": content,
         "name": name,
         "backbone": {"spec": backbone_spec, "id": backbone_id},
         "ranks": ranks.to_dict(),
@@ -181,7 +182,7 @@ def save_checkpoint(
 ) -> Path:
     """Write a full checkpoint (the method's tensors + prototypes) atomically; returns the path.
     A method whose prototypes are all it learns is written as a prototype-only checkpoint."""
-    if model.checkpoint_kind == "prototypes":
+    if model.checkpoint_content == "prototypes":
         return save_prototypes(path, model.prototypes(), backbone.spec, backbone.backbone_id, name=name or Path(path).stem,
                                source={"learner": model.name}, training=training, metrics=metrics)
     meta = _base_meta("full", name or Path(path).stem, backbone.spec, backbone.backbone_id, model.ranks, model.logit_scale)
@@ -278,8 +279,8 @@ def _validate(ckpt: Checkpoint) -> None:
             f"{name} has checkpoint format version {version}, but this explorer reads version {FORMAT_VERSION}; "
             "use the explorer release that wrote it or re-export it."
         )
-    if meta.get("kind") not in KINDS:
-        raise ExplorerError(f"{name} has an unknown checkpoint kind '{meta.get('kind')}'.")
+    if meta.get("kind") not in CONTENTS:
+        raise ExplorerError(f"{name} has an unknown checkpoint content '{meta.get('kind')}' (its metadata key 'kind').")
     for key in ("backbone", "ranks", "logit_scale"):
         if key not in meta:
             raise ExplorerError(f"{name} lacks the '{key}' metadata every checkpoint needs.")
@@ -296,7 +297,7 @@ def _validate(ckpt: Checkpoint) -> None:
     protos = ckpt.tensors["prototypes"]
     if protos.dim() != 2 or protos.shape[0] != len(classes):
         raise ExplorerError(f"{name}: prototypes have shape {tuple(protos.shape)} but there are {len(classes)} ranks.")
-    if ckpt.kind == "full":
+    if ckpt.content == "full":
         _validate_learner(ckpt, name, len(classes))
 
 
@@ -316,7 +317,7 @@ def _validate_learner(ckpt: Checkpoint, name: str, num_classes: int) -> None:
     for key, shape in stored.items():
         want = expected.get(key)
         if want is None:
-            raise ExplorerError(f"{name}: unexpected learner tensor '{key}' for a {config.kind} learner.")
+            raise ExplorerError(f"{name}: unexpected learner tensor '{key}' for a {config.method} learner.")
         if any(w is not None and w != s for w, s in zip(want, shape)) or len(want) != len(shape):
             raise ExplorerError(f"{name}: tensor '{key}' has shape {shape} but the config needs {want} (None = any).")
     missing = sorted(set(expected) - set(stored))

@@ -70,12 +70,12 @@ class LibraryEntry:
         return (self.summary.get("backbone") or {}).get("spec", "")
 
     @property
-    def learner(self) -> str:
-        """rank / plain / template, with "(prototypes)" for a prototype-only export."""
-        learner = self.summary.get("learner") or ""
-        if self.summary.get("kind") == "prototypes":
-            return f"{learner} (prototypes)" if learner else "prototypes"
-        return learner
+    def method(self) -> str:
+        """The method's name (ordinalclip, coop, ...), with "(prototypes)" for a prototype-only export."""
+        method = self.summary.get("method") or ""
+        if self.summary.get("content") == "prototypes":
+            return f"{method} (prototypes)" if method else "prototypes"
+        return method
 
     @property
     def num_ranks(self) -> int | None:
@@ -97,8 +97,8 @@ class LibraryEntry:
             "name": self.name,
             "file": self.path.name,
             "status": status,
-            "kind": self.summary.get("kind", ""),
-            "learner": self.learner,
+            "content": self.summary.get("content", ""),
+            "method": self.method,
             "backbone": self.backbone_spec,
             "interpolation": _interp_text(self.summary),
             "ranks": self.num_ranks,
@@ -122,11 +122,11 @@ def _interp_text(summary: dict[str, Any]) -> str:
 
 
 def _library_note(summary: dict[str, Any]) -> str:
-    if summary.get("kind") != "full":
+    if summary.get("content") != "full":
         return ""
     from explorer.methods import find_method
 
-    method = find_method(summary.get("learner"))
+    method = find_method(summary.get("method"))
     return method.library_note(summary) if method is not None else ""
 
 
@@ -274,7 +274,7 @@ def _inspect_checkpoint(path: Path, source: str) -> LibraryEntry:
     return entry
 
 
-LISTING_VERSION = 2  # 2: summaries have num_classes
+LISTING_VERSION = 3  # 2: summaries have num_classes; 3: "content" and "method" (were "kind" and "learner")
 
 
 def _listing_path(path: Path, cache_dir: Path) -> Path:
@@ -366,7 +366,7 @@ def geometry_summary(matrix, window: tuple[int, int] | None = None, logit_scale:
     return {
         "window": tuple(report["window"]),
         "similarity": S,
-        "views": {kind: similarity_view(S, kind, logit_scale) for kind in SIMILARITY_VIEWS},
+        "views": {view: similarity_view(S, view, logit_scale) for view in SIMILARITY_VIEWS},
         "report": report,
         "violations": violation_map(S),
         "adjacent": adjacent_similarity(S),

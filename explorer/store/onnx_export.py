@@ -15,7 +15,7 @@ sentence. Contract:
   ``crop`` ("center"), ``labels``, ``values``, ``unit``, ``estimate`` ("expected", "regressed",
   "median", ...: the predictor's), ``method``, ``backbone`` ({spec, id}), ``checkpoint`` ({name,
   content_hash}) and ``inputs`` ({faces, cropped, margin}: the crop margin of runs trained on face
-  crops); int8 files add ``quantization`` ({kind, fp32_bytes, probe_images, seed, mean_abs_change,
+  crops); int8 files add ``quantization`` ({scheme, fp32_bytes, probe_images, seed, mean_abs_change,
   max_abs_change}): how far int8 weights move ``value`` from the fp32 graph on seeded probe images.
 
 The preprocessing fields are read from the backbone's own ``preprocess`` (a torchvision Compose
@@ -119,7 +119,7 @@ def onnx_metadata(ckpt, backbone) -> dict[str, Any]:
         "estimate": ckpt.predictor().estimate, "method": ckpt.method_name or "prototypes",
         "backbone": {"spec": ckpt.backbone_spec, "id": ckpt.backbone_id},
         "checkpoint": {"name": ckpt.name, "content_hash": content_hash(ckpt)},
-        "inputs": {"kind": inputs["kind"], "cropped": bool(inputs.get("cropped")), "margin": inputs.get("margin")},
+        "inputs": {"faces": inputs["faces"], "cropped": bool(inputs.get("cropped")), "margin": inputs.get("margin")},
     }
 
 
@@ -240,7 +240,7 @@ def export_onnx(ckpt, out: str | Path, backbone=None, backbone_spec: str | None 
     data = trace_to_onnx(OnnxGraph(cpu_float_tower(backbone.model.visual), head), backbone.image_size, opset)
     if quantize == "int8":
         fp32, data = data, quantize_int8(data)
-        meta["quantization"] = {"kind": "int8 dynamic (weights)", **quantization_cost(fp32, data, meta)}
+        meta["quantization"] = {"scheme": "int8 dynamic (weights)", **quantization_cost(fp32, data, meta)}
     model = onnx.load_from_string(data)
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_META_KEY, json.dumps(meta, sort_keys=True)

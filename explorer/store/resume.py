@@ -75,12 +75,12 @@ def describe_resume(meta: dict[str, Any], path: Path) -> dict[str, Any]:
     epochs = config.get("epochs")
     out = config.get("out") or str(path.with_name(path.name[: -len(RESUME_SUFFIX)] + ".safetensors"))
     return {
-        "kind": "resume-state",
+        "content": "resume-state",
         "path": str(path),
         "run": config.get("name") or Path(out).stem,
         "checkpoint": out,
         "dataset": config.get("dataset"),
-        "learner": (config.get("learner") or {}).get("kind"),
+        "method": (config.get("learner") or {}).get("kind"),
         "epochs_done": int(meta.get("epoch", -1)) + 1,
         "epochs": epochs,
         "best_epoch": None if meta.get("best_epoch") is None else int(meta["best_epoch"]) + 1,

@@ -130,8 +130,8 @@ def learner_config(value: Any):
 
     if isinstance(value, dict):
         return stored_config(value)
-    if not hasattr(value, "kind"):
-        raise ExplorerError(f"A learner config needs a 'kind' (got {type(value).__name__}).")
+    if not hasattr(value, "method"):
+        raise ExplorerError(f"A method config needs its 'method' (got {type(value).__name__}).")
     return copy.deepcopy(value)
 
 
@@ -243,7 +243,7 @@ def parse_learner_list(text: str, base_settings: dict[str, Any] | None = None) -
         name, _, interp = spec.partition(":")
         method = get_method(name)
         names = set(method.config_class.__dataclass_fields__)
-        settings = {k: v for k, v in (base_settings or {}).items() if k in names and k != "kind"}
+        settings = {k: v for k, v in (base_settings or {}).items() if k in names and k != "method"}
         if interp:
             settings["interpolation"] = interp
         out.append((spec, make_config(method.name, **settings)))

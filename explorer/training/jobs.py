@@ -157,7 +157,7 @@ def job_output(out: str | Path, job_id: str) -> Path:
 def _local_spec(spec: str) -> bool:
     """True for the demo backbone and weight files (nothing to download)."""
     try:
-        return parse_backbone_spec(spec).kind in ("demo", "file")
+        return parse_backbone_spec(spec).source in ("demo", "file")
     except ExplorerError:
         return False
 

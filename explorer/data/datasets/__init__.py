@@ -44,7 +44,7 @@ A dataset is named by one DATASET spec string, opened with ``open_dataset(spec, 
         background (R = K + 1 ranks), N images per rank (default 40), fully determined by SEED
         (default 0). Nothing is downloaded or written.
 
-A path without a ``kind:`` prefix is opened as ``csv:`` when it is a .csv file and ``folder:`` when
+A path without a ``reader:`` prefix is opened as ``csv:`` when it is a .csv file and ``folder:`` when
 it is a folder. Options (all optional): ``ranks`` (a Ranks, a list of names, a names file or a
 comma-separated string), ``num_ranks``, ``unit``, ``fold`` and ``adience_ages`` (Adience),
 ``val_fraction`` (0.1), ``test_fraction`` (0.2), ``seed`` (split seed, 0), ``noise`` (dots colour
@@ -68,11 +68,11 @@ from explorer.data.datasets.checks import validate
 from explorer.data.datasets.core import IMAGE_EXTENSIONS, MAX_RANKS, SPLITS, Dataset, Sample, ValidationReport
 from explorer.data.datasets.dots import DOTS_DEFAULT_N, DOTS_MAX_K, DotsConfig, render_dots
 from explorer.data.datasets.filenames import NAME_SPECS, NameSpec
-from explorer.data.datasets.registry import KINDS, OPTIONS, READERS, open_dataset
+from explorer.data.datasets.registry import OPTIONS, READERS, open_dataset
 from explorer.data.datasets.splits import few_shot, label_shift, long_tail, make_splits
 
 __all__ = [
-    "ADIENCE_AGES", "ADIENCE_GROUPS", "DOTS_DEFAULT_N", "DOTS_MAX_K", "IMAGE_EXTENSIONS", "KINDS", "MAX_RANKS",
+    "ADIENCE_AGES", "ADIENCE_GROUPS", "DOTS_DEFAULT_N", "DOTS_MAX_K", "IMAGE_EXTENSIONS", "MAX_RANKS",
     "NAME_SPECS", "OPTIONS", "READERS", "SPLITS", "Dataset", "DotsConfig", "NameSpec", "Sample", "ValidationReport",
     "adience_group", "few_shot", "label_shift", "long_tail", "make_splits", "open_dataset", "render_dots", "validate",
 ]

@@ -79,7 +79,7 @@ class Dataset:
     ranks: Ranks
     root: Path | None
     spec: str
-    kind: str = ""
+    reader: str = ""  # the spec's reader: list, csv, folder, utkface, ...
     splits: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SPLITS})
     generator: ImageGenerator | None = None  # set: images are drawn, not read (no files to check)
     face_margin: float | None = None  # set: the model sees each image cropped to its largest face (as Predict)
@@ -148,10 +148,10 @@ class Dataset:
         return counts
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready overview: name, kind, sizes, ranks, split sizes and unusable entries."""
+        """JSON-ready overview: name, reader, sizes, ranks, split sizes and unusable entries."""
         return {
             "name": self.name,
-            "kind": self.kind,
+            "reader": self.reader,
             "spec": self.spec,
             "root": str(self.root) if self.root is not None else None,
             "num_samples": len(self.samples),

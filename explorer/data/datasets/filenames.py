@@ -81,24 +81,24 @@ def _name_entry(spec: NameSpec, img: Path, root: Path) -> Entry:
     return Entry(sample, [str(int(m.group("age")))])
 
 
-def read_by_names(kind: str, rest: str, opts: dict) -> Dataset:
-    """Read a ``kind:DIR`` dataset described by ``NAME_SPECS[kind]``; ranks are the ages min..max present."""
-    spec = NAME_SPECS[kind]
-    root = need_dir(rest, kind)
+def read_by_names(reader: str, rest: str, opts: dict) -> Dataset:
+    """Read a ``reader:DIR`` dataset described by ``NAME_SPECS[reader]``; ranks are the ages min..max present."""
+    spec = NAME_SPECS[reader]
+    root = need_dir(rest, reader)
     if spec.inner and (root / spec.inner).is_dir():
         root = root / spec.inner
     entries = [_name_entry(spec, img, root) for img in image_files(root)]
     if not entries:
-        raise ExplorerError(f"No images found in {root}; {kind}:DIR needs {spec.needs}.")
+        raise ExplorerError(f"No images found in {root}; {reader}:DIR needs {spec.needs}.")
     ranks = resolve_values(entries, name=root.name, order=opts.get("ranks"), unit=opts.get("unit", "years"), rank_name="age")
     return finish(spec.title, entries, ranks, root)
 
 
-def name_reader(kind: str) -> Callable[[str, dict], Dataset]:
+def name_reader(reader: str) -> Callable[[str, dict], Dataset]:
     """The reader function of one NAME_SPECS entry, for the reader registry."""
     def read(rest: str, opts: dict) -> Dataset:
-        return read_by_names(kind, rest, opts)
+        return read_by_names(reader, rest, opts)
 
-    read.__name__ = f"read_{kind}"
-    read.__doc__ = f"The reader for ``{kind}:DIR`` ({NAME_SPECS[kind].title} file names)."
+    read.__name__ = f"read_{reader}"
+    read.__doc__ = f"The reader for ``{reader}:DIR`` ({NAME_SPECS[reader].title} file names)."
     return read

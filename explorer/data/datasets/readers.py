@@ -1,6 +1,6 @@
 """Readers for the general formats: list files, CSV files and one-folder-per-rank trees.
 
-A reader takes the text after ``kind:`` and the options dict and returns a Dataset whose
+A reader takes the text after ``reader:`` and the options dict and returns a Dataset whose
 entries carry their file and line for messages; ``open_dataset`` then makes the splits.
 """
 

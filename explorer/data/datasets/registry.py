@@ -1,6 +1,6 @@
 """``open_dataset``: a DATASET spec string -> a Dataset, through the reader registry.
 
-The registry is data: :data:`READERS` maps each spec kind (``list``, ``csv``, ...) to its reader
+The registry is data: :data:`READERS` maps each reader's name (``list``, ``csv``, ...) to its reader
 function ``reader(rest_of_spec, options) -> Dataset``. Adding a format is one entry here.
 """
 
@@ -30,24 +30,24 @@ READERS: dict[str, Reader] = {
     "afad": name_reader("afad"),
     "dots": read_dots,
 }
-KINDS = tuple(READERS)
+READER_NAMES = tuple(READERS)
 OPTIONS = ("ranks", "num_ranks", "unit", "fold", "adience_ages", "val_fraction", "test_fraction", "seed", "noise",
            "image_size")
 
 
 def _split_spec(spec: str) -> tuple[str, str]:
-    """(kind, rest) of a spec; a bare .csv file is csv:, a bare folder is folder:."""
-    kind, sep, rest = spec.partition(":")
-    kind = kind.lower()
-    if sep and kind in READERS:
-        return kind, rest
+    """(reader, rest) of a spec; a bare .csv file is csv:, a bare folder is folder:."""
+    reader, sep, rest = spec.partition(":")
+    reader = reader.lower()
+    if sep and reader in READERS:
+        return reader, rest
     path = Path(spec)
     if path.is_file() and path.suffix.lower() == ".csv":
         return "csv", spec
     if path.is_dir():
         return "folder", spec
     raise ExplorerError(
-        f"Cannot read the dataset spec '{spec}'; start it with one of {', '.join(k + ':' for k in KINDS)} "
+        f"Cannot read the dataset spec '{spec}'; start it with one of {', '.join(k + ':' for k in READER_NAMES)} "
         "(e.g. list:ROOT:train.txt or dots:5)."
     )
 
@@ -65,10 +65,10 @@ def open_dataset(spec: str, **options: Any) -> Dataset:
         raise ExplorerError("The dataset spec is empty; use e.g. list:ROOT:train.txt, csv:FILE, folder:DIR or dots:5.")
     opts = _check_options(options)
     spec = spec.strip()
-    kind, rest = _split_spec(spec)
-    dataset = READERS[kind](rest, opts)
+    reader, rest = _split_spec(spec)
+    dataset = READERS[reader](rest, opts)
     dataset.spec = spec
-    dataset.kind = kind
+    dataset.reader = reader
     make_splits(
         dataset,
         val_fraction=float(opts.get("val_fraction", 0.1)),

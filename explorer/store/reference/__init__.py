@@ -10,7 +10,7 @@ started from (OpenAI layout, e.g. ``ViT-B-16.pt``).
 
 What is imported: runs of the reference model ``OrdinalCLIP`` (``runner_cfg.model_cfg.type``) with
 a RankPromptLearner (OrdinalCLIP) or PlainPromptLearner (CoOp), and NumCLIP runs (model type
-``RegCLIPSSR`` with a PlainPromptLearner, or a bare ``.ckpt`` with ``learner_overrides={'kind':
+``RegCLIPSSR`` with a PlainPromptLearner, or a bare ``.ckpt`` with ``learner_overrides={'method':
 'numclip'}``; see :mod:`explorer.store.reference.numclip`), all with a CLIP image encoder. Anything else
 is refused with one sentence naming it, never approximated: other model types, weights of modules
 the model lacks (NumCLIP's ``image_adapter.*`` / ``regressor.*`` in a run imported as OrdinalCLIP),
@@ -61,7 +61,7 @@ from explorer.store.reference.config import (
     model_section,
     read_run_config,
 )
-from explorer.store.reference.learner import LEARNER_TYPES, learner_config_from_reference
+from explorer.store.reference.learner import LEARNER_TYPES, method_config_from_reference
 from explorer.store.reference.run import (
     ImportResult,
     ReferenceImportWarning,
@@ -74,6 +74,6 @@ __all__ = [
     "CKPT_PREFIX", "CLIP_MODEL_NAMES", "CONTEXT_KEY", "IMAGE_PREFIX", "LEARNER_TYPES", "RANK_KEY",
     "SUPPORTED_MODEL_TYPES", "TEXT_PREFIX", "ImportResult", "ReferenceImportWarning",
     "check_clip_image_encoder", "combine_backbone_weights", "find_checkpoint", "import_reference",
-    "import_reference_run", "learner_config_from_reference", "model_section", "read_lightning_checkpoint",
+    "import_reference_run", "method_config_from_reference", "model_section", "read_lightning_checkpoint",
     "read_run_config", "refuse_unsupported_modules",
 ]

@@ -16,17 +16,15 @@ import torch
 
 from explorer.core.errors import ExplorerError
 from explorer.core.ranks import read_names_file
-from explorer.methods import make_config
+from explorer.methods import canonical_name, make_config
 from explorer.methods.coop import CoOpConfig
 from explorer.methods.ordinalclip import INTERPOLATIONS, OrdinalCLIPConfig
 from explorer.methods.prompt import POSITIONS
 from explorer.store.reference.config import checked_setting
 
-LEARNER_TYPES = {"RankPromptLearner": "rank", "PlainPromptLearner": "plain"}
-# The explorer's method names of the reference's learner kinds (this module speaks the reference's vocabulary).
-METHOD_KINDS = {"ordinalclip": "rank", "coop": "plain"}
-# What import-reference --learner takes: the explorer's method names and the reference's learner kinds.
-LEARNER_CHOICES = ("ordinalclip", "coop", "numclip", "rank", "plain")
+LEARNER_TYPES = {"RankPromptLearner": "ordinalclip", "PlainPromptLearner": "coop"}  # the reference's learners -> methods
+# What import-reference --method takes (the old names rank and plain still work, with a DeprecationWarning).
+METHOD_CHOICES = ("ordinalclip", "coop", "numclip", "rank", "plain")
 LEARNER_FIELDS = {f.name for cls in (OrdinalCLIPConfig, CoOpConfig) for f in fields(cls)}
 
 
@@ -60,7 +58,7 @@ class _Shapes:
     specific: bool  # rank-specific context (R x n x D)
 
 
-def learner_config_from_reference(
+def method_config_from_reference(
     prompt_cfg: dict[str, Any] | None,
     context: torch.Tensor,
     rank: torch.Tensor,
@@ -80,17 +78,17 @@ def learner_config_from_reference(
     s = _sources(prompt_cfg, overrides, where)
     shapes = _shapes(context, rank)
     warn: list[str] = []
-    kind = _kind(s)
-    num_ranks = _num_ranks(s, kind, shapes)
-    if kind is None:
-        kind = _infer_kind(shapes, num_ranks, warn)
+    method = _method(s)
+    num_ranks = _num_ranks(s, method, shapes)
+    if method is None:
+        method = _infer_method(shapes, num_ranks, warn)
     _check_rank_specific_context(s, shapes)
-    num_base_ranks = _num_base_ranks(s, kind, shapes, num_ranks)
+    num_base_ranks = _num_base_ranks(s, method, shapes, num_ranks)
     context_init = _context_init(s, shapes, tokenizer, warn)
     rank_names, rank_token_counts = _rank_tokens(
-        s, kind, shapes, num_ranks, num_base_ranks, tokenizer, search_roots or [], warn
+        s, method, shapes, num_ranks, num_base_ranks, tokenizer, search_roots or [], warn
     )
-    interpolation, position = _interpolation_and_position(s, kind, shapes, num_ranks, warn)
+    interpolation, position = _interpolation_and_position(s, method, shapes, num_ranks, warn)
     settings = dict(
         num_ranks=num_ranks,
         num_context_tokens=shapes.n,
@@ -104,15 +102,15 @@ def learner_config_from_reference(
         rank_names=rank_names,
         rank_token_counts=rank_token_counts if rank_names is None else None,
     )
-    own = {f.name for f in fields(OrdinalCLIPConfig if kind == "rank" else CoOpConfig)}
-    return make_config(kind, **{k: v for k, v in settings.items() if k in own}), warn
+    own = {f.name for f in fields(OrdinalCLIPConfig if method == "ordinalclip" else CoOpConfig)}
+    return make_config(method, **{k: v for k, v in settings.items() if k in own}), warn
 
 
 def _sources(prompt_cfg: dict[str, Any] | None, overrides: dict[str, Any] | None, where: str) -> _Sources:
     over = dict(overrides or {})
     unknown = sorted(set(over) - LEARNER_FIELDS)
     if unknown:
-        raise ExplorerError(f"Unknown learner settings {', '.join(unknown)}; use learner config field names (kind, num_ranks, ...).")
+        raise ExplorerError(f"Unknown learner settings {', '.join(unknown)}; use method config field names (method, num_ranks, ...).")
     return _Sources(dict(prompt_cfg or {}), over, where, "the learner flags" if prompt_cfg is None else where)
 
 
@@ -132,26 +130,27 @@ def _shapes(context: torch.Tensor, rank: torch.Tensor) -> _Shapes:
     )
 
 
-def _kind(s: _Sources) -> str | None:
-    """'rank' or 'plain' from the overrides or the prompt learner type; None when neither says."""
-    kind = s.over.get("kind")
-    if kind is None and s.cfg.get("type") is not None:
+def _method(s: _Sources) -> str | None:
+    """'ordinalclip' or 'coop' from the overrides or the prompt learner type; None when neither says."""
+    method = s.over.get("method")
+    if method is None and s.cfg.get("type") is not None:
         typ = str(checked_setting(s.cfg, "type", s.where))
         if typ not in LEARNER_TYPES:
             raise ExplorerError(f"{s.where}: prompt learner type {typ!r} is not supported; only {', '.join(LEARNER_TYPES)} can be imported.")
-        kind = LEARNER_TYPES[typ]
-    kind = LEARNER_TYPES.get(str(kind), METHOD_KINDS.get(str(kind), kind))
-    if kind is not None and kind not in ("rank", "plain"):
-        raise ExplorerError(f"Learner kind {kind!r} cannot come from a reference run; it is 'rank' (RankPromptLearner) or 'plain' (PlainPromptLearner).")
-    return kind
+        method = LEARNER_TYPES[typ]
+    method = None if method is None else canonical_name(str(method), warn=True)
+    if method is not None and method not in ("ordinalclip", "coop"):
+        raise ExplorerError(f"The method {method!r} cannot come from a reference run; it is 'ordinalclip' (RankPromptLearner) "
+                            "or 'coop' (PlainPromptLearner).")
+    return method
 
 
-def _num_ranks(s: _Sources, kind: str | None, shapes: _Shapes) -> int:
+def _num_ranks(s: _Sources, method: str | None, shapes: _Shapes) -> int:
     num_ranks = s.get("num_ranks", "num_ranks")
     if num_ranks is None:
         if shapes.specific:
             num_ranks = shapes.context[0]
-        elif kind == "plain":
+        elif method == "coop":
             num_ranks = shapes.rows
         else:
             raise ExplorerError(
@@ -167,16 +166,16 @@ def _num_ranks(s: _Sources, kind: str | None, shapes: _Shapes) -> int:
     return num_ranks
 
 
-def _infer_kind(shapes: _Shapes, num_ranks: int, warn: list[str]) -> str:
-    """Bare checkpoint without --learner: one rank embedding per rank means CoOp."""
+def _infer_method(shapes: _Shapes, num_ranks: int, warn: list[str]) -> str:
+    """Bare checkpoint without --method: one rank embedding per rank means CoOp."""
     if shapes.rows == num_ranks:
-        kind = "plain"
+        method = "coop"
     elif shapes.rows < num_ranks:
-        kind = "rank"
+        method = "ordinalclip"
     else:
         raise ExplorerError(f"rank_embeds has {shapes.rows} rows, more than the {num_ranks} ranks; num_ranks is wrong.")
-    warn.append(f"The learner kind was not given; '{kind}' was inferred from rank_embeds {shapes.rank} and {num_ranks} ranks.")
-    return kind
+    warn.append(f"The method was not given; '{method}' was inferred from rank_embeds {shapes.rank} and {num_ranks} ranks.")
+    return method
 
 
 def _check_rank_specific_context(s: _Sources, shapes: _Shapes) -> None:
@@ -189,10 +188,10 @@ def _check_rank_specific_context(s: _Sources, shapes: _Shapes) -> None:
         )
 
 
-def _num_base_ranks(s: _Sources, kind: str, shapes: _Shapes, num_ranks: int) -> int:
+def _num_base_ranks(s: _Sources, method: str, shapes: _Shapes, num_ranks: int) -> int:
     num_base_ranks = s.get("num_base_ranks", "num_base_ranks")
     rows = shapes.rows
-    if kind == "rank":
+    if method == "ordinalclip":
         if num_base_ranks is not None and int(num_base_ranks) != rows:
             raise ExplorerError(
                 f"rank_embeds has shape {shapes.rank} ({rows} base ranks) but {s.src} says num_base_ranks={num_base_ranks}."
@@ -202,7 +201,7 @@ def _num_base_ranks(s: _Sources, kind: str, shapes: _Shapes, num_ranks: int) -> 
         return rows
     if rows != num_ranks:
         raise ExplorerError(
-            f"The plain learner's rank_embeds has shape {shapes.rank} ({rows} rank embeddings) but there are {num_ranks} ranks."
+            f"CoOp's rank_embeds has shape {shapes.rank} ({rows} rank embeddings) but there are {num_ranks} ranks."
         )
     if num_base_ranks is not None and 1 <= int(num_base_ranks) <= num_ranks:
         return int(num_base_ranks)
@@ -227,22 +226,22 @@ def _context_init(s: _Sources, shapes: _Shapes, tokenizer, warn: list[str]) -> A
     return context_init
 
 
-def _rank_tokens(s, kind, shapes, num_ranks, num_base_ranks, tokenizer, roots, warn) -> tuple[list[str] | None, list[int] | None]:
-    """Rank names and per-rank token counts (plain learner), checked against rank_embeds."""
+def _rank_tokens(s, method, shapes, num_ranks, num_base_ranks, tokenizer, roots, warn) -> tuple[list[str] | None, list[int] | None]:
+    """Rank names and per-rank token counts (CoOp), checked against rank_embeds."""
     t = shapes.t
     rank_names = s.over.get("rank_names")
     rank_token_counts = s.over.get("rank_token_counts")
     configured_t = s.get("num_tokens_per_rank", "num_tokens_per_rank")
     names_path = checked_setting(s.cfg, "init_rank_path", s.where)
     if rank_names is None and names_path:
-        rank_names = _names_from_file(str(names_path), kind, num_ranks, num_base_ranks, t, tokenizer, roots, warn)
+        rank_names = _names_from_file(str(names_path), method, num_ranks, num_base_ranks, t, tokenizer, roots, warn)
     if rank_names is not None:
-        rank_names = _checked_rank_names(rank_names, kind, num_ranks, num_base_ranks, t, tokenizer)
+        rank_names = _checked_rank_names(rank_names, method, num_ranks, num_base_ranks, t, tokenizer)
     elif isinstance(configured_t, (list, tuple)):
         counts = [int(c) for c in configured_t]
         if max(counts) != t:
             raise ExplorerError(f"{s.src} gives up to {max(counts)} tokens per rank but rank_embeds has {t} (shape {shapes.rank}).")
-        if kind == "plain":
+        if method == "coop":
             if len(counts) != num_ranks:
                 raise ExplorerError(f"{s.src} lists tokens per rank for {len(counts)} ranks but there are {num_ranks}.")
             rank_token_counts = counts
@@ -250,16 +249,16 @@ def _rank_tokens(s, kind, shapes, num_ranks, num_base_ranks, tokenizer, roots, w
         raise ExplorerError(f"rank_embeds has {t} tokens per rank (shape {shapes.rank}) but {s.src} says num_tokens_per_rank={configured_t}.")
     if rank_token_counts is not None and rank_names is None:
         rank_token_counts = [int(c) for c in rank_token_counts]
-        if kind == "plain" and (len(rank_token_counts) != num_ranks or max(rank_token_counts) != t or min(rank_token_counts) < 1):
+        if method == "coop" and (len(rank_token_counts) != num_ranks or max(rank_token_counts) != t or min(rank_token_counts) < 1):
             raise ExplorerError(f"rank_token_counts must give 1..{t} tokens for each of the {num_ranks} ranks.")
     return rank_names, rank_token_counts
 
 
-def _checked_rank_names(rank_names, kind, num_ranks, num_base_ranks, t, tokenizer) -> list[str]:
+def _checked_rank_names(rank_names, method, num_ranks, num_base_ranks, t, tokenizer) -> list[str]:
     rank_names = [str(x) for x in rank_names]
-    expected = num_base_ranks if kind == "rank" else num_ranks
+    expected = num_base_ranks if method == "ordinalclip" else num_ranks
     if len(rank_names) != expected:
-        raise ExplorerError(f"{len(rank_names)} rank names were given but the {kind} learner needs {expected}.")
+        raise ExplorerError(f"{len(rank_names)} rank names were given but the {method} method needs {expected}.")
     if tokenizer is not None:
         longest = max(len(tokenizer.encode(x)) for x in rank_names)
         if longest != t:
@@ -267,11 +266,11 @@ def _checked_rank_names(rank_names, kind, num_ranks, num_base_ranks, t, tokenize
     return rank_names
 
 
-def _interpolation_and_position(s: _Sources, kind: str, shapes: _Shapes, num_ranks: int, warn: list[str]) -> tuple[str, str]:
+def _interpolation_and_position(s: _Sources, method: str, shapes: _Shapes, num_ranks: int, warn: list[str]) -> tuple[str, str]:
     """Settings the tensors cannot tell: the reference defaults (with a warning) when not given."""
     interpolation = s.get("interpolation", "interpolation_type")
     position = s.get("position", "rank_tokens_position")
-    if kind == "rank" and interpolation is None:
+    if method == "ordinalclip" and interpolation is None:
         warn.append("The interpolation was not given; the reference default 'linear' was assumed.")
     if position is None:
         warn.append("The rank token position was not given; the reference default 'tail' was assumed.")
@@ -281,7 +280,7 @@ def _interpolation_and_position(s: _Sources, kind: str, shapes: _Shapes, num_ran
         raise ExplorerError(f"{s.src}: interpolation {interpolation!r} is unknown; the reference has {', '.join(INTERPOLATIONS)}.")
     if position not in POSITIONS:
         raise ExplorerError(f"{s.src}: rank token position {position!r} is unknown; the reference has {', '.join(POSITIONS)}.")
-    if kind == "rank" and interpolation == "normal":
+    if method == "ordinalclip" and interpolation == "normal":
         _warn_normal_nan_rows(num_ranks, shapes.rows, warn)
     return interpolation, position
 
@@ -316,12 +315,12 @@ def resolve_names_file(name: str, search_roots: list[Path]) -> Path | None:
     return None
 
 
-def _names_from_file(name, kind, num_ranks, num_base_ranks, t, tokenizer, roots, warn) -> list[str] | None:
+def _names_from_file(name, method, num_ranks, num_base_ranks, t, tokenizer, roots, warn) -> list[str] | None:
     """Rank names of init_rank_path when the file is found and fits the tensors; otherwise a warning and None."""
     path = resolve_names_file(name, roots)
     plain_note = (
         " Every rank is assumed to use all its rank tokens; if the names had different token counts the prompts differ."
-        if kind == "plain"
+        if method == "coop"
         else ""
     )
     if path is None:
@@ -332,15 +331,15 @@ def _names_from_file(name, kind, num_ranks, num_base_ranks, t, tokenizer, roots,
     except ExplorerError as exc:
         warn.append(f"The rank names file {path} could not be used ({exc}).{plain_note}")
         return None
-    expected = num_base_ranks if kind == "rank" else num_ranks
+    expected = num_base_ranks if method == "ordinalclip" else num_ranks
     if len(names) != expected:
-        if kind == "rank" and len(names) == num_ranks:
+        if method == "ordinalclip" and len(names) == num_ranks:
             warn.append(
-                f"The rank names file {path} has {num_ranks} lines (one per rank) but the rank learner has {num_base_ranks} "
+                f"The rank names file {path} has {num_ranks} lines (one per rank) but OrdinalCLIP has {num_base_ranks} "
                 "base ranks (the reference's known pitfall); it was ignored, since the tensors hold the learned values."
             )
         else:
-            warn.append(f"The rank names file {path} has {len(names)} lines but the {kind} learner needs {expected}; it was ignored.{plain_note}")
+            warn.append(f"The rank names file {path} has {len(names)} lines but the {method} method needs {expected}; it was ignored.{plain_note}")
         return None
     if tokenizer is not None:
         longest = max(len(tokenizer.encode(x)) for x in names)

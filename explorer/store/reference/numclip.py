@@ -32,7 +32,7 @@ from explorer.core.errors import ExplorerError
 from explorer.core.ranks import Ranks, read_names_file
 from explorer.methods.concepts import ConceptBins, resolve_concepts
 from explorer.methods.numclip import NumCLIP, NumCLIPConfig
-from explorer.store.reference.learner import learner_config_from_reference, resolve_names_file
+from explorer.store.reference.learner import method_config_from_reference, resolve_names_file
 
 ADAPTER_KEYS = ("image_adapter.fc.0.weight", "image_adapter.fc.2.weight")
 REGRESSOR_KEYS = tuple(f"regressor.{layer}.0.{p}" for layer in ("stage1_FC_after_PB", "stage1_delta_k") for p in ("weight", "bias"))
@@ -40,7 +40,7 @@ UNUSED_PREFIXES = ("regressor.stage2_", "regressor.stream", "regressor.funsion_b
                    "regressor.stage1_index_offsets.")
 VALUE_OFFSET = 1.0
 AGE_PRESETS = ("age", "adience")
-_OVERRIDES = ("kind", "num_ranks", "position")  # learner flags that mean something for NumCLIP (num_ranks: label ranks)
+_OVERRIDES = ("method", "num_ranks", "position")  # learner flags that mean something for NumCLIP (num_ranks: label ranks)
 
 
 def numclip_tensors(state: dict[str, torch.Tensor], name: str) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -84,8 +84,8 @@ def numclip_config(prompt_cfg, context, rank, concepts: str, overrides, *, token
     names_path = cfg.pop("init_rank_path", None)
     if names_path:
         cfg.pop("num_tokens_per_rank", None)  # the reference takes the token counts from the names
-    over = {"kind": "plain", "num_ranks": k, **({"position": overrides["position"]} if "position" in (overrides or {}) else {})}
-    learner, warn = learner_config_from_reference(cfg if prompt_cfg is not None else None, context, rank, over,
+    over = {"method": "coop", "num_ranks": k, **({"position": overrides["position"]} if "position" in (overrides or {}) else {})}
+    learner, warn = method_config_from_reference(cfg if prompt_cfg is not None else None, context, rank, over,
                                                   tokenizer=tokenizer, search_roots=search_roots, where=where)
     t = int(rank.shape[1])
     counts = None

@@ -21,7 +21,7 @@ from explorer.store.reference.checkpoint import (
     refuse_unsupported_modules,
 )
 from explorer.store.reference.config import NUMCLIP_MODEL_TYPE, check_clip_image_encoder, model_section, read_run_config
-from explorer.store.reference.learner import learner_config_from_reference
+from explorer.store.reference.learner import method_config_from_reference
 from explorer.store.reference.numclip import (
     build_numclip_model,
     check_overrides,
@@ -131,15 +131,15 @@ class _Request:
 
 
 def _is_numclip(model_cfg, overrides, concepts, where: str) -> bool:
-    """Whether the run is a NumCLIP one (config type RegCLIPSSR, or --learner numclip for a bare .ckpt)."""
+    """Whether the run is a NumCLIP one (config type RegCLIPSSR, or --method numclip for a bare .ckpt)."""
     model_type = (model_cfg or {}).get("type")
-    kind = (overrides or {}).get("kind")
+    method = (overrides or {}).get("method")
     if model_type == NUMCLIP_MODEL_TYPE:
-        if kind not in (None, "numclip"):
-            raise ExplorerError(f"{where} is a {NUMCLIP_MODEL_TYPE} (NumCLIP) run; it cannot be imported as a {kind!r} learner.")
-    elif model_cfg is not None and kind == "numclip":
-        raise ExplorerError(f"{where} has model type {model_type!r}, not {NUMCLIP_MODEL_TYPE}; --learner numclip is for NumCLIP runs.")
-    numclip = model_type == NUMCLIP_MODEL_TYPE or kind == "numclip"
+        if method not in (None, "numclip"):
+            raise ExplorerError(f"{where} is a {NUMCLIP_MODEL_TYPE} (NumCLIP) run; it cannot be imported as the method {method!r}.")
+    elif model_cfg is not None and method == "numclip":
+        raise ExplorerError(f"{where} has model type {model_type!r}, not {NUMCLIP_MODEL_TYPE}; --method numclip is for NumCLIP runs.")
+    numclip = model_type == NUMCLIP_MODEL_TYPE or method == "numclip"
     if concepts is not None and not numclip:
         raise ExplorerError("Concept bins (--concepts) only apply to NumCLIP (RegCLIPSSR) runs.")
     if numclip:
@@ -222,7 +222,7 @@ def _build_learner(spec, request: _Request):
     backbone = load_backbone(spec, device=request.device)
     model_cfg, context, rank = request.model_cfg, request.context, request.rank
     prompt_cfg = model_cfg["prompt_learner_cfg"] if model_cfg is not None else None
-    config, config_warnings = learner_config_from_reference(
+    config, config_warnings = method_config_from_reference(
         prompt_cfg, context, rank, request.overrides, tokenizer=backbone.tokenizer,
         search_roots=_search_roots(request.run_dir), where=request.where,
     )
