@@ -133,7 +133,7 @@ def test_cli_export_and_predict_match(exported, tmp_path, capsys):
 def test_prototypes_only_export_still_works(tmp_path):
     out = tmp_path / "p.safetensors"
     assert main(["export", str(ROOT / "checkpoints" / "coop.safetensors"), "--prototypes-only", "--out", str(out)]) == 0
-    assert load_checkpoint(out).kind == "prototypes"
+    assert load_checkpoint(out).content == "prototypes"
 
 
 def test_predict_onnx_imports_no_torch(exported, tmp_path):

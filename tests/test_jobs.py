@@ -78,7 +78,7 @@ def test_cancel_keeps_best_checkpoint(tmp_path):
     snap = job.snapshot()
     assert snap["state"] == "cancelled"
     assert len(snap["history"]) < 200
-    assert load_checkpoint(tmp_path / f"c-{job.id}.safetensors").kind == "full"
+    assert load_checkpoint(tmp_path / f"c-{job.id}.safetensors").content == "full"
 
 
 def test_bad_config_fails_cleanly(tmp_path):

@@ -226,7 +226,7 @@ def _clashing_classes():
 
     @dataclass
     class ClashConfig(CoOpConfig):
-        kind: str = option("clash")
+        method: str = option("clash")
         width: int = option(3, flag="--context-tokens", help="the flag coop has on num_context_tokens")
 
     class Clashing(CoOp):
@@ -234,7 +234,7 @@ def _clashing_classes():
 
     @dataclass
     class HalfConfig(CoOpConfig):
-        kind: str = option("half")
+        method: str = option("half")
 
     class HalfLab(CoOp):
         name, config_class = "half", HalfConfig

@@ -120,7 +120,7 @@ def test_sweep_grid_is_every_combination():
 class CentroidConfig(methods.ConfigMixin):
     """Settings of the toy method: prototypes are learned offsets from one shared centre."""
 
-    kind: str = option("centroid")
+    method: str = option("centroid")
     num_ranks: int = 101
     spread: float = option(0.1, flag="--spread", help="initial spread of the offsets")
 

@@ -296,6 +296,22 @@ def add_checkpoint_parsers(add) -> None:
     p.add_argument("--quantize", choices=["int8"], default=None, help="with --onnx: dynamic int8 weights (onnxruntime)")
     p.add_argument("--backbone", help="with --onnx: backbone spec to use instead of the checkpoint's (same weights)")
 
+    add_import_parser(add)
+
+    from explorer.training.presets import PRESETS
+
+    p = add("zero-shot", "Write a zero-shot template checkpoint from a preset's prompt ensemble (nothing is trained).")
+    p.add_argument("--preset", required=True, choices=list(PRESETS),
+                   help="; ".join(f"{k}: {v.title}" for k, v in PRESETS.items()))
+    p.add_argument("--backbone", default="demo", help="backbone spec: demo, NAME:TAG, hf-hub:ORG/REPO, PATH or ARCH@PATH")
+    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    p.add_argument("--name", default=None, help="display name stored in the checkpoint")
+    p.add_argument("--device", default=None, help="cpu, cuda ... (default: CUDA when available)")
+    p.add_argument("--quiet", action="store_true", help="no download progress bar")
+
+
+def add_import_parser(add) -> None:
+    """import-reference: a reference OrdinalCLIP / CoOp / NumCLIP run as an explorer checkpoint."""
     from explorer.store.reference.learner import INTERPOLATIONS, METHOD_CHOICES, POSITIONS
 
     p = add("import-reference", "Import a reference OrdinalCLIP / CoOp / NumCLIP run (Lightning .ckpt) as an explorer checkpoint.")
@@ -315,17 +331,6 @@ def add_checkpoint_parsers(add) -> None:
     p.add_argument("--position", choices=POSITIONS)
     p.add_argument("--rank-specific-context", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--device", default="cpu")
-
-    from explorer.training.presets import PRESETS
-
-    p = add("zero-shot", "Write a zero-shot template checkpoint from a preset's prompt ensemble (nothing is trained).")
-    p.add_argument("--preset", required=True, choices=list(PRESETS),
-                   help="; ".join(f"{k}: {v.title}" for k, v in PRESETS.items()))
-    p.add_argument("--backbone", default="demo", help="backbone spec: demo, NAME:TAG, hf-hub:ORG/REPO, PATH or ARCH@PATH")
-    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
-    p.add_argument("--name", default=None, help="display name stored in the checkpoint")
-    p.add_argument("--device", default=None, help="cpu, cuda ... (default: CUDA when available)")
-    p.add_argument("--quiet", action="store_true", help="no download progress bar")
 
 
 def add_predict_parser(add) -> None:
