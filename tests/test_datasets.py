@@ -242,13 +242,13 @@ def test_stratified_splits_cover_labels(tmp_path):
     tr, va, te = (set(ds.splits[s]) for s in ("train", "val", "test"))
     assert not (tr & va or tr & te or va & te) and len(tr | va | te) == 70
     assert (len(va), len(te)) == (7, 14)
-    assert set(ds.eval_labels(sorted(tr))) == set(range(10))
+    assert {ds.samples[i].label for i in tr} == set(range(10))
     # small labels: every label with >= 3 samples keeps one in train
     rows = ["path,label"] + [f"{lab}_{j}.png,{lab}" for lab, n in enumerate((3, 3, 4, 1, 2, 30)) for j in range(n)]
     (tmp_path / "s.csv").write_text("\n".join(rows))
     for seed in range(10):
         ds = D.open_dataset(f"csv:{tmp_path / 's.csv'}", seed=seed)
-        assert set(ds.eval_labels(ds.splits["train"])) == set(range(6))
+        assert {ds.samples[i].label for i in ds.splits["train"]} == set(range(6))
     a = D.make_splits(ds, seed=3)
     assert a == D.make_splits(ds, seed=3) and a != D.make_splits(ds, seed=4)
 
@@ -297,7 +297,7 @@ def test_bad_data_reported_with_line_numbers_and_skipped(tmp_path):
     with pytest.raises(ExplorerError, match=r"^3 of 8 entries"):
         D.validate(ds, check_images=False)
     report = D.validate(ds, skip_bad=True)
-    assert (report.total, report.skipped, report.kept) == (8, 5, 3)
+    assert (report.total, report.skipped) == (8, 5)
     assert report.problems[-1] == "test.txt:1: label -1 out of range 0..2 for ok0.png"
     assert "Skipped 5 of 8" in str(report)
     assert [s.path for s in ds.samples] == ["ok0.png", "ok2.png", "ok1.png"]
@@ -394,7 +394,7 @@ def test_adience_official_fold_files_contained_ages(tmp_path):
                           "(not inside exactly one of the 8 Adience age groups) for faces/u2/coarse_tilt_aligned_face.2.2.jpg; ")
     assert "fold_0_data.txt:5: bad label '35'" in msg
     report = D.validate(ds, skip_bad=True)
-    assert (report.total, report.skipped, report.kept) == (12, 6, 6)
+    assert (report.total, report.skipped) == (12, 6)
     assert "fold_1_data.txt:3: bad label 'None' (not an age or age range) for faces/u1/coarse_tilt_aligned_face.7.7.jpg" in report.problems
     assert "fold_1_data.txt:4: bad label '' (an empty age) for faces/u2/coarse_tilt_aligned_face.8.8.jpg" in report.problems
     assert len(ds.splits["test"]) == 3  # fold 0's usable rows: (25, 32), (38, 42), 5

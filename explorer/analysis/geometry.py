@@ -145,11 +145,6 @@ def violation_map(S) -> np.ndarray:
     return np.triu(~C)
 
 
-def violating_pairs(S) -> np.ndarray:
-    """K x 2 integer array of the violating (i, j) pairs: rank j + 1 is at least as similar to rank i as rank j."""
-    return np.argwhere(violation_map(S))
-
-
 def adjacent_similarity(S) -> np.ndarray:
     """Similarity of each rank to the next one: S[r, r + 1] for r = 0..N-2."""
     S = _square(S)

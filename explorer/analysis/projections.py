@@ -3,7 +3,6 @@ disk by content, so a second visit draws instantly."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +47,3 @@ def cached_projection(matrix, key: str, method: str = "pca", dims: int = 2, seed
         except OSError:
             pass  # a read-only cache only costs the recomputation next time
     return layout, False
-
-
-def umap_imported() -> bool:
-    """True once umap (and numba) are in memory: the next UMAP needs no import."""
-    return "umap" in sys.modules

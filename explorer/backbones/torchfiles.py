@@ -127,7 +127,7 @@ def is_torchscript(path: str | Path) -> bool:
 class _ScriptObject:
     """Stand-in for a TorchScript module while reading its pickle: records state, runs nothing."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *_args, **_kwargs):
         self.state = None
 
     def __setstate__(self, state):

@@ -2,8 +2,8 @@
 
 Configs (:class:`explorer.training.config.TrainConfig`, each method's config) declare their fields with
 :func:`option`; the CLI builds its flags from them (:func:`add_flags`) and reads them back
-(:func:`values_from_args`), and the app's Train form takes defaults and choices from
-:func:`default_of` / :func:`choices_of`. The defaults live in the dataclasses, once.
+(:func:`values_from_args`), and the app's Train form builds its fields from them
+(:func:`form_fields`, :func:`widget_for`, :func:`default_of`). The defaults live in the dataclasses, once.
 """
 
 from __future__ import annotations
@@ -36,14 +36,6 @@ def default_of(cls: type, name: str) -> Any:
     for f in fields(cls):
         if f.name == name:
             return _default(f)
-    raise KeyError(name)
-
-
-def choices_of(cls: type, name: str) -> tuple:
-    """The allowed values of field ``name`` (empty when free)."""
-    for f in fields(cls):
-        if f.name == name:
-            return tuple(f.metadata.get("choices") or ())
     raise KeyError(name)
 
 

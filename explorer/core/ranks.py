@@ -89,12 +89,6 @@ class RankMatch:
     index: list[int | None]
     by: str
 
-    @property
-    def unmatched(self) -> list[int]:
-        """Dataset rank indices without a checkpoint rank."""
-        return [i for i, j in enumerate(self.index) if j is None]
-
-
 def _all_numbers(labels: list[str]) -> bool:
     try:
         return all(np.isfinite(float(lab)) for lab in labels)

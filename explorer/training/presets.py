@@ -93,11 +93,6 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def preset_names() -> tuple[str, ...]:
-    """Registered preset names."""
-    return tuple(PRESETS)
-
-
 def get_preset(name: str) -> Preset:
     """The preset ``name``; one sentence naming the choices otherwise."""
     preset = PRESETS.get(name)

@@ -118,11 +118,6 @@ class Dataset:
         """The image the model sees (see :meth:`model_input`)."""
         return self.model_input(sample)[0]
 
-    def eval_labels(self, indices: Sequence[int] | None = None) -> list[int]:
-        """Evaluation labels (middle label) of the given sample indices (all samples by default)."""
-        chosen = range(len(self.samples)) if indices is None else indices
-        return [self.samples[i].label for i in chosen]
-
     def spreads(self, samples: Sequence[Sample] | None = None) -> np.ndarray | None:
         """Apparent-age spreads of the samples (all by default) as float64, or None unless every one has a spread."""
         chosen = self.samples if samples is None else samples
@@ -130,22 +125,6 @@ class Dataset:
         if not values or any(v is None for v in values):
             return None
         return np.asarray(values, dtype=np.float64)
-
-    def split_indices(self, split: str) -> list[int]:
-        """Sample indices of a split ('train', 'val' or 'test')."""
-        if split not in SPLITS:
-            raise ExplorerError(f"Unknown split '{split}'; use train, val or test.")
-        return list(self.splits.get(split, []))
-
-    def label_counts(self, indices: Sequence[int] | None = None) -> list[int]:
-        """Number of samples per rank (evaluation label) among the given indices."""
-        counts = [0] * len(self.ranks)
-        chosen = range(len(self.samples)) if indices is None else indices
-        for i in chosen:
-            s = self.samples[i]
-            if s.error is None and s.labels:
-                counts[s.label] += 1
-        return counts
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready overview: name, reader, sizes, ranks, split sizes and unusable entries."""
@@ -170,11 +149,6 @@ class ValidationReport:
     total: int
     skipped: int = 0
     problems: list[str] = field(default_factory=list)
-
-    @property
-    def kept(self) -> int:
-        """Entries left after skipping."""
-        return self.total - self.skipped
 
     def __str__(self) -> str:
         if not self.problems:
