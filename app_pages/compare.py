@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_pages.ui import charts, errors, failures, formatting, listing, pickers, resources, sections
+from app_pages.ui import charts, errors, failures, formatting, listing, pickers, resources, sections, sweeps
 from explorer.core import settings
 from explorer.core.errors import ExplorerError
 from explorer.core.fsio import bytes_digest
@@ -45,8 +45,8 @@ def compare_page() -> None:
         sections.calibration_section(chosen)
     with errors.guard("where they fail"):
         failures.compare_failures(chosen)
-    with errors.guard("the sweep curves"):
-        sections.curves_section()
+    with errors.guard("the sweep results"):
+        sweeps.sweep_results_section()
 
 
 def demo_seeds_table(results: Path) -> str | None:
