@@ -64,8 +64,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 @command("embed")
 def cmd_embed(args: argparse.Namespace) -> int:
-    if args.shards is not None or args.executor != "inline" or args.workers is not None:
-        return _embed_in_shards(args)
+    spec = _executor(args)
+    if args.shards is not None or spec.kind != "inline":
+        return _embed_in_shards(args, spec)
     from explorer.backbones.load import load_backbone
     from explorer.data.datasets import open_dataset, validate
     from explorer.data.faces import faces_sentence
@@ -86,12 +87,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embed_in_shards(args: argparse.Namespace) -> int:
+def _embed_in_shards(args: argparse.Namespace, spec) -> int:
     """``embed --shards K [--executor local|slurm --workers N]``: the cache filled shard by shard."""
     from explorer.training.executors import local_workers
     from explorer.training.shards import EmbedJob, embed_sharded
 
-    spec = _executor(args)
     shards = args.shards or (local_workers(spec, 10**9) if spec.kind == "local" else spec.workers or 1)
     job = EmbedJob(args.dataset, args.backbone, shards, args.cache_dir, args.device, args.batch_size,
                    args.face_margin if args.faces else None, args.skip_bad)
