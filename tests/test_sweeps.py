@@ -241,7 +241,7 @@ def test_a_worker_killed_mid_run_and_the_sweep_rerun(tmp_path, cache):
     its checkpoint is not taken for done; the same command again runs exactly those, once."""
     out = tmp_path / "sweep"
     args = [sys.executable, "-m", "explorer"] + sweep_args(out, cache, "--executor", "local", "--workers", "2", learners="ordinalclip:linear",
-                                                          seeds="0,1,2,3", epochs=400)
+                                                          seeds="0,1,2,3", epochs=120)
     first = subprocess.Popen(args, cwd=REPO, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed, pid = _wait_for(lambda: _epoch_marker(out), 240, "a run in its 3rd epoch")
     os.kill(pid, signal.SIGKILL)
@@ -297,8 +297,8 @@ def test_a_slurm_job_array_gives_the_inline_table(tmp_path, cache, fake_slurm, c
     assert not (fake_slurm / "1001.json").exists()
     a, b = metrics_table(inline), metrics_table(out)
     assert (a[METRICS] - b[METRICS]).abs().max().max() < 1e-6
-    states = sorted(p.read_text() for p in fake_slurm.glob("1000_*.state"))
-    assert states == ["COMPLETED"] * 4
+    # the sweep returns once every run's files are written; the tasks end just after
+    _wait_for(lambda: sorted(p.read_text() for p in fake_slurm.glob("1000_*.state")) == ["COMPLETED"] * 4, 120, "the tasks to end")
 
     # cancelled while it waits: scancel stops the array, the finished runs stay, the same sweep goes on later
     again = tmp_path / "cancelled"
