@@ -307,3 +307,68 @@ def test_a_slurm_job_array_gives_the_inline_table(tmp_path, cache, fake_slurm, c
         sweep(runs, again, executor=executor_spec("slurm", 1), should_stop=lambda: True)
     assert "CANCELLED" in {p.read_text() for p in fake_slurm.glob("1001_*.state")}
     assert sweep(runs, again)["counts"]["done"] == 3
+
+
+# --- embed once, in shards -------------------------------------------------------------------------
+
+
+def _chunks(root: Path) -> dict[str, list[str]]:
+    """chunk file name -> the content keys it holds, over every cache folder under ``root``."""
+    from safetensors import safe_open
+
+    out = {}
+    for chunk in sorted(root.rglob("chunk-*.safetensors")):
+        with safe_open(str(chunk), framework="pt") as f:
+            out[chunk.name] = json.loads(f.metadata()["keys"])
+    return out
+
+
+def _features(cache_dir: Path):
+    from explorer.backbones.load import load_backbone
+    from explorer.data.datasets import open_dataset
+    from explorer.data.features import FeatureCache
+
+    dataset = open_dataset(DATA)
+    return FeatureCache(load_backbone("demo", device="cpu"), cache_dir).features(dataset, dataset.samples)
+
+
+@pytest.mark.slow
+def test_embed_in_shards_then_a_sweep_never_runs_the_image_tower(tmp_path, monkeypatch, capsys):
+    from explorer.backbones.load import Backbone
+
+    calls = []
+    encode = Backbone.encode_images
+    monkeypatch.setattr(Backbone, "encode_images", lambda self, images, **kw: calls.append(len(images)) or encode(self, images, **kw))
+    cache = tmp_path / "features"
+    args = ["embed", DATA, "--shards", "3", "--cache-dir", str(cache), "--device", "cpu", "--quiet"]
+    assert cli.main(args) == 0
+    assert "30 images in 3 shards, 30 embedded now" in capsys.readouterr().out
+    chunks = _chunks(cache)
+    assert sorted(len(keys) for keys in chunks.values()) == [10, 10, 10] and sum(calls) == 30  # one file per shard
+    calls.clear()
+    assert cli.main(args) == 0  # every shard is there: skipped, no image through the tower
+    assert "30 images in 3 shards, 0 embedded now" in capsys.readouterr().out and calls == [] and _chunks(cache) == chunks
+
+    result = sweep(grid(tmp_path / "sweep", cache, seeds=(0, 1)), tmp_path / "sweep")
+    assert result["counts"]["done"] == 4 and calls == []  # every run read its features from the cache
+    assert _chunks(cache) == chunks
+    one = tmp_path / "unsharded"
+    assert cli.main(["embed", DATA, "--cache-dir", str(one), "--device", "cpu", "--quiet"]) == 0
+    assert (_features(cache) - _features(one)).abs().max() < 1e-6
+
+
+@pytest.mark.slow
+def test_embed_shards_on_local_workers_fill_the_same_cache(tmp_path, capsys):
+    inline, local = tmp_path / "inline", tmp_path / "local"
+    assert cli.main(["embed", DATA, "--shards", "2", "--cache-dir", str(inline), "--device", "cpu", "--quiet"]) == 0
+    assert cli.main(["embed", DATA, "--shards", "2", "--executor", "local", "--workers", "2", "--cache-dir", str(local),
+                     "--device", "cpu", "--quiet"]) == 0
+    assert "30 images in 2 shards, 30 embedded now" in capsys.readouterr().out
+    assert _chunks(local) == _chunks(inline)  # the same shards, the same keys in the same files
+    assert (_features(local) - _features(inline)).abs().max() < 1e-6
+    reports = sorted((local / "_jobs").glob("embed-*/shard-*.json"))
+    assert [json.loads(r.read_text())["images"] for r in reports] == [15, 15]
+    with pytest.raises(ExplorerError, match="--shards must be between 1 and the 30 images"):
+        from explorer.training.shards import EmbedJob, embed_sharded
+
+        embed_sharded(EmbedJob(DATA, num_shards=31, cache_dir=str(local)), ExecutorSpec())
