@@ -155,7 +155,7 @@ def sweep_results_section() -> None:
     c1, c2, c3 = st.columns([2, 3, 2])
     choice = c1.selectbox("App sweep", [""] + listed, key="sweep-choice", format_func=lambda v: v or "—",
                           help="the sweeps started on the Train page")
-    typed = c2.text_input("…or a sweep folder", "", key="curves-folder", placeholder="the --out-dir of 'ordinal-explorer sweep'",
+    typed = c2.text_input("Sweep folder", "", key="curves-folder", placeholder="the --out-dir of 'ordinal-explorer sweep'",
                           help="A sweep folder (sweep.json and runs/, also while it runs, e.g. under Slurm), or one holding runs.csv.")
     upload = c3.file_uploader("…or upload runs.csv", type=["csv"], key="curves-upload")
     runs, statuses = _open_runs(choice, typed, upload)
