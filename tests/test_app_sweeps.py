@@ -17,6 +17,11 @@ from explorer.training import sweep_files
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+def _counts(at) -> str:
+    """The sweep's progress bar text: "2 done, 0 running, 0 failed, 0 waiting"."""
+    return " ".join(p.proto.text for p in at.get("progress"))
+
+
 def _fill_sweep_form(at, name: str, seeds: str = "0,1", shots: str = "2"):
     for key, value in (("sweep-dataset", "dots:4:6"), ("sweep-name", name), ("sweep-learners", "zeroshot"),
                        ("sweep-shots", shots), ("sweep-seeds", seeds), ("sweep-shifts", "none")):
@@ -41,12 +46,11 @@ def test_train_page_runs_a_sweep_on_local_workers_and_compare_opens_it(env):
     _ok(at)
     assert at.query_params["sweep"] in ("apptest-sweep", ["apptest-sweep"])
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and "2 done" not in _texts(at):
+    while time.monotonic() < deadline and "2 done" not in _counts(at):
         time.sleep(1.0)
         at.run()
     _ok(at)
-    text = _texts(at)
-    assert "2 done, 0 running, 0 failed, 0 waiting" in text and "| zeroshot | 2 | 2 |" in text
+    assert _counts(at) == "2 done, 0 running, 0 failed, 0 waiting" and "| zeroshot | 2 | 2 |" in _texts(at)
     folder = env["folder"] / "sweeps" / "apptest-sweep"
     assert (folder / "sweep.json").is_file() and len(list(folder.glob("runs/*/result.json"))) == 2
     assert len(list((folder / ".submitit").glob("*_log.out"))) == 2  # two local worker processes
@@ -81,7 +85,7 @@ def test_compare_shows_a_cli_sweep_with_a_failed_run_and_a_slurm_task_still_runn
     at.text_input(key="curves-folder").set_value(str(out)).run()
     _ok(at)
     text = _texts(at)
-    assert "2 done, 1 running, 2 failed, 0 waiting" in text
+    assert _counts(at) == "2 done, 1 running, 2 failed, 0 waiting"
     assert "| ordinalclip:linear | 1 | 0 | failed: num_base_ranks must be between 1 and num_ranks (5); got 9. |" in text
     states = next(df.value for df in at.dataframe if "state" in df.value.columns)
     running = states[states["run"] == "zeroshot-shots4-seed0"].iloc[0]
