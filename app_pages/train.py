@@ -161,10 +161,10 @@ def train_page() -> None:
             st.query_params.pop(JOB_KEY if job_id else sweeps.SWEEP_KEY)
             st.rerun()
     else:
-        one, grid = st.tabs(["One run", "A sweep"])
-        with one:
+        what = st.segmented_control("Start", ["One run", "A sweep"], default="One run", key="train-what") or "One run"
+        if what == "One run":
             _form()
-        with grid:
+        else:
             sweeps.sweep_form()
 
 

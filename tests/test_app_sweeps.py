@@ -23,6 +23,7 @@ def _counts(at) -> str:
 
 
 def _fill_sweep_form(at, name: str, seeds: str = "0,1", shots: str = "2"):
+    at.segmented_control(key="train-what").set_value("A sweep").run()
     for key, value in (("sweep-dataset", "dots:4:6"), ("sweep-name", name), ("sweep-learners", "zeroshot"),
                        ("sweep-shots", shots), ("sweep-seeds", seeds), ("sweep-shifts", "none")):
         at.text_input(key=key).set_value(value)

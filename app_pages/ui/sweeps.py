@@ -121,8 +121,11 @@ def sweep_panel(name: str) -> None:
     job = sweep_manager().get(folder)
     try:
         statuses = sweep_files.sweep_status(folder)
-    except ExplorerError as exc:
-        st.warning(str(exc) if job is None or not job.active else "Starting the sweep…")
+    except ExplorerError as exc:  # no sweep.json yet: the sweep is starting, or it could not start
+        if job and job.error:
+            st.error(job.error)
+        else:
+            st.warning("Starting the sweep…" if job and job.active else str(exc))
         return
     st.subheader(f"Sweep {name}" + (f" · {job.state}" if job else ""))
     _show_sweep(statuses, "sweep-panel")
