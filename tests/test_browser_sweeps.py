@@ -13,13 +13,13 @@ pytestmark = pytest.mark.browser
 def test_a_sweep_from_the_train_page_to_compare(open_app, screenshot):
     page = open_app("/train")
     _title(page, "Train")
-    page.get_by_role("button", name="A sweep").click()
+    page.get_by_text("A sweep", exact=True).click()
     _settle(page)
     for label, value in (("Dataset", "dots:4:6"), ("Name", "browser-sweep"), ("Learners", "zeroshot,ordinalclip:linear"),
                          ("Shots per label", "2"), ("Seeds", "0"), ("Label shifts", "none")):
         page.get_by_label(label, exact=True).fill(value)
-    page.get_by_label("Epochs").fill("2")
-    page.get_by_label("Workers").fill("2")
+    page.get_by_label("Epochs", exact=True).fill("2")
+    page.get_by_label("Workers", exact=True).fill("2")
     page.get_by_role("button", name="Start sweep").click()
     expect(page.get_by_text("2 done, 0 running, 0 failed, 0 waiting")).to_be_visible(timeout=300_000)
     expect(page.get_by_role("cell", name="ordinalclip:linear")).to_be_visible(timeout=30_000)
@@ -29,7 +29,7 @@ def test_a_sweep_from_the_train_page_to_compare(open_app, screenshot):
     page.goto(page.url.split("/train")[0] + "/compare")
     _settle(page)
     _title(page, "Compare")
-    page.get_by_label("App sweep").click()
+    page.get_by_role("combobox", name="App sweep").click()
     page.get_by_role("option", name="browser-sweep").click()
     _settle(page)
     expect(page.get_by_role("cell", name="zeroshot")).to_be_visible(timeout=60_000)
