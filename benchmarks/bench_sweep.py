@@ -75,18 +75,37 @@ def worker_round_trip(tmp: Path) -> float:
     return time.perf_counter() - start
 
 
+def inline_only(args) -> None:
+    """Just the inline sweep (e.g. with --inline-threads 1, the threads each of 2 local workers gets here)."""
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        cache = tmp / "features"
+        embed_sharded(EmbedJob(DATASET, num_shards=2, cache_dir=str(cache), device="cpu"), executor_spec("inline"))
+        set_threads(args.inline_threads or cores())
+        wall, _, over = timed_sweep(tmp, cache, "inline", args, "inline", None)
+    figures = {"inline_s": round(wall, 1), "threads": args.inline_threads or cores(), "overhead_per_run_s": round(over, 2),
+               "load_avg_1min": os.getloadavg()[0]}
+    print(f"inline, {figures['threads']} torch threads: {wall:.1f} s, overhead per run {over:.2f} s")
+    print("JSON " + json.dumps(figures))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--learners", default="coop,ordinalclip:linear")
     parser.add_argument("--shots", default="1,2,4")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--inline-threads", type=int, default=None, help="torch threads of the inline sweep (default: every core)")
+    parser.add_argument("--inline-only", action="store_true", help="time the inline sweep alone")
     args = parser.parse_args()
+    if args.inline_only:
+        inline_only(args)
+        return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         cache = tmp / "features"
         embed_sharded(EmbedJob(DATASET, num_shards=2, cache_dir=str(cache), device="cpu"), executor_spec("inline"))
-        set_threads(cores())
+        set_threads(args.inline_threads or cores())
         n = len(grid(tmp / "count", cache, args))
         inline, first, over_inline = timed_sweep(tmp, cache, "inline", args, "inline", None)
         local2, second, over_local2 = timed_sweep(tmp, cache, "local2", args, "local", 2)
