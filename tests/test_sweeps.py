@@ -241,7 +241,7 @@ def test_a_worker_killed_mid_run_and_the_sweep_rerun(tmp_path, cache):
     its checkpoint is not taken for done; the same command again runs exactly those, once."""
     out = tmp_path / "sweep"
     args = [sys.executable, "-m", "explorer"] + sweep_args(out, cache, "--executor", "local", "--workers", "2", learners="ordinalclip:linear",
-                                                          seeds="0,1,2,3", epochs=120)
+                                                          seeds="0,1,2,3", epochs=60)
     first = subprocess.Popen(args, cwd=REPO, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed, pid = _wait_for(lambda: _epoch_marker(out), 240, "a run in its 3rd epoch")
     os.kill(pid, signal.SIGKILL)
