@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_pages.ui import charts, errors, formatting, listing, pickers, resources
+from app_pages.ui import charts, errors, formatting, listing, pickers, resources, sweeps
 from app_pages.ui.sections import compare as sections
 from explorer.core import settings
 from explorer.core.errors import ExplorerError
@@ -46,8 +46,8 @@ def compare_page() -> None:
         sections.calibration_section(chosen)
     with errors.guard("where they fail"):
         sections.compare_failures(chosen)
-    with errors.guard("the sweep curves"):
-        sections.curves_section()
+    with errors.guard("the sweep results"):
+        sweeps.sweep_results_section()
 
 
 def demo_seeds_table(results: Path) -> str | None:

@@ -1,4 +1,5 @@
-"""Train: a few-shot run in a background worker, with live progress, cancel and reconnect.
+"""Train: a few-shot run in a background worker, with live progress, cancel and reconnect; or a sweep
+(the grid as fields, on local worker processes: app_pages/ui/sweeps.py) with its runs' states live.
 
 The run itself is ``explorer.training.jobs`` (one thread per job, one ``JobManager`` per server). The job
 id sits in the URL (``?job=…``) so a reload reconnects to the running job; each job writes its own
@@ -10,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages.ui import errors, resources
+from app_pages.ui import errors, resources, sweeps
 from explorer.backbones import catalog as models
 from explorer.core import settings
 from explorer.core.fsio import safe_filename
@@ -149,15 +150,22 @@ def _progress_text(snap: dict) -> str:
 
 def train_page() -> None:
     st.title("Train")
-    st.caption("Runs train in the background on this server; reloading the page reconnects to the run in the URL.")
-    job_id = st.query_params.get(JOB_KEY)
-    if job_id:
-        _job_panel(job_id)
-        if st.button("New run"):
-            del st.query_params[JOB_KEY]
+    st.caption("Runs and sweeps train in the background on this server; reloading the page reconnects to the one in the URL.")
+    job_id, sweep = st.query_params.get(JOB_KEY), st.query_params.get(sweeps.SWEEP_KEY)
+    if job_id or sweep:
+        if job_id:
+            _job_panel(job_id)
+        else:
+            sweeps.sweep_panel(sweep)
+        if st.button("New run or sweep"):
+            st.query_params.pop(JOB_KEY if job_id else sweeps.SWEEP_KEY)
             st.rerun()
     else:
-        _form()
+        what = st.segmented_control("Start", ["One run", "A sweep"], default="One run", key="train-what") or "One run"
+        if what == "One run":
+            _form()
+        else:
+            sweeps.sweep_form()
 
 
 if __name__ == "__main__":

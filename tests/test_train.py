@@ -319,7 +319,7 @@ def test_cli_sweep_writes_mean_and_std_tables(tmp_path, cache, capsys):
     assert len(md) == 4 and md[2].startswith("| template | 2 | 2 |") and md[3].startswith("| rank:linear | 2 | 2 |")
     assert all(line.count("±") == 5 for line in md[2:])
     assert "results.md" in capsys.readouterr().out
-    assert len(list(out_dir.glob("*.safetensors"))) == 4
+    assert len(list(out_dir.glob("runs/*/*.safetensors"))) == 4
 
 
 def test_few_shot_keeps_at_most_k_per_label(tmp_path, cache):

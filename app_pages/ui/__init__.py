@@ -8,6 +8,7 @@
 - ``formatting`` small text helpers, the names shown for views and projections, messages
 - ``charts``     every plotly figure, and showing one (toolbar PNG, CSV of its data)
 - ``gallery``    image thumbnails of a split's predictions and of a selection in the joint map
+- ``sweeps``     sweeps in the app: the Train page's sweep form and live panel, Compare's sweep results
 - ``sections``   the sections of the Geometry and Compare pages, one module per page (``sections.geometry``,
   ``sections.compare``) and what both "Where it fails" sections show (``sections.slice_tables``)
 """

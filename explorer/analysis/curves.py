@@ -55,6 +55,8 @@ def build_curves(runs, metrics: tuple[str, ...] = CURVE_METRICS):
     import pandas as pd
 
     runs = pd.DataFrame(runs).copy()
+    if "status" in runs:  # a sweep's failed runs have no metrics
+        runs = runs[runs["status"].fillna("done") == "done"].copy()
     if runs.empty:
         raise ExplorerError("The sweep has no runs to draw curves from.")
     regime = runs["label_shift"].fillna("none").astype(str) if "label_shift" in runs else pd.Series("none", index=runs.index)

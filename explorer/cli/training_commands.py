@@ -1,4 +1,5 @@
-"""Sub-commands that train and evaluate: embed, train, eval, sweep."""
+"""Sub-commands that train and evaluate: embed, train, eval, sweep (the last two on an executor:
+inline, local worker processes or a Slurm job array; docs/cluster.md)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 @command("embed")
 def cmd_embed(args: argparse.Namespace) -> int:
+    spec = _executor(args)
+    if args.shards is not None or spec.kind != "inline":
+        return _embed_in_shards(args, spec)
     from explorer.backbones.load import load_backbone
     from explorer.data.datasets import open_dataset, validate
     from explorer.data.faces import faces_sentence
@@ -98,6 +102,23 @@ def cmd_embed(args: argparse.Namespace) -> int:
     bar.close()
     faces = faces_sentence(cache.last_faces)
     print(f"{len(feats)} images embedded with {backbone.spec}" + (f" ({faces})" if faces else "") + f"; cache at {cache.folder}")
+    return 0
+
+
+def _embed_in_shards(args: argparse.Namespace, spec) -> int:
+    """``embed --shards K [--executor local|slurm --workers N]``: the cache filled shard by shard."""
+    from explorer.training.executors import local_workers
+    from explorer.training.shards import EmbedJob, embed_sharded
+
+    shards = args.shards or (local_workers(spec, 10**9) if spec.kind == "local" else spec.workers or 1)
+    job = EmbedJob(args.dataset, args.backbone, shards, args.cache_dir, args.device, args.batch_size,
+                   args.face_margin if args.faces else None, args.skip_bad)
+    bar = ProgressBar(args.quiet)
+    summary = embed_sharded(job, spec, progress=bar)
+    bar.close()
+    faces = f"; faces found in {summary['faces_found']} of {summary['images']} images" if args.faces else ""
+    print(f"{summary['images']} images in {summary['shards']} shards, {summary['embedded']} embedded now "
+          f"(the rest were cached) with {summary['backbone']}{faces}; cache at {summary['cache']}")
     return 0
 
 
@@ -159,22 +180,63 @@ def _print_cuts(result: dict, unit: str) -> None:
             print(f"  {cut['note']}")
 
 
-@command("sweep")
-def cmd_sweep(args: argparse.Namespace) -> int:
+def _executor(args: argparse.Namespace):
+    """The checked ExecutorSpec of --executor, --workers and the --slurm-* flags."""
+    from explorer.training.executors import executor_spec
+
+    flags = {"partition": args.slurm_partition, "time": args.slurm_time, "cpus": args.slurm_cpus, "gpus": args.slurm_gpus}
+    return executor_spec(args.executor, args.workers, flags)
+
+
+def _sweep_runs(args: argparse.Namespace):
+    """The grid of a sweep command: learners x shots x label shifts x seeds."""
     from explorer.training.config import parse_learner_list, sweep_grid
-    from explorer.training.sweeps import sweep
 
     names = [spec.partition(":")[0] for spec in args.learners.split(",") if spec.strip()]
     settings = learner_settings(args, names)  # an option none of the listed methods has is refused
     base = train_config(args, args.dataset, str(Path(args.out_dir) / "run.safetensors"), learner={})
     learners = parse_learner_list(args.learners, settings)
-    shots = [None if s in ("all", "0") else int(s) for s in args.shots_list.split(",")]
-    seeds = [int(s) for s in args.seeds.split(",")]
-    table = sweep(sweep_grid(base, learners, shots, seeds, args.out_dir), Path(args.out_dir), progress=ProgressBar(args.quiet))
-    print(table["markdown"])
-    print(f"wrote {table['csv']} and {table['md']}")
-    print(f"wrote {table['curves']} (few-shot / label-shift curves)")
-    return 0
+    try:
+        shots = [None if s.strip() in ("all", "0") else int(s) for s in args.shots_list.split(",")]
+        seeds = [int(s) for s in args.seeds.split(",")]
+        shifts = None if args.label_shifts is None else [
+            None if s.strip() == "none" else [float(v) for v in s.split(":")] for s in args.label_shifts.split(",")]
+    except ValueError as exc:
+        raise ExplorerError(f"--shots-list, --seeds and --label-shifts take comma lists of numbers ({exc}).") from None
+    if shifts and any(s is not None and len(s) != 2 for s in shifts):
+        raise ExplorerError("--label-shifts takes a comma list of C:S pairs or none, e.g. none,10:0.5.")
+    if shifts and base.label_shift:
+        raise ExplorerError("Give --label-shift or --label-shifts, not both.")
+    return sweep_grid(base, learners, shots, seeds, args.out_dir, shifts)
+
+
+@command("sweep")
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from explorer.training import sweep_files
+    from explorer.training.sweeps import sweep
+
+    spec = _executor(args)
+    runs = _sweep_runs(args)
+    if args.status:
+        print("\n".join(sweep_files.status_lines(sweep_files.sweep_status(Path(args.out_dir), runs))))
+        return 0
+    table = sweep(runs, Path(args.out_dir), progress=ProgressBar(args.quiet), executor=spec, wait=not args.no_wait)
+    if "submitted" in table:
+        print(f"{table['submitted']} runs submitted; 'sweep ... --status' shows them, and the same command run again "
+              "when they have finished writes the tables.")
+        return 0
+    if table["markdown"]:
+        print(table["markdown"])
+        print(f"wrote {table['csv']} and {table['md']}")
+    if table["curves"]:
+        print(f"wrote {table['curves']} (few-shot / label-shift curves)")
+    counts = table["counts"]
+    unfinished = counts["waiting"] + counts["running"]
+    if counts["failed"]:
+        print(f"{counts['failed']} of {len(runs)} runs failed (their sentence is in the table and in failed.json in their folder).")
+    if unfinished:
+        print(f"{unfinished} of {len(runs)} runs did not finish (a worker stopped); run the same command again to run them.")
+    return 1 if counts["failed"] or unfinished else 0
 
 
 def _data_flags(p, with_backbone: bool = True) -> None:
@@ -185,6 +247,20 @@ def _data_flags(p, with_backbone: bool = True) -> None:
     p.add_argument("--cache-dir", default=None, help="feature cache folder (default .cache/features)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and bad labels (their count is reported)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _executor_flags(p, what: str) -> None:
+    """--executor, --workers and the --slurm-* flags (their defaults: the Slurm defaults file)."""
+    p.add_argument("--executor", default="inline", metavar="{inline,local,slurm}",
+                   help=f"where the {what} run: inline (this process, one after another), local (worker processes on this "
+                        "machine) or slurm (one Slurm job array); default inline")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local: worker processes (default: one per core), each with its share of the cores; "
+                        "slurm: array tasks running at once (default: all)")
+    for flag, kind, text in (("partition", str, "partition"), ("time", str, "time limit per task: minutes or [D-]H:MM[:SS]"),
+                             ("cpus", int, "cpus per task (also each run's torch threads)"), ("gpus", int, "gpus per task")):
+        p.add_argument(f"--slurm-{flag}", type=kind, default=None,
+                       help=f"with --executor slurm: {text} (default: the Slurm defaults file, docs/cluster.md)")
 
 
 def _face_flags(p, text: str, margin: bool = True) -> None:
@@ -226,6 +302,10 @@ def add_training_parsers(add) -> None:
     p = add("embed", "Fill the feature cache for a dataset (resumable; progress shown).")
     p.add_argument("dataset", help="DATASET spec, e.g. dots:20, utkface:DIR, list:ROOT:TRAIN.txt:VAL.txt:TEST.txt")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--shards", type=int, default=None, metavar="K",
+                   help="cut the images into K shards, each written to the cache as one file when complete and skipped "
+                        "when already there (default with --executor local|slurm: one per worker)")
+    _executor_flags(p, "shards")
     _face_flags(p, "crop each image to its largest face exactly as Predict does (images without one are used whole)")
     _data_flags(p)
 
@@ -264,6 +344,12 @@ def add_training_parsers(add) -> None:
                    help="comma list of method[:interpolation] (default: all baselines and interpolations; old names work too)")
     p.add_argument("--shots-list", default="16", help="comma list of shots per label; 'all' for the full train split")
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
+    p.add_argument("--label-shifts", default=None, metavar="C:S,...",
+                   help="comma list of label shifts to sweep, C:S pairs or none (e.g. none,10:0.5); default: --label-shift")
     p.add_argument("--out-dir", required=True, help="folder for the runs and the results table")
+    p.add_argument("--status", action="store_true", help="print each run's state (done, running, failed, waiting) and exit")
+    p.add_argument("--no-wait", action="store_true",
+                   help="local / slurm: submit the runs and return (run the command again afterwards for the tables)")
+    _executor_flags(p, "runs")
     _data_flags(p)
     _train_flags(p)

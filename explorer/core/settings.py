@@ -9,6 +9,8 @@ Every ``ORDINAL_EXPLORER_*`` variable is read here (and only read: nothing write
 ``ORDINAL_EXPLORER_DEVICE``        the app's device (default: CUDA when available, else CPU)
 ``ORDINAL_EXPLORER_FACE_THREADS``  OpenCV threads of the face detector (default 1)
 ``ORDINAL_EXPLORER_PREFIX``        ``off``: the auto text encoding never takes the shared-prefix path
+``ORDINAL_EXPLORER_SLURM_CONFIG``  the Slurm defaults file of ``--executor slurm`` (default
+                                   ``$XDG_CONFIG_HOME/ordinal-explorer/slurm.toml``, ``~/.config/...``)
 =================================  ===============================================================
 """
 
@@ -24,6 +26,7 @@ ENV_MAX_BACKBONES = "ORDINAL_EXPLORER_MAX_BACKBONES"
 ENV_DEVICE = "ORDINAL_EXPLORER_DEVICE"
 ENV_FACE_THREADS = "ORDINAL_EXPLORER_FACE_THREADS"
 ENV_TEXT_PREFIX = "ORDINAL_EXPLORER_PREFIX"
+ENV_SLURM_CONFIG = "ORDINAL_EXPLORER_SLURM_CONFIG"
 
 
 def _folder(variable: str, default: str) -> Path:
@@ -59,3 +62,13 @@ def face_threads() -> int:
 def text_prefix_disabled() -> bool:
     """True when ``$ORDINAL_EXPLORER_PREFIX`` is ``off`` (no shared-prefix text encoding)."""
     return os.environ.get(ENV_TEXT_PREFIX, "").strip().lower() == "off"
+
+
+def slurm_config_file() -> Path:
+    """The Slurm defaults file: ``$ORDINAL_EXPLORER_SLURM_CONFIG``, else ``slurm.toml`` in
+    ``$XDG_CONFIG_HOME/ordinal-explorer/`` (``~/.config/ordinal-explorer/`` when that is unset)."""
+    given = os.environ.get(ENV_SLURM_CONFIG)
+    if given:
+        return Path(given).expanduser()
+    home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config").expanduser()
+    return home / "ordinal-explorer" / "slurm.toml"

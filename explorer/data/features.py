@@ -111,12 +111,15 @@ class FeatureCache:
         batch_size: int = 64,
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        chunk_size: int | None = None,
     ) -> torch.Tensor:
         """N x E normalised features for ``samples``; computes (and stores) only the missing ones.
 
         ``progress(done, total)`` is called after every batch; ``should_stop()`` returning True
         stops after the current batch with ``Interrupted`` (the finished batches stay cached).
-        Afterwards ``last_faces`` says, per sample, whether a face was found (None: whole images).
+        ``chunk_size``: images per chunk file (default one batch; a shard of ``embed --shards`` is one
+        chunk, written when it is complete). Afterwards ``last_faces`` says, per sample, whether a face
+        was found (None: whole images).
         """
         index = self._load_index()
         keys = [content_key(dataset, s) for s in samples]
@@ -125,22 +128,54 @@ class FeatureCache:
         total = len(todo_unique)
         if progress:
             progress(0, total)
+        pending = _Pending(chunk_size or batch_size)
         for start in range(0, total, batch_size):
             if should_stop and should_stop():
+                self._flush(pending, index)
                 raise Interrupted(f"Embedding stopped after {start} of {total} images; run again to resume.")
             batch = todo_unique[start : start + batch_size]
             images, found = zip(*(_model_input(dataset, samples[i]) for i in batch))
-            feats = self.backbone.encode_images(list(images), batch_size=batch_size)
-            batch_keys = [keys[i] for i in batch]
-            self._write_chunk(batch_keys, feats, list(found))
-            index.update(zip(batch_keys, feats))
-            self._found.update((k, f) for k, f in zip(batch_keys, found) if f is not None)
+            pending.add([keys[i] for i in batch], self.backbone.encode_images(list(images), batch_size=batch_size), list(found))
+            if pending.full or start + batch_size >= total:
+                self._flush(pending, index)
             if progress:
                 progress(min(start + batch_size, total), total)
         self.last_faces = [self._found.get(k) for k in keys]
         if not keys:
             return torch.zeros(0, self.backbone.embed_dim)
         return torch.stack([index[k] for k in keys]).float()
+
+    def _flush(self, pending: "_Pending", index: dict[str, torch.Tensor]) -> None:
+        """Write the embedded images not yet on disk as one chunk and add them to the index."""
+        if not pending.keys:
+            return
+        feats = torch.cat(pending.feats)
+        self._write_chunk(pending.keys, feats, pending.found)
+        index.update(zip(pending.keys, feats))
+        self._found.update((k, f) for k, f in zip(pending.keys, pending.found) if f is not None)
+        pending.clear()
+
+
+class _Pending:
+    """Features embedded but not written yet (at most one chunk's worth)."""
+
+    def __init__(self, size: int):
+        self.size = max(1, size)
+        self.clear()
+
+    def clear(self) -> None:
+        self.keys: list[str] = []
+        self.feats: list[torch.Tensor] = []
+        self.found: list[bool | None] = []
+
+    def add(self, keys: list[str], feats: torch.Tensor, found: list[bool | None]) -> None:
+        self.keys += keys
+        self.feats.append(feats)
+        self.found += found
+
+    @property
+    def full(self) -> bool:
+        return len(self.keys) >= self.size
 
 
 def _model_input(dataset, sample):

@@ -212,23 +212,48 @@ class Cancelled(Exception):
 
 @dataclass
 class SweepRun:
-    """One run of a sweep: its label (learner[:interpolation]), shots, seed and config."""
+    """One run of a sweep: its label (learner[:interpolation]), shots, seed and config (whose label
+    shift is the run's regime)."""
 
     label: str
     shots: int | None
     seed: int
     config: TrainConfig
 
+    @property
+    def label_shift(self) -> str:
+        """The regime as the tables write it: "none" or "C S"."""
+        shift = self.config.label_shift
+        return " ".join(f"{v:g}" for v in shift) if shift else "none"
+
+    @property
+    def id(self) -> str:
+        """The run's name in its sweep folder: ``coop-shots16-seed0`` (``-shift10x0.5`` under a label shift)."""
+        from explorer.core.fsio import safe_filename
+
+        shift = self.config.label_shift
+        tail = f"-shift{shift[0]:g}x{shift[1]:g}" if shift else ""
+        return safe_filename(f"{self.label.replace(':', '-')}-shots{self.shots or 'all'}-seed{self.seed}{tail}", sep="-")
+
+
+def run_checkpoint(out_dir: str | Path, run_id: str) -> Path:
+    """Where a sweep run's checkpoint goes: ``OUT_DIR/runs/<id>/<id>.safetensors`` (history beside it)."""
+    return Path(out_dir) / "runs" / run_id / f"{run_id}.safetensors"
+
 
 def sweep_grid(base: TrainConfig, learners: list[tuple[str, Any]], shots: list[int | None], seeds: list[int],
-               out_dir: str | Path) -> list[SweepRun]:
-    """Every (learner, shots, seed) combination of ``base``; checkpoints go to ``out_dir``."""
+               out_dir: str | Path, label_shifts: list[list[float] | None] | None = None) -> list[SweepRun]:
+    """Every (learner, shots, label shift, seed) combination of ``base`` (label shifts: ``base``'s own
+    unless given); each run's files go to its own folder under ``out_dir/runs/``."""
     runs = []
     for label, learner in learners:
         for shot in shots:
-            for seed in seeds:
-                out = Path(out_dir) / f"{label.replace(':', '-')}-shots{shot or 'all'}-seed{seed}.safetensors"
-                runs.append(SweepRun(label, shot, seed, replace(base, learner=learner, shots=shot, seed=seed, out=str(out))))
+            for shift in label_shifts if label_shifts is not None else [base.label_shift]:
+                for seed in seeds:
+                    run = SweepRun(label, shot, seed, replace(base, learner=learner, shots=shot, seed=seed,
+                                                              label_shift=list(shift) if shift else None))
+                    run.config = replace(run.config, out=str(run_checkpoint(out_dir, run.id)), name=run.id)
+                    runs.append(run)
     return runs
 
 

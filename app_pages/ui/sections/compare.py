@@ -3,16 +3,12 @@ and label-shift curves of a sweep folder, and where the checkpoints fail, side b
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from app_pages.ui import charts, pickers, resources
-from app_pages.ui.formatting import METRIC_TITLES
 from app_pages.ui.sections import slice_tables
-from explorer.analysis import curves
 from explorer.core.errors import ExplorerError
 from explorer.metrics import calibration
 from explorer.store import library as lib
@@ -56,37 +52,6 @@ def calibration_section(chosen: list[lib.LibraryEntry]) -> None:
                      column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("ECE", "MCE", "90 % coverage", "accuracy")})
         st.caption(f"Argmax confidence in {bins} equal-width bins (Guo et al. 2017); marker size ∝ images per bin. "
                    "Coverage: share of labels inside the predicted 90 % central interval (ideal 0.90).")
-
-
-# --- sweep curves -----------------------------------------------------------------------------------------
-
-
-def curves_section() -> None:
-    """Few-shot / label-shift curves of a sweep folder's runs.csv (MAE and accuracy vs shots, ± std over seeds)."""
-    st.subheader("Few-shot and label-shift curves")
-    c1, c2 = st.columns([3, 2])
-    folder = c1.text_input("Sweep folder", "", key="curves-folder", placeholder="the --out-dir of 'ordinal-explorer sweep'",
-                           help="A folder holding runs.csv (or the runs.csv file itself).")
-    upload = c2.file_uploader("…or upload runs.csv", type=["csv"], key="curves-upload")
-    if upload is not None:
-        runs = curves.parse_runs(upload, upload.name)
-    elif folder.strip():
-        runs = curves.read_runs(Path(folder.strip()).expanduser())
-    else:
-        st.caption("Point to a sweep folder (or upload its runs.csv) to plot MAE and accuracy against shots, one line per method.")
-        return
-    table = curves.build_curves(runs)
-    regimes = list(dict.fromkeys(table["regime"]))
-    regime = st.segmented_control("Regime", regimes, default=regimes[0], key="curves-regime") if len(regimes) > 1 else regimes[0]
-    regime = regime or regimes[0]
-    cols = st.columns(2)
-    for col, metric in zip(cols, ("mae_exp", "acc_max")):
-        with col:
-            st.markdown(f"**{METRIC_TITLES[metric]}** · {regime}")
-            part = table[(table["metric"] == metric) & (table["regime"] == regime)].drop(columns=["shots_order"])
-            charts.figure(charts.curves(curves.curve_series(table, metric, regime), METRIC_TITLES[metric]), part,
-                          f"curves-{metric}", f"curves-{metric}-{regime.replace(' ', '_')}")
-    st.caption(f"Mean ± std over seeds ({int(table['seeds'].min())}–{int(table['seeds'].max())} per point).")
 
 
 # --- where they fail ----------------------------------------------------------------------------------------
