@@ -9,7 +9,7 @@ import json
 import time
 
 import pytest
-from test_app import _charts, _ok, _texts, env, open_page  # noqa: F401  (env: the module's library fixture)
+from app_helpers import ok, open_page, plotly_charts, texts
 
 from explorer import cli
 from explorer.training import sweep_files
@@ -44,28 +44,28 @@ def test_the_sweep_form_refuses_a_bad_grid_in_one_sentence(env):
 def test_train_page_runs_a_sweep_on_local_workers_and_compare_opens_it(env):
     at = _fill_sweep_form(open_page(env, "train"), "apptest-sweep")
     at.button(key="FormSubmitter:sweep-form-Start sweep").click().run()
-    _ok(at)
+    ok(at)
     assert at.query_params["sweep"] in ("apptest-sweep", ["apptest-sweep"])
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and "2 done" not in _counts(at):
         time.sleep(1.0)
         at.run()
-    _ok(at)
-    assert _counts(at) == "2 done, 0 running, 0 failed, 0 waiting" and "| zeroshot | 2 | 2 |" in _texts(at)
+    ok(at)
+    assert _counts(at) == "2 done, 0 running, 0 failed, 0 waiting" and "| zeroshot | 2 | 2 |" in texts(at)
     folder = env["folder"] / "sweeps" / "apptest-sweep"
     assert (folder / "sweep.json").is_file() and len(list(folder.glob("runs/*/result.json"))) == 2
     assert len(list((folder / ".submitit").glob("*_log.out"))) == 2  # two local worker processes
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and "sweep apptest-sweep · finished" not in _texts(at).lower():
+    while time.monotonic() < deadline and "sweep apptest-sweep · finished" not in texts(at).lower():
         time.sleep(0.5)
         at.run()
-    assert "Compare page" in _texts(at)
+    assert "Compare page" in texts(at)
 
     compare = open_page(env, "compare")
     compare.selectbox(key="sweep-choice").set_value("apptest-sweep").run()
-    _ok(compare)
-    assert "| zeroshot | 2 | 2 |" in _texts(compare)
-    assert len([c for c in _charts(compare) if "curves" in c.proto.id]) == 2
+    ok(compare)
+    assert "| zeroshot | 2 | 2 |" in texts(compare)
+    assert len([c for c in plotly_charts(compare) if "curves" in c.proto.id]) == 2
 
 
 @pytest.mark.slow
@@ -84,17 +84,17 @@ def test_compare_shows_a_cli_sweep_with_a_failed_run_and_a_slurm_task_still_runn
                                                                  "stage": "epoch 1/1", "updated": time.time()})
     at = open_page(env, "compare")
     at.text_input(key="curves-folder").set_value(str(out)).run()
-    _ok(at)
-    text = _texts(at)
+    ok(at)
+    text = texts(at)
     assert _counts(at) == "2 done, 1 running, 2 failed, 0 waiting"
     assert "| ordinalclip:linear | 1 | 0 | failed: num_base_ranks must be between 1 and num_ranks (5); got 9. |" in text
     states = next(df.value for df in at.dataframe if "state" in df.value.columns)
     running = states[states["run"] == "zeroshot-shots4-seed0"].iloc[0]
     assert running["state"].endswith("running") and "job 1234_2" in running["detail"] and "node17" in running["detail"]
-    assert len([c for c in _charts(at) if "curves" in c.proto.id]) == 2
+    assert len([c for c in plotly_charts(at) if "curves" in c.proto.id]) == 2
     # a sweep folder before any run finished
     empty = tmp_path / "just-started"
     sweep_files.write_plan(empty, [extra])
     at.text_input(key="curves-folder").set_value(str(empty)).run()
-    _ok(at)
-    assert "No run of this sweep has finished yet." in _texts(at) and json.loads((empty / "sweep.json").read_text())["runs"]
+    ok(at)
+    assert "No run of this sweep has finished yet." in texts(at) and json.loads((empty / "sweep.json").read_text())["runs"]

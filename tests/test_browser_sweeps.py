@@ -4,17 +4,17 @@ its panel fills in, and Compare opens it with its table and curves; screenshots 
 from __future__ import annotations
 
 import pytest
+from browser_helpers import CHART, expect_title, no_exception, settle
 from playwright.sync_api import expect
-from test_app_browser import CHART, _no_exception, _settle, _title
 
 pytestmark = pytest.mark.browser
 
 
 def test_a_sweep_from_the_train_page_to_compare(open_app, screenshot):
     page = open_app("/train")
-    _title(page, "Train")
+    expect_title(page, "Train")
     page.get_by_text("A sweep", exact=True).click()
-    _settle(page)
+    settle(page)
     for label, value in (("Dataset", "dots:4:6"), ("Name", "browser-sweep"), ("Learners", "zeroshot,ordinalclip:linear"),
                          ("Shots per label", "2"), ("Seeds", "0"), ("Label shifts", "none")):
         page.get_by_label(label, exact=True).fill(value)
@@ -23,17 +23,17 @@ def test_a_sweep_from_the_train_page_to_compare(open_app, screenshot):
     page.get_by_role("button", name="Start sweep").click()
     expect(page.get_by_text("2 done, 0 running, 0 failed, 0 waiting")).to_be_visible(timeout=300_000)
     expect(page.get_by_role("cell", name="ordinalclip:linear")).to_be_visible(timeout=30_000)
-    _no_exception(page)
+    no_exception(page)
     screenshot(page, "train-sweep")
 
     page.goto(page.url.split("/train")[0] + "/compare")
-    _settle(page)
-    _title(page, "Compare")
+    settle(page)
+    expect_title(page, "Compare")
     page.get_by_role("combobox", name="App sweep").click()
     page.get_by_role("option", name="browser-sweep").click()
-    _settle(page)
+    settle(page)
     expect(page.get_by_role("cell", name="zeroshot")).to_be_visible(timeout=60_000)
     expect(page.locator(CHART).filter(has=page.locator(".js-plotly-plot"))).not_to_have_count(0, timeout=60_000)
     expect(page.get_by_role("strong").filter(has_text="test MAE (expected rank)")).to_be_visible(timeout=60_000)
-    _no_exception(page)
+    no_exception(page)
     screenshot(page, "compare-sweep")

@@ -83,7 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 @command("embed")
 def cmd_embed(args: argparse.Namespace) -> int:
     spec = _executor(args)
-    if args.shards is not None or spec.kind != "inline":
+    if args.shards is not None or spec.executor != "inline":
         return _embed_in_shards(args, spec)
     from explorer.backbones.load import load_backbone
     from explorer.data.datasets import open_dataset, validate
@@ -110,7 +110,7 @@ def _embed_in_shards(args: argparse.Namespace, spec) -> int:
     from explorer.training.executors import local_workers
     from explorer.training.shards import EmbedJob, embed_sharded
 
-    shards = args.shards or (local_workers(spec, 10**9) if spec.kind == "local" else spec.workers or 1)
+    shards = args.shards or (local_workers(spec, 10**9) if spec.executor == "local" else spec.workers or 1)
     job = EmbedJob(args.dataset, args.backbone, shards, args.cache_dir, args.device, args.batch_size,
                    args.face_margin if args.faces else None, args.skip_bad)
     bar = ProgressBar(args.quiet)
