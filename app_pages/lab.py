@@ -29,7 +29,7 @@ def _variant(content_hash: str, backbone_id: str, scheme: str, bandwidth: float,
 def lab_page() -> None:
     st.title("Interpolation lab")
     st.caption(
-        "Recompute a rank learner's prototypes under another interpolation scheme or number of base ranks, "
+        "Recompute an OrdinalCLIP checkpoint's prototypes (or those of any method with the lab hooks) under another interpolation scheme or number of base ranks, "
         "without retraining: the learned context and base embeddings go through the backbone's text encoder again. "
         "For another number of base ranks B′ the new bases are the current rank embeddings sampled at "
         "linspace(0, R−1, B′) (linear between neighbouring ranks), then re-interpolated."
@@ -38,17 +38,17 @@ def lab_page() -> None:
     rank_entries = [e for e in listing.usable(entries) if _is_rank_learner(e)]
     if not rank_entries:
         if listing.usable(entries):
-            st.info("The lab needs a full rank-learner (OrdinalCLIP) checkpoint with its backbone; none of the "
-                    "checkpoints in the library is one (plain, template and prototype-only checkpoints cannot be re-interpolated).")
+            st.info("The lab needs a full checkpoint of a method with interpolated ranks (OrdinalCLIP) with its backbone; none of the "
+                    "checkpoints in the library is one (CoOp, zero-shot and prototype-only checkpoints cannot be re-interpolated).")
         else:
             formatting.no_checkpoints_message()
         return
     active = pickers.active_entry(entries)
     if active is not None and not _is_rank_learner(active):
-        st.info(f"The active checkpoint {active.name} is not a full rank learner; pick one of these.")
+        st.info(f"The active checkpoint {active.name} is not a full OrdinalCLIP checkpoint; pick one of these.")
     entry = pickers.choose_checkpoint(entries, "lab-checkpoint", label="Rank-learner checkpoint", allowed=_is_rank_learner)
     ckpt = resources.load_checkpoint(entry)
-    options = lab.lab_options(ckpt.method, ckpt.learner_config)
+    options = lab.lab_options(ckpt.method, ckpt.method_config)
     ranks = ckpt.ranks
     settings = _settings(entry, options, len(ranks))
     if settings is None:

@@ -29,19 +29,19 @@ def job_manager() -> JobManager:
     return JobManager(max_running=2, borrow=resources.backbone_registry().borrow)
 
 
-def _config_from_form(values: dict, learner_settings: dict) -> TrainConfig:
+def _config_from_form(values: dict, method_settings: dict) -> TrainConfig:
     """The run's TrainConfig, with the method's config from its own fields of the form."""
     name = safe_filename(values["name"].strip(), sep="-", default="run")
-    learner = make_config(values["learner"], **learner_settings)
+    method_config = make_config(values["method"], **method_settings)
     return TrainConfig(  # out: the job manager adds the job id (app-<name>-<id>.safetensors)
         dataset=values["dataset"].strip(), out=str(settings.library_folder() / f"app-{name}.safetensors"), name=name,
-        backbone=values["backbone"].strip(), learner=learner, shots=int(values["shots"]) or None,
+        backbone=values["backbone"].strip(), method_config=method_config, shots=int(values["shots"]) or None,
         epochs=int(values["epochs"]), seed=int(values["seed"]), lr=float(values["lr"]),
         faces=bool(values.get("faces", False)), device=settings.app_device(),
     )
 
 
-def _learner_fields(method, columns) -> dict:
+def _method_fields(method, columns) -> dict:
     """One widget per field of the method's config that its form shows (``Method.form_fields``), made
     from the field's option metadata as the CLI makes its flags; a new method's options appear unchanged."""
     settings, shown = {}, form_fields(method.config_class, method.form_fields)
@@ -69,16 +69,16 @@ def _learner_fields(method, columns) -> dict:
 
 def _form() -> None:
     """The run form; defaults and choices come from the config dataclasses (as the CLI's flags do), the
-    learner's fields from the chosen method's config."""
+    method's fields from the chosen method's config."""
     T = TrainConfig
     titles = {name: cls.title for name in method_names() if (cls := find_method(name)) is not None}  # usable ones
     st.subheader("New few-shot run")
-    learner = st.selectbox("Learner", list(titles), format_func=titles.get, key="train-learner")
-    method = get_method(learner)
+    chosen = st.selectbox("Method", list(titles), format_func=titles.get, key="train-method")
+    method = get_method(chosen)
     with st.form("train-form"):
         c1, c2, c3 = st.columns(3)
         values = {
-            "learner": learner,
+            "method": chosen,
             "dataset": c1.text_input("Dataset", "dots:20", key="train-dataset",
                                      help="DATASET spec: dots:K[:N[:SEED]], utkface:DIR, csv:FILE, folder:DIR, list:ROOT:TRAIN.txt:VAL.txt:TEST.txt …"),
             "backbone": c2.text_input("Backbone", "demo", key="train-backbone",
@@ -92,10 +92,10 @@ def _form() -> None:
                                help="Crop each image to its largest face exactly as Predict does (for photos of people; "
                                     "images without a face are used whole and counted). Off: whole images."),
         }
-        learner_settings = _learner_fields(method, st.columns(3))
+        method_settings = _method_fields(method, st.columns(3))
         submitted = st.form_submit_button("Start training", type="primary")
     if submitted:
-        job = job_manager().start(_config_from_form(values, learner_settings))
+        job = job_manager().start(_config_from_form(values, method_settings))
         st.query_params[JOB_KEY] = job.id
         st.rerun()
 

@@ -17,7 +17,7 @@ of two wall times.
 
 Prints a table and one line ``JSON {...}``.
 
-    .venv/bin/python benchmarks/bench_sweep.py [--epochs 10] [--learners coop,ordinalclip:linear] [--shots 1,2,4] [--seeds 0,1,2]
+    .venv/bin/python benchmarks/bench_sweep.py [--epochs 10] [--methods coop,ordinalclip:linear] [--shots 1,2,4] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from explorer.training.config import TrainConfig, parse_learner_list, sweep_grid  # noqa: E402
+from explorer.training.config import TrainConfig, parse_method_list, sweep_grid  # noqa: E402
 from explorer.training.executors import cores, executor_spec, set_threads  # noqa: E402
 from explorer.training.shards import EmbedJob, embed_sharded  # noqa: E402
 from explorer.training.sweeps import sweep  # noqa: E402
@@ -42,8 +42,8 @@ DATASET = "dots:20"
 
 def grid(folder: Path, cache: Path, args):
     base = TrainConfig(dataset=DATASET, out=str(folder / "run.safetensors"), epochs=args.epochs, device="cpu", cache_dir=str(cache))
-    learners = parse_learner_list(args.learners, {"num_context_tokens": 8})
-    return sweep_grid(base, learners, [int(s) for s in args.shots.split(",")], [int(s) for s in args.seeds.split(",")], folder)
+    methods = parse_method_list(args.methods, {"num_context_tokens": 8})
+    return sweep_grid(base, methods, [int(s) for s in args.shots.split(",")], [int(s) for s in args.seeds.split(",")], folder)
 
 
 def timed_sweep(tmp: Path, cache: Path, name: str, args, executor: str, workers: int | None) -> tuple[float, dict, float]:
@@ -92,7 +92,7 @@ def inline_only(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--learners", default="coop,ordinalclip:linear")
+    parser.add_argument("--methods", default="coop,ordinalclip:linear")
     parser.add_argument("--shots", default="1,2,4")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--inline-threads", type=int, default=None, help="torch threads of the inline sweep (default: every core)")
@@ -117,7 +117,7 @@ def main() -> None:
                "local2_s": round(local2, 1), "local1_s": round(local1, 1), "speedup_local2": round(inline / local2, 2),
                "overhead_per_run_s": {"inline": round(over_inline, 2), "local2": round(over_local2, 2), "local1": round(over_local1, 2)}, "worker_round_trip_s": round(trip, 2),
                "max_mean_difference_inline_vs_local2": same}
-    print(f"{'grid':<44} {n} runs ({args.learners} x shots {args.shots} x seeds {args.seeds}), {args.epochs} epochs, {DATASET}")
+    print(f"{'grid':<44} {n} runs ({args.methods} x shots {args.shots} x seeds {args.seeds}), {args.epochs} epochs, {DATASET}")
     for label, key in (("inline (this process)", "inline_s"), ("local, 2 workers", "local2_s"), ("local, 1 worker", "local1_s")):
         print(f"{label:<44} {figures[key]:>7.1f} s  ({figures[key] / n:.2f} s per run)")
     print(f"{'speed-up, local 2 workers vs inline':<44} {figures['speedup_local2']:>7.2f} x")

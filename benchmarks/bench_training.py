@@ -41,7 +41,7 @@ from explorer.training.trainer import train  # noqa: E402
 
 def end_to_end(tmp: Path) -> float:
     config = TrainConfig(dataset="dots:20", out=str(tmp / "run.safetensors"), shots=16, epochs=20,
-                         learner={"kind": "rank", "num_context_tokens": 8}, cache_dir=str(tmp / "cache"))
+                         method_config={"method": "ordinalclip", "num_context_tokens": 8}, cache_dir=str(tmp / "cache"))
     start = time.perf_counter()
     train(config)
     return time.perf_counter() - start

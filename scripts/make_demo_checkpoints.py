@@ -31,15 +31,15 @@ from explorer.training.trainer import train  # noqa: E402
 
 DATASET = "dots:20"
 COMMON = dict(dataset=DATASET, backbone="demo", epochs=30, batch_size=32, lr=2e-3, seed=0)
-RANK = {"kind": "ordinalclip", "num_context_tokens": 8, "num_base_ranks": 3}
+RANK = {"method": "ordinalclip", "num_context_tokens": 8, "num_base_ranks": 3}
 RUNS = {
-    "ordinalclip-linear": dict(learner={**RANK, "interpolation": "linear"}),
-    "ordinalclip-inv_prop": dict(learner={**RANK, "interpolation": "inv_prop"}),
-    "ordinalclip-normal": dict(learner={**RANK, "interpolation": "normal"}),
-    "coop": dict(learner={"kind": "coop", "num_context_tokens": 8}),
-    "zero-shot": dict(learner={"kind": "zeroshot", "template": "a photo of {} dots."}),
-    "ordinalclip-linear-16shot": dict(learner={**RANK, "interpolation": "linear"}, shots=16),
-    "numclip": dict(learner={"kind": "numclip", "concepts": "dots", "num_context_tokens": 8}),
+    "ordinalclip-linear": dict(method_config={**RANK, "interpolation": "linear"}),
+    "ordinalclip-inv_prop": dict(method_config={**RANK, "interpolation": "inv_prop"}),
+    "ordinalclip-normal": dict(method_config={**RANK, "interpolation": "normal"}),
+    "coop": dict(method_config={"method": "coop", "num_context_tokens": 8}),
+    "zero-shot": dict(method_config={"method": "zeroshot", "template": "a photo of {} dots."}),
+    "ordinalclip-linear-16shot": dict(method_config={**RANK, "interpolation": "linear"}, shots=16),
+    "numclip": dict(method_config={"method": "numclip", "concepts": "dots", "num_context_tokens": 8}),
 }
 
 

@@ -238,25 +238,25 @@ def test_split_predictions_match_a_dataset_with_other_ranks_by_value(tmp_path, b
 @pytest.mark.slow
 def test_curves_from_a_tiny_sweep(tmp_path, capsys):
     out_dir = tmp_path / "sweep"
-    code = cli.main(["sweep", "dots:4:8", "--learners", "template,rank:linear", "--shots-list", "1,2", "--seeds", "0,1",
+    code = cli.main(["sweep", "dots:4:8", "--methods", "zeroshot,ordinalclip:linear", "--shots-list", "1,2", "--seeds", "0,1",
                      "--epochs", "2", "--context-tokens", "2", "--out-dir", str(out_dir), "--cache-dir", str(tmp_path / "f"),
                      "--device", "cpu", "--quiet"])
     assert code == 0 and "curves.csv" in capsys.readouterr().out
     runs = pd.read_csv(out_dir / "runs.csv")
     table = pd.read_csv(out_dir / "curves.csv")
-    assert len(table) == 2 * 2 * 2  # learners x shots x (mae_exp, acc_max)
+    assert len(table) == 2 * 2 * 2  # methods x shots x (mae_exp, acc_max)
     assert set(table["regime"]) == {"few-shot"} and set(table["seeds"]) == {2}
     for _, row in table.iterrows():
-        vals = runs.loc[(runs["learner"] == row["learner"]) & (runs["shots"].astype(str) == str(row["shots"])), row["metric"]]
+        vals = runs.loc[(runs["method"] == row["method"]) & (runs["shots"].astype(str) == str(row["shots"])), row["metric"]]
         assert row["mean"] == pytest.approx(vals.mean()) and row["std"] == pytest.approx(vals.std(ddof=1))
     again = curves.curves_from_runs(out_dir)
-    assert list(again["shots"][again["learner"] == "template"].unique()) == ["1", "2"]
+    assert list(again["shots"][again["method"] == "zeroshot"].unique()) == ["1", "2"]
     series = curves.curve_series(again, "mae_exp", "few-shot")
-    assert [s["learner"] for s in series] == ["template", "rank:linear"] and series[0]["shots"] == ["1", "2"]
+    assert [s["method"] for s in series] == ["zeroshot", "ordinalclip:linear"] and series[0]["shots"] == ["1", "2"]
 
 
 def test_curves_order_shots_and_separate_label_shift():
-    rows = [{"learner": "rank", "shots": s, "seed": k, "label_shift": ls, "mae_exp": float(k), "acc_max": 0.5}
+    rows = [{"method": "ordinalclip", "shots": s, "seed": k, "label_shift": ls, "mae_exp": float(k), "acc_max": 0.5}
             for s in ("all", "16", "2") for k in (0, 1) for ls in ("none", "10 0.5")]
     table = curves.build_curves(rows)
     few = table[(table["regime"] == "few-shot") & (table["metric"] == "mae_exp")]

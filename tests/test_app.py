@@ -223,7 +223,7 @@ def test_lab_recomputes_schemes_and_other_b(env):
 
 def test_lab_explains_when_the_active_checkpoint_is_not_a_rank_learner(env):
     at = open_page(env, "lab", checkpoint="dots-plain")
-    assert any("not a full rank learner" in i.value for i in at.info)
+    assert any("not a full OrdinalCLIP checkpoint" in i.value for i in at.info)
     assert not at.selectbox(key="lab-checkpoint").value.endswith("dots-plain.safetensors")
 
 
@@ -564,7 +564,7 @@ def test_numclip_from_the_train_page_to_geometry_and_predict(env):
     """A NumCLIP run trained on the Train page lands in the Library; Geometry shows its 5 concept
     prototypes and Predict its concept distribution with the regressed value."""
     at = open_page(env, "train")
-    at.selectbox(key="train-learner").set_value("numclip").run()  # learner (outside the form): its fields appear
+    at.selectbox(key="train-method").set_value("numclip").run()  # the method (outside the form): its fields appear
     assert at.text_input(key="train-numclip-concepts").value == "dots"
     at.text_input(key="train-dataset").set_value("dots:6:8")  # dataset
     at.text_input(key="train-name").set_value("apptest-numclip")  # name
@@ -610,9 +610,9 @@ def test_a_plugged_in_methods_option_is_a_train_form_field(env, monkeypatch, tmp
     monkeypatch.delitem(sys.modules, "median_method", raising=False)
     try:
         at = open_page(env, "train")
-        assert "OrdinalCLIP, median estimate" in at.selectbox(key="train-learner").options  # by its title
+        assert "OrdinalCLIP, median estimate" in at.selectbox(key="train-method").options  # by its title
         assert not [w for w in at.number_input if w.label == "Quantile"]  # OrdinalCLIP's fields first
-        at.selectbox(key="train-learner").set_value("ordinalclip-median").run()
+        at.selectbox(key="train-method").set_value("ordinalclip-median").run()
         ok(at)
         quantile = at.number_input(key="train-ordinalclip-median-quantile")
         assert quantile.label == "Quantile" and quantile.value == pytest.approx(0.5) and "median" in quantile.help

@@ -83,8 +83,8 @@ def test_compare_reliability_diagram_and_curves(env, tmp_path):
     table = next(t.value for t in at.dataframe if "ECE" in t.columns)
     assert list(table["checkpoint"]) == ["dots-rank-linear", "dots-plain"]
     assert ((table["ECE"] >= 0) & (table["ECE"] <= table["MCE"] + 1e-12)).all()
-    runs = pd.DataFrame([{"learner": lr, "shots": s, "seed": k, "mae_exp": 2.0 - 0.1 * k, "acc_max": 0.3}
-                         for lr in ("template", "rank:linear") for s in (1, 2, 4) for k in (0, 1)])
+    runs = pd.DataFrame([{"method": lr, "shots": s, "seed": k, "mae_exp": 2.0 - 0.1 * k, "acc_max": 0.3}
+                         for lr in ("zeroshot", "ordinalclip:linear") for s in (1, 2, 4) for k in (0, 1)])
     runs.to_csv(tmp_path / "runs.csv", index=False)
     at.text_input(key="curves-folder").set_value(str(tmp_path)).run()
     ok(at)
@@ -105,7 +105,7 @@ def test_a_trained_checkpoint_is_analysed_on_its_own_dataset_and_binned_methods_
     from explorer.training.trainer import train
 
     out = env["folder"] / "analysis-numclip.safetensors"
-    train(TrainConfig(dataset="dots:6:8", out=str(out), learner={"kind": "numclip", "concepts": "dots"}, epochs=2,
+    train(TrainConfig(dataset="dots:6:8", out=str(out), method_config={"method": "numclip", "concepts": "dots"}, epochs=2,
                       cache_dir=str(env["cache"] / "features"), device="cpu"))
     ckpt = load_checkpoint(out)
     sp = split_predictions(ckpt, demo_backbone(), "dots:6:8", "test", cache_dir=env["cache"] / "features")

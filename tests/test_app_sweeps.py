@@ -24,7 +24,7 @@ def _counts(at) -> str:
 
 def _fill_sweep_form(at, name: str, seeds: str = "0,1", shots: str = "2"):
     at.segmented_control(key="train-what").set_value("A sweep").run()
-    for key, value in (("sweep-dataset", "dots:4:6"), ("sweep-name", name), ("sweep-learners", "zeroshot"),
+    for key, value in (("sweep-dataset", "dots:4:6"), ("sweep-name", name), ("sweep-methods", "zeroshot"),
                        ("sweep-shots", shots), ("sweep-seeds", seeds), ("sweep-shifts", "none")):
         at.text_input(key=key).set_value(value)
     at.number_input(key="sweep-epochs").set_value(1)
@@ -71,7 +71,7 @@ def test_train_page_runs_a_sweep_on_local_workers_and_compare_opens_it(env):
 @pytest.mark.slow
 def test_compare_shows_a_cli_sweep_with_a_failed_run_and_a_slurm_task_still_running(env, tmp_path, capsys):
     out = tmp_path / "cli-sweep"
-    code = cli.main(["sweep", "dots:4:6", "--learners", "zeroshot,ordinalclip:linear", "--base-ranks", "9", "--shots-list", "1,2",
+    code = cli.main(["sweep", "dots:4:6", "--methods", "zeroshot,ordinalclip:linear", "--base-ranks", "9", "--shots-list", "1,2",
                      "--seeds", "0", "--epochs", "1", "--out-dir", str(out), "--cache-dir", str(env["cache"] / "features"),
                      "--device", "cpu", "--quiet"])
     assert code == 1

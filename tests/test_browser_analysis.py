@@ -46,9 +46,9 @@ def test_geometry_decoding_and_joint_map(open_app, screenshot):
 
 
 def test_compare_reliability_and_curves(open_app, screenshot, tmp_path):
-    rows = [{"learner": lr, "shots": s, "seed": k, "label_shift": "none",
+    rows = [{"method": lr, "shots": s, "seed": k, "label_shift": "none",
              "mae_exp": base / (1 + 0.3 * i) + 0.05 * k, "acc_max": gain * (0.15 + 0.08 * i) + 0.02 * k}
-            for lr, base, gain in (("template", 3.0, 0.8), ("rank:linear", 2.4, 1.0)) for i, s in enumerate((1, 2, 4, 8)) for k in (0, 1, 2)]
+            for lr, base, gain in (("zeroshot", 3.0, 0.8), ("ordinalclip:linear", 2.4, 1.0)) for i, s in enumerate((1, 2, 4, 8)) for k in (0, 1, 2)]
     pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
     page = open_app("/compare")
     expect_title(page, "Compare")

@@ -113,7 +113,7 @@ def test_round_trip_params_prototypes_and_metadata(demo, tmp_path, key):
     assert meta["backbone"] == {"spec": "demo", "id": demo.backbone_id}
     assert ckpt.backbone_id == demo.backbone_id and ckpt.backbone_spec == "demo"
     assert meta["learner"] == model.config.to_dict()
-    assert ckpt.learner_config == model.config
+    assert ckpt.method_config == model.config
     assert meta["ranks"] == {"labels": [str(a) for a in range(16, 28)], "values": [float(a) for a in range(16, 28)],
                              "unit": "years", "name": "rank"}
     assert ckpt.ranks == AGES
@@ -198,7 +198,7 @@ def test_prototype_export_predicts_like_the_full_model(demo, tmp_path, key):
 
     raw, meta = _read_raw(out)
     assert set(raw) == {"prototypes"}  # no learner tensors at all
-    assert exported.learner_tensors() == {}
+    assert exported.method_tensors() == {}
     assert meta["kind"] == "prototypes" and meta["learner"] is None
     assert meta["backbone"] == full.meta["backbone"] and meta["ranks"] == full.meta["ranks"]
     assert meta["training"] == {"epochs": 2} and meta["metrics"] == {"mae_exp": 3.0}

@@ -86,7 +86,7 @@ def test_selection_used_val_and_history_sits_beside(ckpts):
         if not ckpt.method.trainable:  # zero-shot: nothing trained, no history
             continue
         rows = [json.loads(line) for line in (ROOT / f"{name}.history.jsonl").read_text().splitlines()]
-        metric = ckpt.meta["training"].get("select_metric") or get_method(ckpt.learner_config.method).select_metric
+        metric = ckpt.meta["training"].get("select_metric") or get_method(ckpt.method_config.method).select_metric
         best = min(rows, key=lambda r: r[f"val_{metric}"])
         assert ckpt.meta["training"]["best_epoch"] == best["epoch"], name
 

@@ -51,7 +51,7 @@ def test_two_process_ddp_matches_single_process(tmp_path, one_torch_thread):
     summary = json.loads(printed[0])
 
     single = train(TrainConfig(dataset="dots:4:8", out=str(tmp_path / "single" / "a.safetensors"),
-                               learner={"kind": "ordinalclip", "num_context_tokens": 4}, epochs=3, batch_size=7, device="cpu",
+                               method_config={"method": "ordinalclip", "num_context_tokens": 4}, epochs=3, batch_size=7, device="cpu",
                                cache_dir=str(tmp_path / "cache-single")))
 
     # only rank 0 wrote: one checkpoint, one history with one line per epoch, nothing else

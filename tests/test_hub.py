@@ -180,7 +180,7 @@ def test_zoo_hub_file_names_follow_open_clip():
 def _train_config(tmp_path: Path, **kw):
     from explorer.training.config import TrainConfig
 
-    return TrainConfig(dataset="dots:3:6", out=str(tmp_path / "run.safetensors"), backbone=SPEC, learner={"kind": "linear-probe"},
+    return TrainConfig(dataset="dots:3:6", out=str(tmp_path / "run.safetensors"), backbone=SPEC, method_config={"method": "linear-probe"},
                        epochs=1, batch_size=8, device="cpu", cache_dir=str(tmp_path / "features"), **kw)
 
 

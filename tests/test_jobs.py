@@ -21,7 +21,7 @@ def wait(job, timeout=120):
 
 def config(tmp_path, name, epochs=2, **kw):
     return TrainConfig(dataset="dots:4:6", out=str(tmp_path / f"{name}.safetensors"), epochs=epochs, batch_size=8,
-                       cache_dir=str(tmp_path / "cache"), learner={"kind": "ordinalclip", "num_context_tokens": 2}, **kw)
+                       cache_dir=str(tmp_path / "cache"), method_config={"method": "ordinalclip", "num_context_tokens": 2}, **kw)
 
 
 @pytest.mark.slow

@@ -90,7 +90,7 @@ def test_bad_settings_are_refused(model):
 
 def test_only_methods_with_the_lab_hooks():
     coop = build("coop", seed=1)
-    with pytest.raises(ExplorerError, match="CoOp .* checkpoint; the interpolation lab needs"):
+    with pytest.raises(ExplorerError, match="CoOp checkpoint; the interpolation lab needs"):
         lab.recompute(coop, "linear")
     with pytest.raises(ExplorerError, match="zero-shot"):
         lab.lab_options(type(build("zeroshot", ranks=Ranks.integers(5))), None)

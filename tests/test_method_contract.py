@@ -68,7 +68,7 @@ def _config(name: str):
 
 
 def _train_one_epoch(name: str, folder: Path) -> Path:
-    config = TrainConfig(dataset=DATA, out=str(folder / f"{name}.safetensors"), learner=_config(name), epochs=1,
+    config = TrainConfig(dataset=DATA, out=str(folder / f"{name}.safetensors"), method_config=_config(name), epochs=1,
                          batch_size=8, cache_dir=str(folder / "cache"), device="cpu")
     return train(config).checkpoint
 
@@ -93,7 +93,7 @@ def _assert_lab_where_offered(ckpt, method, backbone) -> None:
         with pytest.raises(ExplorerError, match="interpolation lab needs"):
             lab.require_lab(method if ckpt.content == "full" else get_method("coop"))
         return
-    options = lab.lab_options(method, ckpt.learner_config)
+    options = lab.lab_options(method, ckpt.method_config)
     model = ckpt.build_model(backbone)
     same = lab.recompute(model, options.scheme, options.bandwidth)  # the trained setting: the stored prototypes
     np.testing.assert_allclose(same.prototypes, ckpt.prototypes.matrix.numpy(), atol=1e-5)
@@ -103,7 +103,7 @@ def _assert_lab_where_offered(ckpt, method, backbone) -> None:
 
 def _assert_decoding_where_offered(ckpt, method, backbone) -> None:
     decoded = decode.decode_checkpoint(ckpt, backbone, top=2)
-    has_tokens = ckpt.content == "full" and offers(method, "decode") and bool(ckpt.learner_tensors())
+    has_tokens = ckpt.content == "full" and offers(method, "decode") and bool(ckpt.method_tensors())
     assert decode.has_learned_tokens(ckpt) == has_tokens
     if has_tokens:
         assert decoded["message"] is None and [r["label"] for r in decoded["ranks"]] == list(ckpt.classes.labels)
@@ -277,7 +277,7 @@ def test_an_option_of_another_method_is_refused_naming_its_method(tmp_path, caps
 
     code = cli.main(["train", "dots:4:4", "--method", "coop", "--interpolation", "normal", "--out", str(tmp_path / "x.safetensors")])
     assert code == 2 and "--interpolation is an option of ordinalclip, not of coop." in capsys.readouterr().err
-    code = cli.main(["sweep", "dots:4:4", "--learners", "zeroshot,linear-probe", "--context-tokens", "2", "--out-dir", str(tmp_path)])
+    code = cli.main(["sweep", "dots:4:4", "--methods", "zeroshot,linear-probe", "--context-tokens", "2", "--out-dir", str(tmp_path)])
     assert code == 2 and "--context-tokens is an option of ordinalclip, coop, numclip, not of zeroshot, linear-probe." in capsys.readouterr().err
 
 

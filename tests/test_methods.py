@@ -23,7 +23,7 @@ from explorer.core.ranks import Ranks
 from explorer.methods import Method, get_method, make_config, method_names
 from explorer.methods.ordinalclip import OrdinalCLIPConfig
 from explorer.store.checkpoints import inspect_resume_state, load_checkpoint, save_checkpoint
-from explorer.training.config import TrainConfig, parse_learner_list, sweep_grid
+from explorer.training.config import TrainConfig, parse_method_list, sweep_grid
 from explorer.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -76,13 +76,13 @@ def test_unknown_methods_and_settings_are_one_sentence():
     with pytest.raises(ExplorerError, match="Unknown method settings: num_base_rank"):
         make_config("ordinalclip", num_base_rank=3)
     with pytest.raises(ExplorerError, match="Unknown method settings"):
-        TrainConfig(dataset="dots:3", out="x", learner={"kind": "linear-probe", "interpolation": "normal"})
+        TrainConfig(dataset="dots:3", out="x", method_config={"method": "linear-probe", "interpolation": "normal"})
 
 
 def test_configs_are_copied_not_shared():
     learner = make_config("ordinalclip", num_context_tokens=5)
-    config = TrainConfig(dataset="dots:3", out="x", learner=learner)
-    assert config.learner == learner and config.learner is not learner
+    config = TrainConfig(dataset="dots:3", out="x", method_config=learner)
+    assert config.method_config == learner and config.method_config is not learner
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
@@ -90,7 +90,7 @@ def test_cli_defaults_and_choices_come_from_the_dataclasses(capsys):
     parser = cli.build_parser()
     args = parser.parse_args(["train", "dots:3", "--out", "x.safetensors"])
     config = train_config(args, args.dataset, args.out, args.method)
-    assert config.learner == make_config("ordinalclip") and config.learner.num_context_tokens == default_of(OrdinalCLIPConfig, "num_context_tokens")
+    assert config.method_config == make_config("ordinalclip") and config.method_config.num_context_tokens == default_of(OrdinalCLIPConfig, "num_context_tokens")
     assert config.epochs == default_of(TrainConfig, "epochs") and config.lr == default_of(TrainConfig, "lr")
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "dots:3", "--out", "x", "--learner", "nope"])
@@ -103,7 +103,7 @@ def test_cli_defaults_and_choices_come_from_the_dataclasses(capsys):
 
 def test_sweep_grid_is_every_combination():
     base = TrainConfig(dataset="dots:3", out="x", epochs=2)
-    learners = parse_learner_list("zeroshot,ordinalclip:normal", {"num_context_tokens": 4, "interpolation": "linear"})
+    learners = parse_method_list("zeroshot,ordinalclip:normal", {"num_context_tokens": 4, "interpolation": "linear"})
     assert [label for label, _ in learners] == ["zeroshot", "ordinalclip:normal"]
     assert learners[1][1].interpolation == "normal" and learners[1][1].num_context_tokens == 4
     runs = sweep_grid(base, learners, [1, None], [0, 1], "out")
@@ -166,7 +166,7 @@ def test_a_plugged_in_method_trains_saves_and_predicts_unchanged(centroid_regist
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     ckpt = load_checkpoint(out)
     assert ckpt.content == "full" and ckpt.meta["learner"] == {"kind": "centroid", "num_ranks": 5, "spread": 0.3}
-    assert set(ckpt.learner_tensors()) == {"centre", "offsets"} and summary["test"]["n"] > 0
+    assert set(ckpt.method_tensors()) == {"centre", "offsets"} and summary["test"]["n"] > 0
     rebuilt = ckpt.build_model(load_backbone("demo", device="cpu"))
     assert isinstance(rebuilt, CentroidMethod) and torch.allclose(rebuilt(), ckpt.prototypes.matrix, atol=1e-6)
     assert cli.main(["info", str(out), "--json"]) == 0
@@ -186,7 +186,7 @@ def test_info_and_library_describe_a_resume_state(tmp_path, capsys):
         if p.stage == "epoch":
             stop_after["n"] += 1
 
-    config = TrainConfig(dataset="dots:4:8", out=str(out), learner={"kind": "ordinalclip", "num_context_tokens": 2}, epochs=4,
+    config = TrainConfig(dataset="dots:4:8", out=str(out), method_config={"method": "ordinalclip", "num_context_tokens": 2}, epochs=4,
                          batch_size=8, cache_dir=str(tmp_path / "cache"), device="cpu")
     result = train(config, progress=on_event, should_stop=stop)
     assert result.cancelled
@@ -209,11 +209,11 @@ def test_resuming_with_other_settings_is_one_sentence(tmp_path):
     out = tmp_path / "run.safetensors"
     stopped = {"n": 0}
     base = dict(dataset="dots:4:8", out=str(out), epochs=4, batch_size=8, cache_dir=str(tmp_path / "cache"), device="cpu")
-    train(TrainConfig(learner={"kind": "ordinalclip", "num_context_tokens": 2}, **base),
+    train(TrainConfig(method_config={"method": "ordinalclip", "num_context_tokens": 2}, **base),
           progress=lambda p: stopped.__setitem__("n", stopped["n"] + (p.stage == "epoch")), should_stop=lambda: stopped["n"] > 0)
     assert (tmp_path / "run.resume.safetensors").is_file()
     with pytest.raises(ExplorerError, match="other settings \\(learner differ\\)"):
-        train(TrainConfig(learner={"kind": "ordinalclip", "num_context_tokens": 3}, **base), resume=True)
+        train(TrainConfig(method_config={"method": "ordinalclip", "num_context_tokens": 3}, **base), resume=True)
     with pytest.raises(ExplorerError, match="selection metric"):
         TrainConfig(select_metric="mae", **base).validate()
 
@@ -222,7 +222,7 @@ def test_decoding_a_numclip_checkpoint_names_its_concepts(tmp_path):
     from explorer.analysis.decode import decode_checkpoint
 
     out = tmp_path / "n.safetensors"
-    train(TrainConfig(dataset="dots:4:8", out=str(out), learner={"kind": "numclip", "concepts": "dots"}, epochs=1,
+    train(TrainConfig(dataset="dots:4:8", out=str(out), method_config={"method": "numclip", "concepts": "dots"}, epochs=1,
                       batch_size=8, cache_dir=str(tmp_path / "cache"), device="cpu"))
     decoded = decode_checkpoint(load_checkpoint(out), load_backbone("demo", device="cpu"), top=2)
     assert [r["label"] for r in decoded["ranks"]] == ["very few", "a few", "several", "many", "very many"]

@@ -16,7 +16,7 @@ from explorer.backbones.load import load_backbone
 from explorer.core.errors import ExplorerError
 from explorer.core.ranks import Ranks
 from explorer.methods import get_method, make_config
-from explorer.methods.concepts import CONCEPT_PRESETS, bin_index, read_bins_file
+from explorer.methods.concepts import CONCEPT_SETS, bin_index, read_bins_file
 from explorer.methods.numclip import ImageAdapter, SoftBinRegressor, adapt_features
 from explorer.methods.objectives import distance_weighted_logits, fcrl_kl
 from explorer.store.checkpoints import load_checkpoint
@@ -103,7 +103,7 @@ def test_regressor_and_adapter_against_hand_computation():
 
 
 def test_bins_of_values_follow_the_reference_age_bins():
-    starts = CONCEPT_PRESETS["age"].starts
+    starts = CONCEPT_SETS["age"].starts
     ages = torch.arange(0, 101)
     expected = [0 if a <= 12 else 1 if a <= 18 else 2 if a <= 34 else 3 if a <= 64 else 4 for a in range(101)]
     assert bin_index(ages, starts).tolist() == expected
@@ -150,7 +150,7 @@ def test_bad_bins_are_one_sentence(tmp_path, demo):
     long.write_text("0," + " ".join(["word"] * 80) + "\n10,short\n")
     with pytest.raises(ExplorerError, match="rank .* but the text encoder takes 77"):
         build(demo, make_config("numclip", concepts=str(long)), ranks)
-    with pytest.raises(ExplorerError, match="neither a preset"):
+    with pytest.raises(ExplorerError, match="neither a concept set"):
         build(demo, make_config("numclip", concepts="ages-typo"), ranks)
     good = tmp_path / "good.csv"
     good.write_text("# start,name\n0,few\n10,many_dots\n")
@@ -167,7 +167,7 @@ def test_numclip_run_end_to_end_on_dots(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     ckpt = load_checkpoint(out)
     assert ckpt.content == "full" and ckpt.meta["learner"]["kind"] == "numclip"
-    assert ckpt.classes.labels == list(CONCEPT_PRESETS["dots"].names) and len(ckpt.ranks) == 21
+    assert ckpt.classes.labels == list(CONCEPT_SETS["dots"].names) and len(ckpt.ranks) == 21
     assert ckpt.prototypes.matrix.shape[0] == 5
     test = summary["test"]
     assert {"mae_value", "acc_max", "mae_exp"} <= set(test) and summary["best_epoch"] >= 1
@@ -183,7 +183,7 @@ def test_numclip_run_end_to_end_on_dots(tmp_path, capsys):
     assert cli.main(["predict", str(out), str(path), "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["value"] == pytest.approx(float(stored.value[0]), abs=1e-4) and record["estimate"] == "regressed"
-    assert len(record["probs"]) == 5 and record["argmax_label"] in CONCEPT_PRESETS["dots"].names
+    assert len(record["probs"]) == 5 and record["argmax_label"] in CONCEPT_SETS["dots"].names
     assert cli.main(["eval", str(out), "dots:20:12", "--json", "--cache-dir", str(tmp_path / "cache")]) == 0
     evaluation = json.loads(capsys.readouterr().out)["metrics"]
     assert evaluation["mae_value"] == pytest.approx(test["mae_value"], abs=1e-6)
@@ -206,7 +206,7 @@ def test_adapter_and_regressor_train_at_their_own_learning_rate(demo):
     names = {id(p): n for n, p in model.learned_parameters()}
     assert {names[id(p)] for p in prompts["params"]} == {"context_embeds", "rank_embeds"}
     assert {names[id(p)].split(".")[0] for p in heads["params"]} == {"adapter", "regressor"}
-    from explorer.training.config import config_from_preset
+    from explorer.training.config import config_from_recipe
 
-    preset = config_from_preset("morph", "dots:4", "x.safetensors", "numclip", {}, {})
-    assert preset.learner.head_lr_scale == 0.1 and preset.learner.concepts == "age" and preset.optimizer == "radam"
+    config = config_from_recipe("morph", "dots:4", "x.safetensors", "numclip", {}, {})
+    assert config.method_config.head_lr_scale == 0.1 and config.method_config.concepts == "age" and config.optimizer == "radam"

@@ -14,7 +14,7 @@ import torch
 from explorer import cli, methods
 from explorer.methods import ALIASES, REGISTRY, canonical_name, get_method, make_config, method_names
 from explorer.store.checkpoints import load_checkpoint
-from explorer.training.config import parse_learner_list
+from explorer.training.config import parse_method_list
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD_TO_NEW = {"rank": "ordinalclip", "plain": "coop", "template": "zeroshot", "linear": "linear-probe"}
@@ -36,7 +36,7 @@ def test_bundled_version_1_checkpoints_keep_their_old_names_and_load(tmp_path):
             continue
         ckpt = load_checkpoint(path)
         stored[path.stem] = ckpt.meta["learner"]["kind"]
-        assert ckpt.method is get_method(stored[path.stem]) and ckpt.learner_config.method == ckpt.method.name
+        assert ckpt.method is get_method(stored[path.stem]) and ckpt.method_config.method == ckpt.method.name
         assert ckpt.summary()["method"] == ckpt.method.name
     assert stored["ordinalclip-linear"] == "rank" and stored["coop"] == "plain" and stored["zero-shot"] == "template"
 
@@ -61,7 +61,7 @@ def test_a_version_1_learner_without_a_name_is_ordinalclip_and_rebuilds(tmp_path
     old = tmp_path / "old.safetensors"
     save_safetensors(old, tensors, metadata={META_KEY: json.dumps({**meta, "learner": legacy})})
     ckpt = load_checkpoint(old)
-    assert ckpt.method.name == "ordinalclip" and ckpt.learner_config == model.config
+    assert ckpt.method.name == "ordinalclip" and ckpt.method_config == model.config
     assert torch.allclose(ckpt.build_model(demo)(), model(), atol=1e-6)
 
 
@@ -81,7 +81,7 @@ def test_an_old_cli_name_trains_exactly_what_the_new_name_trains(tmp_path, old, 
 
 
 def test_old_names_in_sweep_lists_and_import_reference():
-    assert [c for _, c in parse_learner_list("rank:normal,plain,template,linear")] == [
+    assert [c for _, c in parse_method_list("rank:normal,plain,template,linear")] == [
         make_config("ordinalclip", interpolation="normal"), make_config("coop"), make_config("zeroshot"), make_config("linear-probe")]
     parser = cli.build_parser()
     for name in ("rank", "plain", "ordinalclip", "coop", "numclip"):

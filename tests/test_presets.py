@@ -59,7 +59,7 @@ def test_presets_are_data_with_consistent_ranks(name, count):
     assert len(preset.labels) == len(preset.values) == len(preset.names) == count
     assert len(preset.templates) >= 3 and all("{}" in t for t in preset.templates)
     assert list(preset.values) == sorted(preset.values)
-    assert preset.learner_config().templates == list(preset.templates)
+    assert preset.method_config().templates == list(preset.templates)
 
 
 def test_age_groups_are_adience_groups():
@@ -70,7 +70,7 @@ def test_preset_checkpoint_reloads_and_rebuilds_to_the_same_prototypes(demo, tmp
     path = build_preset_checkpoint("age-groups", demo, tmp_path / "groups.safetensors")
     ckpt = load_checkpoint(path)
     assert ckpt.meta["preset"] == "age-groups" and ckpt.ranks.unit == "years"
-    assert ckpt.learner_config.templates == list(PRESETS["age-groups"].templates)
+    assert ckpt.method_config.templates == list(PRESETS["age-groups"].templates)
     with torch.no_grad():
         rebuilt = ckpt.build_model(demo)()
     torch.testing.assert_close(rebuilt, ckpt.prototypes.matrix, atol=1e-6, rtol=0)
@@ -87,12 +87,12 @@ def test_cli_zero_shot_preset(tmp_path, capsys):
 
 
 def test_age_concepts_are_numclips_bins_valued_at_their_midpoints(demo, tmp_path):
-    from explorer.methods.concepts import CONCEPT_PRESETS
+    from explorer.methods.concepts import CONCEPT_SETS
     from explorer.store.checkpoints import load_checkpoint
     from explorer.training.presets import build_preset_checkpoint
 
     preset = get_preset("age-concepts")
-    assert preset.names == CONCEPT_PRESETS["age"].names
+    assert preset.names == CONCEPT_SETS["age"].names
     assert preset.values == (6.0, 15.5, 26.5, 49.5, 82.5)  # child 0-12, teenager 13-18, ..., older adult 65-100
     ckpt = load_checkpoint(build_preset_checkpoint(preset, demo, tmp_path / "concepts.safetensors"))
     assert ckpt.ranks.labels == list(preset.names) and ckpt.ranks.unit == "years"

@@ -284,7 +284,7 @@ def test_import_matches_reference_forward(case, clip_file, tmp_path):
     assert_prototypes_match(ckpt.prototypes.matrix, expected)
 
     # The config reflects the tensors (n from init_context's token count, not num_context_tokens=10).
-    cfg = ckpt.learner_config
+    cfg = ckpt.method_config
     assert cfg.method == canonical_name(opts["kind"]) and cfg.num_ranks == R
     assert cfg.num_context_tokens == sd["module.prompt_learner.context_embeds"].shape[-2]
     assert cfg.rank_specific_context == opts.get("specific", False)
@@ -371,7 +371,7 @@ def test_rank_learner_names_file_with_one_line_per_rank_is_a_warning(clip_file, 
         path = import_reference(run_dir=run, clip_weights=clip_path, out=out)
     ckpt = load_checkpoint(path)
     assert any("known pitfall" in w for w in ckpt.meta["source"]["warnings"])
-    assert ckpt.learner_config.rank_names is None
+    assert ckpt.method_config.rank_names is None
     expected = reference_prototypes(sd, clip_state["token_embedding.weight"], kind="rank", B=3, position="tail")
     assert_prototypes_match(ckpt.prototypes.matrix, expected)
 

@@ -31,15 +31,15 @@ from explorer import cli
 from explorer.analysis.evaluation import evaluate_features
 from explorer.backbones.load import load_backbone
 from explorer.core.errors import ExplorerError
-from explorer.methods.concepts import CONCEPT_PRESETS
+from explorer.methods.concepts import CONCEPT_SETS
 from explorer.store.checkpoints import load_checkpoint
 from explorer.store.reference import import_reference, import_reference_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 K = 5
-AGE = list(CONCEPT_PRESETS["age"].names)
-AGE_CONTEXT = CONCEPT_PRESETS["age"].context
+AGE = list(CONCEPT_SETS["age"].names)
+AGE_CONTEXT = CONCEPT_SETS["age"].context
 UNUSED = ("stage2_FC_after_PB.0.weight", "stream1_stage1.0.weight", "funsion_block_stream1_stage_1_before_PB.weight",
           "stage1_prob.0.weight", "stage1_index_offsets.0.bias")
 
@@ -135,12 +135,12 @@ def test_numclip_import_matches_the_reference_forward(clip_file, tmp_path):
     result = import_reference_run(run_dir=run, clip_weights=clip_path, out=out)
     counts = [len(tokenizer().encode(x)) for x in AGE]
     assert len(set(counts)) > 1  # the names' own token counts shape the prompts
-    gaps = _check_parity(out, sd, clip_state, CONCEPT_PRESETS["age"].starts, counts)
+    gaps = _check_parity(out, sd, clip_state, CONCEPT_SETS["age"].starts, counts)
     print("parity (max |value gap|, max |prob gap|):", gaps)
 
     ckpt = load_checkpoint(out)
     assert ckpt.content == "full" and ckpt.meta["learner"]["kind"] == "numclip"
-    cfg = ckpt.learner_config
+    cfg = ckpt.method_config
     assert cfg.value_offset == 1.0 and cfg.bin_names == AGE and cfg.bin_starts == [0.0, 13.0, 19.0, 35.0, 65.0]
     assert cfg.context_init == AGE_CONTEXT and cfg.adapter_reduction == 4 and cfg.prompt_token_counts is None
     assert ckpt.ranks.values == [float(v) for v in range(101)] and ckpt.ranks.unit == "years"
@@ -166,7 +166,7 @@ def test_reference_forward_is_sensitive(clip_file, tmp_path):
     _, sd = make_numclip_run(tmp_path / "run", clip_state)
     backbone = load_backbone("demo")
     pixels = torch.stack([backbone.preprocess(im) for im in _images(2)])
-    starts = CONCEPT_PRESETS["age"].starts
+    starts = CONCEPT_SETS["age"].starts
     right_p, right_v = reference_forward(sd, clip_state, pixels, starts, [len(tokenizer().encode(x)) for x in AGE])
     wrong_p, wrong_v = reference_forward(sd, clip_state, pixels, starts, [2] * K)
     assert float((right_p - wrong_p).abs().max()) > 1e-3 and float((right_v - wrong_v).abs().max()) > 1e-3
@@ -180,7 +180,7 @@ def test_run_without_names_file_uses_all_tokens_and_aesthetics_bins(clip_file, t
     import_reference_run(run_dir=run, clip_weights=clip_path, out=out, concepts="aesthetics")
     _check_parity(out, sd, clip_state, [0, 1, 2, 3, 4], [2] * K)
     ckpt = load_checkpoint(out)
-    assert ckpt.learner_config.prompt_token_counts == [2] * K and ckpt.classes.labels == ["0", "1", "2", "3", "4"]
+    assert ckpt.method_config.prompt_token_counts == [2] * K and ckpt.classes.labels == ["0", "1", "2", "3", "4"]
     assert ckpt.ranks.values == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
@@ -195,13 +195,13 @@ def test_cli_import_and_bare_ckpt_with_flags(clip_file, tmp_path, capsys):
     ckpt = load_checkpoint(out)
     assert ckpt.ranks.values[0] == 16.0 and len(ckpt.ranks) == 70 and ckpt.ranks.unit == "years"
     assert any("not found" in w for w in ckpt.meta["source"]["warnings"])  # names assumed from --concepts
-    _check_parity(out, sd, clip_state, CONCEPT_PRESETS["age"].starts, [len(tokenizer().encode(x)) for x in AGE])
+    _check_parity(out, sd, clip_state, CONCEPT_SETS["age"].starts, [len(tokenizer().encode(x)) for x in AGE])
 
     bare, sd = make_numclip_run(tmp_path / "bare", clip_state, write_config=False, seed=3)
     ckpt_file = next((bare / "ckpts").glob("*.ckpt"))
     assert cli.main(["import-reference", "--ckpt", str(ckpt_file), "--learner", "numclip", "--clip-weights", str(clip_path),
                      "--out", str(tmp_path / "bare.safetensors")]) == 0
-    _check_parity(tmp_path / "bare.safetensors", sd, clip_state, CONCEPT_PRESETS["age"].starts,
+    _check_parity(tmp_path / "bare.safetensors", sd, clip_state, CONCEPT_SETS["age"].starts,
                   [len(tokenizer().encode(x)) for x in AGE])
     capsys.readouterr()
     assert cli.main(["info", str(tmp_path / "bare.safetensors"), "--json"]) == 0

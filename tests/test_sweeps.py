@@ -22,7 +22,7 @@ import pytest
 from explorer import cli
 from explorer.core.errors import ExplorerError
 from explorer.training import sweep_files
-from explorer.training.config import TrainConfig, parse_learner_list, sweep_grid
+from explorer.training.config import TrainConfig, parse_method_list, sweep_grid
 from explorer.training.executors import ExecutorSpec, executor_spec
 from explorer.training.slurm import parse_time, read_defaults, slurm_options
 from explorer.training.sweeps import sweep
@@ -40,22 +40,22 @@ def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("features")
 
 
-def grid(out_dir: Path, cache: Path, learners: str = "zeroshot,ordinalclip:linear", shots=(2,), seeds=(0, 1), **kw):
+def grid(out_dir: Path, cache: Path, methods: str = "zeroshot,ordinalclip:linear", shots=(2,), seeds=(0, 1), **kw):
     base = TrainConfig(dataset=DATA, out=str(out_dir / "run.safetensors"), epochs=kw.pop("epochs", 2), batch_size=8,
                        device="cpu", cache_dir=str(cache), **kw)
-    return sweep_grid(base, parse_learner_list(learners, {"num_context_tokens": 4}), list(shots), list(seeds), out_dir)
+    return sweep_grid(base, parse_method_list(methods, {"num_context_tokens": 4}), list(shots), list(seeds), out_dir)
 
 
-def sweep_args(out_dir: Path, cache: Path, *extra: str, learners: str = "zeroshot,ordinalclip:linear", seeds: str = "0,1",
+def sweep_args(out_dir: Path, cache: Path, *extra: str, methods: str = "zeroshot,ordinalclip:linear", seeds: str = "0,1",
                epochs: int = 2) -> list[str]:
-    return ["sweep", DATA, "--learners", learners, "--shots-list", "2", "--seeds", seeds, "--epochs", str(epochs),
+    return ["sweep", DATA, "--methods", methods, "--shots-list", "2", "--seeds", seeds, "--epochs", str(epochs),
             "--context-tokens", "4", "--batch-size", "8", "--out-dir", str(out_dir), "--cache-dir", str(cache),
             "--device", "cpu", "--quiet", *extra]
 
 
 def metrics_table(folder: Path) -> pd.DataFrame:
     runs = pd.read_csv(folder / "runs.csv")
-    return runs.sort_values(["learner", "seed"]).reset_index(drop=True)[["learner", "shots", "seed", *METRICS]]
+    return runs.sort_values(["method", "seed"]).reset_index(drop=True)[["method", "shots", "seed", *METRICS]]
 
 
 def one_error_line(capsys) -> str:
@@ -95,7 +95,7 @@ def test_slurm_without_a_cluster_and_bad_grids_are_one_sentence(tmp_path, capsys
         assert cli.main(sweep_args(tmp_path / "s", tmp_path / "c", *flags)) == 2
         assert text in one_error_line(capsys)
     with pytest.raises(ExplorerError, match="names a run twice"):
-        sweep(grid(tmp_path / "d", tmp_path / "c", learners="zeroshot", seeds=(0, 0)), tmp_path / "d")
+        sweep(grid(tmp_path / "d", tmp_path / "c", methods="zeroshot", seeds=(0, 0)), tmp_path / "d")
 
 
 # --- the Slurm defaults file -----------------------------------------------------------------------
@@ -133,7 +133,7 @@ def test_slurm_defaults_file_and_flags_over_it(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_a_run_is_done_exactly_when_its_result_names_its_checkpoint(tmp_path, cache, capsys):
     out = tmp_path / "sweep"
-    runs = grid(out, cache, learners="zeroshot", seeds=(0, 1))
+    runs = grid(out, cache, methods="zeroshot", seeds=(0, 1))
     first = sweep(runs, out)
     assert first["counts"] == {"done": 2, "running": 0, "failed": 0, "waiting": 0}
     results = {r.id: sweep_files.run_folder(out, r) / sweep_files.RESULT for r in runs}
@@ -157,7 +157,7 @@ def test_a_run_is_done_exactly_when_its_result_names_its_checkpoint(tmp_path, ca
     assert sweep_files.run_status(out, a).detail.startswith("epoch 3/20 (process")
     with pytest.raises(ExplorerError, match=r"^1 runs of this sweep are running now \(zeroshot-shots2-seed0: epoch 3/20"):
         sweep(runs, out)
-    assert cli.main(sweep_args(out, cache, "--status", learners="zeroshot")) == 0
+    assert cli.main(sweep_args(out, cache, "--status", methods="zeroshot")) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split()[:2] == ["zeroshot-shots2-seed0", "running"] and lines[1].split() == ["zeroshot-shots2-seed1", "done"]
     assert lines[-1] == "1 done, 1 running, 0 failed, 0 waiting"
@@ -187,7 +187,7 @@ def test_a_failed_run_is_one_sentence_in_its_folder_and_its_cell(tmp_path, cache
     assert list(runs["status"]) == ["done", "failed"] and runs["error"].iloc[1] == sentence
     assert "1 of 2 runs failed" in printed
     curves = pd.read_csv(out / "curves.csv")
-    assert set(curves["learner"]) == {"zeroshot"}
+    assert set(curves["method"]) == {"zeroshot"}
 
 
 # --- executors: inline == local == Slurm ------------------------------------------------------------
@@ -203,7 +203,7 @@ def test_local_workers_give_the_inline_table(tmp_path, cache):
                   executor=executor_spec("local", 2))
     assert local["counts"]["done"] == inline["counts"]["done"] == 4
     a, b = metrics_table(tmp_path / "inline"), metrics_table(tmp_path / "local")
-    assert list(a["learner"]) == list(b["learner"]) and list(a["seed"]) == list(b["seed"])
+    assert list(a["method"]) == list(b["method"]) and list(a["seed"]) == list(b["seed"])
     assert (a[METRICS] - b[METRICS]).abs().max().max() < 1e-6
     assert local["markdown"] == inline["markdown"]
     assert "4 runs submitted to 2 local workers" in [e.message for e in events]
@@ -240,7 +240,7 @@ def test_a_worker_killed_mid_run_and_the_sweep_rerun(tmp_path, cache):
     """SIGKILL a local worker during a run: that run (and the rest of that worker's list) is not done,
     its checkpoint is not taken for done; the same command again runs exactly those, once."""
     out = tmp_path / "sweep"
-    args = [sys.executable, "-m", "explorer"] + sweep_args(out, cache, "--executor", "local", "--workers", "2", learners="ordinalclip:linear",
+    args = [sys.executable, "-m", "explorer"] + sweep_args(out, cache, "--executor", "local", "--workers", "2", methods="ordinalclip:linear",
                                                           seeds="0,1,2,3", epochs=60)
     first = subprocess.Popen(args, cwd=REPO, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed, pid = _wait_for(lambda: _epoch_marker(out), 240, "a run in its 3rd epoch")
@@ -302,7 +302,7 @@ def test_a_slurm_job_array_gives_the_inline_table(tmp_path, cache, fake_slurm, c
 
     # cancelled while it waits: scancel stops the array, the finished runs stay, the same sweep goes on later
     again = tmp_path / "cancelled"
-    runs = grid(again, cache, learners="zeroshot", seeds=(0, 1, 2))
+    runs = grid(again, cache, methods="zeroshot", seeds=(0, 1, 2))
     with pytest.raises(Exception, match="cancelled"):
         sweep(runs, again, executor=executor_spec("slurm", 1), should_stop=lambda: True)
     assert "CANCELLED" in {p.read_text() for p in fake_slurm.glob("1001_*.state")}

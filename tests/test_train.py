@@ -54,7 +54,7 @@ def backbone():
 
 
 def config(out: Path, cache: Path, **kw) -> TrainConfig:
-    base = dict(dataset=DATA, out=str(out), learner={"kind": "ordinalclip", "num_context_tokens": 4}, epochs=3, batch_size=8,
+    base = dict(dataset=DATA, out=str(out), method_config={"method": "ordinalclip", "num_context_tokens": 4}, epochs=3, batch_size=8,
                 device="cpu", cache_dir=str(cache))
     return TrainConfig(**{**base, **kw})
 
@@ -72,19 +72,19 @@ def json_out(capsys) -> dict:
 
 
 LEARNERS = {
-    "rank-linear": {"kind": "ordinalclip", "interpolation": "linear", "num_context_tokens": 4},
-    "rank-inv_prop": {"kind": "ordinalclip", "interpolation": "inv_prop", "num_context_tokens": 4},
-    "rank-normal": {"kind": "ordinalclip", "interpolation": "normal", "num_context_tokens": 4},
-    "plain": {"kind": "coop", "num_context_tokens": 4},
-    "template": {"kind": "zeroshot"},
-    "linear": {"kind": "linear-probe"},
+    "rank-linear": {"method": "ordinalclip", "interpolation": "linear", "num_context_tokens": 4},
+    "rank-inv_prop": {"method": "ordinalclip", "interpolation": "inv_prop", "num_context_tokens": 4},
+    "rank-normal": {"method": "ordinalclip", "interpolation": "normal", "num_context_tokens": 4},
+    "plain": {"method": "coop", "num_context_tokens": 4},
+    "template": {"method": "zeroshot"},
+    "linear": {"method": "linear-probe"},
 }
 
 
 @pytest.mark.parametrize("label", list(LEARNERS))
 def test_frozen_run_end_to_end(label, tmp_path, cache, backbone):
     events = []
-    result = train(config(tmp_path / "run.safetensors", cache, learner=dict(LEARNERS[label])), progress=events.append)
+    result = train(config(tmp_path / "run.safetensors", cache, method_config=dict(LEARNERS[label])), progress=events.append)
     ckpt = load_checkpoint(result.checkpoint, backbone=backbone)
     assert ckpt.content == ("prototypes" if label == "linear" else "full")
     assert ckpt.prototypes.matrix.shape == (5, backbone.embed_dim)
@@ -109,7 +109,7 @@ def test_frozen_run_end_to_end(label, tmp_path, cache, backbone):
     assert metrics["test"]["n"] == 6 and result.test_metrics["mae_exp"] == pytest.approx(metrics["test"]["mae_exp"])
     test = evaluate_checkpoint(ckpt, backbone, DATA, split="test", cache_dir=str(cache))["metrics"]
     assert test["mae_exp"] == pytest.approx(metrics["test"]["mae_exp"], abs=1e-5)
-    assert training["data"]["num_train"] == 21 and training["learner"]["kind"] == canonical_name(LEARNERS[label]["kind"])
+    assert training["data"]["num_train"] == 21 and training["learner"]["kind"] == canonical_name(LEARNERS[label]["method"])
 
     # progress: stages in order, fractions in [0, 1]
     stages = [e.stage for e in events]
@@ -121,7 +121,7 @@ def test_frozen_run_end_to_end(label, tmp_path, cache, backbone):
 
 @pytest.mark.slow
 def test_training_lowers_the_loss_and_beats_the_untrained_model(tmp_path, cache):
-    kw = dict(dataset="dots:5:20", learner={"kind": "ordinalclip"}, batch_size=32)
+    kw = dict(dataset="dots:5:20", method_config={"method": "ordinalclip"}, batch_size=32)
     untrained = train(config(tmp_path / "untrained.safetensors", cache, epochs=0, **kw))
     started = time.perf_counter()
     result = train(config(tmp_path / "trained.safetensors", cache, epochs=30, **kw))
@@ -303,20 +303,20 @@ def test_cli_train_eval_embed_and_bad_spec(tmp_path, cache, backbone, capsys):
 
 def test_cli_sweep_writes_mean_and_std_tables(tmp_path, cache, capsys):
     out_dir = tmp_path / "sweep"
-    code = cli.main(["sweep", DATA, "--learners", "template,rank:linear", "--shots-list", "2", "--seeds", "0,1",
+    code = cli.main(["sweep", DATA, "--methods", "zeroshot,ordinalclip:linear", "--shots-list", "2", "--seeds", "0,1",
                      "--epochs", "2", "--context-tokens", "4", "--out-dir", str(out_dir), "--cache-dir", str(cache),
                      "--device", "cpu", "--quiet"])
     assert code == 0
     runs = pd.read_csv(out_dir / "runs.csv")
     assert len(runs) == 4 and sorted(runs["seed"]) == [0, 0, 1, 1]
     table = pd.read_csv(out_dir / "results.csv")
-    assert list(table["learner"]) == ["template", "rank:linear"] and list(table["seeds"]) == [2, 2]
+    assert list(table["method"]) == ["zeroshot", "ordinalclip:linear"] and list(table["seeds"]) == [2, 2]
     for _, row in table.iterrows():
-        maes = runs.loc[runs["learner"] == row["learner"], "mae_exp"]
+        maes = runs.loc[runs["method"] == row["method"], "mae_exp"]
         assert row["mae_exp_mean"] == pytest.approx(maes.mean())
         assert row["mae_exp_std"] == pytest.approx(maes.std(ddof=1))
     md = (out_dir / "results.md").read_text().strip().splitlines()
-    assert len(md) == 4 and md[2].startswith("| template | 2 | 2 |") and md[3].startswith("| rank:linear | 2 | 2 |")
+    assert len(md) == 4 and md[2].startswith("| zeroshot | 2 | 2 |") and md[3].startswith("| ordinalclip:linear | 2 | 2 |")
     assert all(line.count("±") == 5 for line in md[2:])
     assert "results.md" in capsys.readouterr().out
     assert len(list(out_dir.glob("runs/*/*.safetensors"))) == 4

@@ -233,9 +233,9 @@ def curves(series: list[dict], metric_title: str, height: int = 360) -> go.Figur
     fig = go.Figure()
     for k, s in enumerate(series):
         fig.add_trace(go.Scatter(
-            x=[str(v) for v in s["shots"]], y=s["mean"], mode="lines+markers", name=s["learner"],
+            x=[str(v) for v in s["shots"]], y=s["mean"], mode="lines+markers", name=s["method"],
             error_y=dict(type="data", array=s["std"], visible=True), line=dict(color=PALETTE[k % len(PALETTE)]),
-            customdata=s["seeds"], hovertemplate=f"{s['learner']}<br>shots %{{x}}: %{{y:.3f}}<br>%{{customdata}} seeds<extra></extra>"))
+            customdata=s["seeds"], hovertemplate=f"{s['method']}<br>shots %{{x}}: %{{y:.3f}}<br>%{{customdata}} seeds<extra></extra>"))
     fig.update_xaxes(type="category", title="shots per label")
     fig.update_yaxes(title=metric_title)
     fig.update_layout(legend=LEGEND)

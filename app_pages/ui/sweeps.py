@@ -20,7 +20,7 @@ from explorer.core import settings
 from explorer.core.errors import ExplorerError
 from explorer.core.fsio import safe_filename
 from explorer.training import sweep_files
-from explorer.training.config import TrainConfig, parse_learner_list, sweep_grid
+from explorer.training.config import TrainConfig, parse_method_list, sweep_grid
 from explorer.training.executors import cores, executor_spec
 from explorer.training.sweep_jobs import SweepManager
 from explorer.training.sweeps import markdown_table, summarize_runs
@@ -58,13 +58,13 @@ def _grid(values: dict):
         raise ExplorerError("A label shift is C:S (e.g. 10:0.5) or none.")
     base = TrainConfig(dataset=values["dataset"].strip(), out=str(folder / "run.safetensors"), backbone=values["backbone"].strip(),
                        epochs=int(values["epochs"]), device=resources.device_setting())
-    return sweep_grid(base, parse_learner_list(values["learners"]), shots, seeds, folder, shifts or None), folder
+    return sweep_grid(base, parse_method_list(values["methods"]), shots, seeds, folder, shifts or None), folder
 
 
 def sweep_form() -> None:
     """The grid as fields; the sweep runs on local worker processes (inline on Windows)."""
     st.subheader("New sweep")
-    st.caption("Every learner × shots × label shift × seed, each run in its own folder; the results table fills in as runs finish. "
+    st.caption("Every method × shots × label shift × seed, each run in its own folder; the results table fills in as runs finish. "
                "The CLI's `sweep` command with `--executor slurm` runs the same grid as a Slurm job array.")
     with st.form("sweep-form"):
         c1, c2, c3 = st.columns(3)
@@ -72,8 +72,8 @@ def sweep_form() -> None:
             "dataset": c1.text_input("Dataset", "dots:20", key="sweep-dataset"),
             "backbone": c2.text_input("Backbone", "demo", key="sweep-backbone"),
             "name": c3.text_input("Name", "my-sweep", key="sweep-name", help="the folder under the library's sweeps/"),
-            "learners": c1.text_input("Learners", "zeroshot,coop,ordinalclip:linear", key="sweep-learners",
-                                      help="comma list of method[:interpolation], as `sweep --learners`"),
+            "methods": c1.text_input("Methods", "zeroshot,coop,ordinalclip:linear", key="sweep-methods",
+                                     help="comma list of method[:interpolation], as `sweep --methods`"),
             "shots": c2.text_input("Shots per label", "1,4,16", key="sweep-shots", help="comma list; 'all' for the full train split"),
             "seeds": c3.text_input("Seeds", "0,1,2", key="sweep-seeds"),
             "shifts": c1.text_input("Label shifts", "none", key="sweep-shifts", help="comma list of C:S pairs or none, e.g. none,10:0.5"),
@@ -176,7 +176,7 @@ def sweep_results_section() -> None:
 
 
 def _curve_charts(table: pd.DataFrame) -> None:
-    """MAE and accuracy against shots, one line per learner, for the regime chosen."""
+    """MAE and accuracy against shots, one line per method, for the regime chosen."""
     regimes = list(dict.fromkeys(table["regime"]))
     regime = st.segmented_control("Regime", regimes, default=regimes[0], key="curves-regime") if len(regimes) > 1 else regimes[0]
     regime = regime or regimes[0]

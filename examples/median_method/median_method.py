@@ -74,4 +74,4 @@ class MedianOrdinalCLIP(OrdinalCLIP):
 
     @classmethod
     def predictor_from_checkpoint(cls, checkpoint) -> QuantilePrototypes:
-        return QuantilePrototypes(checkpoint.prototypes, checkpoint.learner_config.quantile)
+        return QuantilePrototypes(checkpoint.prototypes, checkpoint.method_config.quantile)

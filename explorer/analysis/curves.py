@@ -1,5 +1,5 @@
 """Few-shot and label-shift curves from a sweep's ``runs.csv``: a metric against shots, mean and
-standard deviation over seeds, one line per method (learner) and regime."""
+standard deviation over seeds, one line per method and regime."""
 
 from __future__ import annotations
 
@@ -40,16 +40,17 @@ def parse_runs(source, name: str):
         runs = pd.read_csv(source)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ExplorerError(f"{name} is not a readable CSV file ({' '.join(str(exc).split())[:120]}).") from exc
-    missing = {"learner", "shots", "seed"} - set(runs.columns)
+    runs = runs.rename(columns={"learner": "method"})  # the column's name in sweeps of earlier versions
+    missing = {"method", "shots", "seed"} - set(runs.columns)
     if missing:
         raise ExplorerError(f"{name} is not a sweep runs table (missing columns {', '.join(sorted(missing))}).")
     return runs
 
 
 def build_curves(runs, metrics: tuple[str, ...] = CURVE_METRICS):
-    """Long table: one row per (regime, learner, shots, metric) with mean, std (ddof=1, 0 for one seed), seeds.
+    """Long table: one row per (regime, method, shots, metric) with mean, std (ddof=1, 0 for one seed), seeds.
 
-    ``runs`` is a DataFrame (or list of row dicts) with learner, shots, seed and the metrics; a
+    ``runs`` is a DataFrame (or list of row dicts) with method, shots, seed and the metrics; a
     ``label_shift`` column (e.g. "none", "10 0.5") separates the few-shot and label-shift regimes.
     """
     import pandas as pd
@@ -66,17 +67,17 @@ def build_curves(runs, metrics: tuple[str, ...] = CURVE_METRICS):
     if missing:
         raise ExplorerError(f"The runs table has no {', '.join(missing)} column.")
     rows = []
-    for (reg, learner, shots), group in runs.groupby(["regime", "learner", "shots"], sort=False):
+    for (reg, method, shots), group in runs.groupby(["regime", "method", "shots"], sort=False):
         for m in metrics:
             v = group[m].astype(float).to_numpy()
-            rows.append({"regime": reg, "learner": learner, "shots": shots, "shots_order": _shots_order(shots),
+            rows.append({"regime": reg, "method": method, "shots": shots, "shots_order": _shots_order(shots),
                          "metric": m, "mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if v.size > 1 else 0.0,
                          "seeds": int(v.size)})
     table = pd.DataFrame(rows)
-    order = {name: i for i, name in enumerate(dict.fromkeys(runs["learner"]))}  # the sweep's learner order
-    table["_learner"] = table["learner"].map(order)
-    table = table.sort_values(["regime", "metric", "_learner", "shots_order"], kind="stable")
-    return table.drop(columns=["_learner"]).reset_index(drop=True)
+    order = {name: i for i, name in enumerate(dict.fromkeys(runs["method"]))}  # the sweep's method order
+    table["_method"] = table["method"].map(order)
+    table = table.sort_values(["regime", "metric", "_method", "shots_order"], kind="stable")
+    return table.drop(columns=["_method"]).reset_index(drop=True)
 
 
 def curves_from_runs(path: str | Path, metrics: tuple[str, ...] = CURVE_METRICS):
@@ -94,7 +95,7 @@ def write_curves(runs, out_dir: str | Path) -> Path:
 
 
 def curve_series(curves, metric: str, regime: str) -> list[dict[str, Any]]:
-    """One series per learner for a plot: ``{"learner", "shots", "mean", "std", "seeds"}``."""
+    """One series per method for a plot: ``{"method", "shots", "mean", "std", "seeds"}``."""
     part = curves[(curves["metric"] == metric) & (curves["regime"] == regime)]
-    return [{"learner": learner, "shots": list(g["shots"]), "mean": g["mean"].tolist(), "std": g["std"].tolist(),
-             "seeds": g["seeds"].tolist()} for learner, g in part.groupby("learner", sort=False)]
+    return [{"method": method, "shots": list(g["shots"]), "mean": g["mean"].tolist(), "std": g["std"].tolist(),
+             "seeds": g["seeds"].tolist()} for method, g in part.groupby("method", sort=False)]

@@ -68,7 +68,7 @@ def learned_tokens(ckpt) -> LearnedTokens | None:
     method = ckpt.method if ckpt.content == "full" else None
     if not offers(method, "decode"):
         return None
-    tokens = method.learned_tokens(ckpt.learner_config, ckpt.learner_tensors())
+    tokens = method.learned_tokens(ckpt.method_config, ckpt.method_tensors())
     has_context = tokens.context is not None and tokens.context.numel() > 0
     return tokens if has_context or tokens.classes is not None else None
 

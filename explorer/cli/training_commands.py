@@ -20,7 +20,7 @@ def _usable_methods() -> dict[str, Any]:
     return {name: cls for name in method_names() if (cls := find_method(name)) is not None}
 
 
-def learner_settings(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+def method_settings(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     """The options of the methods ``names`` set on the command line (the rank-names file read into names);
     an option that belongs to none of them is refused in one sentence naming the methods it belongs to."""
     from explorer.core.options import flag_fields, values_from_args
@@ -43,17 +43,17 @@ def learner_settings(args: argparse.Namespace, names: list[str]) -> dict[str, An
     return settings
 
 
-def train_config(args: argparse.Namespace, dataset: str, out: str, method: str | None = None, learner: dict | None = None):
+def train_config(args: argparse.Namespace, dataset: str, out: str, method: str | None = None, settings: dict | None = None):
     """The TrainConfig of a train / sweep command: dataclass defaults, the --preset's, then the flags given
-    (the method's own: ``learner``, default: those set on the command line for ``method``)."""
+    (the method's own: ``settings``, default: those set on the command line for ``method``)."""
     from explorer.core.options import values_from_args
     from explorer.methods import DEFAULT_METHOD
-    from explorer.training.config import TrainConfig, config_from_preset
+    from explorer.training.config import TrainConfig, config_from_recipe
 
     method = method or DEFAULT_METHOD
-    learner = learner_settings(args, [method]) if learner is None else learner
-    return config_from_preset(
-        getattr(args, "preset", None), dataset, out, method, values_from_args(TrainConfig, args), learner,
+    settings = method_settings(args, [method]) if settings is None else settings
+    return config_from_recipe(
+        getattr(args, "recipe", None), dataset, out, method, values_from_args(TrainConfig, args), settings,
         backbone=args.backbone, skip_bad=args.skip_bad, device=args.device, cache_dir=args.cache_dir, name=getattr(args, "name", None),
     )
 
@@ -189,13 +189,13 @@ def _executor(args: argparse.Namespace):
 
 
 def _sweep_runs(args: argparse.Namespace):
-    """The grid of a sweep command: learners x shots x label shifts x seeds."""
-    from explorer.training.config import parse_learner_list, sweep_grid
+    """The grid of a sweep command: methods x shots x label shifts x seeds."""
+    from explorer.training.config import parse_method_list, sweep_grid
 
-    names = [spec.partition(":")[0] for spec in args.learners.split(",") if spec.strip()]
-    settings = learner_settings(args, names)  # an option none of the listed methods has is refused
-    base = train_config(args, args.dataset, str(Path(args.out_dir) / "run.safetensors"), learner={})
-    learners = parse_learner_list(args.learners, settings)
+    names = [spec.partition(":")[0] for spec in args.methods.split(",") if spec.strip()]
+    settings = method_settings(args, names)  # an option none of the listed methods has is refused
+    base = train_config(args, args.dataset, str(Path(args.out_dir) / "run.safetensors"), settings={})
+    methods = parse_method_list(args.methods, settings)
     try:
         shots = [None if s.strip() in ("all", "0") else int(s) for s in args.shots_list.split(",")]
         seeds = [int(s) for s in args.seeds.split(",")]
@@ -207,7 +207,7 @@ def _sweep_runs(args: argparse.Namespace):
         raise ExplorerError("--label-shifts takes a comma list of C:S pairs or none, e.g. none,10:0.5.")
     if shifts and base.label_shift:
         raise ExplorerError("Give --label-shift or --label-shifts, not both.")
-    return sweep_grid(base, learners, shots, seeds, args.out_dir, shifts)
+    return sweep_grid(base, methods, shots, seeds, args.out_dir, shifts)
 
 
 @command("sweep")
@@ -280,8 +280,8 @@ def _train_flags(p) -> None:
     from explorer.training.config import TrainConfig
     from explorer.training.recipes import RECIPES
 
-    p.add_argument("--preset", choices=list(RECIPES), default=None,
-                   help="paper preset: ranks, prompt initialisation and the reference recipe of "
+    p.add_argument("--recipe", "--preset", dest="recipe", choices=list(RECIPES), default=None,
+                   help="a paper's recipe (--preset works too): ranks, prompt initialisation and the reference training of "
                         + ", ".join(f"{k} ({r.title})" for k, r in RECIPES.items()) + "; flags given win")
     seen: dict[str, str] = {}
     add_flags(p, TrainConfig, seen)
@@ -309,7 +309,7 @@ def add_training_parsers(add) -> None:
     _face_flags(p, "crop each image to its largest face exactly as Predict does (images without one are used whole)")
     _data_flags(p)
 
-    p = add("train", "Train a prompt learner (or a baseline) and write the best checkpoint by validation MAE.")
+    p = add("train", "Train a method (a prompt learner or a baseline) and write the best checkpoint by validation MAE.")
     p.add_argument("dataset", help="DATASET spec, e.g. dots:20, utkface:DIR, csv:FILE")
     p.add_argument("--method", "--learner", dest="method", choices=method_names(aliases=True), default=DEFAULT_METHOD, metavar="METHOD",
                    help="method: " + ", ".join(method_names()) + f" (--learner and the old names {', '.join(ALIASES)} work too)")
@@ -338,9 +338,9 @@ def add_training_parsers(add) -> None:
                   "(default: exactly when the checkpoint was trained with --faces, at its margin)", margin=False)
     _data_flags(p, with_backbone=False)
 
-    p = add("sweep", "Several learners x shots x seeds; writes a mean +- std results table (CSV and Markdown).")
+    p = add("sweep", "Several methods x shots x seeds; writes a mean +- std results table (CSV and Markdown).")
     p.add_argument("dataset")
-    p.add_argument("--learners", default="zeroshot,linear-probe,coop,ordinalclip:linear,ordinalclip:inv_prop,ordinalclip:normal",
+    p.add_argument("--methods", "--learners", dest="methods", default="zeroshot,linear-probe,coop,ordinalclip:linear,ordinalclip:inv_prop,ordinalclip:normal",
                    help="comma list of method[:interpolation] (default: all baselines and interpolations; old names work too)")
     p.add_argument("--shots-list", default="16", help="comma list of shots per label; 'all' for the full train split")
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds")

@@ -63,7 +63,7 @@ class Ranks:
 def read_names_file(path: str | Path, expected: int | None = None, what: str = "ranks") -> list[str]:
     """Names, one per line; underscores become spaces; trailing blank lines ignored.
 
-    ``expected`` is the number of lines required (e.g. B base ranks for the rank learner).
+    ``expected`` is the number of lines required (e.g. B base ranks for OrdinalCLIP).
     """
     path = Path(path)
     try:

@@ -160,7 +160,9 @@ def method_problems(cls: Any, name: str) -> list[str]:
     field = config.__dataclass_fields__.get("method")
     if field is None or field.default != name:
         return [f"its config {config.__name__} has no field 'method' defaulting to '{name}'"]
-    return _flag_conflicts(cls) + partial_capabilities(cls)
+    variant = [] if cls.variant_field in (None, *config.__dataclass_fields__) else [
+        f"its variant_field '{cls.variant_field}' is not a field of {config.__name__}"]
+    return _flag_conflicts(cls) + partial_capabilities(cls) + variant
 
 
 def _flag_conflicts(cls: type[Method]) -> list[str]:

@@ -66,6 +66,7 @@ class Method(nn.Module):
     # "prototypes" for methods whose prototypes are all they learn (saved as a prototype-only checkpoint)
     checkpoint_content: ClassVar[str] = "full"
     select_metric: ClassVar[str] = "mae_exp"  # validation metric that picks the best epoch
+    variant_field: ClassVar[str | None] = None  # the config field a sweep's ``method:VALUE`` sets (OrdinalCLIP: interpolation)
 
     config: Any
     ranks: Ranks
@@ -93,9 +94,9 @@ class Method(nn.Module):
 
     @classmethod
     def recipe_defaults(cls, recipe) -> dict[str, Any]:
-        """Learner settings a paper preset (``explorer.training.recipes.Recipe``) gives this method; the
+        """Settings a paper recipe (``explorer.training.recipes.Recipe``) gives this method; the
         caller keeps those the config has. Default: the recipe's learner settings and its context text."""
-        return {**recipe.learner, "context_init": recipe.context_init}
+        return {**recipe.method_settings, "context_init": recipe.context_init}
 
     @classmethod
     def stored_settings(cls, data: dict[str, Any]) -> dict[str, Any]:

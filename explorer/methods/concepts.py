@@ -1,4 +1,4 @@
-"""NumCLIP's coarse concept bins: presets as data, bins files, and the bin of a value.
+"""NumCLIP's coarse concept bins: concept sets as data, bins files, and the bin of a value.
 
 A bin is (start, name); bin k holds the values in [start_k, start_{k+1}). Presets follow the reference
 configs (docs/methods/numclip.md §1): ``age`` child [0, 12], teenager [13, 18], young adult [19, 34], middle adult
@@ -18,7 +18,7 @@ from explorer.core.ranks import Ranks
 
 
 @dataclass(frozen=True)
-class ConceptPreset:
+class ConceptSet:
     """Bin starts and names, and the context text the reference initialises the prompt with."""
 
     starts: tuple[float, ...]
@@ -26,14 +26,14 @@ class ConceptPreset:
     context: str | None
 
 
-CONCEPT_PRESETS: dict[str, ConceptPreset] = {
-    "age": ConceptPreset((0, 13, 19, 35, 65), ("child", "teenager", "young adult", "middle adult", "older adult"),
+CONCEPT_SETS: dict[str, ConceptSet] = {
+    "age": ConceptSet((0, 13, 19, 35, 65), ("child", "teenager", "young adult", "middle adult", "older adult"),
                          "age estimation: the person is a"),
-    "adience": ConceptPreset((0, 13, 19, 35, 65), ("child", "teenager", "young adult", "middle adult", "older adult"),
+    "adience": ConceptSet((0, 13, 19, 35, 65), ("child", "teenager", "young adult", "middle adult", "older adult"),
                              "age estimation from facial image: the person is a"),
-    "aesthetics": ConceptPreset((0, 1, 2, 3, 4), ("0", "1", "2", "3", "4"), "aesthetics assessment: the quality of the photo is"),
-    "historical": ConceptPreset((0, 1, 2, 3, 4), ("0", "1", "2", "3", "4"), "a photo taken in the"),
-    "dots": ConceptPreset((0, 3, 7, 12, 16), ("very few", "a few", "several", "many", "very many"), "a photo of"),
+    "aesthetics": ConceptSet((0, 1, 2, 3, 4), ("0", "1", "2", "3", "4"), "aesthetics assessment: the quality of the photo is"),
+    "historical": ConceptSet((0, 1, 2, 3, 4), ("0", "1", "2", "3", "4"), "a photo taken in the"),
+    "dots": ConceptSet((0, 3, 7, 12, 16), ("very few", "a few", "several", "many", "very many"), "a photo of"),
 }
 
 
@@ -90,12 +90,12 @@ def read_bins_file(path: str | Path) -> ConceptBins:
 
 
 def resolve_concepts(spec: str, unit: str = "") -> tuple[ConceptBins, str | None]:
-    """(bins, context text) of a preset name or a bins file (a file has no context text)."""
-    preset = CONCEPT_PRESETS.get(spec)
-    if preset is not None:
-        return ConceptBins([float(s) for s in preset.starts], list(preset.names), unit), preset.context
+    """(bins, context text) of a concept set's name or a bins file (a file has no context text)."""
+    known = CONCEPT_SETS.get(spec)
+    if known is not None:
+        return ConceptBins([float(s) for s in known.starts], list(known.names), unit), known.context
     if not Path(spec).expanduser().is_file():
-        raise ExplorerError(f"Concepts '{spec}' are neither a preset ({', '.join(CONCEPT_PRESETS)}) nor an existing bins file.")
+        raise ExplorerError(f"Concepts '{spec}' are neither a concept set ({', '.join(CONCEPT_SETS)}) nor an existing bins file.")
     bins = read_bins_file(spec)
     bins.unit = unit
     return bins, None

@@ -19,7 +19,7 @@ class CoOpConfig(PromptConfig):
 
     def validate_ranks(self) -> None:
         if self.rank_names is not None and len(self.rank_names) != self.num_ranks:
-            raise ExplorerError(f"The plain learner needs {self.num_ranks} rank names, got {len(self.rank_names)}.")
+            raise ExplorerError(f"CoOp needs {self.num_ranks} rank names, got {len(self.rank_names)}.")
 
 
 class PlainPromptLearner(PromptLearner):
@@ -39,10 +39,10 @@ class PlainPromptLearner(PromptLearner):
 
 
 class CoOp(LearnedPromptModel):
-    """The plain learner."""
+    """CoOp: one learned embedding per rank."""
 
     name = "coop"
-    title = "CoOp (plain)"
+    title = "CoOp"
     config_class = CoOpConfig
     form_fields = ("num_context_tokens",)
 

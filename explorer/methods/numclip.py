@@ -21,7 +21,7 @@ from explorer.core.errors import ExplorerError
 from explorer.core.options import option
 from explorer.core.ranks import Ranks
 from explorer.methods.base import ConfigMixin
-from explorer.methods.concepts import CONCEPT_PRESETS, ConceptBins, bin_index, resolve_concepts
+from explorer.methods.concepts import CONCEPT_SETS, ConceptBins, bin_index, resolve_concepts
 from explorer.methods.coop import CoOpConfig
 from explorer.methods.objectives import distance_weighted_logits, fcrl_kl, kl_text_to_image
 from explorer.methods.prompt import LearnedPromptModel, PromptModel, build_prompt_model
@@ -30,14 +30,14 @@ from explorer.predict.contract import ModulePredictor
 
 @dataclass
 class NumCLIPConfig(ConfigMixin):
-    """Settings of NumCLIP; ``concepts`` is a preset name or a file of ``start,name`` lines."""
+    """Settings of NumCLIP; ``concepts`` is a concept set's name or a file of ``start,name`` lines."""
 
     method: str = option("numclip")
-    concepts: str = option("age", flag="--concepts", help=f"concept bins: a preset ({', '.join(CONCEPT_PRESETS)}) or a file of start,name lines")
+    concepts: str = option("age", flag="--concepts", help=f"concept bins: a concept set ({', '.join(CONCEPT_SETS)}) or a file of start,name lines")
     bin_starts: list[float] | None = None  # resolved from ``concepts`` when the method is built
     bin_names: list[str] | None = None
     num_context_tokens: int = option(10, flag="--context-tokens", help="n learned context tokens")
-    context_init: str | None = option(None, flag="--context-init", help="initialise the context from this text (NumCLIP: the preset's text by default)")
+    context_init: str | None = option(None, flag="--context-init", help="initialise the context from this text (NumCLIP: the concept set's text by default)")
     position: str = option("tail", flag="--position", choices=("tail", "front", "middle"), help="where the concept tokens go")
     adapter: bool = option(True, flag="--adapter", help="NumCLIP image adapter (--no-adapter: the ablation without it)")
     adapter_ratio: float = 0.8
@@ -100,10 +100,10 @@ class SoftBinRegressor(nn.Module):
 
 
 class NumCLIP(LearnedPromptModel):
-    """Concept prototypes (K x E) from a plain learner, image adapter and soft-bin regressor."""
+    """Concept prototypes (K x E) from a CoOp learner, image adapter and soft-bin regressor."""
 
     name = "numclip"
-    title = "NumCLIP (concepts + regressor)"
+    title = "NumCLIP"
     config_class = NumCLIPConfig
     select_metric = "mae_value"
     form_fields = ("num_context_tokens", "concepts")
@@ -146,7 +146,7 @@ class NumCLIP(LearnedPromptModel):
 
     @classmethod
     def recipe_defaults(cls, recipe) -> dict[str, Any]:
-        """NumCLIP's presets carry their own context text; the reference's head lr is 1e-5 (0.1 x the prompts')."""
+        """NumCLIP's concept sets carry their own context text; the reference's head lr is 1e-5 (0.1 x the prompts')."""
         return {"concepts": recipe.concepts, "head_lr_scale": 0.1}
 
     @classmethod
@@ -206,8 +206,8 @@ class NumCLIP(LearnedPromptModel):
 
     @classmethod
     def predictor_from_checkpoint(cls, checkpoint) -> "NumCLIPPredictor":
-        config = checkpoint.learner_config
-        stored = checkpoint.learner_tensors()
+        config = checkpoint.method_config
+        stored = checkpoint.method_tensors()
         adapter = None
         if config.adapter:
             dim = stored["adapter.fc.0.weight"].shape[1]

@@ -55,10 +55,10 @@ class OrdinalCLIPConfig(PromptConfig):
         if not (math.isfinite(self.bandwidth) and self.bandwidth > 0):
             raise ExplorerError(f"The normal interpolation bandwidth must be a positive number (got {self.bandwidth}).")
         if self.rank_names is not None and len(self.rank_names) != self.num_base_ranks:
-            extra = (" (this file names every rank; the rank learner only learns the base ranks)"
+            extra = (" (this file names every rank; OrdinalCLIP only learns the base ranks)"
                      if len(self.rank_names) == self.num_ranks else "")
             raise ExplorerError(
-                f"The rank learner needs {self.num_base_ranks} base-rank names, one per base rank, "
+                f"OrdinalCLIP needs {self.num_base_ranks} base-rank names, one per base rank, "
                 f"but got {len(self.rank_names)}{extra}."
             )
 
@@ -132,8 +132,9 @@ class OrdinalCLIP(LearnedPromptModel):
     """Ordered language prototypes from interpolated base-rank embeddings."""
 
     name = "ordinalclip"
-    title = "OrdinalCLIP (rank)"
+    title = "OrdinalCLIP"
     config_class = OrdinalCLIPConfig
+    variant_field = "interpolation"  # sweep --methods ordinalclip:normal
     form_fields = ("num_context_tokens", "num_base_ranks", "interpolation")
 
     @classmethod

@@ -41,7 +41,7 @@ class ZeroShotConfig(ConfigMixin):
             if "{}" not in template:
                 raise ExplorerError(f"The template '{template}' has no '{{}}' where the rank name goes.")
         if self.rank_names is not None and len(self.rank_names) != self.num_ranks:
-            raise ExplorerError(f"The template learner needs {self.num_ranks} rank names, got {len(self.rank_names)}.")
+            raise ExplorerError(f"Zero-shot CLIP needs {self.num_ranks} rank names, got {len(self.rank_names)}.")
 
     @property
     def prompt_templates(self) -> list[str]:
@@ -87,10 +87,10 @@ def ensemble_features(features: torch.Tensor, num_templates: int) -> torch.Tenso
 
 
 class ZeroShot(PromptModel):
-    """The template learner."""
+    """Zero-shot CLIP: hand-written templates, nothing learned."""
 
     name = "zeroshot"
-    title = "zero-shot template"
+    title = "zero-shot CLIP"
     config_class = ZeroShotConfig
     trainable = False  # its prompts are words already: nothing to learn, nothing to decode
     form_fields = ("template",)

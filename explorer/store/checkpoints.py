@@ -82,7 +82,7 @@ class Checkpoint:
         return canonical_name(stored) if stored else None
 
     @property
-    def learner_config(self):
+    def method_config(self):
         """The method's typed config (None for prototype-only checkpoints)."""
         data = self.meta.get("learner")
         if not data:
@@ -104,7 +104,7 @@ class Checkpoint:
         method = self.method
         return method.predictor_from_checkpoint(self) if method is not None else self.prototypes
 
-    def learner_tensors(self) -> dict[str, torch.Tensor]:
+    def method_tensors(self) -> dict[str, torch.Tensor]:
         """Learner parameters with the ``learner.`` prefix removed."""
         return {k[len("learner.") :]: v for k, v in self.tensors.items() if k.startswith("learner.")}
 
@@ -118,11 +118,11 @@ class Checkpoint:
 
     def build_model(self, backbone) -> Method:
         """Rebuild the method on ``backbone`` with the stored parameters (full checkpoints only)."""
-        if self.content != "full" or self.learner_config is None:
+        if self.content != "full" or self.method_config is None:
             raise ExplorerError(f"{self.name} holds prototypes only; it can predict but its learner cannot be rebuilt.")
         self.check_backbone(backbone)
-        model = self.method.build(backbone, self.learner_config, self.ranks, seed=None)
-        model.load_state_tensors(self.learner_tensors(), self.name)
+        model = self.method.build(backbone, self.method_config, self.ranks, seed=None)
+        model.load_state_tensors(self.method_tensors(), self.name)
         return model
 
     def summary(self) -> dict[str, Any]:
@@ -307,13 +307,13 @@ def _validate_learner(ckpt: Checkpoint, name: str, num_classes: int) -> None:
     if canonical_name(stored) not in registry():
         raise ExplorerError(f"{name} was made with the method '{stored}', which is not installed here (a plug-in method: "
                             f"install the distribution that registers it under '{ENTRY_POINT_GROUP}').")
-    config = ckpt.learner_config
+    config = ckpt.method_config
     if config is None:
         raise ExplorerError(f"{name} is a full checkpoint without a learner config.")
     if getattr(config, "num_ranks", num_classes) != num_classes:
         raise ExplorerError(f"{name}: the learner has {config.num_ranks} ranks but the metadata lists {num_classes}.")
     expected = ckpt.method.expected_shapes(config)
-    stored = {k: tuple(v.shape) for k, v in ckpt.learner_tensors().items()}
+    stored = {k: tuple(v.shape) for k, v in ckpt.method_tensors().items()}
     for key, shape in stored.items():
         want = expected.get(key)
         if want is None:

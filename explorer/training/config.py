@@ -1,7 +1,9 @@
 """The typed configuration of a training run, its progress events and its result (torch-free).
 
-``TrainConfig.learner`` is the method's own typed config (see :mod:`explorer.methods`); a dict with
-a ``kind`` (as stored in checkpoint metadata) is converted on construction. Every default lives in
+``TrainConfig.method_config`` is the method's own typed config (see :mod:`explorer.methods`); a dict
+(as stored in checkpoint metadata, the method's name under ``kind``) is converted on construction. The
+stored form keeps the keys of checkpoint format 1: the method config under ``learner``, the paper
+recipe under ``preset``. Every default lives in
 these dataclasses; the CLI flags and the app's Train form are built from them.
 """
 
@@ -18,6 +20,7 @@ from explorer.data.inputs import DEFAULT_MARGIN
 
 OPTIMIZERS = ("adamw", "radam", "sgd")
 MODES = ("frozen", "finetune")
+STORED_KEYS = {"recipe": "preset"}  # field -> the key a stored run config (checkpoint format 1) has for it
 SELECT_METRICS = ("mae_exp", "mae_max", "mae_value")
 
 
@@ -28,13 +31,13 @@ class TrainConfig:
     dataset: str
     out: str
     backbone: str = "demo"
-    learner: Any = field(default_factory=dict)  # a config, or a stored dict (no kind: the default method)
+    method_config: Any = field(default_factory=dict)  # a method's config, or a stored dict (no name: the default method)
     shots: int | None = option(None, flag="--shots", help="few-shot: k training images per label")
     label_shift: list[float] | None = option(None, flag="--label-shift", nargs=2, metavar=("C", "S"),
                                              help="label-distribution shift: the C most frequent labels keep max(int(n*S), 1) images")
     epochs: int = option(20, flag="--epochs", help="training epochs")
     batch_size: int = option(32, flag="--batch-size", help="images per step")
-    lr: float = option(2e-3, flag="--lr", help="learning rate of the learner")
+    lr: float = option(2e-3, flag="--lr", help="learning rate of the method's parameters")
     optimizer: str = option("adamw", flag="--optimizer", choices=OPTIMIZERS, help="optimizer")
     weight_decay: float = option(5e-4, flag="--weight-decay", help="weight decay")
     warmup_epochs: float = option(1.0, flag="--warmup-epochs", help="linear warm-up before the cosine schedule")
@@ -55,10 +58,10 @@ class TrainConfig:
     amp: bool = True
     name: str | None = None
     dataset_options: dict[str, Any] | None = None  # open_dataset options, e.g. {"num_ranks": 101, "unit": "years"}
-    preset: str | None = None  # the paper preset (explorer.training.recipes) the defaults came from, for the record
+    recipe: str | None = None  # the paper recipe (explorer.training.recipes) the defaults came from, for the record
 
     def __post_init__(self) -> None:
-        self.learner = learner_config(self.learner)
+        self.method_config = method_config_of(self.method_config)
 
     @property
     def selection_metric(self) -> str:
@@ -70,7 +73,7 @@ class TrainConfig:
     @property
     def method(self) -> str:
         """The method's registered name (stored as ``learner.kind``)."""
-        return self.learner.method
+        return self.method_config.method
 
     def validate(self) -> None:
         """One clear sentence for impossible settings."""
@@ -93,37 +96,39 @@ class TrainConfig:
             raise ExplorerError(f"The {method.title} trains on frozen features only; use --mode frozen.")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the learner as a dict with its ``kind``)."""
-        out = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "learner"}
-        return {**out, "learner": self.learner.to_dict()}
+        """JSON-ready form, with the stored keys: ``learner`` (the method config as a dict) and ``preset`` (the recipe)."""
+        out = {STORED_KEYS.get(f.name, f.name): copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "method_config"}
+        return {**out, "learner": self.method_config.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         """Inverse of to_dict (keys of other versions are ignored)."""
         names = {f.name for f in fields(cls)}
+        stored = {field_name: key for key, field_name in STORED_KEYS.items()} | {"learner": "method_config"}
+        data = {stored.get(k, k): v for k, v in data.items()}
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-def config_from_preset(preset: str | None, dataset: str, out: str, method: str, training: dict[str, Any],
-                       learner: dict[str, Any], **fixed: Any) -> TrainConfig:
-    """A TrainConfig: dataclass defaults, then the paper preset's (if any), then ``training`` / ``learner``
-    settings (what the user set), which always win."""
+def config_from_recipe(recipe_name: str | None, dataset: str, out: str, method: str, training: dict[str, Any],
+                       settings: dict[str, Any], **fixed: Any) -> TrainConfig:
+    """A TrainConfig: dataclass defaults, then the paper recipe's (if any), then ``training`` / the method's
+    ``settings`` (what the user set), which always win."""
     from explorer.methods import get_method, make_config
-    from explorer.training.recipes import learner_defaults, recipe
+    from explorer.training.recipes import method_defaults, recipe
 
     fields = set(get_method(method).config_class.__dataclass_fields__)
-    base_train, base_learner, options = {}, {}, None
-    if preset:
-        r = recipe(preset)
+    base_train, base_settings, options = {}, {}, None
+    if recipe_name:
+        r = recipe(recipe_name)
         base_train, options = dict(r.training), dict(r.dataset_options)
-        base_learner = learner_defaults(preset, method, fields)
+        base_settings = method_defaults(recipe_name, method, fields)
         if not get_method(method).supports_finetune:
             base_train["mode"] = "frozen"
-    return TrainConfig(dataset=dataset, out=out, learner=make_config(method, **{**base_learner, **learner}),
-                       dataset_options=options, preset=preset, **{**base_train, **training, **fixed})
+    return TrainConfig(dataset=dataset, out=out, method_config=make_config(method, **{**base_settings, **settings}),
+                       dataset_options=options, recipe=recipe_name, **{**base_train, **training, **fixed})
 
 
-def learner_config(value: Any):
+def method_config_of(value: Any):
     """A method's typed config from a config object or a stored dict with ``kind`` (a copy; never the
     caller's; see :func:`explorer.methods.stored_config`)."""
     from explorer.methods import stored_config
@@ -212,7 +217,7 @@ class Cancelled(Exception):
 
 @dataclass
 class SweepRun:
-    """One run of a sweep: its label (learner[:interpolation]), shots, seed and config (whose label
+    """One run of a sweep: its label (method[:interpolation]), shots, seed and config (whose label
     shift is the run's regime)."""
 
     label: str
@@ -241,35 +246,37 @@ def run_checkpoint(out_dir: str | Path, run_id: str) -> Path:
     return Path(out_dir) / "runs" / run_id / f"{run_id}.safetensors"
 
 
-def sweep_grid(base: TrainConfig, learners: list[tuple[str, Any]], shots: list[int | None], seeds: list[int],
+def sweep_grid(base: TrainConfig, methods: list[tuple[str, Any]], shots: list[int | None], seeds: list[int],
                out_dir: str | Path, label_shifts: list[list[float] | None] | None = None) -> list[SweepRun]:
-    """Every (learner, shots, label shift, seed) combination of ``base`` (label shifts: ``base``'s own
+    """Every (method, shots, label shift, seed) combination of ``base`` (label shifts: ``base``'s own
     unless given); each run's files go to its own folder under ``out_dir/runs/``."""
     runs = []
-    for label, learner in learners:
+    for label, method_config in methods:
         for shot in shots:
             for shift in label_shifts if label_shifts is not None else [base.label_shift]:
                 for seed in seeds:
-                    run = SweepRun(label, shot, seed, replace(base, learner=learner, shots=shot, seed=seed,
+                    run = SweepRun(label, shot, seed, replace(base, method_config=method_config, shots=shot, seed=seed,
                                                               label_shift=list(shift) if shift else None))
                     run.config = replace(run.config, out=str(run_checkpoint(out_dir, run.id)), name=run.id)
                     runs.append(run)
     return runs
 
 
-def parse_learner_list(text: str, base_settings: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
-    """``"zeroshot,coop,ordinalclip:linear"`` -> [(label, learner config)] (old names too);
-    ``method:interpolation`` picks OrdinalCLIP's scheme. ``base_settings`` (flag values) apply where the
-    method has them."""
+def parse_method_list(text: str, base_settings: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
+    """``"zeroshot,coop,ordinalclip:linear"`` -> [(label, method config)] (old names too);
+    ``method:VALUE`` sets the method's variant field (:attr:`explorer.methods.Method.variant_field`,
+    OrdinalCLIP's interpolation). ``base_settings`` (flag values) apply where the method has them."""
     from explorer.methods import get_method, make_config
 
     out = []
     for spec in (s.strip() for s in text.split(",") if s.strip()):
-        name, _, interp = spec.partition(":")
+        name, _, variant = spec.partition(":")
         method = get_method(name)
         names = set(method.config_class.__dataclass_fields__)
         settings = {k: v for k, v in (base_settings or {}).items() if k in names and k != "method"}
-        if interp:
-            settings["interpolation"] = interp
+        if variant:
+            if method.variant_field is None:
+                raise ExplorerError(f"'{spec}': the method {method.name} has no variant to pick after ':'.")
+            settings[method.variant_field] = variant
         out.append((spec, make_config(method.name, **settings)))
     return out

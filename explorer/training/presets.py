@@ -23,7 +23,7 @@ from explorer.core.errors import ExplorerError
 from explorer.core.fsio import safe_filename
 from explorer.core.ranks import Ranks
 from explorer.data.datasets.adience import ADIENCE_GROUPS
-from explorer.methods.concepts import CONCEPT_PRESETS
+from explorer.methods.concepts import CONCEPT_SETS
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Preset:
         """The preset's ranks."""
         return Ranks(list(self.labels), list(self.values), self.unit, self.rank_name)
 
-    def learner_config(self):
+    def method_config(self):
         """The zero-shot config of the ensemble."""
         from explorer.methods.zeroshot import ZeroShotConfig
 
@@ -57,7 +57,7 @@ def _concept_midpoints(starts: tuple[float, ...], last: float) -> tuple[float, .
     return tuple((a + b) / 2 for a, b in zip(starts, ends))
 
 
-_AGE_CONCEPTS = CONCEPT_PRESETS["age"]
+_AGE_CONCEPTS = CONCEPT_SETS["age"]
 _AGES = tuple(str(a) for a in range(101))
 _DECADES = tuple(f"{y}s" for y in range(1930, 1980, 10))
 
@@ -106,7 +106,7 @@ def build_preset_model(preset: Preset | str, backbone):
     from explorer.methods.zeroshot import ZeroShot
 
     preset = get_preset(preset) if isinstance(preset, str) else preset
-    return ZeroShot.build(backbone, preset.learner_config(), preset.ranks(), seed=None)
+    return ZeroShot.build(backbone, preset.method_config(), preset.ranks(), seed=None)
 
 
 def build_preset_checkpoint(preset: Preset | str, backbone, out: str | Path, name: str | None = None) -> Path:

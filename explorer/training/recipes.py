@@ -1,9 +1,9 @@
-"""Paper presets for ``train --preset``: the ranks, prompt initialisation and training recipe of each
-benchmark in the OrdinalCLIP paper (reference configs: RAdam, lr 1e-4 for context, rank embeddings
+"""Paper recipes for ``train --recipe`` (``--preset`` works too): the ranks, prompt initialisation and
+training settings of each benchmark in the OrdinalCLIP paper (reference configs: RAdam, lr 1e-4 for context, rank embeddings
 and the whole image encoder, weight decay 5e-4, cosine schedule over 100 epochs, batch 32, no
 warm-up, fine-tuned image encoder).
 
-A preset only supplies defaults: every flag given on the command line wins. Data (a registry as
+A recipe only supplies defaults: every flag given on the command line wins. Data (a registry as
 data, like the methods'); torch-free.
 """
 
@@ -23,13 +23,13 @@ REFERENCE_TRAINING: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Recipe:
-    """One benchmark: dataset options (ranks and their unit), learner settings per method, training settings."""
+    """One benchmark: dataset options (ranks and their unit), method settings, training settings."""
 
     title: str
     dataset_options: dict[str, Any]
     context_init: str
-    concepts: str  # NumCLIP's concept preset
-    learner: dict[str, Any] = field(default_factory=dict)  # shared learner settings (rank / plain)
+    concepts: str  # NumCLIP's concept set
+    method_settings: dict[str, Any] = field(default_factory=dict)  # settings the prompt methods share (OrdinalCLIP's base ranks ...)
     training: dict[str, Any] = field(default_factory=lambda: dict(REFERENCE_TRAINING))
 
 
@@ -48,14 +48,14 @@ RECIPES: dict[str, Recipe] = {
 
 
 def recipe(name: str) -> Recipe:
-    """The preset ``name``; one sentence naming the choices otherwise."""
+    """The recipe ``name``; one sentence naming the choices otherwise."""
     if name not in RECIPES:
-        raise ExplorerError(f"Unknown preset '{name}'; choose one of {', '.join(RECIPES)}.")
+        raise ExplorerError(f"Unknown recipe '{name}'; choose one of {', '.join(RECIPES)}.")
     return RECIPES[name]
 
 
-def learner_defaults(name: str, method: str, fields: set[str]) -> dict[str, Any]:
-    """The preset's learner settings that ``method``'s config has (``fields``): what the method takes
+def method_defaults(name: str, method: str, fields: set[str]) -> dict[str, Any]:
+    """The recipe's settings that ``method``'s config has (``fields``): what the method takes
     from a recipe (:meth:`explorer.methods.Method.recipe_defaults`)."""
     from explorer.methods import get_method
 

@@ -170,7 +170,7 @@ def table_rows(statuses: list[RunStatus]) -> list[dict[str, Any]]:
     """The rows the results tables are made of: done runs' metrics, failed runs' errors (in plan order)."""
     rows = []
     for s in statuses:
-        key = {"learner": s.run.label, "shots": s.run.shots or "all", "seed": s.run.seed, "label_shift": s.run.label_shift}
+        key = {"method": s.run.label, "shots": s.run.shots or "all", "seed": s.run.seed, "label_shift": s.run.label_shift}
         if s.state == "done":
             rows.append({**key, **s.row, "status": "done", "error": ""})
         elif s.state == "failed":

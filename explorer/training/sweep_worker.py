@@ -82,7 +82,7 @@ def result_row(run: SweepRun, result) -> dict[str, Any]:
 
     protos = load_checkpoint(result.checkpoint).prototypes.matrix.numpy()
     test = {k: v for k, v in (result.test_metrics or {}).items() if k != "per_rank_mae"}
-    return {"learner": run.label, "shots": run.shots or "all", "seed": run.seed, "label_shift": run.label_shift,
+    return {"method": run.label, "shots": run.shots or "all", "seed": run.seed, "label_shift": run.label_shift,
             **test, "ordinality": ordinality_report(protos)["ordinality"], "seconds": result.seconds}
 
 

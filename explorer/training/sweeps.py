@@ -32,16 +32,16 @@ def _frame(rows: list[dict[str, Any]]):
 
 
 def summarize_runs(rows: list[dict[str, Any]]):
-    """(runs frame, summary rows): mean and std over the done seeds per (learner, shots, label shift),
+    """(runs frame, summary rows): mean and std over the done seeds per (method, shots, label shift),
     with the count and first error of the runs that failed."""
     from explorer.metrics.ordinal import aggregate
 
     raw = _frame(rows)
     summary = []
-    for (label, shots, shift), group in raw.groupby(["learner", "shots", "label_shift"], sort=False):
+    for (label, shots, shift), group in raw.groupby(["method", "shots", "label_shift"], sort=False):
         done, failed = group[group["status"] == "done"], group[group["status"] == "failed"]
         agg = aggregate(done[[m for m in SUMMARY_METRICS if m in done]].to_dict("records")) if len(done) else {}
-        summary.append({"learner": label, "shots": shots, "label_shift": shift, "seeds": len(done), "failed": len(failed),
+        summary.append({"method": label, "shots": shots, "label_shift": shift, "seeds": len(done), "failed": len(failed),
                         "error": str(failed["error"].iloc[0]) if len(failed) else "",
                         **{f"{m}_mean": agg.get(m, {}).get("mean", math.nan) for m in SUMMARY_METRICS},
                         **{f"{m}_std": agg.get(m, {}).get("std", math.nan) for m in SUMMARY_METRICS}})
@@ -60,12 +60,12 @@ def _cells(r: dict[str, Any]) -> list[str]:
 def markdown_table(summary: list[dict[str, Any]]) -> str:
     """The results table as Markdown (mean ± std over seeds; a label-shift column when there is a shift)."""
     shifted = any(r.get("label_shift", "none") != "none" for r in summary)
-    head = ["learner", "shots"] + (["label shift"] if shifted else []) + ["seeds", "test MAE (exp)", "test acc %", "1-off %",
+    head = ["method", "shots"] + (["label shift"] if shifted else []) + ["seeds", "test MAE (exp)", "test acc %", "1-off %",
                                                                           "QWK", "ordinality %"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in summary:
         seeds = f"{r['seeds']} ({r['failed']} failed)" if r.get("failed") and r["seeds"] else str(r["seeds"])
-        cells = [str(r["learner"]), str(r["shots"])] + ([str(r["label_shift"])] if shifted else []) + [seeds] + _cells(r)
+        cells = [str(r["method"]), str(r["shots"])] + ([str(r["label_shift"])] if shifted else []) + [seeds] + _cells(r)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

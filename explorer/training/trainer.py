@@ -169,10 +169,10 @@ class Trainer:
     def build(self) -> None:
         """The method's head, the image encoder when fine-tuning, optimizer and schedule."""
         config = self.config
-        learner = config.learner
-        if hasattr(learner, "num_ranks"):  # the dataset decides how many ranks there are
-            learner = replace(learner, num_ranks=len(self.ranks))
-        self.head = self.method.build(self.backbone, learner, self.ranks, seed=config.seed)
+        method_config = config.method_config
+        if hasattr(method_config, "num_ranks"):  # the dataset decides how many ranks there are
+            method_config = replace(method_config, num_ranks=len(self.ranks))
+        self.head = self.method.build(self.backbone, method_config, self.ranks, seed=config.seed)
         self.visual = None
         if config.mode == "finetune":
             self.visual = self.backbone.model.visual
@@ -317,7 +317,7 @@ class Trainer:
         from explorer.store.checkpoints import save_checkpoint
 
         config = self.config
-        inputs = inputs_record(config.faces, config.dataset, config.preset, config.face_margin if config.faces else None)
+        inputs = inputs_record(config.faces, config.dataset, config.recipe, config.face_margin if config.faces else None)
         training = {**config.to_dict(), "best_epoch": epoch, "data": self.data.report, "inputs": inputs}
         owner = self.backbone
         if self.visual is not None:  # the tuned image encoder is part of what the checkpoint needs

@@ -75,7 +75,7 @@ def numclip_config(prompt_cfg, context, rank, concepts: str, overrides, *, token
     bins.validate()
     k = len(bins.starts)
     if context.dim() != 2:
-        raise ExplorerError(f"module.prompt_learner.context_embeds has shape {tuple(context.shape)}; NumCLIP's plain learner has one shared n x D context.")
+        raise ExplorerError(f"module.prompt_learner.context_embeds has shape {tuple(context.shape)}; NumCLIP's CoOp learner has one shared n x D context.")
     if rank.dim() != 3 or rank.shape[0] != k:
         raise ExplorerError(f"module.prompt_learner.rank_embeds has shape {tuple(rank.shape)} but the {k} concept bins of '{concepts}' need {k} x t x D (--concepts).")
     cfg = dict(prompt_cfg or {})

@@ -299,7 +299,7 @@ def import_reference(**arguments: Any) -> Path:
     """Import a reference OrdinalCLIP run as an explorer checkpoint; returns its path. Takes the
     keyword arguments of :func:`import_reference_run`.
 
-    Warnings (e.g. a rank-names file with R lines for a rank learner) are issued as
+    Warnings (e.g. a rank-names file with R lines for OrdinalCLIP) are issued as
     ``ReferenceImportWarning`` and stored in the checkpoint's ``source.warnings`` metadata;
     ``import_reference_run`` returns them directly.
     """
