@@ -10,6 +10,7 @@ import streamlit as st
 
 from app_pages.ui import charts, errors, formatting, listing, pickers, resources
 from app_pages.ui.sections import compare as sections
+from explorer.analysis import figures
 from explorer.core import settings
 from explorer.core.errors import ExplorerError
 from explorer.core.fsio import bytes_digest
@@ -83,7 +84,7 @@ def _heatmaps(chosen, ckpts, mats, view: str) -> None:
             with col:
                 st.markdown(f"**{chosen[i].name}**")
                 with errors.guard(f"the heatmap of {chosen[i].name}"):
-                    fig = charts.heatmap(mats[i], ckpts[i].classes.labels, zmin=zmin, zmax=zmax, height=360,
+                    fig = figures.heatmap(mats[i], ckpts[i].classes.labels, zmin=zmin, zmax=zmax, height=360,
                                          unit=ckpts[i].classes.unit, show_scale=True)
                     charts.chart(fig, f"compare-heat-{i}", f"{chosen[i].name}-similarity-{view}")
 

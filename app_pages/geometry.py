@@ -7,6 +7,7 @@ import streamlit as st
 
 from app_pages.ui import charts, errors, formatting, pickers, resources
 from app_pages.ui.sections import geometry as sections
+from explorer.analysis import figures
 
 
 def geometry_page() -> None:
@@ -50,7 +51,7 @@ def _similarity_charts(geo: dict, labels, unit: str, view: str) -> None:
     with left:
         st.markdown(f"**Similarity heatmap** · {formatting.VIEW_TITLES[view]}")
         with errors.guard("the heatmap"):
-            fig = charts.heatmap(geo["views"][view], labels, colorbar_title=formatting.VIEWS[view], unit=unit)
+            fig = figures.heatmap(geo["views"][view], labels, colorbar_title=formatting.VIEWS[view], unit=unit)
             charts.chart(fig, "geometry-heatmap", f"similarity-{view}")
     with right:
         st.markdown("**Ordering violations** · red: walking right from rank i, similarity did not fall")

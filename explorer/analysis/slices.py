@@ -88,7 +88,7 @@ def _slice_metrics(mask: np.ndarray, probs, values, targets, truth, seed: int) -
     return {**panel, "n": int(mask.sum()), "mae_value": float(errors.mean()), "ci95": bootstrap_ci(errors, seed)}
 
 
-def _slice_order(name: str) -> tuple:
+def slice_order(name: str) -> tuple:
     """Bands in numeric order ("9-..." before "10-..."), other values alphabetically, ``missing`` last."""
     head = name.split("-", 1)[0]
     try:
@@ -117,7 +117,7 @@ def slice_report(outputs: dict[str, np.ndarray], samples: Sequence, ranks, field
     for field in check_fields(fields, samples):
         groups = np.array(slice_values(samples, labels, ranks, field), dtype=object)
         extra = {getattr(s, "fields", {}).get(field, MISSING) for s in known or ()} if field != BAND else set()
-        names = sorted(set(groups) | extra, key=_slice_order)
+        names = sorted(set(groups) | extra, key=slice_order)
         slices[field] = {name: _slice_metrics(groups == name, outputs["probs"], outputs["values"], outputs["targets"], truth, seed)
                          for name in names}
         gaps[field] = largest_gap(slices[field])

@@ -12,7 +12,7 @@ import streamlit as st
 from app_pages.ui import charts, gallery, pickers, resources
 from app_pages.ui.formatting import PROJECTIONS, fmt_pct
 from app_pages.ui.sections import slice_tables
-from explorer.analysis import decode, geometry, maps, slices
+from explorer.analysis import decode, figures, geometry, maps, slices
 from explorer.core import settings
 from explorer.core.errors import ExplorerError
 from explorer.metrics import calibration
@@ -151,7 +151,7 @@ def failure_section(entry, ckpt) -> None:
         with col:
             st.markdown(f"**Value MAE by {field}** · 95 % bootstrap intervals")
             table = slice_tables.slice_table(report, field)
-            charts.figure(charts.slice_errors([(entry.name, report["slices"][field])], field, ckpt.ranks.unit),
+            charts.figure(figures.slice_errors([(entry.name, report["slices"][field])], field, ckpt.ranks.unit),
                           table, f"fails-{field}", f"{entry.name}-mae-by-{field}")
             slice_tables.show_slice_table(table)
             st.caption(slice_tables.gap_caption(report, field))
