@@ -46,7 +46,7 @@ def main() -> None:
     entries: list = []
     try:
         entries = listing.library_entries()
-        pickers.apply_query_checkpoint(entries)
+        pickers.apply_query_checkpoints(entries)
     except Exception as exc:  # the library listing itself must not take the app down
         errors.report_exception(exc, "the library listing")
     page.run()

@@ -13,7 +13,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from explorer.analysis.figures import LEGEND, PALETTE, layout
+from explorer.analysis.figures import LEGEND, PALETTE
+from explorer.analysis.figures import layout as fig_layout
 
 # --- showing a figure ------------------------------------------------------------------------------
 
@@ -60,7 +61,7 @@ def violation_map(violations: np.ndarray, labels: Sequence[str], height: int = 4
     ))
     fig.update_yaxes(autorange="reversed", type="category", title="row rank i")
     fig.update_xaxes(type="category", title="step j → j+1", showticklabels=m <= 40)
-    return layout(fig, height)
+    return fig_layout(fig, height)
 
 
 def adjacent_curve(values: np.ndarray, labels: Sequence[str], unit: str = "", height: int = 300,
@@ -76,7 +77,7 @@ def adjacent_curve(values: np.ndarray, labels: Sequence[str], unit: str = "", he
     fig.update_xaxes(type="category", title=f"rank → next rank{f' ({unit})' if unit else ''}", nticks=20)
     fig.update_yaxes(title="cosine(r, r+1)")
     fig.update_layout(showlegend=len(series) > 1)
-    return layout(fig, height)
+    return fig_layout(fig, height)
 
 
 def projection(layout: np.ndarray, labels: Sequence[str], values: Sequence[float], unit: str = "",
@@ -104,7 +105,7 @@ def projection(layout: np.ndarray, labels: Sequence[str], values: Sequence[float
         ])
         fig.update_xaxes(title="component 1")
         fig.update_yaxes(title="component 2", scaleanchor="x")
-    return layout(fig, height, title)
+    return fig_layout(fig, height, title)
 
 
 # --- predicted distributions ---------------------------------------------------------------------
@@ -126,7 +127,7 @@ def distribution(probs: np.ndarray, labels: Sequence[str], values: Sequence[floa
     fig.update_xaxes(title=f"rank value{f' ({unit})' if unit else ''}")
     fig.update_yaxes(title="probability", rangemode="tozero")
     fig.update_layout(showlegend=False, bargap=0.05)
-    return layout(fig, height, title)
+    return fig_layout(fig, height, title)
 
 
 def _step(values: np.ndarray) -> float:
@@ -144,7 +145,7 @@ def overlaid_distributions(series: list[tuple[str, np.ndarray, np.ndarray, dict]
     fig.update_xaxes(title=f"rank value{f' ({unit})' if unit else ''}")
     fig.update_yaxes(title="probability", rangemode="tozero")
     fig.update_layout(legend=dict(orientation="h", y=1.1))
-    return layout(fig, height)
+    return fig_layout(fig, height)
 
 
 def per_rank_errors(series: list[tuple[str, Sequence[str], Sequence[float | None]]], unit: str = "", height: int = 340) -> go.Figure:
@@ -157,7 +158,7 @@ def per_rank_errors(series: list[tuple[str, Sequence[str], Sequence[float | None
     fig.update_xaxes(type="category", title=f"true rank{f' ({unit})' if unit else ''}", nticks=25)
     fig.update_yaxes(title="MAE (expected value)")
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=1.12))
-    return layout(fig, height)
+    return fig_layout(fig, height)
 
 
 # --- the interpolation lab ---------------------------------------------------------------------------
@@ -179,7 +180,7 @@ def interpolation_weights(panels: list[tuple[str, np.ndarray, np.ndarray]], labe
             fig.add_vline(x=float(pos), line_width=1, line_dash="dot", line_color="#999", row=1, col=col)
         fig.update_xaxes(title="rank index", row=1, col=col)
     fig.update_yaxes(title="weight", row=1, col=1, rangemode="tozero")
-    layout(fig, height)
+    fig_layout(fig, height)
     fig.update_layout(margin=dict(t=40))
     return fig
 
@@ -198,7 +199,7 @@ def curves(series: list[dict], metric_title: str, height: int = 360) -> go.Figur
     fig.update_xaxes(type="category", title="shots per label")
     fig.update_yaxes(title=metric_title)
     fig.update_layout(legend=LEGEND)
-    return layout(fig, height, room_above=True)
+    return fig_layout(fig, height, room_above=True)
 
 
 def joint_map(img: np.ndarray, protos: np.ndarray, labels: np.ndarray, rank_labels: Sequence[str], unit: str = "",
@@ -230,7 +231,7 @@ def joint_map(img: np.ndarray, protos: np.ndarray, labels: np.ndarray, rank_labe
         fig.update_xaxes(title="component 1")
         fig.update_yaxes(title="component 2", scaleanchor="x")
     fig.update_layout(legend=LEGEND)
-    return layout(fig, height, room_above=True)
+    return fig_layout(fig, height, room_above=True)
 
 
 def confusion(matrix: np.ndarray, rank_labels: Sequence[str], height: int = 460) -> go.Figure:
@@ -240,7 +241,7 @@ def confusion(matrix: np.ndarray, rank_labels: Sequence[str], height: int = 460)
                                hovertemplate="true %{y}, predicted %{x}: %{z} images<extra></extra>"))
     fig.update_yaxes(autorange="reversed", type="category", title="true rank", scaleanchor="x", constrain="domain")
     fig.update_xaxes(type="category", title="predicted rank (argmax)", constrain="domain")
-    return layout(fig, height, room_above=True)
+    return fig_layout(fig, height, room_above=True)
 
 
 def rank_error_bars(labels: Sequence[str], mae: Sequence, std: Sequence, unit: str = "", height: int = 320) -> go.Figure:
@@ -250,7 +251,7 @@ def rank_error_bars(labels: Sequence[str], mae: Sequence, std: Sequence, unit: s
                            marker_color="#4c78a8", hovertemplate="rank %{x}: MAE %{y:.3f}<extra></extra>"))
     fig.update_xaxes(type="category", title=f"true rank{f' ({unit})' if unit else ''}", nticks=25)
     fig.update_yaxes(title="MAE (expected rank) ± std", rangemode="tozero")
-    return layout(fig, height, room_above=True)
+    return fig_layout(fig, height, room_above=True)
 
 
 def prototype_distances(labels: Sequence[str], own: Sequence, predicted: Sequence, height: int = 320) -> go.Figure:
@@ -262,7 +263,7 @@ def prototype_distances(labels: Sequence[str], own: Sequence, predicted: Sequenc
     fig.update_xaxes(type="category", title="true rank", nticks=25)
     fig.update_yaxes(title="mean cosine distance (1 − cos)", rangemode="tozero")
     fig.update_layout(barmode="group", legend=LEGEND)
-    return layout(fig, height, room_above=True)
+    return fig_layout(fig, height, room_above=True)
 
 
 # --- where it fails ---------------------------------------------------------------------------------------
@@ -274,4 +275,4 @@ def rank_axis(values: Sequence[float], positions: Sequence[float], rho: float, u
                                hovertemplate="label %{x}<br>position %{y:.4f}<extra></extra>"))
     fig.update_xaxes(title=f"true label ({unit})" if unit else "true label")
     fig.update_yaxes(title="position on the rank axis (cosine units)")
-    return layout(fig, height, title=f"Spearman ρ = {rho:.3f}")
+    return fig_layout(fig, height, title=f"Spearman ρ = {rho:.3f}")

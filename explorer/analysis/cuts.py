@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from explorer.analysis.slices import MISSING, bootstrap_ci, slice_values
+from explorer.analysis.slices import bootstrap_ci, slice_order, slice_values
 from explorer.core.errors import ExplorerError
 
 DEFAULT_THRESHOLD = 0.5
@@ -121,7 +121,7 @@ def slice_rates(scores: np.ndarray, above: np.ndarray, groups: Sequence[str], th
     """Per slice value: counts and both error rates at each named threshold (``{"default": 0.5, ...}``)."""
     groups = np.asarray(groups, dtype=object)
     out = {}
-    for name in sorted(set(groups.tolist()), key=lambda g: (g == MISSING, str(g))):
+    for name in sorted(set(groups.tolist()), key=lambda g: slice_order(str(g))):
         mask = groups == name
         row: dict[str, Any] = {"n": int(mask.sum()), "below": int((mask & ~above).sum()), "at_or_above": int((mask & above).sum())}
         for label, threshold in thresholds.items():
@@ -213,3 +213,37 @@ def decision(outputs: dict[str, np.ndarray], predictor, cut: float, target_recal
     report = cuts_report(outputs, predictor, [cut], target_recall, samples, fields, seed)[key]
     thresholds = {name: report[name]["threshold"] for name in ("default", "target_recall")}
     return {"cut": float(cut), "report": report, **score_view(outputs, predictor, cut, thresholds, nearest)}
+
+
+def _point_label(point: str, report: dict[str, Any]) -> str:
+    return "P ≥ 0.5" if point == "default" else f"recall {report[point]['recall']:g}"
+
+
+def operating_rows(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The table of one cut's operating points, one row per checkpoint (``reports``: name -> its cut report)
+    and operating point: the threshold, both rates with their 95 % intervals, AUC, AP and the counts."""
+    rows = []
+    for name, c in reports.items():
+        for point in ("default", "target_recall"):
+            p = c[point]
+            row: dict[str, Any] = {"checkpoint": name, "operating point": _point_label(point, c), "threshold": p["threshold"]}
+            for rate in RATES:
+                lo, hi = p["ci95"][rate] or (None, None)
+                label = rate.replace("_", " ")
+                row.update({label: p[rate], f"{label} 95 % low": lo, f"{label} 95 % high": hi})
+            row.update({"AUC": c["auc"], "average precision": c["average_precision"], "below": c["below"], "at or above": c["at_or_above"]})
+            rows.append(row)
+    return rows
+
+
+def slice_rate_rows(reports: dict[str, dict[str, Any]], field: str) -> list[dict[str, Any]]:
+    """The table of one cut's rates per slice of ``field``, one row per checkpoint and slice value: the
+    counts and both rates at both operating points (None where a side of the slice is empty)."""
+    rows = []
+    for name, c in reports.items():
+        for value, m in c["slices"][field].items():
+            row: dict[str, Any] = {"checkpoint": name, field: value, "n": m["n"], "below": m["below"], "at or above": m["at_or_above"]}
+            for point in ("default", "target_recall"):
+                row.update({f"{rate.replace('_', ' ')} ({_point_label(point, c)})": m[point][rate] for rate in RATES})
+            rows.append(row)
+    return rows

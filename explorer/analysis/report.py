@@ -20,6 +20,7 @@ import plotly.io as pio
 from explorer.analysis import cuts, figures
 from explorer.analysis.comparison import matrix_columns, row_deviations
 from explorer.analysis.geometry import similarity_matrix
+from explorer.analysis.slices import slice_rows
 from explorer.core.errors import ExplorerError
 from explorer.core.fsio import write_text
 from explorer.core.jsontext import to_json
@@ -51,10 +52,12 @@ def _text(value: Any) -> str:
     return f"<td>{html.escape(str(value))}</td>"
 
 
-def _table(key: str, header: list[str], rows: list[list[str]]) -> str:
-    """A table (``data-table`` = ``key``) of pre-rendered cells under a header."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(f"<tr>{''.join(cells)}</tr>" for cells in rows)
+def _table(key: str, rows: list[dict[str, Any]]) -> str:
+    """A table (``data-table`` = ``key``) of ``rows`` (column -> value; numbers as :func:`_number`)."""
+    header = list(dict.fromkeys(k for row in rows for k in row))
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(_text(row.get(h)) if isinstance(row.get(h), str) else _number(row.get(h)) for h in header) + "</tr>"
+                   for row in rows)
     return f'<table data-table="{html.escape(key)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -80,10 +83,10 @@ class _Page:
 def _metric_panel(page: _Page, evaluations: dict[str, dict]) -> None:
     """Every scalar metric (rows) of every checkpoint (columns), as ``eval --json`` has it."""
     keys = list(dict.fromkeys(k for ev in evaluations.values() for k, v in ev["metrics"].items() if isinstance(v, (int, float))))
-    rows = [[_text(k)] + [_number(ev["metrics"].get(k)) for ev in evaluations.values()] for k in keys]
+    rows = [{"metric": k, **{name: ev["metrics"].get(k) for name, ev in evaluations.items()}} for k in keys]
     page.section("Metric panel", "mae_value: MAE of the point estimate in the labels' units; the rest over the prototype rows "
                                  "(rank indices, or bins for binned methods), as eval reports them.")
-    page.add(_table("metrics", ["metric", *evaluations], rows))
+    page.add(_table("metrics", rows))
 
 
 def _calibration(page: _Page, named: dict[str, tuple], evaluations: dict[str, dict]) -> None:
@@ -93,21 +96,14 @@ def _calibration(page: _Page, named: dict[str, tuple], evaluations: dict[str, di
     series = [(name, calibration.reliability_table(sp.targets, sp.probs)) for name, (_, sp) in named.items()]
     page.figure(figures.reliability(series))
     keys = ("ece", "mce", "interval_coverage")
-    page.add(_table("calibration", ["checkpoint", *keys],
-                    [[_text(name)] + [_number(ev["metrics"].get(k)) for k in keys] for name, ev in evaluations.items()]))
+    page.add(_table("calibration", [{"checkpoint": name, **{k: ev["metrics"].get(k) for k in keys}} for name, ev in evaluations.items()]))
 
 
 def _slices(page: _Page, evaluations: dict[str, dict], field: str, unit: str) -> None:
     """Value MAE per slice of ``field`` with the bootstrap 95 % interval, every checkpoint."""
     page.section(f"Value MAE by {field}", "95 % percentile-bootstrap intervals of each slice's value MAE.")
     page.figure(figures.slice_errors([(name, ev["slices"][field]) for name, ev in evaluations.items()], field, unit))
-    rows = []
-    for name, ev in evaluations.items():
-        for value, m in ev["slices"][field].items():
-            ci = m.get("ci95") or [None, None]
-            rows.append([_text(name), _text(value), _number(m["n"]), _number(m.get("mae_value")), _number(ci[0]), _number(ci[1]),
-                         _number(m.get("acc_max"))])
-    page.add(_table("slices", ["checkpoint", field, "n", "MAE", "95 % low", "95 % high", "accuracy"], rows))
+    page.add(_table("slices", [row for name, ev in evaluations.items() for row in slice_rows(ev["slices"][field], field, name)]))
 
 
 def _matrix(page: _Page, comparison: dict, unit: str) -> None:
@@ -117,22 +113,8 @@ def _matrix(page: _Page, comparison: dict, unit: str) -> None:
     page.section(f"Model by {field}", "Value MAE per checkpoint and slice; colour: the cell less the row's mean "
                                       "(red: worse than the checkpoint's usual, blue: better).")
     page.figure(figures.slice_matrix(matrix, row_deviations(matrix), columns, field, unit))
-    rows = [[_text(name)] + [_number(row[c]["mae_value"]) if row.get(c, {}).get("n") else "<td>–</td>" for c in columns]
-            for name, row in matrix.items()]
-    page.add(_table("matrix", ["checkpoint", *columns], rows))
-
-
-def _cut_rows(evaluations: dict[str, dict], key: str) -> list[list[str]]:
-    rows = []
-    for name, ev in evaluations.items():
-        c = ev["cuts"][key]
-        for point in ("default", "target_recall"):
-            p = c[point]
-            ci = p["ci95"]
-            rows.append([_text(name), _text("P ≥ 0.5" if point == "default" else f"recall {p['recall']:g}"), _number(p["threshold"]),
-                         *[cell for rate in cuts.RATES for cell in (_number(p[rate]), *(_number(v) for v in (ci[rate] or [None, None])))],
-                         _number(c["auc"]), _number(c["average_precision"]), _number(c["below"]), _number(c["at_or_above"])])
-    return rows
+    rows = [{"checkpoint": name, **{c: row[c]["mae_value"] if row.get(c, {}).get("n") else None for c in columns}} for name, row in matrix.items()]
+    page.add(_table("matrix", rows))
 
 
 def _cut(page: _Page, named: dict[str, tuple], evaluations: dict[str, dict], key: str, unit: str) -> None:
@@ -147,9 +129,10 @@ def _cut(page: _Page, named: dict[str, tuple], evaluations: dict[str, dict], key
         view = cuts.score_view(sp.outputs(), ckpt.predictor(), float(key), thresholds)
         series.append((name if report["auc"] is None else f"{name} (AUC {report['auc']:.3f})", view["curves"], view["points"]))
     page.figure(figures.cut_curves(series))
-    header = ["checkpoint", "operating point", "threshold", "below called above", "95 % low", "95 % high", "above called below",
-              "95 % low", "95 % high", "AUC", "average precision", "below", "at or above"]
-    page.add(_table(f"cut-{key}", header, _cut_rows(evaluations, key)))
+    reports = {name: ev["cuts"][key] for name, ev in evaluations.items()}
+    page.add(_table(f"cut-{key}", cuts.operating_rows(reports)))
+    for field in next(iter(reports.values())).get("slices", {}):
+        page.add(f"<h3>Rates by {html.escape(field)}</h3>" + _table(f"cut-{key}-{field}", cuts.slice_rate_rows(reports, field)))
     for name, ev in evaluations.items():
         if ev["cuts"][key].get("note"):
             page.add(f'<p class="note">{html.escape(name)}: {html.escape(ev["cuts"][key]["note"])}</p>')

@@ -97,6 +97,17 @@ def slice_order(name: str) -> tuple:
         return (2 if name == MISSING else 1, 0.0, name)
 
 
+def slice_rows(slices: dict[str, dict[str, Any]], field: str, name: str | None = None) -> list[dict[str, Any]]:
+    """The table of one field's slices (``{value: metrics}``): images, value MAE with its 95 % interval and
+    accuracy per slice (and a ``checkpoint`` column named ``name`` when given)."""
+    rows = []
+    for value, m in slices.items():
+        ci = m.get("ci95") or [None, None]
+        rows.append({**({"checkpoint": name} if name else {}), field: value, "n": m["n"], "MAE": m.get("mae_value"),
+                     "MAE 95 % low": ci[0], "MAE 95 % high": ci[1], "accuracy": m.get("acc_max")})
+    return rows
+
+
 def largest_gap(slices: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """The two non-empty slices whose value MAE differs most: ``{gap, worst, best}`` (None with fewer than two)."""
     full = {name: m["mae_value"] for name, m in slices.items() if m["n"]}

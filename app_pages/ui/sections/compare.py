@@ -24,7 +24,7 @@ def calibration_section(chosen: list[lib.LibraryEntry]) -> None:
     """Reliability diagram (confidence vs accuracy per bin) of the chosen checkpoints on one dataset split."""
     st.subheader("Calibration")
     spec, split = pickers.dataset_split("calibration", pickers.trained_on(chosen))
-    bins = int(st.slider("Bins", 5, 30, calibration.DEFAULT_BINS, key="calibration-bins"))
+    bins = int(st.slider("Bins", 5, 30, calibration.DEFAULT_BINS, key="calibration-bins", bind="query-params"))
     if not spec:
         st.caption("Give a dataset spec to evaluate the checkpoints on.")
         return
@@ -65,7 +65,7 @@ def curves_section() -> None:
     """Few-shot / label-shift curves of a sweep folder's runs.csv (MAE and accuracy vs shots, ± std over seeds)."""
     st.subheader("Few-shot and label-shift curves")
     c1, c2 = st.columns([3, 2])
-    folder = c1.text_input("Sweep folder", "", key="curves-folder", placeholder="the --out-dir of 'ordinal-explorer sweep'",
+    folder = c1.text_input("Sweep folder", "", key="curves-folder", bind="query-params", placeholder="the --out-dir of 'ordinal-explorer sweep'",
                            help="A folder holding runs.csv (or the runs.csv file itself).")
     upload = c2.file_uploader("…or upload runs.csv", type=["csv"], key="curves-upload")
     if upload is not None:
@@ -77,7 +77,7 @@ def curves_section() -> None:
         return
     table = curves.build_curves(runs)
     regimes = list(dict.fromkeys(table["regime"]))
-    regime = st.segmented_control("Regime", regimes, default=regimes[0], key="curves-regime") if len(regimes) > 1 else regimes[0]
+    regime = st.segmented_control("Regime", regimes, default=regimes[0], key="curves-regime", bind="query-params") if len(regimes) > 1 else regimes[0]
     regime = regime or regimes[0]
     cols = st.columns(2)
     for col, metric in zip(cols, ("mae_exp", "acc_max")):
