@@ -81,13 +81,14 @@ def target_threshold(scores_below: np.ndarray, recall: float) -> float:
     return float(np.nextafter(ordered[k - 1], np.inf))
 
 
-def operating_point(scores: np.ndarray, above: np.ndarray, threshold: float, seed: int = 0) -> dict[str, Any]:
-    """The two error rates at ``threshold`` and their bootstrap 95 % intervals (None where a side is empty)."""
+def operating_point(scores: np.ndarray, above: np.ndarray, threshold: float, seed: int = 0, intervals: bool = True) -> dict[str, Any]:
+    """The two error rates at ``threshold`` and (``intervals``) their bootstrap 95 % intervals (None where a side is empty)."""
     called = scores >= threshold
     wrong = {"below_called_above": called[~above], "above_called_below": ~called[above]}
-    return {"threshold": float(threshold),
-            **{k: float(v.mean()) if v.size else None for k, v in wrong.items()},
-            "ci95": {k: bootstrap_ci(v.astype(np.float64), seed) if v.size else None for k, v in wrong.items()}}
+    out = {"threshold": float(threshold), **{k: float(v.mean()) if v.size else None for k, v in wrong.items()}}
+    if intervals:
+        out["ci95"] = {k: bootstrap_ci(v.astype(np.float64), seed) if v.size else None for k, v in wrong.items()}
+    return out
 
 
 def _ranking(scores: np.ndarray, above: np.ndarray) -> dict[str, Any]:
@@ -125,7 +126,7 @@ def slice_rates(scores: np.ndarray, above: np.ndarray, groups: Sequence[str], th
         mask = groups == name
         row: dict[str, Any] = {"n": int(mask.sum()), "below": int((mask & ~above).sum()), "at_or_above": int((mask & above).sum())}
         for label, threshold in thresholds.items():
-            point = operating_point(scores[mask], above[mask], threshold) if threshold is not None else {}
+            point = operating_point(scores[mask], above[mask], threshold, intervals=False) if threshold is not None else {}
             row[label] = {k: point.get(k) for k in RATES}
         out[str(name)] = row
     return out
