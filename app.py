@@ -5,8 +5,9 @@ inside an error boundary). The app is a thin layer over the ``explorer`` package
 
 Environment: ``ORDINAL_EXPLORER_CHECKPOINTS`` (library folder, default ``checkpoints/``),
 ``ORDINAL_EXPLORER_CACHE`` (derived files, default ``.cache/``), ``ORDINAL_EXPLORER_DEVICE``
-(e.g. ``cpu``; default CUDA when available). ``?checkpoint=<name>`` in the URL picks the active
-checkpoint.
+(e.g. ``cpu``; default CUDA when available). The URL holds the view: ``?checkpoint=<name>`` picks
+the active checkpoint, ``?checkpoints=<name>&...`` the compare set, and the pages' choices are widgets
+bound to the URL; the sidebar's "Copy link" shows it (docs/app.md, "Shared links").
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def main() -> None:
     entries: list = []
     try:
         entries = listing.library_entries()
-        pickers.apply_query_checkpoint(entries)
+        pickers.apply_query_checkpoints(entries)
     except Exception as exc:  # the library listing itself must not take the app down
         errors.report_exception(exc, "the library listing")
     page.run()

@@ -1,4 +1,5 @@
-"""Compare: 2 to 4 checkpoints side by side (heatmaps, ordinality, metrics, per-rank errors, one image)."""
+"""Compare: 2 to 4 checkpoints side by side (heatmaps, ordinality, metrics, per-rank errors, one image, calibration,
+where they fail, decisions at a cut-point), the model-by-slice matrix of up to 12 and the HTML report."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import streamlit as st
 
 from app_pages.ui import charts, errors, formatting, listing, pickers, resources, sweeps
 from app_pages.ui.sections import compare as sections
+from app_pages.ui.sections import decide, matrix
+from explorer.analysis import figures
 from explorer.core import settings
 from explorer.core.errors import ExplorerError
 from explorer.core.fsio import bytes_digest
@@ -33,7 +36,7 @@ def compare_page() -> None:
         st.info("Pick 2 to 4 checkpoints.")
         return
     views = formatting.VIEWS
-    view = st.segmented_control("Heatmap view", list(views), format_func=views.get, default="cosine", key="compare-view") or "cosine"
+    view = st.segmented_control("Heatmap view", list(views), format_func=views.get, default="cosine", key="compare-view", bind="query-params") or "cosine"
     ckpts = [resources.load_checkpoint(e) for e in chosen]
     geos = [resources.geometry(e) for e in chosen]
     _heatmaps(chosen, ckpts, [g["views"][view] for g in geos], view)
@@ -46,6 +49,10 @@ def compare_page() -> None:
         sections.calibration_section(chosen)
     with errors.guard("where they fail"):
         sections.compare_failures(chosen)
+    with errors.guard("the decisions at a cut-point"):
+        decide.compare_decide(chosen)
+    with errors.guard("the model-by-slice matrix"):
+        matrix.matrix_section(entries, chosen)
     with errors.guard("the sweep results"):
         sweeps.sweep_results_section()
 
@@ -83,7 +90,7 @@ def _heatmaps(chosen, ckpts, mats, view: str) -> None:
             with col:
                 st.markdown(f"**{chosen[i].name}**")
                 with errors.guard(f"the heatmap of {chosen[i].name}"):
-                    fig = charts.heatmap(mats[i], ckpts[i].classes.labels, zmin=zmin, zmax=zmax, height=360,
+                    fig = figures.heatmap(mats[i], ckpts[i].classes.labels, zmin=zmin, zmax=zmax, height=360,
                                          unit=ckpts[i].classes.unit, show_scale=True)
                     charts.chart(fig, f"compare-heat-{i}", f"{chosen[i].name}-similarity-{view}")
 
@@ -133,7 +140,7 @@ def _metrics(chosen) -> None:
 def _same_image(chosen, ckpts) -> None:
     c1, c2 = st.columns([3, 1])
     upload = c1.file_uploader("Image", type=formatting.IMAGE_TYPES, key="compare-image")
-    whole = c2.toggle("Use the whole image", value=False, key="compare-whole",
+    whole = c2.toggle("Use the whole image", value=False, key="compare-whole", bind="query-params",
                       help="Off: the largest face (plus a margin) is cropped when one is found; pick another when there are several.")
     if upload is None:
         st.caption("Upload an image to overlay the checkpoints' predicted distributions.")

@@ -6,7 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from app_pages.ui import charts, errors, formatting, pickers, resources
+from app_pages.ui.sections import decide
 from app_pages.ui.sections import geometry as sections
+from explorer.analysis import figures
 
 
 def geometry_page() -> None:
@@ -20,7 +22,7 @@ def geometry_page() -> None:
         a, b = pickers.rank_window(entry, "geometry-window")
     with c2:
         view = st.segmented_control("Heatmap view", list(formatting.VIEWS), format_func=formatting.VIEWS.get, default="cosine",
-                                    key="geometry-view") or "cosine"
+                                    key="geometry-view", bind="query-params") or "cosine"
     geo = resources.geometry(entry, (a, b))
     labels = ranks.labels[a : b + 1]
     _summary_metrics(geo["report"], geo, labels, ranks.unit, b - a + 1)
@@ -32,6 +34,8 @@ def geometry_page() -> None:
         sections.map_section(entry, ckpt)
     with errors.guard("where it fails"):
         sections.failure_section(entry, ckpt)
+    with errors.guard("the decision at a cut-point"):
+        decide.geometry_decide(entry)
 
 
 def _summary_metrics(report: dict, geo: dict, labels, unit: str, count: int) -> None:
@@ -50,7 +54,7 @@ def _similarity_charts(geo: dict, labels, unit: str, view: str) -> None:
     with left:
         st.markdown(f"**Similarity heatmap** · {formatting.VIEW_TITLES[view]}")
         with errors.guard("the heatmap"):
-            fig = charts.heatmap(geo["views"][view], labels, colorbar_title=formatting.VIEWS[view], unit=unit)
+            fig = figures.heatmap(geo["views"][view], labels, colorbar_title=formatting.VIEWS[view], unit=unit)
             charts.chart(fig, "geometry-heatmap", f"similarity-{view}")
     with right:
         st.markdown("**Ordering violations** · red: walking right from rank i, similarity did not fall")
@@ -73,9 +77,9 @@ def _projection_section(entry, window: tuple[int, int], labels, values, unit: st
     st.subheader("Projections")
     p1, p2, p3 = st.columns([3, 1, 1])
     method = p1.segmented_control("Method", list(formatting.PROJECTIONS), format_func=formatting.PROJECTIONS.get, default="pca",
-                                  key="geometry-method") or "pca"
-    dims = p2.segmented_control("Dimensions", [2, 3], format_func=lambda d: f"{d}-D", default=2, key="geometry-dims") or 2
-    seed = int(p3.number_input("Seed", min_value=0, max_value=10_000, value=0, step=1, key="geometry-seed",
+                                  key="geometry-method", bind="query-params") or "pca"
+    dims = p2.segmented_control("Dimensions", [2, 3], format_func=lambda d: f"{d}-D", default=2, key="geometry-dims", bind="query-params") or 2
+    seed = int(p3.number_input("Seed", min_value=0, max_value=10_000, value=0, step=1, key="geometry-seed", bind="query-params",
                                disabled=method == "pca"))
     with errors.guard("the projection"):
         if resources.projection_is_ready(entry, window, method, dims, seed):

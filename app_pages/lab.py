@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages.ui import charts, errors, formatting, listing, pickers, resources
-from explorer.analysis import lab
+from explorer.analysis import figures, lab
 from explorer.methods import find_method
 from explorer.methods.hooks import LabVariant, offers
 from explorer.store import library as lib
@@ -101,7 +101,7 @@ def _heatmaps(panels, labels, unit: str) -> None:
             with col:
                 rep = g["report"]
                 st.markdown(f"**{title}**")
-                charts.chart(charts.heatmap(g["similarity"], labels, zmin=zmin, zmax=zmax, height=340, unit=unit,
+                charts.chart(figures.heatmap(g["similarity"], labels, zmin=zmin, zmax=zmax, height=340, unit=unit,
                                             show_scale=col is cols[-1]), f"lab-heat-{start}-{title}", f"lab-heatmap-{title}")
                 st.caption(f"ordinality {formatting.fmt_pct(rep['ordinality'], 2)} · violations {formatting.fmt_pct(rep['violation_rate'], 2)}")
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from explorer.analysis import lab  # noqa: E402
 from explorer.backbones.load import Backbone  # noqa: E402
 from explorer.core.ranks import Ranks  # noqa: E402
-from explorer.methods import learner_config  # noqa: E402
+from explorer.methods import make_config  # noqa: E402
 from explorer.methods.prompt import build_prompt_model  # noqa: E402
 from explorer.predict.prototypes import Prototypes  # noqa: E402
 
@@ -143,8 +143,8 @@ def lab_timings(pm, args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     bb = random_backbone(args.arch, args.seed)
-    config = learner_config(
-        kind="rank",
+    config = make_config(
+        "ordinalclip",
         num_ranks=args.ranks,
         num_context_tokens=args.context_tokens,
         num_tokens_per_rank=args.tokens_per_rank,

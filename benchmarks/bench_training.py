@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from explorer.backbones.load import load_backbone  # noqa: E402
 from explorer.data.datasets import few_shot, make_splits, open_dataset  # noqa: E402
-from explorer.methods import learner_config  # noqa: E402
+from explorer.methods import make_config  # noqa: E402
 from explorer.methods.objectives import ordinal_loss  # noqa: E402
 from explorer.methods.prompt import build_prompt_model  # noqa: E402
 from explorer.training.config import TrainConfig  # noqa: E402
@@ -58,7 +58,7 @@ def cached_vs_reencoding(steps: int = 5) -> tuple[float, float, int]:
     images = [dataset.load_image(s) for s in samples]
     y = torch.tensor([s.label for s in samples])
     feats = backbone.encode_images(images)
-    model = build_prompt_model(backbone, learner_config(kind="rank", num_ranks=21, num_context_tokens=8))
+    model = build_prompt_model(backbone, make_config("ordinalclip", num_ranks=21, num_context_tokens=8))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     batch = 32
     n_batches = int(np.ceil(len(samples) / batch))
@@ -92,7 +92,7 @@ def vitb16_step(repeats: int = 5) -> dict[str, float]:
     model = open_clip.create_model("ViT-B-16", pretrained=None).float().eval().requires_grad_(False)
     tok = open_clip.tokenizer.SimpleTokenizer()
     bb = Backbone("ViT-B-16 (random)", "ViT-B-16", "ViT-B-16@random", model, image_transform(224, is_train=False), tok, torch.device("cpu"))
-    pm = build_prompt_model(bb, learner_config(kind="rank", num_ranks=101, num_context_tokens=10, num_tokens_per_rank=1))
+    pm = build_prompt_model(bb, make_config("ordinalclip", num_ranks=101, num_context_tokens=10, num_tokens_per_rank=1))
     opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-3)
     feats = F.normalize(torch.randn(32, bb.embed_dim), dim=-1)
     y = torch.randint(0, 101, (32,))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from explorer import cli
 from explorer.analysis import cuts
@@ -189,3 +189,37 @@ def test_compare_matrix_cells_are_each_checkpoints_eval_slices(dots):
 def test_bad_target_recall_is_one_sentence(ages):
     out = _cli("eval", str(ages / "age.safetensors"), f"csv:{ages / 'd.csv'}", "--cut", "18", "--target-recall", "1.5")
     assert out.returncode == 2 and "target recall must lie between 0 and 1" in out.stderr
+
+
+def test_curves_operating_points_and_nearest_images_match_an_independent_computation(ages):
+    """What the Decide section draws: scikit-learn's ROC and PR curves, each operating point a vertex of the
+    ROC curve with its brute-force rates and precision, and the images nearest each threshold."""
+    from explorer.store.checkpoints import load_checkpoint
+
+    ckpt = ages / "age.safetensors"
+    probs, truth = _predicted(ckpt, ages)
+    d = cuts.decision({"labels": truth.astype(np.int64), "probs": probs}, load_checkpoint(ckpt).predictor(), 30, 0.9, nearest=4)
+    scores, above = probs[:, 30:].sum(axis=1), truth >= 30
+    assert d["scores"] == pytest.approx(scores, abs=1e-9) and list(d["above"]) == list(above)
+    fpr, tpr, _ = roc_curve(above, scores, drop_intermediate=False)
+    precision, recall, _ = precision_recall_curve(above, scores)
+    assert d["curves"]["fpr"] == pytest.approx(fpr) and d["curves"]["tpr"] == pytest.approx(tpr)
+    assert d["curves"]["precision"] == pytest.approx(precision) and d["curves"]["recall"] == pytest.approx(recall)
+    for name in ("default", "target_recall"):
+        t = d["report"][name]["threshold"]
+        called = scores >= t
+        p = d["points"][name]
+        assert (p["fpr"], p["tpr"]) == pytest.approx((np.mean(called[~above]), np.mean(called[above])))
+        assert p["recall"] == p["tpr"] and p["precision"] == pytest.approx(np.mean(above[called]))
+        assert np.any(np.isclose(fpr, p["fpr"]) & np.isclose(tpr, p["tpr"]))  # a vertex of the drawn curve
+        below_side = sorted((i for i in range(30) if scores[i] < t), key=lambda i: (t - scores[i], i))[:4]
+        above_side = sorted((i for i in range(30) if scores[i] >= t), key=lambda i: (scores[i] - t, i))[:4]
+        assert d["nearest"][name] == {"below": below_side, "at_or_above": above_side}
+
+
+def test_no_curve_without_both_sides_and_no_point_without_a_threshold():
+    scores, above = np.array([0.2, 0.7, 0.9]), np.array([True, True, True])
+    assert cuts.curves(scores, above) is None
+    assert cuts.curve_point(scores, above, None) == dict.fromkeys(("fpr", "tpr", "precision", "recall"))
+    assert cuts.curve_point(scores, above, 0.5) == {"fpr": None, "tpr": pytest.approx(2 / 3), "precision": 1.0, "recall": pytest.approx(2 / 3)}
+    assert cuts.curve_point(scores, ~above, 0.95)["precision"] is None  # nothing called at-or-above

@@ -1,5 +1,6 @@
-"""Every plotly figure of the pages (presentation only: the numbers come from ``explorer``) and how a
-page shows one: :func:`chart` (toolbar with a PNG download named after the figure) and :func:`figure`
+"""The plotly figures only the app draws (presentation only: the numbers come from ``explorer``; the
+figures the HTML report shares with the pages are in :mod:`explorer.analysis.figures`) and how a page
+shows any figure: :func:`chart` (toolbar with a PNG download named after the figure) and :func:`figure`
 (the same plus a CSV download of the data behind it)."""
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-HEAT_SCALE = "Viridis"
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf")
-LEGEND = dict(orientation="h", yanchor="bottom", y=1.0, x=0, xanchor="left")  # above the plot, clear of the toolbar
-
+from explorer.analysis.figures import LEGEND, PALETTE
+from explorer.analysis.figures import layout as fig_layout
 
 # --- showing a figure ------------------------------------------------------------------------------
 
@@ -45,29 +44,7 @@ def csv_button(data: pd.DataFrame, key: str, filename: str, label: str = "Data (
                        key=f"{key}-csv", on_click="ignore", icon=":material/download:")
 
 
-def _layout(fig: go.Figure, height: int = 420, title: str | None = None, room_above: bool = False) -> go.Figure:
-    """The pages' layout; ``room_above``: room above the plot for a horizontal :data:`LEGEND`, clear of the toolbar."""
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=48 if room_above else 40 if title else 10, b=10),
-                      title=title, template="plotly_white")
-    return fig
-
-
 # --- geometry of the prototypes ----------------------------------------------------------------------
-
-
-def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str | None = None, zmin: float | None = None,
-            zmax: float | None = None, colorbar_title: str = "", height: int = 460, unit: str = "",
-            show_scale: bool = True) -> go.Figure:
-    """Square similarity heatmap; row = rank i, column = rank j; rank 0 at the top."""
-    labels = list(labels)
-    fig = go.Figure(go.Heatmap(
-        z=np.asarray(matrix, dtype=np.float32), x=labels, y=labels, colorscale=HEAT_SCALE, zmin=zmin, zmax=zmax, showscale=show_scale,
-        colorbar=dict(title=colorbar_title, thickness=12),
-        hovertemplate=f"rank %{{y}}{(' ' + unit) if unit else ''} vs %{{x}}: %{{z:.4f}}<extra></extra>",
-    ))
-    fig.update_yaxes(autorange="reversed", type="category", title=None, scaleanchor="x", constrain="domain")
-    fig.update_xaxes(type="category", title=None, constrain="domain")
-    return _layout(fig, height, title)
 
 
 def violation_map(violations: np.ndarray, labels: Sequence[str], height: int = 460, unit: str = "") -> go.Figure:
@@ -84,7 +61,7 @@ def violation_map(violations: np.ndarray, labels: Sequence[str], height: int = 4
     ))
     fig.update_yaxes(autorange="reversed", type="category", title="row rank i")
     fig.update_xaxes(type="category", title="step j → j+1", showticklabels=m <= 40)
-    return _layout(fig, height)
+    return fig_layout(fig, height)
 
 
 def adjacent_curve(values: np.ndarray, labels: Sequence[str], unit: str = "", height: int = 300,
@@ -100,7 +77,7 @@ def adjacent_curve(values: np.ndarray, labels: Sequence[str], unit: str = "", he
     fig.update_xaxes(type="category", title=f"rank → next rank{f' ({unit})' if unit else ''}", nticks=20)
     fig.update_yaxes(title="cosine(r, r+1)")
     fig.update_layout(showlegend=len(series) > 1)
-    return _layout(fig, height)
+    return fig_layout(fig, height)
 
 
 def projection(layout: np.ndarray, labels: Sequence[str], values: Sequence[float], unit: str = "",
@@ -128,7 +105,7 @@ def projection(layout: np.ndarray, labels: Sequence[str], values: Sequence[float
         ])
         fig.update_xaxes(title="component 1")
         fig.update_yaxes(title="component 2", scaleanchor="x")
-    return _layout(fig, height, title)
+    return fig_layout(fig, height, title)
 
 
 # --- predicted distributions ---------------------------------------------------------------------
@@ -150,7 +127,7 @@ def distribution(probs: np.ndarray, labels: Sequence[str], values: Sequence[floa
     fig.update_xaxes(title=f"rank value{f' ({unit})' if unit else ''}")
     fig.update_yaxes(title="probability", rangemode="tozero")
     fig.update_layout(showlegend=False, bargap=0.05)
-    return _layout(fig, height, title)
+    return fig_layout(fig, height, title)
 
 
 def _step(values: np.ndarray) -> float:
@@ -168,7 +145,7 @@ def overlaid_distributions(series: list[tuple[str, np.ndarray, np.ndarray, dict]
     fig.update_xaxes(title=f"rank value{f' ({unit})' if unit else ''}")
     fig.update_yaxes(title="probability", rangemode="tozero")
     fig.update_layout(legend=dict(orientation="h", y=1.1))
-    return _layout(fig, height)
+    return fig_layout(fig, height)
 
 
 def per_rank_errors(series: list[tuple[str, Sequence[str], Sequence[float | None]]], unit: str = "", height: int = 340) -> go.Figure:
@@ -181,7 +158,7 @@ def per_rank_errors(series: list[tuple[str, Sequence[str], Sequence[float | None
     fig.update_xaxes(type="category", title=f"true rank{f' ({unit})' if unit else ''}", nticks=25)
     fig.update_yaxes(title="MAE (expected value)")
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=1.12))
-    return _layout(fig, height)
+    return fig_layout(fig, height)
 
 
 # --- the interpolation lab ---------------------------------------------------------------------------
@@ -203,29 +180,12 @@ def interpolation_weights(panels: list[tuple[str, np.ndarray, np.ndarray]], labe
             fig.add_vline(x=float(pos), line_width=1, line_dash="dot", line_color="#999", row=1, col=col)
         fig.update_xaxes(title="rank index", row=1, col=col)
     fig.update_yaxes(title="weight", row=1, col=1, rangemode="tozero")
-    _layout(fig, height)
+    fig_layout(fig, height)
     fig.update_layout(margin=dict(t=40))
     return fig
 
 
 # --- the analysis sections: calibration, curves, joint map, confusion, per-rank errors ----------------
-
-
-def reliability(series: list[tuple[str, dict]], height: int = 420) -> go.Figure:
-    """Accuracy vs mean confidence per bin, one line per checkpoint, with the diagonal (perfect calibration)."""
-    fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#888", dash="dash"), name="perfect",
-                               hoverinfo="skip"))
-    for k, (name, table) in enumerate(series):
-        conf, acc, count = (np.asarray(table[c], dtype=float) for c in ("confidence", "accuracy", "count"))
-        full = count > 0
-        fig.add_trace(go.Scatter(
-            x=conf[full], y=acc[full], mode="lines+markers", name=name, line=dict(color=PALETTE[k % len(PALETTE)]),
-            marker=dict(size=4 + 10 * np.sqrt(count[full] / max(count.sum(), 1))), customdata=count[full],
-            hovertemplate=f"{name}<br>confidence %{{x:.3f}}<br>accuracy %{{y:.3f}}<br>%{{customdata:.0f}} images<extra></extra>"))
-    fig.update_xaxes(title="confidence (argmax probability)", range=[-0.03, 1.03], constrain="domain")
-    fig.update_yaxes(title="accuracy", range=[-0.03, 1.03], scaleanchor="x", constrain="domain")
-    fig.update_layout(legend=LEGEND)
-    return _layout(fig, height, room_above=True)
 
 
 def curves(series: list[dict], metric_title: str, height: int = 360) -> go.Figure:
@@ -239,7 +199,7 @@ def curves(series: list[dict], metric_title: str, height: int = 360) -> go.Figur
     fig.update_xaxes(type="category", title="shots per label")
     fig.update_yaxes(title=metric_title)
     fig.update_layout(legend=LEGEND)
-    return _layout(fig, height, room_above=True)
+    return fig_layout(fig, height, room_above=True)
 
 
 def joint_map(img: np.ndarray, protos: np.ndarray, labels: np.ndarray, rank_labels: Sequence[str], unit: str = "",
@@ -271,7 +231,7 @@ def joint_map(img: np.ndarray, protos: np.ndarray, labels: np.ndarray, rank_labe
         fig.update_xaxes(title="component 1")
         fig.update_yaxes(title="component 2", scaleanchor="x")
     fig.update_layout(legend=LEGEND)
-    return _layout(fig, height, room_above=True)
+    return fig_layout(fig, height, room_above=True)
 
 
 def confusion(matrix: np.ndarray, rank_labels: Sequence[str], height: int = 460) -> go.Figure:
@@ -281,7 +241,7 @@ def confusion(matrix: np.ndarray, rank_labels: Sequence[str], height: int = 460)
                                hovertemplate="true %{y}, predicted %{x}: %{z} images<extra></extra>"))
     fig.update_yaxes(autorange="reversed", type="category", title="true rank", scaleanchor="x", constrain="domain")
     fig.update_xaxes(type="category", title="predicted rank (argmax)", constrain="domain")
-    return _layout(fig, height, room_above=True)
+    return fig_layout(fig, height, room_above=True)
 
 
 def rank_error_bars(labels: Sequence[str], mae: Sequence, std: Sequence, unit: str = "", height: int = 320) -> go.Figure:
@@ -291,7 +251,7 @@ def rank_error_bars(labels: Sequence[str], mae: Sequence, std: Sequence, unit: s
                            marker_color="#4c78a8", hovertemplate="rank %{x}: MAE %{y:.3f}<extra></extra>"))
     fig.update_xaxes(type="category", title=f"true rank{f' ({unit})' if unit else ''}", nticks=25)
     fig.update_yaxes(title="MAE (expected rank) ± std", rangemode="tozero")
-    return _layout(fig, height, room_above=True)
+    return fig_layout(fig, height, room_above=True)
 
 
 def prototype_distances(labels: Sequence[str], own: Sequence, predicted: Sequence, height: int = 320) -> go.Figure:
@@ -303,31 +263,10 @@ def prototype_distances(labels: Sequence[str], own: Sequence, predicted: Sequenc
     fig.update_xaxes(type="category", title="true rank", nticks=25)
     fig.update_yaxes(title="mean cosine distance (1 − cos)", rangemode="tozero")
     fig.update_layout(barmode="group", legend=LEGEND)
-    return _layout(fig, height, room_above=True)
+    return fig_layout(fig, height, room_above=True)
 
 
 # --- where it fails ---------------------------------------------------------------------------------------
-
-
-def slice_errors(series: list[tuple[str, dict[str, dict]]], field: str, unit: str = "", height: int = 340) -> go.Figure:
-    """Value MAE per slice of ``field`` with the bootstrap 95 % interval as error bars, one bar group per
-    checkpoint (``series``: (name, {slice: metrics})); empty slices are left out."""
-    fig = go.Figure()
-    for k, (name, slices) in enumerate(series):
-        full = [(value, m) for value, m in slices.items() if m["n"]]
-        mae = np.array([m["mae_value"] for _, m in full])
-        lo = np.array([m["ci95"][0] for _, m in full])
-        hi = np.array([m["ci95"][1] for _, m in full])
-        fig.add_trace(go.Bar(
-            x=[value for value, _ in full], y=mae, name=name, marker_color=PALETTE[k % len(PALETTE)],
-            error_y=dict(type="data", symmetric=False, array=hi - mae, arrayminus=mae - lo, visible=True),
-            customdata=np.stack([lo, hi, [m["n"] for _, m in full]], axis=1) if full else None,
-            hovertemplate=f"{name}<br>{field} %{{x}}: MAE %{{y:.3f}}<br>95 %: %{{customdata[0]:.3f}}–%{{customdata[1]:.3f}}"
-                          "<br>%{customdata[2]:.0f} images<extra></extra>"))
-    fig.update_xaxes(type="category", title=field)
-    fig.update_yaxes(title=f"MAE ({unit})" if unit else "MAE", rangemode="tozero")
-    fig.update_layout(barmode="group", legend=LEGEND, showlegend=len(series) > 1)
-    return _layout(fig, height, room_above=True)
 
 
 def rank_axis(values: Sequence[float], positions: Sequence[float], rho: float, unit: str = "", height: int = 340) -> go.Figure:
@@ -336,4 +275,4 @@ def rank_axis(values: Sequence[float], positions: Sequence[float], rho: float, u
                                hovertemplate="label %{x}<br>position %{y:.4f}<extra></extra>"))
     fig.update_xaxes(title=f"true label ({unit})" if unit else "true label")
     fig.update_yaxes(title="position on the rank axis (cosine units)")
-    return _layout(fig, height, title=f"Spearman ρ = {rho:.3f}")
+    return fig_layout(fig, height, title=f"Spearman ρ = {rho:.3f}")

@@ -16,16 +16,17 @@ MAX_SHOWN = 48  # thumbnails of a selection (its metrics cover every selected im
 SELECTED_KEY = "map-selected"  # the indices of the images selected in the joint map (set by its selection event)
 
 
-def gallery(ckpt, sp, indices, key: str) -> None:
-    """Thumbnails of the images ``indices`` with label, prediction and error; a click on one shows its
-    predicted distribution below the gallery."""
+def gallery(ckpt, sp, indices, key: str, notes: dict[int, str] | None = None) -> None:
+    """Thumbnails of the images ``indices`` with label, prediction and error (and ``notes[i]`` where given);
+    a click on one shows its predicted distribution below the gallery."""
     indices = [int(i) for i in indices]
     for start in range(0, len(indices), GALLERY_COLUMNS):
         for col, i in zip(st.columns(GALLERY_COLUMNS), indices[start:start + GALLERY_COLUMNS]):
             error = abs(sp.values[i] - ckpt.ranks.value_array[sp.labels[i]])
             with col:
                 st.image(sp.image(i), width="stretch")
-                st.caption(f"label {ckpt.ranks.labels[sp.labels[i]]} · predicted {sp.values[i]:.1f} · error {error:.1f}")
+                st.caption(f"label {ckpt.ranks.labels[sp.labels[i]]} · predicted {sp.values[i]:.1f} · error {error:.1f}"
+                           + (f" · {notes[i]}" if notes and i in notes else ""))
                 if st.button("Distribution", key=f"{key}-{i}", width="stretch"):
                     st.session_state[f"{key}-open"] = i
     opened = st.session_state.get(f"{key}-open")

@@ -1,6 +1,8 @@
 """Choosing checkpoints (the active one, the compare set), a rank window, a face and a dataset split,
-and the session state that carries the choices from page to page; ``?checkpoint=NAME`` in the URL
-picks the active one."""
+and the session state that carries the choices from page to page. The URL names them, so that a link
+opens the same view: ``?checkpoint=NAME`` the active checkpoint, ``?checkpoints=A&checkpoints=B`` the
+compare set (both read once per value, written on every run); the rank window and the dataset and
+split are widgets bound to the URL (``bind="query-params"``, their keys the parameters' names)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ import streamlit as st
 from app_pages.ui.formatting import no_checkpoints_message
 from app_pages.ui.listing import library_entries, usable
 from app_pages.ui.resources import load_checkpoint
+from explorer.core import settings
 from explorer.store import library as lib
 
 ACTIVE = "active_checkpoint"  # session key: path of the active checkpoint
 COMPARE = "compare_checkpoints"  # session key: paths of the compare set
+CHECKPOINT, CHECKPOINTS = "checkpoint", "checkpoints"  # URL parameters: the active checkpoint, the compare set
 SPLITS = ("test", "val", "train", "all")
 
 
@@ -35,16 +39,51 @@ def _label(entries: list[lib.LibraryEntry]) -> Callable[[str], str]:
     return fmt
 
 
-def apply_query_checkpoint(entries: list[lib.LibraryEntry]) -> None:
-    """``?checkpoint=<name or file>`` in the URL picks the active checkpoint (once per session)."""
-    wanted = st.query_params.get("checkpoint")
-    if not wanted or st.session_state.get("_query_checkpoint_applied") == wanted:
-        return
-    st.session_state["_query_checkpoint_applied"] = wanted
-    for e in usable(entries):
-        if wanted in (e.name, e.path.name, e.path.stem):
-            st.session_state[ACTIVE] = e.key
-            return
+def url_names(entries: list[lib.LibraryEntry]) -> dict[str, str]:
+    """The name each usable checkpoint has in a URL (entry key -> name): its own, or its file name where two share one."""
+    ok = usable(entries)
+    names = [e.name for e in ok]
+    return {e.key: e.path.name if names.count(e.name) > 1 else e.name for e in ok}
+
+
+def find_entry(entries: list[lib.LibraryEntry], wanted: str) -> lib.LibraryEntry | None:
+    """The usable checkpoint a URL names (by its URL name, name, file name or file stem)."""
+    names = url_names(entries)
+    ok = usable(entries)
+    return next((e for e in ok if wanted == names[e.key]), None) or next((e for e in ok if wanted in (e.name, e.path.name, e.path.stem)), None)
+
+
+def apply_query_checkpoints(entries: list[lib.LibraryEntry]) -> None:
+    """``?checkpoint=<name>`` picks the active checkpoint and ``?checkpoints=<name>&...`` the compare set (each
+    once per value: a value this session wrote itself is already applied); a name not in the library is
+    said in one sentence."""
+    for param, apply in ((CHECKPOINT, _apply_active), (CHECKPOINTS, _apply_compare)):
+        wanted = tuple(st.query_params.get_all(param))
+        if not wanted or st.session_state.get(f"_query_{param}_applied") == wanted:
+            continue
+        st.session_state[f"_query_{param}_applied"] = wanted
+        found = [find_entry(entries, w) for w in wanted]
+        missing = [w for w, e in zip(wanted, found) if e is None]
+        if missing:
+            st.warning(f"The link names {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not in this library "
+                       f"({settings.library_folder()}).")
+        if any(found):
+            apply([e for e in found if e is not None])
+
+
+def _apply_active(found: list[lib.LibraryEntry]) -> None:
+    st.session_state[ACTIVE] = found[0].key
+
+
+def _apply_compare(found: list[lib.LibraryEntry]) -> None:
+    st.session_state[COMPARE] = list(dict.fromkeys(e.key for e in found))
+
+
+def _write_query(param: str, values: list[str]) -> None:
+    """Write a URL parameter (and remember it as applied, so that it is not applied again)."""
+    if tuple(st.query_params.get_all(param)) != tuple(values):
+        st.query_params[param] = values
+    st.session_state[f"_query_{param}_applied"] = tuple(values)
 
 
 def active_entry(entries: list[lib.LibraryEntry]) -> lib.LibraryEntry | None:
@@ -73,6 +112,7 @@ def choose_checkpoint(entries: list[lib.LibraryEntry], widget_key: str, label: s
     where = container or st
     key = where.selectbox(label, keys, index=index, key=widget_key, format_func=_label(options), help=help)
     st.session_state[ACTIVE] = key
+    _write_query(CHECKPOINT, [url_names(entries)[key]])
     return options[keys.index(key)]
 
 
@@ -91,7 +131,7 @@ def compare_set(entries: list[lib.LibraryEntry]) -> list[str]:
     ok = [e.key for e in usable(entries)]
     chosen = [k for k in st.session_state.get(COMPARE, []) if k in ok]
     if chosen:
-        return chosen
+        return chosen[:4]
     preferred = [e.key for e in usable(entries) if e.summary.get("content") == "full" and e.backbone_ok is not False]
     return (preferred + [k for k in ok if k not in preferred])[:3]
 
@@ -102,6 +142,7 @@ def choose_compare(entries: list[lib.LibraryEntry], widget_key: str, label: str 
     chosen = st.multiselect(label, keys, default=compare_set(entries), key=widget_key, format_func=_label(ok),
                             max_selections=4)
     st.session_state[COMPARE] = list(chosen)
+    _write_query(CHECKPOINTS, [url_names(entries)[k] for k in chosen])
     by_key = {e.key: e for e in ok}
     return [by_key[k] for k in chosen]
 
@@ -112,8 +153,8 @@ def rank_window(entry: lib.LibraryEntry, widget_key: str, label: str = "Rank win
     labels = ckpt.classes.labels
     if len(labels) < 3:
         return 0, len(labels) - 1
-    key = f"{widget_key}-{entry.content_hash}"
-    lo, hi = st.select_slider(label, options=labels, value=(labels[0], labels[-1]), key=key,
+    key = f"{widget_key}-{entry.content_hash[:12]}"  # its own window per checkpoint (and URL parameter)
+    lo, hi = st.select_slider(label, options=labels, value=(labels[0], labels[-1]), key=key, bind="query-params",
                               help="Ranks used for the heatmap, ordinality and projections (e.g. ages 15 to 75).")
     a, b = labels.index(lo), labels.index(hi)
     if a == b:
@@ -149,8 +190,8 @@ def dataset_split(prefix: str, default: str = "") -> tuple[str, str]:
     """A dataset spec (starting at ``default``) and a split, side by side (widget keys ``<prefix>-dataset``
     and ``<prefix>-split``)."""
     c1, c2 = st.columns([3, 1])
-    spec = c1.text_input("Dataset", default, key=f"{prefix}-dataset",
+    spec = c1.text_input("Dataset", default, key=f"{prefix}-dataset", bind="query-params",
                          help="A dataset spec, e.g. dots:20 (the bundled demo checkpoints are trained on it), utkface:DIR; "
                               "by default the one the checkpoint was trained on.")
-    split = c2.selectbox("Split", SPLITS, key=f"{prefix}-split")
+    split = c2.selectbox("Split", SPLITS, key=f"{prefix}-split", bind="query-params")
     return spec.strip(), split

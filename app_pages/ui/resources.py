@@ -20,6 +20,7 @@ import logging
 
 import streamlit as st
 
+from explorer.analysis.cuts import DEFAULT_TARGET_RECALL
 from explorer.backbones.pool import BackboneHandle, BackboneRegistry, BackboneSlot
 from explorer.core import settings
 from explorer.core.errors import ExplorerError
@@ -223,3 +224,37 @@ def split_predictions(entry: lib.LibraryEntry, dataset: str, split: str):
     labels and probabilities (cached by content and spec; the features also on disk)."""
     handle = backbone_for(entry)
     return _split(entry.content_hash, dataset.strip(), split, handle.backbone_id, str(entry.path), handle)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _decision(content_hash: str, dataset: str, split: str, cut: float, recall: float, field: str, backbone_id: str, _path: str,
+              _handle) -> dict:
+    from explorer.analysis import cuts
+
+    sp = _split(content_hash, dataset, split, backbone_id, _path, _handle)
+    return cuts.decision(sp.outputs(), _load_checkpoint(_path, content_hash).predictor(), cut, recall, sp.samples, [field])
+
+
+def decision(entry: lib.LibraryEntry, dataset: str, split: str, cut: float, recall: float, field: str) -> dict:
+    """A checkpoint's decision at ``cut`` on a dataset split (:func:`explorer.analysis.cuts.decision`: the cut's
+    report with rates per slice of ``field``, scores, curves, operating points, nearest images), cached."""
+    handle = backbone_for(entry)
+    return _decision(entry.content_hash, dataset.strip(), split, float(cut), float(recall), field, handle.backbone_id,
+                     str(entry.path), handle)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _comparison(hashes: tuple[str, ...], names: tuple[str, ...], dataset: str, split: str, by: str, cuts: tuple[float, ...],
+                recall: float, _entries) -> dict:
+    from explorer.analysis.comparison import compare_predictions
+
+    named = {name: (load_checkpoint(e), split_predictions(e, dataset, split)) for name, e in zip(names, _entries)}
+    return compare_predictions(named, dataset, by, cuts, recall)
+
+
+def comparison(entries: dict[str, lib.LibraryEntry], dataset: str, split: str, by: str, cuts: tuple[float, ...] = (),
+               recall: float = DEFAULT_TARGET_RECALL) -> dict:
+    """:func:`explorer.analysis.comparison.compare_predictions` of the checkpoints ``entries`` (row name ->
+    entry) on a dataset split: each evaluated as ``eval --by by`` does, and the model-by-slice matrix (cached)."""
+    return _comparison(tuple(e.content_hash for e in entries.values()), tuple(entries), dataset.strip(), split, by,
+                       tuple(float(c) for c in cuts), float(recall), list(entries.values()))

@@ -1,4 +1,5 @@
-"""The sidebar: the library folder, the active checkpoint, and which backbone is loaded on what device."""
+"""The sidebar: the link to this view, the library folder, the active checkpoint, and which backbone is
+loaded on what device."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import weakref
 import streamlit as st
 
 from app_pages.ui.formatting import DEMO_WARNING
+from app_pages.ui.links import share_link
 from app_pages.ui.listing import usable
 from app_pages.ui.pickers import active_entry
 from app_pages.ui.resources import backbone_slot, known_slots
@@ -16,10 +18,11 @@ from explorer.store import library as lib
 
 
 def sidebar(entries: list[lib.LibraryEntry], container) -> None:
-    """Library folder, active checkpoint, and which backbone is loaded on what device."""
+    """The link to this view, library folder, active checkpoint, and which backbone is loaded on what device."""
     ok = usable(entries)
     folder = settings.library_folder()
     with container:
+        share_link()
         st.caption(f"Library: `{folder}` · {len(ok)} checkpoint{'s' if len(ok) != 1 else ''}"
                    + (f", {len(entries) - len(ok)} other file{'s' if len(entries) - len(ok) != 1 else ''}" if len(entries) > len(ok) else ""))
         active = active_entry(entries)

@@ -237,14 +237,28 @@ def evaluate_checkpoint(ckpt, backbone, dataset_spec: str, split: str = "test", 
                         target_recall: float = DEFAULT_TARGET_RECALL) -> dict[str, Any]:
     """Evaluate a checkpoint on a dataset split; ``min_label`` keeps only labels >= it (the long-tail
     evaluation of docs/methods/ordinalclip.md §6); ``faces`` crops faces as Predict does (None: as the
-    checkpoint was trained); ``by`` adds metrics per slice of those fields, ``cuts`` the decisions at
-    those cut-points (:mod:`explorer.analysis.cuts`, per slice too with ``by``), ``errors_csv`` writes
-    the per-image error table there (worst first; with each cut's score)."""
-    for cut in cuts or ():
-        check_cut(float(cut), ckpt.ranks)  # one sentence before any image is embedded
-    check_target_recall(target_recall)
+    checkpoint was trained); the rest as :func:`evaluate_predictions`."""
+    check_decisions(ckpt, cuts, target_recall)  # one sentence before any image is embedded
     sp = predict_split(ckpt, backbone, dataset_spec, split, cache_dir, skip_bad, min_label, faces)
-    result = {"checkpoint": ckpt.name, "dataset": dataset_spec, "split": split, "min_label": min_label,
+    return evaluate_predictions(ckpt, sp, min_label, by, errors_csv, cuts, target_recall)
+
+
+def check_decisions(ckpt, cuts: list[float] | None, target_recall: float) -> None:
+    """One sentence when a cut lies outside ``ckpt``'s ranks or the target recall outside (0, 1]."""
+    for cut in cuts or ():
+        check_cut(float(cut), ckpt.ranks)
+    check_target_recall(target_recall)
+
+
+def evaluate_predictions(ckpt, sp: SplitPredictions, min_label: int | None = None, by: list[str] | None = None,
+                         errors_csv: str | None = None, cuts: list[float] | None = None,
+                         target_recall: float = DEFAULT_TARGET_RECALL) -> dict[str, Any]:
+    """What ``eval --json`` prints for ``ckpt``'s predictions ``sp`` on a split: the metric panel, the rank
+    axis; ``by`` adds metrics per slice of those fields, ``cuts`` the decisions at those cut-points
+    (:mod:`explorer.analysis.cuts`, per slice too with ``by``), ``errors_csv`` writes the per-image error
+    table there (worst first; with each cut's score)."""
+    check_decisions(ckpt, cuts, target_recall)
+    result = {"checkpoint": ckpt.name, "dataset": sp.dataset, "split": sp.split, "min_label": min_label,
               "faces": face_counts(sp.found or []), "metrics": score_split(sp, ckpt.ranks),
               "rank_axis": rank_axis_report(sp, ckpt.ranks)}
     if sp.note:

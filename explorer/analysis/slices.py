@@ -88,13 +88,24 @@ def _slice_metrics(mask: np.ndarray, probs, values, targets, truth, seed: int) -
     return {**panel, "n": int(mask.sum()), "mae_value": float(errors.mean()), "ci95": bootstrap_ci(errors, seed)}
 
 
-def _slice_order(name: str) -> tuple:
+def slice_order(name: str) -> tuple:
     """Bands in numeric order ("9-..." before "10-..."), other values alphabetically, ``missing`` last."""
     head = name.split("-", 1)[0]
     try:
         return (0, float(head), name)
     except ValueError:
         return (2 if name == MISSING else 1, 0.0, name)
+
+
+def slice_rows(slices: dict[str, dict[str, Any]], field: str, name: str | None = None) -> list[dict[str, Any]]:
+    """The table of one field's slices (``{value: metrics}``): images, value MAE with its 95 % interval and
+    accuracy per slice (and a ``checkpoint`` column named ``name`` when given)."""
+    rows = []
+    for value, m in slices.items():
+        ci = m.get("ci95") or [None, None]
+        rows.append({**({"checkpoint": name} if name else {}), field: value, "n": m["n"], "MAE": m.get("mae_value"),
+                     "MAE 95 % low": ci[0], "MAE 95 % high": ci[1], "accuracy": m.get("acc_max")})
+    return rows
 
 
 def largest_gap(slices: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -117,7 +128,7 @@ def slice_report(outputs: dict[str, np.ndarray], samples: Sequence, ranks, field
     for field in check_fields(fields, samples):
         groups = np.array(slice_values(samples, labels, ranks, field), dtype=object)
         extra = {getattr(s, "fields", {}).get(field, MISSING) for s in known or ()} if field != BAND else set()
-        names = sorted(set(groups) | extra, key=_slice_order)
+        names = sorted(set(groups) | extra, key=slice_order)
         slices[field] = {name: _slice_metrics(groups == name, outputs["probs"], outputs["values"], outputs["targets"], truth, seed)
                          for name in names}
         gaps[field] = largest_gap(slices[field])

@@ -4,14 +4,13 @@ and its backbone, JSON output, the rank window flag, progress bars."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from explorer.core.errors import ExplorerError
+from explorer.core.jsontext import to_json
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -28,17 +27,7 @@ def command(name: str):
 
 def print_json(obj: Any) -> None:
     """``obj`` as one line of JSON on stdout (numpy values and paths as plain JSON)."""
-    print(json.dumps(obj, indent=None, default=_json_default))
-
-
-def _json_default(obj: Any):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    print(to_json(obj))
 
 
 def open_checkpoint(args: argparse.Namespace, need_backbone: bool = True):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from explorer.cli.common import DownloadBar, ProgressBar, command, print_json
+from explorer.core.errors import ExplorerError
 
 
 def open_models(paths: list[str], device: str | None, quiet: bool) -> list[tuple]:
@@ -22,7 +23,7 @@ def open_models(paths: list[str], device: str | None, quiet: bool) -> list[tuple
     return [(c, backbones[c.backbone_spec]) for c in ckpts]
 
 
-def compare_from_args(args: argparse.Namespace) -> dict:
+def compare_from_args(args: argparse.Namespace, keep_predictions: bool = False) -> dict:
     """compare_checkpoints with eval's dataset options from the command line, a bar while it runs."""
     from explorer.analysis.comparison import compare_checkpoints
     from explorer.training.config import Progress
@@ -31,7 +32,8 @@ def compare_from_args(args: argparse.Namespace) -> dict:
     result = compare_checkpoints(
         open_models(args.checkpoints, args.device, args.quiet), args.on, by=args.by, cuts=args.cut or (),
         progress=lambda done, total, name: bar(Progress("evaluate", done, total, message=f"evaluating {name}" if name else "done")),
-        split=args.split, skip_bad=args.skip_bad, faces=args.faces, target_recall=args.target_recall, cache_dir=args.cache_dir)
+        split=args.split, skip_bad=args.skip_bad, faces=args.faces, target_recall=args.target_recall, cache_dir=args.cache_dir,
+        keep_predictions=keep_predictions)
     bar.close()
     return result
 
@@ -51,6 +53,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("report")
+def cmd_report(args: argparse.Namespace) -> int:
+    from explorer.analysis.report import build_report, write_report
+    from explorer.training.config import Progress
+
+    if not args.out.lower().endswith((".html", ".htm")):
+        raise ExplorerError(f"The report is an HTML file: give --out a name ending in .html (got {args.out}).")
+    comparison = compare_from_args(args, keep_predictions=True)
+    bar = ProgressBar(args.quiet)
+    text = build_report(comparison, progress=lambda done, total, message: bar(Progress("report", done, total, message=message)))
+    bar.close()
+    write_report(args.out, text)
+    names = ", ".join(comparison["matrix"])
+    print(f"wrote the report of {names} on {args.on} [{args.split}] to {args.out} ({len(text.encode()) / 1e6:.1f} MB, self-contained)")
+    return 0
+
+
 def add_decision_parsers(add) -> None:
     """compare (and report) sub-commands."""
     from explorer.analysis.cuts import DEFAULT_TARGET_RECALL
@@ -60,6 +79,12 @@ def add_decision_parsers(add) -> None:
     p.add_argument("checkpoints", nargs="+", metavar="CKPT")
     _dataset_flags(p, BAND, DEFAULT_TARGET_RECALL)
     p.add_argument("--json", action="store_true", help='print {"by": F, "matrix": {checkpoint: {slice: {n, mae_value, ci95}}}}')
+
+    p = add("report", "One self-contained HTML report of checkpoints on one dataset: metric panel, calibration, slices, "
+                      "cut-points, the model-by-slice matrix and the prototype heatmaps (opens offline; the numbers are eval's).")
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT")
+    _dataset_flags(p, BAND, DEFAULT_TARGET_RECALL)
+    p.add_argument("--out", required=True, metavar="REPORT.html", help="the HTML file to write (atomically)")
 
 
 def _dataset_flags(p: argparse.ArgumentParser, default_by: str, recall: float) -> None:

@@ -9,6 +9,7 @@ import streamlit as st
 
 from app_pages.ui import charts, pickers, resources
 from app_pages.ui.sections import slice_tables
+from explorer.analysis import figures
 from explorer.core.errors import ExplorerError
 from explorer.metrics import calibration
 from explorer.store import library as lib
@@ -20,7 +21,7 @@ def calibration_section(chosen: list[lib.LibraryEntry]) -> None:
     """Reliability diagram (confidence vs accuracy per bin) of the chosen checkpoints on one dataset split."""
     st.subheader("Calibration")
     spec, split = pickers.dataset_split("calibration", pickers.trained_on(chosen))
-    bins = int(st.slider("Bins", 5, 30, calibration.DEFAULT_BINS, key="calibration-bins"))
+    bins = int(st.slider("Bins", 5, 30, calibration.DEFAULT_BINS, key="calibration-bins", bind="query-params"))
     if not spec:
         st.caption("Give a dataset spec to evaluate the checkpoints on.")
         return
@@ -46,7 +47,7 @@ def calibration_section(chosen: list[lib.LibraryEntry]) -> None:
     left, right = st.columns([3, 2])
     with left:
         data = pd.concat(tables)[["checkpoint", "bin_lower", "bin_upper", "count", "confidence", "accuracy", "gap"]]
-        charts.figure(charts.reliability(series), data, "calibration-reliability", "reliability-diagram")
+        charts.figure(figures.reliability(series), data, "calibration-reliability", "reliability-diagram")
     with right:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("ECE", "MCE", "90 % coverage", "accuracy")})
@@ -79,7 +80,7 @@ def compare_failures(chosen: list) -> None:
     for field in fields:
         st.markdown(f"**Value MAE by {field}** · 95 % bootstrap intervals")
         data = pd.concat([slice_tables.slice_table(r, field, name) for name, r in reports])
-        charts.figure(charts.slice_errors([(name, r["slices"][field]) for name, r in reports], field, unit), data,
+        charts.figure(figures.slice_errors([(name, r["slices"][field]) for name, r in reports], field, unit), data,
                       f"compare-fails-{field}", f"mae-by-{field}")
         slice_tables.show_slice_table(data)
         st.caption(" ".join(f"{name}: {slice_tables.gap_caption(r, field)}" for name, r in reports))

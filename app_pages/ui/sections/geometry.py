@@ -12,7 +12,7 @@ import streamlit as st
 from app_pages.ui import charts, gallery, pickers, resources
 from app_pages.ui.formatting import PROJECTIONS, fmt_pct
 from app_pages.ui.sections import slice_tables
-from explorer.analysis import decode, geometry, maps, slices
+from explorer.analysis import decode, figures, geometry, maps, slices
 from explorer.core import settings
 from explorer.core.errors import ExplorerError
 from explorer.metrics import calibration
@@ -28,7 +28,7 @@ def decode_section(entry: lib.LibraryEntry, ckpt) -> None:
     if not decode.has_learned_tokens(ckpt):
         st.info(decode.decode_checkpoint(ckpt, None)["message"])
         return
-    top = int(st.columns([1, 3])[0].number_input("Nearest tokens per learned token", 1, 20, 5, key="decode-top"))
+    top = int(st.columns([1, 3])[0].number_input("Nearest tokens per learned token", 1, 20, 5, key="decode-top", bind="query-params"))
     decoded = resources.decoded(entry, top)
     rows = pd.DataFrame(decode.decode_rows(decoded))
     first = rows[rows["neighbour"] == 1].drop(columns=["neighbour"])
@@ -59,10 +59,10 @@ def map_section(entry: lib.LibraryEntry, ckpt) -> None:
         st.caption("Give a dataset spec to place its images among the prototypes.")
         return
     p1, p2, p3, p4 = st.columns([2, 1, 1, 2])
-    method = p1.segmented_control("Projection", list(PROJECTIONS), format_func=PROJECTIONS.get, default="pca", key="map-method") or "pca"
-    dims = p2.segmented_control("Dimensions", [2, 3], format_func=lambda d: f"{d}-D", default=2, key="map-dims") or 2
-    seed = int(p3.number_input("Seed", 0, 10_000, 0, key="map-seed", disabled=method == "pca"))
-    close = p4.toggle("Close the modality gap", value=True, key="map-gap",
+    method = p1.segmented_control("Projection", list(PROJECTIONS), format_func=PROJECTIONS.get, default="pca", key="map-method", bind="query-params") or "pca"
+    dims = p2.segmented_control("Dimensions", [2, 3], format_func=lambda d: f"{d}-D", default=2, key="map-dims", bind="query-params") or 2
+    seed = int(p3.number_input("Seed", 0, 10_000, 0, key="map-seed", bind="query-params", disabled=method == "pca"))
+    close = p4.toggle("Close the modality gap", value=True, key="map-gap", bind="query-params",
                       help="Centre images and prototypes separately before projecting: CLIP keeps the two far apart, "
                            "which otherwise dominates the map. Distances below are always the raw cosine ones.")
     try:
@@ -151,7 +151,7 @@ def failure_section(entry, ckpt) -> None:
         with col:
             st.markdown(f"**Value MAE by {field}** · 95 % bootstrap intervals")
             table = slice_tables.slice_table(report, field)
-            charts.figure(charts.slice_errors([(entry.name, report["slices"][field])], field, ckpt.ranks.unit),
+            charts.figure(figures.slice_errors([(entry.name, report["slices"][field])], field, ckpt.ranks.unit),
                           table, f"fails-{field}", f"{entry.name}-mae-by-{field}")
             slice_tables.show_slice_table(table)
             st.caption(slice_tables.gap_caption(report, field))
@@ -160,7 +160,7 @@ def failure_section(entry, ckpt) -> None:
 
 
 def _rank_axis_view(entry, ckpt, sp) -> None:
-    axis = st.segmented_control("Rank axis", list(geometry.AXES), default="ends", key="fails-axis",
+    axis = st.segmented_control("Rank axis", list(geometry.AXES), default="ends", key="fails-axis", bind="query-params",
                                 format_func={"ends": "first → last prototype", "principal": "principal direction"}.get) or "ends"
     positions = geometry.rank_axis_positions(sp.features, sp.prototypes, axis)
     truth = ckpt.ranks.value_array[sp.labels]
@@ -172,7 +172,7 @@ def _rank_axis_view(entry, ckpt, sp) -> None:
 
 
 def _worst_gallery(entry, ckpt, sp) -> None:
-    count = int(st.slider("Worst images", 4, 48, 12, step=4, key="fails-worst"))
+    count = int(st.slider("Worst images", 4, 48, 12, step=4, key="fails-worst", bind="query-params"))
     rows = slices.error_rows(sp.outputs(), sp.samples, ckpt.ranks, ckpt.classes, sp.found)
     st.markdown(f"**The {min(count, len(rows))} largest errors** of {len(rows)}")
     order = slices.worst_first(sp.outputs(), ckpt.ranks)[:count]

@@ -16,12 +16,7 @@ def slice_report(ckpt, sp, fields: list[str]) -> dict:
 
 def slice_table(report: dict, field: str, name: str | None = None) -> pd.DataFrame:
     """One row per slice of ``field``: images, value MAE with its 95 % interval, accuracy (and ``name``'s column)."""
-    rows = []
-    for value, m in report["slices"][field].items():
-        ci = m.get("ci95") or [None, None]
-        rows.append({**({"checkpoint": name} if name else {}), field: value, "n": m["n"], "MAE": m.get("mae_value"),
-                     "MAE 95 % low": ci[0], "MAE 95 % high": ci[1], "accuracy": m.get("acc_max")})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(slices.slice_rows(report["slices"][field], field, name))
 
 
 def show_slice_table(table: pd.DataFrame) -> None:
@@ -40,5 +35,12 @@ def gap_caption(report: dict, field: str) -> str:
 def fields_picker(sp, key: str) -> list[str]:
     """Which fields of the split's samples to slice by (the true-label band by default)."""
     fields = slices.field_names(sp.samples)
-    return st.multiselect("Slice by", fields, default=[slices.BAND], key=key,
+    return st.multiselect("Slice by", fields, default=[slices.BAND], key=key, bind="query-params",
                           help="CSV columns, UTKFace gender/race, Adience gender; band: the true label in bands") or [slices.BAND]
+
+
+def field_picker(sp, key: str, label: str = "Slice by") -> str:
+    """One field of the split's samples to slice by (the true-label band by default), bound to the URL."""
+    fields = slices.field_names(sp.samples)
+    return st.selectbox(label, fields, index=fields.index(slices.BAND), key=key, bind="query-params",
+                        help="CSV columns, UTKFace gender/race, Adience gender; band: the true label in bands")
