@@ -249,7 +249,7 @@ def test_curves_from_a_tiny_sweep(tmp_path, capsys):
     for _, row in table.iterrows():
         vals = runs.loc[(runs["method"] == row["method"]) & (runs["shots"].astype(str) == str(row["shots"])), row["metric"]]
         assert row["mean"] == pytest.approx(vals.mean()) and row["std"] == pytest.approx(vals.std(ddof=1))
-    again = curves.curves_from_runs(out_dir)
+    again = curves.build_curves(curves.read_runs(out_dir))
     assert list(again["shots"][again["method"] == "zeroshot"].unique()) == ["1", "2"]
     series = curves.curve_series(again, "mae_exp", "few-shot")
     assert [s["method"] for s in series] == ["zeroshot", "ordinalclip:linear"] and series[0]["shots"] == ["1", "2"]

@@ -27,8 +27,8 @@ def config(tmp_path, name, epochs=2, **kw):
 @pytest.mark.slow
 def test_two_jobs_run_to_completion_without_mixing(tmp_path):
     manager = JobManager()
-    a = manager.start(config(tmp_path, "a", epochs=2), owner="alice")
-    b = manager.start(config(tmp_path, "b", epochs=3, seed=1), owner="bob")
+    a = manager.start(config(tmp_path, "a", epochs=2))
+    b = manager.start(config(tmp_path, "b", epochs=3, seed=1))
     assert a.id != b.id
     wait(a), wait(b)
     for job, epochs, name in ((a, 2, "a"), (b, 3, "b")):
@@ -38,8 +38,7 @@ def test_two_jobs_run_to_completion_without_mixing(tmp_path):
         assert snap["fraction"] == 1.0 and snap["steps"]
         assert snap["checkpoint"] == str(tmp_path / f"{name}-{job.id}.safetensors")
         assert load_checkpoint(snap["checkpoint"]).meta["training"]["epochs"] == epochs
-    assert manager.get(a.id) is a and manager.get("nope") is None
-    assert [j.id for j in manager.jobs(owner="alice")] == [a.id]
+    assert manager.get(a.id) is a and manager.get(b.id) is b and manager.get("nope") is None
 
 
 def test_the_job_id_names_the_output_file():
@@ -135,9 +134,9 @@ def test_finished_jobs_are_dropped_after_a_while(tmp_path):
     wait(job)
     assert job.finished == 1000.0
     now[0] += 599
-    assert manager.get(job.id) is job and manager.jobs() == [job]
+    assert manager.get(job.id) is job
     now[0] += 2
-    assert manager.get(job.id) is None and manager.jobs() == []
+    assert manager.get(job.id) is None
 
 
 def test_a_job_borrows_the_pools_backbone(tmp_path, monkeypatch):

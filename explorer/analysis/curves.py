@@ -80,11 +80,6 @@ def build_curves(runs, metrics: tuple[str, ...] = CURVE_METRICS):
     return table.drop(columns=["_method"]).reset_index(drop=True)
 
 
-def curves_from_runs(path: str | Path, metrics: tuple[str, ...] = CURVE_METRICS):
-    """:func:`build_curves` of a sweep folder's (or file's) ``runs.csv``."""
-    return build_curves(read_runs(path), metrics)
-
-
 def write_curves(runs, out_dir: str | Path) -> Path:
     """Write ``curves.csv`` (atomically) beside the sweep's other tables; returns its path."""
     from explorer.core.fsio import write_text

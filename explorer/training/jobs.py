@@ -31,8 +31,6 @@ from explorer.core.errors import ExplorerError
 from explorer.training.config import RateEstimate
 from explorer.training.trainer import Cancelled, Progress, TrainConfig, TrainResult, train
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
-
 
 @dataclass
 class TrainingJob:
@@ -40,7 +38,6 @@ class TrainingJob:
 
     id: str
     config: TrainConfig
-    owner: str | None = None
     state: str = "queued"
     stage: str = ""
     message: str = ""
@@ -179,7 +176,7 @@ class JobManager:
         for job_id in [i for i, j in self._jobs.items() if j.finished is not None and now - j.finished > self.keep_finished_s]:
             del self._jobs[job_id]
 
-    def start(self, config: TrainConfig, owner: str | None = None) -> TrainingJob:
+    def start(self, config: TrainConfig) -> TrainingJob:
         """Validate and start a run writing :func:`job_output` of ``config.out`` (``job.config.out``);
         refuses when too many are running already."""
         config.validate()
@@ -190,7 +187,7 @@ class JobManager:
                 raise ExplorerError(f"{running} training runs are already going on this server; wait for one to finish.")
             job_id = uuid.uuid4().hex[:12]
             own = replace(config, out=str(job_output(config.out, job_id)))
-            job = TrainingJob(job_id, own, owner, clock=self.clock, borrow=self.borrow)
+            job = TrainingJob(job_id, own, clock=self.clock, borrow=self.borrow)
             self._jobs[job.id] = job
         threading.Thread(target=job._run, name=f"train-{job.id}", daemon=True).start()
         return job
@@ -200,10 +197,3 @@ class JobManager:
         with self._lock:
             self._drop_expired()
             return self._jobs.get(job_id or "")
-
-    def jobs(self, owner: str | None = None) -> list[TrainingJob]:
-        """All jobs (of one owner when given), newest first."""
-        with self._lock:
-            self._drop_expired()
-            jobs = [j for j in self._jobs.values() if owner is None or j.owner == owner]
-        return sorted(jobs, key=lambda j: j.started, reverse=True)
