@@ -244,6 +244,7 @@ def test_prototypes_repeat_prints_one_json_line(capsys, files, tmp_path):
     timing = json.loads(lines[0])
     assert timing["median_seconds"] > 0 and timing["repeats"] == 3
     assert timing["shape"] == [20, 128] and timing["full_length"] is False and timing["device"] == "cpu"
+    assert timing["text_path"] == "shared"  # the shared-prefix path for truncated prompts with a shared context
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), load_checkpoint(files["plain"]).tensors["prototypes"].numpy(), atol=1e-5)
 
 

@@ -143,6 +143,9 @@ def test_two_faces_and_picking_one():
     (fx0, fy0, _, _), (sx0, sy0, _, _) = crop.faces[0].box, crop.faces[1].box
     assert prev[fy0 + 20, fx0, 2] > 200 and prev[fy0 + 20, fx0, 0] < 100  # blue: the other face
     assert prev[sy0 + 20, sx0, 1] > 150 and prev[sy0 + 20, sx0, 0] < 60  # green: the face used
+    for x, y in crop.faces[1].landmarks:  # and its five landmarks as green dots
+        px = prev[int(round(y)), int(round(x))]
+        assert px[1] > 150 and px[0] < 60 and px[2] < 150
 
 
 def test_detector_is_thread_safe_and_leaves_the_environment_alone():

@@ -11,7 +11,6 @@ import numpy as np
 from explorer.core.errors import ExplorerError
 
 CURVE_METRICS = ("mae_exp", "acc_max")
-ALL_SHOTS = "all"
 
 
 def _shots_order(value) -> float:

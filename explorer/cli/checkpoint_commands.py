@@ -74,6 +74,7 @@ def cmd_prototypes(args: argparse.Namespace) -> int:
     import torch
 
     ckpt, backbone = open_checkpoint(args, need_backbone=not args.stored)
+    text_path = None  # which text-encoder path ran: "shared" (the shared-prefix path) or "plain"
     if args.stored:
         matrix = ckpt.prototypes.matrix.numpy()
         timings: list[float] = []
@@ -88,6 +89,7 @@ def cmd_prototypes(args: argparse.Namespace) -> int:
                     torch.cuda.synchronize()
                 timings.append(time.perf_counter() - start)
         matrix = matrix.cpu().numpy()
+        text_path = getattr(getattr(model, "encoder", None), "last_path", None)
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     if args.out:
         from explorer.core.fsio import atomic_path
@@ -102,6 +104,7 @@ def cmd_prototypes(args: argparse.Namespace) -> int:
             "shape": list(matrix.shape),
             "full_length": bool(args.full_length),
             "device": str(backbone.device) if backbone else "none",
+            "text_path": text_path,
         })
     elif args.out:
         print(f"wrote {args.out}: {matrix.shape[0]} x {matrix.shape[1]} float32 prototypes")

@@ -214,7 +214,7 @@ def crop_face(image: Image.Image, margin: float = DEFAULT_MARGIN, use_whole_imag
 
 def annotate(image: Image.Image, crop: FaceCrop, max_side: int = 512) -> Image.Image:
     """A preview: the image (downscaled to ``max_side``) with every face numbered (the one used in
-    green, others in blue) and the crop (yellow)."""
+    green, others in blue), the five landmarks of the face used (eyes, nose, mouth corners) and the crop (yellow)."""
     scale = min(1.0, max_side / max(image.size))
     preview = image.convert("RGB")
     if scale < 1.0:
@@ -231,4 +231,7 @@ def annotate(image: Image.Image, crop: FaceCrop, max_side: int = 512) -> Image.I
         draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour, width=width)
         if number is not None and crop.num_faces > 1:
             draw.text((x0 + width + 2, y0 + width), str(number), fill=colour, font=font)
+    if crop.face_index is not None and crop.faces:
+        for x, y in crop.faces[crop.face_index].landmarks:
+            draw.ellipse([x * scale - width, y * scale - width, x * scale + width, y * scale + width], fill=(0, 200, 80))
     return preview

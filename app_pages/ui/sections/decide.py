@@ -16,7 +16,6 @@ from explorer.analysis import cuts, figures
 from explorer.core.errors import ExplorerError
 from explorer.store import library as lib
 
-NEAREST = 6  # images shown on either side of a threshold
 POINTS = {"target_recall": "the target-recall threshold", "default": "P ≥ 0.5"}
 RATE_HELP = ("A score at or above the threshold is called at-or-above. Below called above: below-T images called "
              "at-or-above (for ages at 18: minors called adults); above called below: the reverse. 95 % intervals: "
