@@ -27,7 +27,7 @@ def library_page() -> None:
     with path_col:
         _path_form()
 
-    entries = listing.library_entries()
+    entries = listing.library_entries(check=True)
     ok = listing.usable(entries)
     with table_box:
         _unusable_methods()
@@ -55,8 +55,42 @@ def library_page() -> None:
             _onnx_section(active)
 
 
+STATUSES = ("ok", "backbone missing", "resume state", "not a checkpoint", "error")  # the table's status column
+SEARCHED = ("name", "file", "method", "backbone", "interpolation", "content", "status", "note")  # what the filter reads
+
+
+def filter_rows(table: pd.DataFrame, text: str, statuses: list[str]) -> pd.DataFrame:
+    """The rows of the Library ``table`` whose searched columns contain every word of ``text``
+    (case-insensitive) and whose status is one of ``statuses`` (all when empty)."""
+    keep = pd.Series(True, index=table.index)
+    if statuses:
+        keep &= table["status"].isin(statuses)
+    words = text.lower().split()
+    if words:
+        haystack = table[list(SEARCHED)].fillna("").astype(str).agg(" ".join, axis=1).str.lower()
+        for word in words:
+            keep &= haystack.str.contains(word, regex=False)
+    return table[keep]
+
+
+def _filters(table: pd.DataFrame) -> pd.DataFrame:
+    """A text filter and a status filter over the table (nothing is inspected again)."""
+    text_col, status_col = st.columns([3, 2])
+    text = text_col.text_input("Filter", key="library-filter", placeholder="words in the name, method, backbone, note…",
+                               on_change=listing.skip_check_next_run,
+                               help="Rows containing every word (name, file, method, backbone, interpolation, status, note).")
+    present = [s for s in STATUSES if s in set(table["status"])]
+    statuses = status_col.multiselect("Status", present, key="library-status", placeholder="any",
+                                      on_change=listing.skip_check_next_run) if len(present) > 1 else []
+    shown = filter_rows(table, text, statuses)
+    if len(shown) < len(table):
+        st.caption(f"{len(shown)} of {len(table)} files match.")
+    return shown
+
+
 def _table(entries: list[lib.LibraryEntry]) -> None:
-    df = pd.DataFrame([e.row() for e in entries])
+    table = pd.DataFrame([e.row() for e in entries])
+    df = _filters(table) if len(table) > 1 else table
     problems = [e for e in entries if (not e.ok and e.status != "resume") or e.backbone_ok is False]
     resumable = [e for e in entries if e.status == "resume"]
     st.dataframe(

@@ -118,11 +118,12 @@ def test_the_library_page_imports_neither_torch_nor_open_clip(tmp_path):
 
     from app_testdata import make_library
 
+    from explorer.store.library_index import FolderIndex
+
     repo = Path(__file__).resolve().parents[1]
     folder, cache = tmp_path / "library", tmp_path / "cache"
     make_library(folder)
-    for path in lib.list_candidates(folder):
-        lib.inspect_file_cached(path, cache_dir=cache)  # what a server that ran before remembered
+    FolderIndex(folder, cache).entries()  # what a server that ran before remembered
     env = {**os.environ, "ORDINAL_EXPLORER_CHECKPOINTS": str(folder), "ORDINAL_EXPLORER_CACHE": str(cache),
            "ORDINAL_EXPLORER_DEVICE": "cpu"}
     code = LIBRARY_RUN.format(repo=str(repo), app=str(repo / "app.py"))
