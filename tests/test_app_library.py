@@ -1,9 +1,11 @@
-"""The Library page at scale (AppTest): a thousand checkpoints with a few unreadable files among them,
-the table's filters, pages that load one checkpoint without touching the others."""
+"""The Library page at scale and its ONNX files (AppTest): a thousand checkpoints with a few unreadable
+files among them, the table's filters, pages that load one checkpoint without touching the others,
+the int8 ONNX file beside the fp32 one with the value change it costs."""
 
 from __future__ import annotations
 
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -11,6 +13,7 @@ from app_helpers import ok, open_page
 from app_testdata import BAD, make_library
 
 from app_pages.library import SEARCHED, filter_rows
+from explorer.core.errors import ExplorerError
 from explorer.store import library as lib
 from explorer.store import library_index
 
@@ -151,3 +154,41 @@ def test_filtering_checks_no_file(env):
     finally:
         target.write_bytes(saved)
     assert list(at.run().dataframe[0].value["status"]) == ["ok"]
+
+
+@pytest.mark.slow
+def test_library_builds_the_int8_file_beside_fp32_with_its_value_change(env):
+    pytest.importorskip("onnxruntime")
+    from explorer.predict.onnx_runtime import load_onnx
+
+    path = env["folder"] / "ages-rank-normal.safetensors"
+    entry = lib.inspect_file(path)
+    at = open_page(env)
+    at.selectbox(key="library-active").set_value(str(path)).run()
+    at.button(key="library-onnx-build-int8").click().run()
+    ok(at)
+    int8 = lib.onnx_cache_path(entry.content_hash, variant="int8")
+    assert int8.is_file() and not lib.onnx_cache_path(entry.content_hash).exists()  # fp32 not built: only asked for int8
+    assert "library-onnx-build" in [b.key for b in at.button]
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == [f"Download ages-rank-normal-int8.onnx (int8, {int8.stat().st_size / 1e6:.1f} MB)"]
+    q = load_onnx(int8).meta["quantization"]
+    said = next(c.value for c in at.caption if c.value.startswith("int8:"))
+    figures = re.search(r"moves by (\S+) years on average \(max (\S+) years\) against fp32 on (\d+) synthetic", said)
+    assert figures, said
+    assert [float(figures[1]), float(figures[2]), int(figures[3])] == [
+        float(f"{q['mean_abs_change']:.3g}"), float(f"{q['max_abs_change']:.3g}"), q["probe_images"]]
+    assert f"against {q['fp32_bytes'] / 1e6:.1f} MB in fp32" in said
+    at.button(key="library-onnx-build").click().run()  # then the fp32 file, beside it
+    ok(at)
+    fp32 = lib.onnx_cache_path(entry.content_hash)
+    assert [b.label.split(" (")[0] for b in at.get("download_button")] == [
+        "Download ages-rank-normal.onnx", "Download ages-rank-normal-int8.onnx"]
+    assert int8.stat().st_size < q["fp32_bytes"] <= fp32.stat().st_size  # fp32_bytes: before the metadata was added
+
+
+def test_onnx_files_of_a_checkpoint_are_named_by_content_and_variant(tmp_path):
+    assert lib.onnx_cache_path("abc", tmp_path) == tmp_path / "onnx" / "abc.onnx"
+    assert lib.onnx_cache_path("abc", tmp_path, variant="int8") == tmp_path / "onnx" / "abc-int8.onnx"
+    with pytest.raises(ExplorerError, match="Unknown ONNX variant 'fp16'"):
+        lib.onnx_cache_path("abc", tmp_path, variant="fp16")

@@ -330,7 +330,31 @@ def geometry_summary(matrix, window: tuple[int, int] | None = None, logit_scale:
     }
 
 
-def onnx_cache_path(content_hash: str, cache_dir: str | Path | None = None) -> Path:
-    """``<cache>/onnx/<content_hash>.onnx``: a checkpoint's ONNX export, keyed by its content."""
+ONNX_VARIANTS = ("fp32", "int8")  # the app's ONNX files: float32 weights, dynamic int8 weights
+
+
+def onnx_cache_path(content_hash: str, cache_dir: str | Path | None = None, variant: str = "fp32") -> Path:
+    """``<cache>/onnx/<content_hash>.onnx`` (fp32) or ``<content_hash>-int8.onnx``: a checkpoint's ONNX
+    export, keyed by its content."""
+    if variant not in ONNX_VARIANTS:
+        raise ExplorerError(f"Unknown ONNX variant '{variant}'; there are {', '.join(ONNX_VARIANTS)}.")
     folder = Path(cache_dir) if cache_dir is not None else cache_folder()
-    return folder / "onnx" / f"{safe_filename(content_hash)}.onnx"
+    suffix = "" if variant == "fp32" else f"-{variant}"
+    return folder / "onnx" / f"{safe_filename(content_hash)}{suffix}.onnx"
+
+
+def onnx_quantization(path: str | Path) -> dict[str, Any] | None:
+    """The ``quantization`` record an int8 export stores in its metadata ({scheme, fp32_bytes,
+    probe_images, seed, mean_abs_change, max_abs_change} and the file's ``unit``); None for an fp32
+    file, or when the onnx package that reads it is missing."""
+    from explorer.predict.onnx_runtime import ONNX_META_KEY
+
+    try:
+        import onnx
+    except ImportError:
+        return None
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    meta = json.loads(props.get(ONNX_META_KEY, "{}"))
+    if not meta.get("quantization"):
+        return None
+    return {**meta["quantization"], "unit": meta.get("unit", "")}
