@@ -45,6 +45,7 @@ def main() -> None:
     st.sidebar.markdown("### OrdinalCLIP Explorer")
     side = st.sidebar.container()
     entries: list = []
+    listing.begin_run()
     try:
         entries = listing.library_entries()
         pickers.apply_query_checkpoints(entries)

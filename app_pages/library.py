@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -27,7 +29,7 @@ def library_page() -> None:
     with path_col:
         _path_form()
 
-    entries = listing.library_entries()
+    entries = listing.library_entries(check=True)
     ok = listing.usable(entries)
     with table_box:
         _unusable_methods()
@@ -55,8 +57,42 @@ def library_page() -> None:
             _onnx_section(active)
 
 
+STATUSES = ("ok", "backbone missing", "resume state", "not a checkpoint", "error")  # the table's status column
+SEARCHED = ("name", "file", "method", "backbone", "interpolation", "content", "status", "note")  # what the filter reads
+
+
+def filter_rows(table: pd.DataFrame, text: str, statuses: list[str]) -> pd.DataFrame:
+    """The rows of the Library ``table`` whose searched columns contain every word of ``text``
+    (case-insensitive) and whose status is one of ``statuses`` (all when empty)."""
+    keep = pd.Series(True, index=table.index)
+    if statuses:
+        keep &= table["status"].isin(statuses)
+    words = text.lower().split()
+    if words:
+        haystack = table[list(SEARCHED)].fillna("").astype(str).agg(" ".join, axis=1).str.lower()
+        for word in words:
+            keep &= haystack.str.contains(word, regex=False)
+    return table[keep]
+
+
+def _filters(table: pd.DataFrame) -> pd.DataFrame:
+    """A text filter and a status filter over the table (nothing is inspected again)."""
+    text_col, status_col = st.columns([3, 2])
+    text = text_col.text_input("Filter", key="library-filter", placeholder="words in the name, method, backbone, note…",
+                               on_change=listing.skip_check_next_run,
+                               help="Rows containing every word (name, file, method, backbone, interpolation, status, note).")
+    present = [s for s in STATUSES if s in set(table["status"])]
+    statuses = status_col.multiselect("Status", present, key="library-status", placeholder="any",
+                                      on_change=listing.skip_check_next_run) if len(present) > 1 else []
+    shown = filter_rows(table, text, statuses)
+    if len(shown) < len(table):
+        st.caption(f"{len(shown)} of {len(table)} files match.")
+    return shown
+
+
 def _table(entries: list[lib.LibraryEntry]) -> None:
-    df = pd.DataFrame([e.row() for e in entries])
+    table = pd.DataFrame([e.row() for e in entries])
+    df = _filters(table) if len(table) > 1 else table
     problems = [e for e in entries if (not e.ok and e.status != "resume") or e.backbone_ok is False]
     resumable = [e for e in entries if e.status == "resume"]
     st.dataframe(
@@ -112,35 +148,70 @@ def _details(entry: lib.LibraryEntry) -> dict:
 
 
 def _onnx_section(entry: lib.LibraryEntry) -> None:
-    """Build (once per content hash, cached on disk) and offer the checkpoint's ONNX file."""
+    """Build (once per content hash and variant, cached on disk) and offer the checkpoint's ONNX files:
+    fp32, and int8 with the value change its weights cost."""
     from explorer.predict.onnx_runtime import SNIPPET
 
-    st.subheader("ONNX file")
-    path = lib.onnx_cache_path(entry.content_hash)
+    st.subheader("ONNX files")
     left, right = st.columns(2)
     with left:
         st.caption("One file from preprocessed pixels to the answer: the image tower, the prototypes, the softmax "
-                   "and the point estimate (no text tower). Runs with onnxruntime, numpy and Pillow only.")
-        if not path.is_file() and st.button(f"Build the ONNX file of {entry.name}", key="library-onnx-build"):
-            build_onnx(entry, path)
-        if path.is_file():
-            st.download_button(f"Download {entry.name}.onnx ({path.stat().st_size / 1e6:.1f} MB)", data=path.read_bytes,
-                               file_name=f"{entry.name}.onnx", mime="application/octet-stream",
-                               on_click="ignore", key="library-onnx-download")
-    with right:
-        st.caption("Without the explorer (replace M.onnx by the downloaded file):")
-        st.code(SNIPPET, language="python")
+                   "and the point estimate (no text tower). int8: dynamic int8 weights, about a quarter of the size "
+                   "for a ViT-B; what that costs is measured against fp32 on probe images when it is built.")
+        built = [_onnx_file(entry, variant) for variant in lib.ONNX_VARIANTS]
+    with right:  # the code appears with a file to run (the highlighter is a large script for the page to load)
+        if any(built):
+            st.caption("Without the explorer (replace M.onnx by the downloaded file):")
+            st.code(SNIPPET, language="python")
+        else:
+            st.caption("A built file runs without the explorer, with onnxruntime, numpy and Pillow only; "
+                       "the code that runs it appears here.")
 
 
-def build_onnx(entry: lib.LibraryEntry, path) -> None:
-    """Export ``entry`` to ``path`` (atomically) on its loaded backbone, with a spinner."""
-    from explorer.store.onnx_export import export_onnx
+def _onnx_file(entry: lib.LibraryEntry, variant: str) -> bool:
+    """The build button of one variant, or its download button (int8: with its value change); whether the file is built."""
+    path = lib.onnx_cache_path(entry.content_hash, variant=variant)
+    suffix = "" if variant == "fp32" else f"-{variant}"
+    if not path.is_file() and st.button(f"Build the {variant} ONNX file of {entry.name}", key=f"library-onnx-build{suffix}"):
+        build_onnx(entry, path, variant)
+    if not path.is_file():
+        return False
+    st.download_button(f"Download {entry.name}{suffix}.onnx ({variant}, {path.stat().st_size / 1e6:.1f} MB)",
+                       data=path.read_bytes, file_name=f"{entry.name}{suffix}.onnx", mime="application/octet-stream",
+                       on_click="ignore", key=f"library-onnx-download{suffix}")
+    if variant == "int8":
+        st.caption(int8_cost(path))
+    return True
+
+
+def int8_cost(path: Path) -> str:
+    """One sentence on an int8 file: its size against fp32 and how far it moves ``value`` on the probe images."""
+    stat = path.stat()
+    q = _quantization(str(path), stat.st_mtime_ns, stat.st_size)
+    if q is None:
+        return f"int8, {stat.st_size / 1e6:.1f} MB (its metadata cannot be read here: the onnx package is missing)."
+    unit = f" {q['unit']}" if q.get("unit") else ""
+    return (f"int8: {stat.st_size / 1e6:.1f} MB against {q['fp32_bytes'] / 1e6:.1f} MB in fp32; its value moves by "
+            f"{q['mean_abs_change']:.3g}{unit} on average (max {q['max_abs_change']:.3g}{unit}) against fp32 on "
+            f"{q['probe_images']} synthetic probe images (a rough guide, not an accuracy on photos).")
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _quantization(path: str, mtime_ns: int, size: int) -> dict | None:
+    return lib.onnx_quantization(path)
+
+
+def build_onnx(entry: lib.LibraryEntry, path, variant: str = "fp32") -> None:
+    """Export ``entry`` to ``path`` (atomically) on its loaded backbone, with a spinner that counts the seconds."""
+    from explorer.store.onnx_export import PROBE_IMAGES, export_onnx
 
     ckpt = resources.load_checkpoint(entry)
     handle = resources.backbone_for(entry)
-    with st.spinner(f"Exporting {entry.name} to ONNX (tracing the image tower; a real backbone takes seconds)…"):
+    what = "tracing the image tower" if variant == "fp32" else \
+        f"tracing the image tower, quantising its weights, then running both files on {PROBE_IMAGES} probe images"
+    with st.spinner(f"Exporting {entry.name} to ONNX {variant} ({what}; a real backbone takes seconds)…", show_time=True):
         with handle.use() as backbone:
-            export_onnx(ckpt, path, backbone=backbone)
+            export_onnx(ckpt, path, backbone=backbone, quantize=None if variant == "fp32" else variant)
 
 
 def _upload_form() -> None:

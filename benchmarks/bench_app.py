@@ -1,6 +1,7 @@
 """Benchmark the Streamlit app end to end (real server + headless Chromium) and print the figures.
 
     .venv/bin/python benchmarks/bench_app.py [--repeat 3] [--keep-cache] [--start-only [--starts 5]]
+    .venv/bin/python benchmarks/bench_app.py --library-size 1000 [--starts 3] [--repeat 3]
 
 Targets (issue): server start -> Library rendered <= 5 s (warm); Geometry page of a 101-rank
 checkpoint <= 1 s (warm); a UMAP view computed before, even before a restart, <= 1 s; Predict on the
@@ -19,6 +20,13 @@ What is measured (wall clock, in the browser):
 - predict: set_input_files on the upload field until the distribution chart is drawn; a new image
   each time (nothing served from a cache), the previous one removed first (one image in the field).
   The first upload of a page load also loads plotly.js in the browser; it is reported separately.
+
+- ``--library-size N``: a library of N checkpoints (copies of the bundled demo checkpoints, each
+  rewritten with its own name and metrics by ``update_metadata``) plus four unusable files, in
+  .cache/bench/library-N: server start to the drawn Library cold (no listing remembered) and warm
+  (``--starts``), then in the warm session: a filter typed into the Library's filter box until the
+  table is redrawn, Geometry from the Library and back; then the app's script alone on the Library
+  (AppTest in a new process: its first run, imports included, and again), without the server and the browser.
 
 Checkpoints are written (once) on the demo backbone into .cache/bench/checkpoints; the app cache is
 .cache/bench/cache (removed at the start unless --keep-cache, so "first UMAP" really is the first).
@@ -48,7 +56,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHART_SEL = '[data-testid="stPlotlyChart"]'
 BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-TARGETS = {"start (warm)": 5.0, "geometry 101 ranks (warm)": 1.0, "umap after restart": 1.0, "umap again (same server)": 1.0,
+TARGETS = {"start (warm)": 5.0, "library: start (warm)": 3.0, "geometry 101 ranks (warm)": 1.0, "umap after restart": 1.0, "umap again (same server)": 1.0,
            "predict one image": 0.5}
 
 STATE_JS = """() => {
@@ -92,11 +100,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self):
+    def __init__(self, folder: Path = CKPTS):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "NUMBA_CACHE_DIR": str(REPO / ".cache" / "numba"),
-               "ORDINAL_EXPLORER_CHECKPOINTS": str(CKPTS), "ORDINAL_EXPLORER_CACHE": str(CACHE),
+               "ORDINAL_EXPLORER_CHECKPOINTS": str(folder), "ORDINAL_EXPLORER_CACHE": str(CACHE),
                "ORDINAL_EXPLORER_DEVICE": os.environ.get("ORDINAL_EXPLORER_DEVICE", "cpu"), "PYTHONUNBUFFERED": "1"}
         self.log = open(BENCH / "server.log", "a")
         self.t0 = time.perf_counter()
@@ -149,13 +157,14 @@ def check_no_exception(page) -> None:
         raise RuntimeError("an exception element is on the page")
 
 
-def start_and_open_library(browser, healthy: list | None = None) -> tuple[Server, object, float]:
-    server = Server()
+def start_and_open_library(browser, healthy: list | None = None, folder: Path = CKPTS,
+                           checkpoint: str = "bench-ages-normal") -> tuple[Server, object, float]:
+    server = Server(folder)
     server.wait_healthy()
     if healthy is not None:
         healthy.append(time.perf_counter() - server.t0)
     page = browser.new_page(viewport={"width": 1440, "height": 1200})
-    page.goto(server.url + "/?checkpoint=bench-ages-normal", wait_until="domcontentloaded")
+    page.goto(server.url + f"/?checkpoint={checkpoint}", wait_until="domcontentloaded")
     page.locator('[data-testid="stDataFrame"]').first.wait_for(state="visible", timeout=120_000)
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', state="attached", timeout=120_000)
     seconds = time.perf_counter() - server.t0
@@ -185,6 +194,118 @@ def start_only(starts: int) -> dict[str, float]:
             "start (warm, max)": max(warm), "of which until /_stcore/health (warm, median)": statistics.median(healthy[1:])}
 
 
+def make_large_library(size: int) -> Path:
+    """``size`` checkpoints (the bundled demo ones, each rewritten with its own name and metrics) and
+    four unusable files in .cache/bench/library-<size> (written once)."""
+    folder = BENCH / f"library-{size}"
+    done = folder / ".complete"
+    if done.is_file():
+        return folder
+    from explorer.store.checkpoints import update_metadata
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    sources = sorted(p for p in (REPO / "checkpoints").glob("*.safetensors") if p.name != "demo-backbone.safetensors")
+    for i in range(size):
+        name = f"run-{i:04d}-{sources[i % len(sources)].stem}"
+        path = folder / f"{name}.safetensors"
+        shutil.copyfile(sources[i % len(sources)], path)
+        update_metadata(path, name=name, metrics={"test": {"mae_exp": 1 + (i % 97) / 10, "acc_max": (i % 50) / 100}})
+    (folder / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00this is not json at all")
+    whole = sources[0].read_bytes()
+    (folder / "truncated.safetensors").write_bytes(whole[: len(whole) // 2])
+    (folder / "empty.pth").write_bytes(b"")
+    (folder / "notes.bin").write_bytes(b"plain text, not weights")
+    done.write_text(str(size))
+    return folder
+
+
+def library_size(size: int, starts: int, repeat: int) -> dict[str, float]:
+    """A library of ``size`` checkpoints: cold and warm starts, a filter, Geometry from the Library and back."""
+    from playwright.sync_api import sync_playwright
+
+    folder = make_large_library(size)
+    checkpoint = "run-0001-numclip"
+    results: dict[str, float] = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_FLAGS)
+        seconds = []
+        for k in range(starts + 1):
+            server, page, took = start_and_open_library(browser, folder=folder, checkpoint=checkpoint)
+            seconds.append(took)
+            if k < starts:
+                page.close()
+                server.stop()
+        try:
+            results.update({"library: start (cold)": seconds[0], "library: start (warm)": statistics.median(seconds[1:]),
+                            "library: start (warm, min)": min(seconds[1:]), "library: start (warm, max)": max(seconds[1:])})
+            results.update(library_interactions(page, repeat))
+        finally:
+            page.close()
+            server.stop()
+        browser.close()
+    results.update(library_script_runs(folder, checkpoint, size + 4, repeat))
+    return results
+
+
+SCRIPT_RUNS = """
+import json, statistics, sys, time
+sys.path.insert(0, {repo!r})
+from streamlit.testing.v1 import AppTest
+t0 = time.perf_counter()
+at = AppTest.from_file({app!r}, default_timeout=300)
+at.query_params["checkpoint"] = {checkpoint!r}
+at.run()
+first = time.perf_counter() - t0
+assert not at.exception and len(at.dataframe[0].value) == {rows}, [e.value for e in at.exception]
+again = []
+for _ in range({repeat}):
+    t0 = time.perf_counter()
+    at.run()
+    again.append(time.perf_counter() - t0)
+print(json.dumps({{"first": first, "again": statistics.median(again)}}))
+"""
+
+
+def library_script_runs(folder: Path, checkpoint: str, rows: int, repeat: int) -> dict[str, float]:
+    """The Library page's script alone (AppTest in a new process, listing remembered on disk): the first
+    run of the process (imports included) and the median of ``repeat`` more."""
+    import json
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ORDINAL_EXPLORER_CHECKPOINTS": str(folder), "ORDINAL_EXPLORER_CACHE": str(CACHE),
+           "ORDINAL_EXPLORER_DEVICE": os.environ.get("ORDINAL_EXPLORER_DEVICE", "cpu")}
+    code = SCRIPT_RUNS.format(repo=str(REPO), app=str(REPO / "app.py"), checkpoint=checkpoint, rows=rows, repeat=repeat)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=True)
+    runs = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"library: script run, first of a process (AppTest)": runs["first"], "library: script run again (AppTest)": runs["again"]}
+
+
+def library_interactions(page, repeat: int) -> dict[str, float]:
+    """In a started session on the Library: a filter until the table is redrawn, Geometry and back."""
+    out: dict[str, float] = {}
+    box = page.locator('input[aria-label="Filter"]')
+    if box.count():
+        times = []
+        for k in range(repeat):
+            settle(page)
+            page.evaluate(STATE_JS)
+            t0 = time.perf_counter()
+            box.first.fill(f"run-0{k}")
+            box.first.press("Enter")
+            page.wait_for_function(DONE_JS, arg=0, timeout=120_000, polling="raf")
+            times.append(time.perf_counter() - t0)
+        out["library: filter typed -> table redrawn"] = statistics.median(times)
+    geometry, library = [], []
+    for _ in range(repeat):
+        geometry.append(timed_click(page, nav(page, "Geometry"), 4))
+        library.append(timed_click(page, nav(page, "Library"), 0))
+        page.locator('[data-testid="stDataFrame"]').first.wait_for(state="visible", timeout=120_000)
+    out["library: Geometry from the Library"] = statistics.median(geometry)
+    out["library: back to the Library"] = statistics.median(library)
+    check_no_exception(page)
+    return out
+
+
 def report(results: dict[str, float]) -> None:
     width = max(len(k) for k in results)
     print(f"{'measurement':<{width}}  seconds  target")
@@ -202,8 +323,14 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="repetitions of the warm measurements (median reported)")
     parser.add_argument("--keep-cache", action="store_true", help="keep .cache/bench/cache (UMAP layouts) from a previous run")
     parser.add_argument("--start-only", action="store_true", help="measure only server start to the drawn Library page")
-    parser.add_argument("--starts", type=int, default=5, help="warm starts measured with --start-only")
+    parser.add_argument("--starts", type=int, default=5, help="warm starts measured with --start-only / --library-size")
+    parser.add_argument("--library-size", type=int, default=0, help="measure a library of this many checkpoints instead")
     args = parser.parse_args()
+    if args.library_size:
+        BENCH.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(CACHE, ignore_errors=True)
+        report(library_size(args.library_size, args.starts, args.repeat))
+        return 0
     if args.start_only:
         BENCH.mkdir(parents=True, exist_ok=True)
         if not args.keep_cache:

@@ -151,3 +151,23 @@ def plain_image(width: int = 120, height: int = 90, colour=(30, 160, 90)) -> Ima
     for x in range(0, width, 6):
         d.line([(x, 0), (x, height)], fill=(x * 2 % 255, 80, 200 - x % 200))
     return img
+
+
+def list_candidates(folder):
+    """The files of ``folder`` the library lists (checkpoint / weight suffixes, not hidden), sorted by name."""
+    from pathlib import Path
+
+    from explorer.store import library as lib
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if lib.is_candidate(p.name) and p.is_file()), key=lambda p: p.name.lower())
+
+
+def scan_folder(folder):
+    """Every candidate file of ``folder`` inspected afresh (usable checkpoints first): the listing's independent oracle."""
+    from explorer.store import library as lib
+
+    entries = [lib.inspect_entry(Path(p))[0] for p in list_candidates(folder)]
+    return sorted(entries, key=lambda e: (not e.ok, e.name.lower()))

@@ -84,7 +84,7 @@ def test_library_picks_active_and_compare_set(env):
 def _onnx_entry(env, name: str):
     from explorer.store import library as lib
 
-    return lib.inspect_file(env["folder"] / f"{name}.safetensors"), env["folder"] / f"{name}.safetensors"
+    return lib.inspect_entry(Path(env["folder"] / f"{name}.safetensors"))[0], env["folder"] / f"{name}.safetensors"
 
 
 def test_library_builds_the_onnx_file_once_and_offers_it(env):
@@ -97,9 +97,10 @@ def test_library_builds_the_onnx_file_once_and_offers_it(env):
     assert cached.parent == env["cache"] / "onnx" and not cached.exists()
     at = open_page(env)
     at.selectbox(key="library-active").set_value(str(path)).run()
-    assert not at.get("download_button") and SNIPPET.strip() in [c.value.strip() for c in at.code]
+    assert not at.get("download_button") and not at.code  # the snippet comes with a file to run
     at.button(key="library-onnx-build").click().run()
     ok(at)
+    assert SNIPPET.strip() in [c.value.strip() for c in at.code]
     assert not [e.value for e in at.error if "ONNX" in e.value or "went wrong" in e.value]  # (the others: bad files)
     assert cached.is_file() and [b.label for b in at.get("download_button")][0].startswith("Download dots-plain.onnx")
     model = load_onnx(cached)

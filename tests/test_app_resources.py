@@ -35,7 +35,7 @@ def test_eviction_drops_the_prompt_models_of_the_evicted_backbone(pool, tmp_path
 
     path = tmp_path / "rank.safetensors"
     save_checkpoint(path, build("ordinalclip", seed=3), demo_backbone(), name="rank")
-    entry = lib.inspect_file(path)
+    entry = lib.inspect_entry(path)[0]
     model, handle = resources.prompt_model(entry)
     assert resources.prompt_model(entry)[0] is model  # cached with the backbone
     assert handle.backbone is resources.backbone_for(entry).backbone
@@ -118,11 +118,12 @@ def test_the_library_page_imports_neither_torch_nor_open_clip(tmp_path):
 
     from app_testdata import make_library
 
+    from explorer.store.library_index import FolderIndex
+
     repo = Path(__file__).resolve().parents[1]
     folder, cache = tmp_path / "library", tmp_path / "cache"
     make_library(folder)
-    for path in lib.list_candidates(folder):
-        lib.inspect_file_cached(path, cache_dir=cache)  # what a server that ran before remembered
+    FolderIndex(folder, cache).entries()  # what a server that ran before remembered
     env = {**os.environ, "ORDINAL_EXPLORER_CHECKPOINTS": str(folder), "ORDINAL_EXPLORER_CACHE": str(cache),
            "ORDINAL_EXPLORER_DEVICE": "cpu"}
     code = LIBRARY_RUN.format(repo=str(repo), app=str(repo / "app.py"))

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_testdata import BAD, GOOD, make_library
+from app_testdata import BAD, GOOD, make_library, scan_folder
 
 from explorer.analysis import geometry, projections
 from explorer.backbones import catalog, torchfiles
 from explorer.core import settings
-from explorer.core.errors import ExplorerError, TransientError
+from explorer.core.errors import ExplorerError
 from explorer.store import library as lib
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,14 +31,14 @@ def folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def entries(folder) -> dict[str, lib.LibraryEntry]:
-    return {e.path.stem: e for e in lib.scan_folder(folder)}
+    return {e.path.stem: e for e in scan_folder(folder)}
 
 
 def test_scan_lists_every_candidate_file(folder, entries):
     assert set(entries) == set(GOOD) | set(BAD)
     (folder / "readme.txt").write_text("not listed")
     try:
-        assert "readme" not in {e.path.stem for e in lib.scan_folder(folder)}
+        assert "readme" not in {e.path.stem for e in scan_folder(folder)}
     finally:
         (folder / "readme.txt").unlink()
 
@@ -96,7 +96,7 @@ def test_repo_demo_backbone_weights_are_not_a_checkpoint():
     demo = REPO / "checkpoints" / "demo-backbone.safetensors"
     if not demo.is_file():
         pytest.skip("demo backbone weights not built")
-    e = lib.inspect_file(demo)
+    e = lib.inspect_entry(Path(demo))[0]
     assert e.status == "not_checkpoint" and "not an explorer checkpoint" in e.message
 
 
@@ -109,7 +109,7 @@ def test_a_malicious_pickle_is_never_executed(tmp_path):
 
     evil = tmp_path / "model.ckpt"
     evil.write_bytes(pickle.dumps(Payload()))
-    e = lib.inspect_file(evil)
+    e = lib.inspect_entry(Path(evil))[0]
     assert e.status == "error" and "os.mkdir" in e.message and "could run code" in e.message
     assert not marker.exists()
 
@@ -122,9 +122,9 @@ def test_torch_zip_pickle_globals_are_read_without_unpickling(folder):
 
 def test_inspect_never_raises_on_odd_paths(tmp_path):
     (tmp_path / "dir.safetensors").mkdir()
-    assert lib.inspect_file(tmp_path / "dir.safetensors").status == "error"
-    assert lib.inspect_file(tmp_path / "missing.safetensors").status == "error"
-    assert lib.scan_folder(tmp_path / "nope") == []
+    assert lib.inspect_entry(Path(tmp_path / "dir.safetensors"))[0].status == "error"
+    assert lib.inspect_entry(Path(tmp_path / "missing.safetensors"))[0].status == "error"
+    assert scan_folder(tmp_path / "nope") == []
 
 
 def test_metrics_helpers():
@@ -242,72 +242,7 @@ def test_umap_layout_survives_a_restart_without_importing_umap(tmp_path):
     assert second[2] < 1.0 and second[3] == first[3]
 
 
-def test_listing_is_remembered_on_disk(folder, tmp_path, monkeypatch):
-    fresh = lib.inspect_file_cached(folder / "dots-rank-linear.safetensors", cache_dir=tmp_path)
-    assert fresh.ok and len(list((tmp_path / "library").glob("*.json"))) == 1
-
-    def boom(*a, **k):
-        raise AssertionError("re-inspected")
-
-    monkeypatch.setattr(lib, "_inspect", boom)
-    again = lib.inspect_file_cached(folder / "dots-rank-linear.safetensors", source="added", cache_dir=tmp_path)
-    assert again.source == "added" and again.row() == {**fresh.row(), "source": "added"}
-    assert again.summary == fresh.summary and again.content_hash == fresh.content_hash
-    bad = lib.inspect_file_cached  # bad files are remembered too, with their message
-    monkeypatch.undo()
-    first = bad(folder / "evil.pt", cache_dir=tmp_path)
-    monkeypatch.setattr(lib, "_inspect", boom)
-    assert bad(folder / "evil.pt", cache_dir=tmp_path).message == first.message
-
-
-@pytest.mark.parametrize("failure", [TransientError("x.safetensors cannot be read now (timed out)."), MemoryError(),
-                                     TimeoutError("timed out"), ZeroDivisionError("a bug")],
-                         ids=lambda f: type(f).__name__)
-def test_only_a_files_own_fault_is_remembered(folder, tmp_path, monkeypatch, failure):
-    """A transient failure (typed, or out of memory, or an OSError) and a bug are not cached on disk:
-    the next listing (even after a restart) reads the file again."""
-    import shutil
-
-    path = tmp_path / "x.safetensors"
-    shutil.copy(folder / "dots-plain.safetensors", path)
-
-    def fails(p):
-        raise failure
-
-    monkeypatch.setattr(lib, "classify_file", fails)
-    entry = lib.inspect_file_cached(path, cache_dir=tmp_path / "c")
-    assert entry.status == "error" and ("cannot be read now" in entry.message) != isinstance(failure, ZeroDivisionError)
-    assert not list((tmp_path / "c").rglob("*.json"))
-    monkeypatch.undo()
-    assert lib.inspect_file_cached(path, cache_dir=tmp_path / "c").ok
-
-
-def test_listing_cache_follows_file_changes(tmp_path, folder):
-    import shutil
-
-    path = tmp_path / "x.safetensors"
-    shutil.copy(folder / "dots-plain.safetensors", path)
-    assert lib.inspect_file_cached(path, cache_dir=tmp_path / "c").ok
-    path.write_bytes(b"garbage, now")
-    assert lib.inspect_file_cached(path, cache_dir=tmp_path / "c").status == "error"
-
-
 def test_backbone_status_agrees_with_the_backbone_module():
     from explorer.backbones import load as backbones
 
     assert catalog.DEMO_WEIGHTS == backbones.DEMO_WEIGHTS
-
-
-def test_listing_does_not_import_torch(folder, tmp_path):
-    """A restarted server lists unchanged checkpoints without importing torch (fast start)."""
-    lib.scan_folder(folder)  # make sure nothing is broken in this process
-    for p in lib.list_candidates(folder):
-        lib.inspect_file_cached(p, cache_dir=tmp_path)
-    code = (
-        "import sys; from explorer.store import library as lib\n"
-        f"es = [lib.inspect_file_cached(p, cache_dir={str(tmp_path)!r}) for p in lib.list_candidates({str(folder)!r})]\n"
-        "print(sum(e.ok for e in es), 'torch' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [str(len(GOOD) + 1), "False"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from app_testdata import demo_backbone
+from app_testdata import demo_backbone, scan_folder
 from torch import nn
 
 from explorer import cli, methods
@@ -174,7 +174,6 @@ def test_a_plugged_in_method_trains_saves_and_predicts_unchanged(centroid_regist
 
 
 def test_info_and_library_describe_a_resume_state(tmp_path, capsys):
-    from explorer.store import library as lib
 
     out = tmp_path / "run.safetensors"
     stop_after = {"n": 0}
@@ -198,7 +197,7 @@ def test_info_and_library_describe_a_resume_state(tmp_path, capsys):
     assert printed["content"] == "resume-state" and printed["continue_with"].endswith("--resume")
     with pytest.raises(ExplorerError, match="resume state of run run"):
         load_checkpoint(resume)
-    entries = {e.path.name: e for e in lib.scan_folder(tmp_path)}
+    entries = {e.path.name: e for e in scan_folder(tmp_path)}
     assert entries["run.safetensors"].ok
     row = entries["run.resume.safetensors"].row()
     assert row["status"] == "resume state" and "epoch 1 of 4" in row["note"] and "--resume" in row["note"]

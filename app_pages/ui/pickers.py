@@ -11,7 +11,7 @@ from typing import Any, Callable
 import streamlit as st
 
 from app_pages.ui.formatting import no_checkpoints_message
-from app_pages.ui.listing import library_entries, usable
+from app_pages.ui.listing import current, library_entries, usable
 from app_pages.ui.resources import load_checkpoint
 from explorer.core import settings
 from explorer.store import library as lib
@@ -102,18 +102,19 @@ def active_entry(entries: list[lib.LibraryEntry]) -> lib.LibraryEntry | None:
 def choose_checkpoint(entries: list[lib.LibraryEntry], widget_key: str, label: str = "Checkpoint",
                       allowed: Callable[[lib.LibraryEntry], bool] | None = None, help: str | None = None,
                       container=None) -> lib.LibraryEntry | None:
-    """A selectbox of usable checkpoints that starts at (and updates) the active one."""
+    """A selectbox of usable checkpoints that starts at (and updates) the active one; the chosen entry as
+    its file is now (only that file is checked)."""
     options = [e for e in usable(entries) if allowed is None or allowed(e)]
     if not options:
         return None
     keys = [e.key for e in options]
-    current = active_entry(entries)
-    index = keys.index(current.key) if current and current.key in keys else 0
+    active = active_entry(entries)
+    index = keys.index(active.key) if active and active.key in keys else 0
     where = container or st
     key = where.selectbox(label, keys, index=index, key=widget_key, format_func=_label(options), help=help)
     st.session_state[ACTIVE] = key
     _write_query(CHECKPOINT, [url_names(entries)[key]])
-    return options[keys.index(key)]
+    return current(options[keys.index(key)])
 
 
 def page_checkpoint(title: str, widget_key: str, **choose: Any):
@@ -137,6 +138,7 @@ def compare_set(entries: list[lib.LibraryEntry]) -> list[str]:
 
 
 def choose_compare(entries: list[lib.LibraryEntry], widget_key: str, label: str = "Checkpoints to compare (2 to 4)") -> list[lib.LibraryEntry]:
+    """A multiselect of 2 to 4 usable checkpoints (the compare set); the chosen entries as their files are now."""
     ok = usable(entries)
     keys = [e.key for e in ok]
     chosen = st.multiselect(label, keys, default=compare_set(entries), key=widget_key, format_func=_label(ok),
@@ -144,7 +146,7 @@ def choose_compare(entries: list[lib.LibraryEntry], widget_key: str, label: str 
     st.session_state[COMPARE] = list(chosen)
     _write_query(CHECKPOINTS, [url_names(entries)[k] for k in chosen])
     by_key = {e.key: e for e in ok}
-    return [by_key[k] for k in chosen]
+    return [current(by_key[k]) for k in chosen]
 
 
 def rank_window(entry: lib.LibraryEntry, widget_key: str, label: str = "Rank window") -> tuple[int, int]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_pages.ui import charts, resources
+from app_pages.ui import charts
 from app_pages.ui.formatting import METRIC_TITLES
 from explorer.analysis import curves
 from explorer.core import settings
@@ -57,7 +57,7 @@ def _grid(values: dict):
     if any(s is not None and len(s) != 2 for s in shifts):
         raise ExplorerError("A label shift is C:S (e.g. 10:0.5) or none.")
     base = TrainConfig(dataset=values["dataset"].strip(), out=str(folder / "run.safetensors"), backbone=values["backbone"].strip(),
-                       epochs=int(values["epochs"]), device=resources.device_setting())
+                       epochs=int(values["epochs"]), device=settings.app_device())
     return sweep_grid(base, parse_method_list(values["methods"]), shots, seeds, folder, shifts or None), folder
 
 

@@ -1,6 +1,6 @@
-"""The checkpoint library: scan a folder, describe every file (usable or not), and cache analyses.
+"""The checkpoint library: describe every file of a folder (usable or not), and cache analyses.
 
-- :func:`scan_folder` / :func:`inspect_file` never raise: every ``.safetensors``, ``.pt``,
+- :func:`inspect_entry` never raises: every ``.safetensors``, ``.pt``,
   ``.pth``, ``.ckpt`` and ``.bin`` file becomes a :class:`LibraryEntry` whose ``status`` is
   ``"ok"`` (an explorer checkpoint), ``"not_checkpoint"`` (e.g. backbone weights: a safetensors
   file without the ``ordinalclip_explorer`` metadata key, or a torch pickle, which is never
@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from dataclasses import dataclass, field
@@ -233,14 +232,9 @@ def classify_file(path: str | Path) -> tuple[str, str]:
     return "checkpoint", ""
 
 
-def inspect_file(path: str | Path, source: str = "library") -> LibraryEntry:
-    """Describe one file; never raises (problems become ``status`` "error" / "not_checkpoint")."""
-    return _inspect(Path(path), source)[0]
-
-
-def _inspect(path: Path, source: str) -> tuple[LibraryEntry, bool]:
-    """(entry, whether to remember it): only what the file's own bytes decide is remembered, not a
-    transient failure (cannot be read now, out of memory) nor a bug (an unexpected exception)."""
+def inspect_entry(path: Path, source: str = "library") -> tuple[LibraryEntry, bool]:
+    """(entry, whether to remember it), never raising: only what the file's own bytes decide is
+    remembered, not a transient failure (cannot be read now, out of memory) nor a bug (an unexpected exception)."""
     try:
         status, message = classify_file(path)
         if status != "checkpoint":
@@ -274,65 +268,9 @@ def _inspect_checkpoint(path: Path, source: str) -> LibraryEntry:
     return entry
 
 
-LISTING_VERSION = 3  # 2: summaries have num_classes; 3: "content" and "method" (were "kind" and "learner")
-
-
-def _listing_path(path: Path, cache_dir: Path) -> Path:
-    st = path.stat()
-    key = hashlib.blake2b(f"{path.resolve()}|{st.st_mtime_ns}|{st.st_size}|{LISTING_VERSION}".encode(), digest_size=10).hexdigest()
-    return cache_dir / "library" / f"{key}.json"
-
-
-def inspect_file_cached(path: str | Path, source: str = "library", cache_dir: str | Path | None = None) -> LibraryEntry:
-    """:func:`inspect_file`, remembered on disk per (path, mtime, size): after a restart the listing of
-    unchanged files needs neither torch nor the tensors. The backbone status is always re-checked."""
-    path = Path(path)
-    cache_dir = Path(cache_dir) if cache_dir is not None else cache_folder()
-    try:
-        record = _listing_path(path, cache_dir)
-    except OSError:
-        return inspect_file(path, source)
-    if record.is_file():
-        try:
-            data = json.loads(record.read_text())
-            entry = LibraryEntry(path=path, source=source, **{k: v for k, v in data.items() if k not in ("path", "source")})
-            if entry.ok:
-                entry.backbone_ok, entry.backbone_note = backbone_status(entry.backbone_spec)
-            return entry
-        except (OSError, ValueError, TypeError):
-            pass
-    entry, remember = _inspect(path, source)
-    if remember:  # the file's own fault (or none): a transient failure or a bug is tried again next time
-        data = {k: v for k, v in entry.__dict__.items() if k not in ("path", "source", "backbone_ok", "backbone_note")}
-        try:
-            record.parent.mkdir(parents=True, exist_ok=True)
-            write_bytes(record, json.dumps(data, default=str).encode())
-        except OSError:
-            pass
-    return entry
-
-
-def list_candidates(folder: str | Path) -> list[Path]:
-    """Files in ``folder`` (not recursive) whose suffix is a weight/checkpoint suffix, sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES and not p.name.startswith(".")),
-        key=lambda p: p.name.lower(),
-    )
-
-
-def scan_folder(folder: str | Path) -> list[LibraryEntry]:
-    """Every candidate file of ``folder`` as a LibraryEntry (usable checkpoints first)."""
-    entries = [inspect_file(p) for p in list_candidates(folder)]
-    return sorted(entries, key=lambda e: (not e.ok, e.name.lower()))
-
-
-def stat_key(path: str | Path) -> tuple[str, int, int]:
-    """(path, mtime_ns, size): changes whenever the file is rewritten (cache key for :func:`inspect_file`)."""
-    st = Path(path).stat()
-    return str(path), st.st_mtime_ns, st.st_size
+def is_candidate(name: str) -> bool:
+    """A file name the library lists: a weight / checkpoint suffix, not hidden."""
+    return not name.startswith(".") and Path(name).suffix.lower() in CHECKPOINT_SUFFIXES
 
 
 def store_upload(data: bytes, filename: str, folder: str | Path | None = None) -> Path:
@@ -373,7 +311,31 @@ def geometry_summary(matrix, window: tuple[int, int] | None = None, logit_scale:
     }
 
 
-def onnx_cache_path(content_hash: str, cache_dir: str | Path | None = None) -> Path:
-    """``<cache>/onnx/<content_hash>.onnx``: a checkpoint's ONNX export, keyed by its content."""
+ONNX_VARIANTS = ("fp32", "int8")  # the app's ONNX files: float32 weights, dynamic int8 weights
+
+
+def onnx_cache_path(content_hash: str, cache_dir: str | Path | None = None, variant: str = "fp32") -> Path:
+    """``<cache>/onnx/<content_hash>.onnx`` (fp32) or ``<content_hash>-int8.onnx``: a checkpoint's ONNX
+    export, keyed by its content."""
+    if variant not in ONNX_VARIANTS:
+        raise ExplorerError(f"Unknown ONNX variant '{variant}'; there are {', '.join(ONNX_VARIANTS)}.")
     folder = Path(cache_dir) if cache_dir is not None else cache_folder()
-    return folder / "onnx" / f"{safe_filename(content_hash)}.onnx"
+    suffix = "" if variant == "fp32" else f"-{variant}"
+    return folder / "onnx" / f"{safe_filename(content_hash)}{suffix}.onnx"
+
+
+def onnx_quantization(path: str | Path) -> dict[str, Any] | None:
+    """The ``quantization`` record an int8 export stores in its metadata ({scheme, fp32_bytes,
+    probe_images, seed, mean_abs_change, max_abs_change} and the file's ``unit``); None for an fp32
+    file, or when the onnx package that reads it is missing."""
+    from explorer.predict.onnx_runtime import ONNX_META_KEY
+
+    try:
+        import onnx
+    except ImportError:
+        return None
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    meta = json.loads(props.get(ONNX_META_KEY, "{}"))
+    if not meta.get("quantization"):
+        return None
+    return {**meta["quantization"], "unit": meta.get("unit", "")}
