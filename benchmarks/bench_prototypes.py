@@ -36,7 +36,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from explorer.analysis import lab  # noqa: E402
-from explorer.backbones.load import Backbone, _image_transform  # noqa: E402
+from explorer.backbones.load import Backbone  # noqa: E402
+from explorer.backbones.sources import image_transform_for  # noqa: E402
 from explorer.core.ranks import Ranks  # noqa: E402
 from explorer.methods import learner_config  # noqa: E402
 from explorer.methods.prompt import build_prompt_model  # noqa: E402
@@ -59,7 +60,7 @@ def random_backbone(arch: str = "ViT-B-16", seed: int = 0) -> Backbone:
         arch=arch,
         backbone_id=f"{arch}@random-seed-{seed}",
         model=model,
-        preprocess=_image_transform(size),
+        preprocess=image_transform_for(size),
         tokenizer=tokenizer,
         device=torch.device("cpu"),
         config={"arch": arch, "random_seed": seed},

@@ -85,12 +85,13 @@ def vitb16_step(repeats: int = 5) -> dict[str, float]:
     """Median seconds per training step, shared-prefix vs plain text path (same model, same data)."""
     import open_clip
 
-    from explorer.backbones.load import Backbone, _image_transform
+    from explorer.backbones.load import Backbone
+    from explorer.backbones.sources import image_transform_for
 
     torch.manual_seed(0)
     model = open_clip.create_model("ViT-B-16", pretrained=None).float().eval().requires_grad_(False)
     tok = open_clip.tokenizer.SimpleTokenizer()
-    bb = Backbone("ViT-B-16 (random)", "ViT-B-16", "ViT-B-16@random", model, _image_transform(224), tok, torch.device("cpu"))
+    bb = Backbone("ViT-B-16 (random)", "ViT-B-16", "ViT-B-16@random", model, image_transform_for(224), tok, torch.device("cpu"))
     pm = build_prompt_model(bb, learner_config(kind="rank", num_ranks=101, num_context_tokens=10, num_tokens_per_rank=1))
     opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-3)
     feats = F.normalize(torch.randn(32, bb.embed_dim), dim=-1)
