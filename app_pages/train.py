@@ -36,7 +36,7 @@ def _config_from_form(values: dict, learner_settings: dict) -> TrainConfig:
         dataset=values["dataset"].strip(), out=str(settings.library_folder() / f"app-{name}.safetensors"), name=name,
         backbone=values["backbone"].strip(), learner=learner, shots=int(values["shots"]) or None,
         epochs=int(values["epochs"]), seed=int(values["seed"]), lr=float(values["lr"]),
-        faces=bool(values.get("faces", False)), device=resources.device_setting(),
+        faces=bool(values.get("faces", False)), device=resources.device_setting(), precision=settings.app_precision(),
     )
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from explorer.cli.base import DownloadBar, _Bar, _open, _print_json, command
+from explorer.cli.base import DownloadBar, _Bar, _open, _print_json, command, precision_flag, say_precision
 
 
 def _learner_settings(args: argparse.Namespace, method: str | None) -> dict[str, Any]:
@@ -36,6 +36,7 @@ def _train_config(args: argparse.Namespace, dataset: str, out: str, method: str 
     return config_from_preset(
         getattr(args, "preset", None), dataset, out, method, values_from_args(TrainConfig, args), _learner_settings(args, method),
         backbone=args.backbone, skip_bad=args.skip_bad, device=args.device, cache_dir=args.cache_dir, name=getattr(args, "name", None),
+        precision=say_precision(args),
     )
 
 
@@ -69,7 +70,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from explorer.data.features import FeatureCache
     from explorer.training.config import Progress
 
-    backbone = load_backbone(args.backbone, device=args.device, progress=DownloadBar(args.quiet))
+    backbone = load_backbone(args.backbone, device=args.device, progress=DownloadBar(args.quiet), precision=args.precision)
+    say_precision(args, backbone.precision)
     dataset = open_dataset(args.dataset)
     validate(dataset, check_images=True, skip_bad=args.skip_bad)
     dataset.face_margin = args.face_margin if args.faces else None
@@ -136,10 +138,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _data_flags(p, with_backbone: bool = True) -> None:
-    """--backbone, --device, --cache-dir, --skip-bad, --quiet."""
+    """--backbone, --device, --precision, --cache-dir, --skip-bad, --quiet."""
     if with_backbone:
         p.add_argument("--backbone", default="demo", help="backbone spec: demo, NAME:TAG (open_clip), hf-hub:ORG/REPO, PATH or ARCH@PATH")
         p.add_argument("--device", default=None, help="cpu, cuda ... (default: CUDA when available)")
+    precision_flag(p)
     p.add_argument("--cache-dir", default=None, help="feature cache folder (default .cache/features)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and bad labels (their count is reported)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
