@@ -293,9 +293,9 @@ def test_listing_cache_follows_file_changes(tmp_path, folder):
 
 
 def test_backbone_status_agrees_with_the_backbone_module():
-    from explorer.backbones import load as backbones
+    from explorer.backbones import sources
 
-    assert catalog.DEMO_WEIGHTS == backbones.DEMO_WEIGHTS
+    assert catalog.DEMO_WEIGHTS == sources.DEMO_WEIGHTS
 
 
 def test_listing_does_not_import_torch(folder, tmp_path):

@@ -10,8 +10,8 @@ import weakref
 import pytest
 
 from explorer.backbones.load import load_backbone
-from explorer.backbones.spec import DEMO_ARCH, DEMO_WEIGHTS
 from explorer.backbones.pool import BackboneRegistry
+from explorer.backbones.spec import DEMO_ARCH, DEMO_WEIGHTS
 from explorer.core.errors import ExplorerError
 
 
