@@ -13,13 +13,16 @@ Rows:
 - ``import torch, open_clip``: a fresh interpreter importing both (the floor of any torch prediction);
 - ``load``: ``load_backbone`` in-process, whole and image tower alone (the id remembered);
 - ``predict, 1 image``: ``python -m explorer predict CKPT photo.jpg`` from the shell (wall time, the
-  backbone's id already remembered: a second run on the same file) and its margin over the import;
-- ``predict, per extra image``: (wall(``--many`` images) - wall(``--few``)) / (many - few), in fp32 and auto;
+  backbone's id already remembered: a second run on the same file), timed round-robin with the
+  import, and its margin over the import;
+- ``predict, per extra image``: the command in-process (checkpoint, image-tower load, images, report),
+  (time of ``--many`` images - time of ``--few``) / (many - few), in fp32 and auto;
 - ``forward alone``: the image tower on a preprocessed batch of ``--few`` (fp32; auto);
 - ``onnxruntime``: the exported file, preprocessing included, every core (``predict M.onnx``'s session);
 - ``--bf16``: also the forward under an explicit bf16 (emulated where the CPU has no native bf16: slow).
 
-Medians of ``--repeats``. Prints a table and one ``JSON {...}`` line.
+The fastest of ``--repeats`` (on a shared machine the run least disturbed by other load; the
+load average is printed before and after). Prints a table and one ``JSON {...}`` line.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -99,7 +101,7 @@ def make_images(count: int) -> list[Path]:
 
 
 def shell_seconds(args: list[str], repeats: int) -> float:
-    """Median wall seconds of ``python ARGS`` in a fresh interpreter (stdout discarded, failure raised)."""
+    """Fastest wall seconds of ``python ARGS`` in a fresh interpreter (stdout discarded, failure raised)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     times = []
     for _ in range(repeats):
@@ -108,34 +110,53 @@ def shell_seconds(args: list[str], repeats: int) -> float:
         times.append(time.perf_counter() - start)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(args[:4])} failed: {done.stderr.strip()[-400:]}")
-    return statistics.median(times)
+    return min(times)
 
 
-def predict_rows(ckpt: Path, images: list[Path], few: int, many: int, repeats: int) -> dict:
-    """Shell timings of predict: one image, and per extra image in fp32 and auto."""
-    cmd = ["-m", "explorer", "predict", str(ckpt)]
-    shell_seconds(cmd + [str(images[0])], 1)  # warm-up: the backbone's id is hashed once, then remembered
-    out = {"predict_1_image_s": shell_seconds(cmd + [str(images[0])], repeats)}
-    for precision in ("fp32", "auto"):
-        flag = ["--precision", precision]
-        t_few = shell_seconds(cmd + [str(p) for p in images[:few]] + flag, repeats)
-        t_many = shell_seconds(cmd + [str(p) for p in images[:many]] + flag, repeats)
-        out[f"predict_per_image_ms_{precision}"] = (t_many - t_few) / (many - few) * 1000
-    return out
-
-
-def _median_ms_per_image(fn, n: int, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def predict_rows(ckpt: Path, images: list[Path], repeats: int) -> dict:
+    """From the shell, round-robin with the import: ``predict`` of one image."""
+    runs = {"import_s": ["-c", "import torch, open_clip"], "predict_1_image_s": ["-m", "explorer", "predict", str(ckpt), str(images[0])]}
+    shell_seconds(runs["predict_1_image_s"], 1)  # warm-up: the backbone's id is hashed once, then remembered
+    best = {name: float("inf") for name in runs}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) / n * 1000
+        for name, args in runs.items():
+            best[name] = min(best[name], shell_seconds(args, 1))
+    return best
+
+
+def per_image_rows(ckpt: Path, images: list[Path], few: int, many: int, repeats: int) -> dict:
+    """``predict`` in-process (the command's whole path: checkpoint, image-tower load, images, report),
+    per extra image: (time of ``many`` images - time of ``few``) / (many - few), fp32 and auto."""
+    import contextlib
+    import io
+
+    from explorer.cli import main as cli
+
+    def run(paths, precision):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            assert cli(["predict", str(ckpt), *map(str, paths), "--precision", precision]) == 0
+
+    fns = {f"{size}_{p}": (lambda n=n, p=p: run(images[:n], p)) for p in ("fp32", "auto") for size, n in (("few", few), ("many", many))}
+    ms = _fastest_ms_per_image(fns, 1, repeats)
+    return {f"predict_per_image_ms_{p}": (ms[f"many_{p}"] - ms[f"few_{p}"]) / (many - few) for p in ("fp32", "auto")}
+
+
+def _fastest_ms_per_image(fns: dict, n: int, repeats: int) -> dict:
+    """Fastest milliseconds per image of each ``fns`` entry, timed round-robin (load hits them alike)."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) / n * 1000 for name, values in times.items()}
 
 
 def forward_rows(ckpt: Path, onnx: Path, images: list[Path], repeats: int, bf16: bool) -> dict:
-    """In-process: the image tower's forward alone per precision, and onnxruntime with preprocessing."""
+    """In-process: loading (whole, image tower), the image tower's forward alone per precision, and
+    onnxruntime with preprocessing."""
     import torch
 
     from explorer.backbones.load import load_backbone
@@ -145,15 +166,14 @@ def forward_rows(ckpt: Path, onnx: Path, images: list[Path], repeats: int, bf16:
 
     spec = load_checkpoint(ckpt).backbone_spec
     pil = [open_image(p) for p in images]
-    out = {f"load_ms_{part}": _median_ms_per_image(lambda o=only: load_backbone(spec, device="cpu", image_only=o), 1, repeats)
-           for part, only in (("whole", False), ("image", True))}
-    for precision in ("fp32", "auto") + (("bf16",) if bf16 else ()):
-        tower = load_backbone(spec, device="cpu", precision=precision, image_only=True)
-        pixels = torch.stack([tower.preprocess(im) for im in pil])
-        out[f"forward_ms_{precision}"] = _median_ms_per_image(lambda t=tower, x=pixels: t.encode_images(x), len(pil),
-                                                              1 if precision == "bf16" else repeats)
+    out = _fastest_ms_per_image({f"load_ms_{part}": lambda o=only: load_backbone(spec, device="cpu", image_only=o)
+                                 for part, only in (("whole", False), ("image", True))}, 1, repeats)
+    towers = {p: load_backbone(spec, device="cpu", precision=p, image_only=True) for p in ("fp32", "auto") + (("bf16",) if bf16 else ())}
+    pixels = torch.stack([towers["fp32"].preprocess(im) for im in pil])
+    out.update(_fastest_ms_per_image({f"forward_ms_{p}": lambda t=t: t.encode_images(pixels) for p, t in towers.items()},
+                                     len(pil), repeats if not bf16 else max(1, repeats // 2)))
     model = load_onnx(onnx)
-    out["onnxruntime_ms"] = _median_ms_per_image(lambda: model.predict(pil), len(pil), repeats)
+    out.update(_fastest_ms_per_image({"onnxruntime_ms": lambda: model.predict(pil)}, len(pil), repeats))
     out["onnxruntime_threads"] = model.session.get_session_options().intra_op_num_threads
     return out
 
@@ -168,14 +188,17 @@ def main() -> int:
     args = parser.parse_args()
 
     print(cpu_line(), flush=True)
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     images = make_images(args.many)
-    results = {"import_s": shell_seconds(["-c", "import torch, open_clip"], args.repeats)}
+    results: dict = {}
     for arch in args.archs:
         ckpt, onnx = make_files(arch)
-        results[arch] = {**predict_rows(ckpt, images, args.few, args.many, args.repeats),
+        results[arch] = {**predict_rows(ckpt, images, args.repeats),
+                         **per_image_rows(ckpt, images, args.few, args.many, args.repeats),
                          **forward_rows(ckpt, onnx, images[: args.few], args.repeats, args.bf16)}
         print(f"{arch} done", flush=True)
-    print(f"\n`import torch, open_clip`: {results['import_s']:.2f} s")
+    print("\n`import torch, open_clip` (fastest, beside each architecture's runs): "
+          + ", ".join(f"{results[a]['import_s']:.2f} s" for a in args.archs))
     print("| | " + " | ".join(args.archs) + " |\n|---|" + "---|" * len(args.archs))
     rows = [("load the backbone, whole (ms)", "load_ms_whole", "{:.0f}"),
             ("load its image tower alone (ms)", "load_ms_image", "{:.0f}"),
@@ -189,8 +212,9 @@ def main() -> int:
         rows.append((f"forward alone, batch {args.few}, bf16 (ms/image)", "forward_ms_bf16", "{:.0f}"))
     rows.append((f"onnxruntime, batch {args.few}, preprocessing included (ms/image)", "onnxruntime_ms", "{:.0f}"))
     for label, key, fmt in rows:
-        cells = [fmt.format(results[a][key] if key else results[a]["predict_1_image_s"] - results["import_s"]) for a in args.archs]
+        cells = [fmt.format(results[a][key] if key else results[a]["predict_1_image_s"] - results[a]["import_s"]) for a in args.archs]
         print(f"| {label} | " + " | ".join(cells) + " |")
+    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print("JSON " + json.dumps(results))
     return 0
 

@@ -51,6 +51,9 @@ from explorer.core.fsio import save_safetensors
 from explorer.core.prefetch import prefetched
 
 
+CPU_BATCH = 8  # images per forward on a CPU when encode_images prepares the pixels itself
+
+
 @dataclass
 class Backbone:
     """A frozen CLIP model with what is needed to use it (``image_only``: its image tower alone,
@@ -105,11 +108,14 @@ class Backbone:
 
         ``images``: PIL images, zero-argument callables that return one (opened when their batch is
         prepared), or a preprocessed batch. The next batch is opened and preprocessed in a
-        background thread while the current one runs through the image tower."""
+        background thread while the current one runs through the image tower; on a CPU batches hold
+        at most :data:`CPU_BATCH` images (a CPU's time per image is flat from there, and the
+        preprocessing of the next batch then hides behind this one's forward)."""
         n = len(images)
         if isinstance(images, torch.Tensor):
             batches: Iterator[torch.Tensor] = (images[s : s + batch_size] for s in range(0, n, batch_size))
         else:
+            batch_size = min(batch_size, CPU_BATCH) if self.device.type == "cpu" else batch_size
             batches = self._pixel_batches(images, batch_size)
             batches = prefetched(batches) if n > batch_size else batches
         feats = []

@@ -5,8 +5,8 @@
 
 - ``auto``: bf16 on a CPU with AVX512_BF16 or AMX-BF16 (Linux: the ``/proc/cpuinfo`` flags) and on
   a CUDA device with native bf16 (``torch.cuda.is_bf16_supported(including_emulation=False)``);
-  fp32 everywhere else. Without those instructions torch emulates bf16 matrix products on the CPU
-  (about 100x slower than fp32 on an AVX2 CPU: benchmarks/README.md). macOS: Apple M2 and later
+  fp32 everywhere else. Without those instructions torch emulates bf16 on the CPU (a ViT-B image
+  tower 6-8x slower than fp32 on an AVX2 CPU, one large matrix product 80x: benchmarks/README.md). macOS: Apple M2 and later
   have bf16 instructions (``hw.optional.arm.FEAT_BF16``), but torch's fp32 matrix products there
   run on Accelerate while its bf16 ones take generic dot-product kernels (faster than fp32 only
   for matrix-vector products), so ``auto`` stays fp32. Windows and ARM Linux: no flag the explorer
@@ -96,7 +96,8 @@ class Precision:
             return f"precision: bf16 (this {where} computes bf16 natively; weights stay fp32)"
         if self.name == "bf16":
             return (f"precision: bf16, emulated: this {where} has no bf16 instructions torch uses (a CPU needs AVX512_BF16 "
-                    "or AMX), so it runs much slower than fp32 (about 100x on an AVX2 CPU); use --precision auto or fp32")
+                    "or AMX), so it runs several times slower than fp32 (6-8x for a ViT-B on an AVX2 CPU); "
+                    "use --precision auto or fp32")
         if self.requested == "auto":
             return f"precision: fp32 (auto: this {where} has no native bf16)"
         return "precision: fp32"
