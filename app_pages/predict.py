@@ -27,7 +27,7 @@ def predict_bytes(entry, uploads: list[tuple[str, bytes]], whole: bool = False, 
     ``face_choices``: upload digest -> which face to use (largest first); others use the largest.
     """
     ckpt = resources.load_checkpoint(entry)
-    handle = resources.backbone_for(entry)
+    handle = resources.backbone_for(entry, image_only=True)
     digests = tuple(bytes_digest(data) for _, data in uploads)
     names = tuple(name for name, _ in uploads)
     picked = face_choices or {}

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from explorer.analysis import lab  # noqa: E402
 from explorer.backbones.load import Backbone  # noqa: E402
+from explorer.backbones.sources import image_transform_for  # noqa: E402
 from explorer.core.ranks import Ranks  # noqa: E402
 from explorer.methods import make_config  # noqa: E402
 from explorer.methods.prompt import build_prompt_model  # noqa: E402
@@ -46,7 +47,6 @@ from explorer.predict.prototypes import Prototypes  # noqa: E402
 def random_backbone(arch: str = "ViT-B-16", seed: int = 0) -> Backbone:
     """An open_clip architecture with seeded random weights, frozen, fp32, on CPU."""
     import open_clip
-    from open_clip.transform import image_transform
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -60,7 +60,7 @@ def random_backbone(arch: str = "ViT-B-16", seed: int = 0) -> Backbone:
         arch=arch,
         backbone_id=f"{arch}@random-seed-{seed}",
         model=model,
-        preprocess=image_transform(size, is_train=False),  # open_clip's eval transform, OpenAI mean / std
+        preprocess=image_transform_for(size),
         tokenizer=tokenizer,
         device=torch.device("cpu"),
         config={"arch": arch, "random_seed": seed},

@@ -7,11 +7,12 @@
 3. Per-step time (forward + backward + optimizer step, cached image features) of the rank learner
    on the ViT-B/16 architecture (seeded random weights), R = 101, n = 10, t = 1, tail, batch 32,
    CPU: the shared-prefix text path against the plain (truncated) path, side by side
-   (target: >= 2.5x).
+   (target: >= 2.5x). ``--text-bf16``: also that step with the text tower's forward and backward
+   under CPU bf16 autocast (fp32 master weights).
 
 Prints a table and one line ``JSON {...}`` with the figures.
 
-    .venv/bin/python benchmarks/bench_training.py [--skip-vitb16 | --only-vitb16]
+    .venv/bin/python benchmarks/bench_training.py [--skip-vitb16 | --only-vitb16] [--text-bf16] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -81,26 +82,30 @@ def cached_vs_reencoding(steps: int = 5) -> tuple[float, float, int]:
     return cached, encoded, len(samples)
 
 
-def vitb16_step(repeats: int = 5) -> dict[str, float]:
-    """Median seconds per training step, shared-prefix vs plain text path (same model, same data)."""
+def vitb16_step(repeats: int = 5, text_bf16: bool = False) -> dict[str, float]:
+    """Median seconds per training step, shared-prefix vs plain text path (same model, same data);
+    ``text_bf16``: also the shared-prefix step with the text tower's forward/backward under CPU bf16
+    autocast (fp32 master weights), and the largest difference of its prototypes to fp32's."""
     import open_clip
-    from open_clip.transform import image_transform
 
     from explorer.backbones.load import Backbone
+    from explorer.backbones.sources import image_transform_for
 
     torch.manual_seed(0)
     model = open_clip.create_model("ViT-B-16", pretrained=None).float().eval().requires_grad_(False)
     tok = open_clip.tokenizer.SimpleTokenizer()
-    bb = Backbone("ViT-B-16 (random)", "ViT-B-16", "ViT-B-16@random", model, image_transform(224, is_train=False), tok, torch.device("cpu"))
+    bb = Backbone("ViT-B-16 (random)", "ViT-B-16", "ViT-B-16@random", model, image_transform_for(224), tok, torch.device("cpu"))
     pm = build_prompt_model(bb, make_config("ordinalclip", num_ranks=101, num_context_tokens=10, num_tokens_per_rank=1))
     opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-3)
     feats = F.normalize(torch.randn(32, bb.embed_dim), dim=-1)
     y = torch.randint(0, 101, (32,))
 
     def step(mode: str) -> float:
-        pm.encoder.prefix_mode = mode
+        bf16 = mode.endswith("-bf16")
+        pm.encoder.prefix_mode = mode.removesuffix("-bf16")
         start = time.perf_counter()
-        logits = pm.logit_scale * feats @ pm().T
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = pm.logit_scale * feats @ pm().float().T
         loss, _ = ordinal_loss(logits, y)
         opt.zero_grad()
         loss.backward()
@@ -109,13 +114,20 @@ def vitb16_step(repeats: int = 5) -> dict[str, float]:
         return time.perf_counter() - start
 
     modes = {"shared": "shared", "plain": "off"}
+    if text_bf16:
+        with torch.no_grad():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                low = pm().float()
+            drift = float((F.normalize(low, dim=-1) - F.normalize(pm().float(), dim=-1)).abs().max())
+        modes["shared-bf16"] = "shared-bf16"
     for mode in modes.values():  # warm-up
         step(mode)
     samples: dict[str, list[float]] = {name: [] for name in modes}
     for _ in range(repeats):  # round-robin, so that load changes on a shared machine hit both alike
         for name, mode in modes.items():
             samples[name].append(step(mode))
-    return {name: statistics.median(values) for name, values in samples.items()}
+    out = {name: statistics.median(values) for name, values in samples.items()}
+    return {**out, "bf16_prototype_drift": drift} if text_bf16 else out
 
 
 def main() -> None:
@@ -123,6 +135,9 @@ def main() -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--skip-vitb16", action="store_true")
     group.add_argument("--only-vitb16", action="store_true", help="only the ViT-B/16 training-step figures")
+    parser.add_argument("--text-bf16", action="store_true",
+                        help="also the ViT-B/16 step with the text tower under CPU bf16 autocast (slow where bf16 is emulated)")
+    parser.add_argument("--repeats", type=int, default=5, help="ViT-B/16 steps timed per variant")
     args = parser.parse_args()
     figures: dict = {}
     print(f"threads: {torch.get_num_threads()}")
@@ -136,12 +151,17 @@ def main() -> None:
         figures.update(e2e_16shot_seconds=round(e2e, 2), epoch_cached_s=cached, epoch_reencode_s=encoded,
                        cache_speedup=encoded / cached)
     if not args.skip_vitb16:
-        step = vitb16_step()
+        step = vitb16_step(args.repeats, args.text_bf16)
         print(f"rank learner step, ViT-B/16 arch, R=101, n=10, t=1, batch 32, shared prefix: {step['shared']:6.2f} s")
         print(f"rank learner step, ViT-B/16 arch, R=101, n=10, t=1, batch 32, plain:         {step['plain']:6.2f} s"
               f"   speed-up {step['plain'] / step['shared']:.2f}x (target >= 2.5x)")
         figures.update(vitb16_rank_step_s=step["shared"], vitb16_rank_step_plain_s=step["plain"],
                        vitb16_step_speedup=step["plain"] / step["shared"])
+        if args.text_bf16:
+            print(f"the same shared-prefix step, text tower under CPU bf16 autocast:           {step['shared-bf16']:6.2f} s"
+                  f"   ({step['shared-bf16'] / step['shared']:.1f}x the fp32 step; prototypes differ by up to "
+                  f"{step['bf16_prototype_drift']:.1e})")
+            figures.update(vitb16_rank_step_text_bf16_s=step["shared-bf16"], text_bf16_prototype_drift=step["bf16_prototype_drift"])
     print("JSON " + json.dumps(figures))
 
 

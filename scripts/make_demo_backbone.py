@@ -1,6 +1,6 @@
 """Write checkpoints/demo-backbone.safetensors: the tiny seeded open_clip CLIP behind the `demo` spec.
 
-The architecture is explorer.backbones.load.DEMO_CONFIG, the weights open_clip's own initialisation
+The architecture is explorer.backbones.sources.DEMO_CONFIG, the weights open_clip's own initialisation
 under torch.manual_seed(DEMO_SEED), stored as fp16. The file is committed, so every machine loads
 the same numbers whatever its torch version; re-running this script reproduces it on a given
 torch version (torch's RNG streams are not promised stable across versions).
@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from explorer.backbones.load import DEMO_ARCH, DEMO_CONFIG, DEMO_SEED, DEMO_WEIGHTS, build_demo_model  # noqa: E402
+from explorer.backbones.sources import DEMO_CONFIG, DEMO_SEED, build_demo_model  # noqa: E402
+from explorer.backbones.spec import DEMO_ARCH, DEMO_WEIGHTS  # noqa: E402
 
 
 def main() -> None:

@@ -24,7 +24,8 @@ import torch
 from open_clip.model import CLIP
 from PIL import Image
 
-from explorer.backbones.load import DEMO_CONFIG, load_backbone, resolve_device
+from explorer.backbones.load import load_backbone, resolve_device
+from explorer.backbones.sources import DEMO_CONFIG
 from explorer.backbones.torchfiles import read_torchscript_tensors, read_weight_file
 from explorer.core.errors import ExplorerError
 

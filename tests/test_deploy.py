@@ -130,6 +130,16 @@ def test_cli_export_and_predict_match(exported, tmp_path, capsys):
     np.testing.assert_allclose(onnx_rec["probs"], ckpt_rec["probs"], atol=1e-3)
 
 
+def test_the_session_runs_on_every_core_and_bf16_is_refused(exported, tmp_path, capsys):
+    model = load_onnx(exported["coop"][1])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert model.session.get_session_options().intra_op_num_threads == cores
+    capsys.readouterr()
+    assert main(["predict", str(exported["coop"][1]), str(_images(tmp_path)[0]), "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --precision bf16 does not apply to an ONNX file")
+
+
 def test_prototypes_only_export_still_works(tmp_path):
     out = tmp_path / "p.safetensors"
     assert main(["export", str(ROOT / "checkpoints" / "coop.safetensors"), "--prototypes-only", "--out", str(out)]) == 0

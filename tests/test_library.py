@@ -243,6 +243,6 @@ def test_umap_layout_survives_a_restart_without_importing_umap(tmp_path):
 
 
 def test_backbone_status_agrees_with_the_backbone_module():
-    from explorer.backbones import load as backbones
+    from explorer.backbones import sources
 
-    assert catalog.DEMO_WEIGHTS == backbones.DEMO_WEIGHTS
+    assert catalog.DEMO_WEIGHTS == sources.DEMO_WEIGHTS

@@ -162,13 +162,19 @@ def test_age_preset_evaluates_on_own_ages_matched_by_value(age_preset, tmp_path,
                                 "note": "Labels matched to the checkpoint's ranks by value."}
 
 
+def _error(capsys) -> str:
+    """stderr of a failed command less the precision line said when its backbone loaded."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("precision: "), lines
+    return lines[1]
+
+
 def test_labels_outside_the_ranks_are_one_sentence_or_skipped(age_preset, tmp_path, capsys):
     ages = [5, 104, 20, 120, 37, 120]
     csv, paths = _age_csv(tmp_path, ages)
     assert main(["eval", str(age_preset), f"csv:{csv}", "--split", "all", "--cache-dir", str(tmp_path / "cache")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == ("error: 3 of 6 images have labels outside the checkpoint's ranks 0-100 (e.g. 104, 120); "
-                   "--skip-bad skips them.")
+    assert _error(capsys) == ("error: 3 of 6 images have labels outside the checkpoint's ranks 0-100 (e.g. 104, 120); "
+                              "--skip-bad skips them.")
     result = _eval_json(capsys, age_preset, f"csv:{csv}", tmp_path, "--skip-bad")
     kept = [(p, a) for p, a in zip(paths, ages) if a <= 100]
     values = _predicted_values(capsys, age_preset, [p for p, _ in kept])
@@ -198,8 +204,8 @@ def test_decade_names_are_matched_by_name(tmp_path, capsys):
 
 def test_unit_mismatch_is_refused_in_one_sentence(age_preset, tmp_path, capsys):
     assert main(["eval", str(age_preset), "dots:5:4", "--cache-dir", str(tmp_path / "cache")]) == 2
-    assert capsys.readouterr().err.strip() == ("error: The labels are in dots but the checkpoint's ranks are in years; "
-                                               "evaluate on labels in the checkpoint's unit.")
+    assert _error(capsys) == ("error: The labels are in dots but the checkpoint's ranks are in years; "
+                              "evaluate on labels in the checkpoint's unit.")
 
 
 def test_match_ranks_by_value_name_and_position():

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 
-from explorer.backbones.load import DEMO_CONFIG, load_backbone
+from explorer.backbones.load import load_backbone
+from explorer.backbones.sources import DEMO_CONFIG
 from explorer.core.errors import ExplorerError
 from explorer.methods import canonical_name
 from explorer.store.checkpoints import load_checkpoint

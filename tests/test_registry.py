@@ -9,8 +9,9 @@ import weakref
 
 import pytest
 
-from explorer.backbones.load import DEMO_ARCH, DEMO_WEIGHTS, load_backbone
+from explorer.backbones.load import load_backbone
 from explorer.backbones.pool import BackboneRegistry
+from explorer.backbones.spec import DEMO_ARCH, DEMO_WEIGHTS
 from explorer.core.errors import ExplorerError
 
 
@@ -80,3 +81,18 @@ def test_an_unexpected_failure_keeps_its_traceback():
 def test_the_registry_serves_what_load_backbone_loads(one_torch_thread):
     registry = BackboneRegistry(max_entries=1)
     assert registry.get("demo", "cpu", timeout=120).backbone_id == load_backbone("demo", device="cpu").backbone_id
+
+
+def test_image_only_slots_and_the_whole_backbone_that_replaces_them(weight_files, one_torch_thread):
+    registry = BackboneRegistry(max_entries=2)
+    spec = weight_files[3]
+    image = registry.slot(spec, "cpu", image_only=True)
+    tower = image.wait(120)
+    assert tower.image_only and tower.tokenizer is None and not any(
+        name.startswith(("transformer.", "token_embedding")) for name in tower.model.state_dict())
+    assert registry.slot(spec, "cpu", image_only=True) is image  # kept: the next image request reuses it
+    whole = registry.slot(spec, "cpu")
+    assert whole is not image and image.released  # a whole backbone replaces the image-only slot
+    assert registry.slots() == [whole] and not whole.wait(120).image_only
+    assert registry.slot(spec, "cpu", image_only=True) is whole  # ... and serves image requests from then on
+    assert tower.backbone_id == whole.backbone.backbone_id

@@ -296,8 +296,8 @@ def test_cli_train_eval_embed_and_bad_spec(tmp_path, cache, backbone, capsys):
     for spec in ("dots:x", "nosuchkind:abc", str(tmp_path / "missing")):
         assert cli.main(["train", spec, "--out", str(tmp_path / "bad.safetensors"), "--cache-dir", str(cache), "--device", "cpu",
                          "--quiet"]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error: "), err
+        err = capsys.readouterr().err.strip().splitlines()  # the precision, said first, then one error line
+        assert len(err) == 2 and err[0].startswith("precision: ") and err[1].startswith("error: "), err
     assert not (tmp_path / "bad.safetensors").exists()
 
 

@@ -78,7 +78,7 @@ def _warm_imports() -> None:
 def new_backbone_registry(max_entries: int) -> BackboneRegistry:
     """A registry with the app's hooks: a failed load logged with its traceback, memory collected and
     returned to the OS after a load and after an eviction."""
-    return BackboneRegistry(max_entries=max_entries, on_loaded=_on_loaded, on_evict=_on_evict)
+    return BackboneRegistry(max_entries=max_entries, on_loaded=_on_loaded, on_evict=_on_evict, precision=settings.app_precision())
 
 
 @st.cache_resource(show_spinner=False)
@@ -87,9 +87,10 @@ def backbone_registry() -> BackboneRegistry:
     return new_backbone_registry(settings.max_backbones())
 
 
-def backbone_slot(spec: str) -> BackboneSlot:
-    """The (server-wide) slot of backbone ``spec``; starts loading it in the background."""
-    return backbone_registry().slot(spec, settings.app_device())
+def backbone_slot(spec: str, image_only: bool = False) -> BackboneSlot:
+    """The (server-wide) slot of backbone ``spec``; starts loading it in the background (``image_only``:
+    the whole backbone when it is kept, else its image tower alone)."""
+    return backbone_registry().slot(spec, settings.app_device(), image_only=image_only)
 
 
 def known_slots() -> list[BackboneSlot]:
@@ -97,20 +98,21 @@ def known_slots() -> list[BackboneSlot]:
     return backbone_registry().slots()
 
 
-def backbone_handle(spec: str) -> BackboneHandle:
+def backbone_handle(spec: str, image_only: bool = False) -> BackboneHandle:
     """The handle of backbone ``spec``; waits (with a spinner) while it loads."""
-    slot = backbone_slot(spec)
+    slot = backbone_slot(spec, image_only)
     if slot.pending:
         with st.spinner(f"Loading backbone {spec}…"):
             return slot.handle()
     return slot.handle()
 
 
-def backbone_for(entry: lib.LibraryEntry) -> BackboneHandle:
-    """The handle of a checkpoint's backbone (waits while it loads); checks that it matches."""
+def backbone_for(entry: lib.LibraryEntry, image_only: bool = False) -> BackboneHandle:
+    """The handle of a checkpoint's backbone (waits while it loads); checks that it matches.
+    ``image_only``: predicting from its stored prototypes, the image tower suffices."""
     if entry.backbone_ok is False:
         raise ExplorerError(f"{entry.name} needs a backbone that is not available here: {entry.backbone_note}")
-    handle = backbone_handle(entry.backbone_spec)
+    handle = backbone_handle(entry.backbone_spec, image_only)
     load_checkpoint(entry).check_backbone(handle.backbone)
     return handle
 

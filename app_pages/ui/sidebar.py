@@ -36,7 +36,7 @@ def sidebar(entries: list[lib.LibraryEntry], container) -> None:
 def _backbone_panel(active: lib.LibraryEntry | None) -> None:
     slot = None
     if active is not None and active.backbone_ok is not False and active.backbone_spec:
-        slot = backbone_slot(active.backbone_spec)
+        slot = backbone_slot(active.backbone_spec, image_only=True)  # kept whole, or warm its image tower
     shown = False
     if slot is not None:
         _show_slot(slot, primary=True)
@@ -62,8 +62,10 @@ def _show_slot(slot: BackboneSlot, primary: bool) -> None:
         return
     bb = slot.backbone
     label = "Backbone" if primary else "Also loaded"
-    st.markdown(f"**{label}:** `{bb.spec}` on **{bb.device.type}**" + (f" ({bb.device})" if bb.device.type == "cuda" else ""))
-    st.caption(f"id `{bb.backbone_id}` · embedding {bb.embed_dim} · {bb.image_size} px")
+    st.markdown(f"**{label}:** `{bb.spec}` on **{bb.device.type}**" + (f" ({bb.device})" if bb.device.type == "cuda" else "")
+                + (f", {bb.precision.label}" if primary else ""))
+    st.caption(f"id `{bb.backbone_id}` · embedding {bb.embed_dim} · {bb.image_size} px"
+               + (" · image tower only" if bb.image_only else ""))
     if bb.is_demo:
         st.warning(DEMO_WARNING, icon=":material/warning:")
 

@@ -8,6 +8,9 @@ on a backbone that holds its modules (prompt models: their text encoder *is* the
 tower) lives in the slot (:meth:`BackboneHandle.cached`) and goes with it on eviction, so a
 long-running server that sees many specs keeps at most ``max_entries`` backbones in memory.
 A slot that is :meth:`~BackboneRegistry.borrow`-ed (a training job) is not evicted until returned.
+A slot asked for ``image_only`` (Predict: the checkpoint's stored prototypes need only the image
+tower) loads the image tower alone, unless the whole backbone is already kept (or loading); a
+whole backbone of the same spec and device replaces such a slot.
 A load that failed transiently (:class:`~explorer.core.errors.TransientError`: out of memory, the hub
 unreachable) is retried by the next request.
 """
@@ -15,6 +18,7 @@ unreachable) is retried by the next request.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 import traceback
@@ -38,6 +42,7 @@ class BackboneSlot:
     device: str | None
     loader: Callable[..., Any]
     on_loaded: Callable[["BackboneSlot"], None] | None = None
+    image_only: bool = False
     gate: Any = field(default_factory=contextlib.nullcontext, repr=False)  # held while loading (one load at a time)
     lock: threading.RLock = field(default_factory=threading.RLock)
     backbone: Any = None
@@ -62,7 +67,8 @@ class BackboneSlot:
         t0 = time.perf_counter()
         try:
             with self.gate:  # a load needs about twice the backbone's size for a moment: one at a time
-                self.backbone = self.loader(self.spec, device=self.device)
+                extra = {"image_only": True} if self.image_only else {}
+                self.backbone = self.loader(self.spec, device=self.device, **extra)
         except TransientError as exc:
             self.error, self.transient = str(exc), True
         except ExplorerError as exc:
@@ -136,43 +142,54 @@ class BackboneHandle:
         return self.slot.resource(key, build)
 
 
-def _load_backbone(spec: str, device: str | None = None):
+def _load_backbone(spec: str, device: str | None = None, precision: str = "fp32", image_only: bool = False):
     """explorer.backbones.load.load_backbone, imported in the loader thread (torch and open_clip take
     seconds to import: a page that makes the pool must not wait for them)."""
     from explorer.backbones.load import load_backbone
 
-    return load_backbone(spec, device=device)
+    return load_backbone(spec, device=device, precision=precision, image_only=image_only)
+
+
+def _usable(slot: BackboneSlot | None) -> bool:
+    """A slot that has (or will have) its backbone: loading, or loaded without error."""
+    return slot is not None and (slot.pending or slot.error is None)
 
 
 class BackboneRegistry:
-    """Slots by (spec, device), at most ``max_entries`` kept (least recently used evicted); thread-safe."""
+    """Slots by (spec, device) (and image-only ones), at most ``max_entries`` kept (least recently used
+    evicted); thread-safe. ``precision``: what the default loader's backbones compute in (auto, fp32, bf16)."""
 
     def __init__(self, max_entries: int = 3, loader: Callable[..., Any] | None = None,
                  on_loaded: Callable[[BackboneSlot], None] | None = None,
-                 on_evict: Callable[[BackboneSlot], None] | None = None):
+                 on_evict: Callable[[BackboneSlot], None] | None = None, precision: str = "fp32"):
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
-        self.loader, self.on_loaded, self.on_evict = loader or _load_backbone, on_loaded, on_evict
-        self._slots: OrderedDict[tuple[str, str | None], BackboneSlot] = OrderedDict()
+        self.loader = loader or functools.partial(_load_backbone, precision=precision)
+        self.on_loaded, self.on_evict = on_loaded, on_evict
+        self._slots: OrderedDict[tuple, BackboneSlot] = OrderedDict()
         self._lock = threading.Lock()
         self._load_gate = threading.Lock()
 
-    def slot(self, spec: str, device: str | None = None) -> BackboneSlot:
-        """The slot of ``spec`` on ``device`` (loading starts in the background); marks it most recent."""
-        return self._take(spec, device, borrow=False)
+    def slot(self, spec: str, device: str | None = None, image_only: bool = False) -> BackboneSlot:
+        """The slot of ``spec`` on ``device`` (loading starts in the background); marks it most recent.
+        ``image_only``: the whole backbone's slot when there is one, else one of its image tower alone."""
+        return self._take(spec, device, borrow=False, image_only=image_only)
 
-    def _take(self, spec: str, device: str | None, borrow: bool) -> BackboneSlot:
-        key = (spec, device)
+    def _take(self, spec: str, device: str | None, borrow: bool, image_only: bool = False) -> BackboneSlot:
+        whole, image = (spec, device), (spec, device, "image")
         with self._lock:
+            image_slot = image_only and not _usable(self._slots.get(whole))
+            key = image if image_slot else whole
             slot = self._slots.get(key)
             if slot is None or (slot.transient and not slot.pending):  # a transient failure: try again
-                slot = BackboneSlot(spec, device, self.loader, self.on_loaded, gate=self._load_gate)
+                slot = BackboneSlot(spec, device, self.loader, self.on_loaded, image_only=image_slot, gate=self._load_gate)
                 self._slots[key] = slot
             self._slots.move_to_end(key)
             slot.start()  # under the lock: two callers never start two loads of one slot
             slot.borrowers += 1  # not the one to make room (and kept while borrowed)
-            evicted = self._evict_excess()
+            replaced = [] if image_slot or image not in self._slots else [self._slots.pop(image)]
+            evicted = replaced + self._evict_excess()
             if not borrow:
                 slot.borrowers -= 1
         self._evicted(evicted)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer.cli.common import DownloadBar, command, open_checkpoint, parse_window, print_json
+from explorer.cli.common import DownloadBar, command, open_checkpoint, parse_window, precision_flag, print_json
 from explorer.core.errors import ExplorerError
 from explorer.data.inputs import checkpoint_inputs, crops_faces
 
@@ -144,18 +145,40 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 @command("predict")
 def cmd_predict(args: argparse.Namespace) -> int:
-    from explorer.data.images import open_image
     from explorer.predict.onnx_runtime import looks_like_onnx
 
     if looks_like_onnx(args.checkpoint):
         return _predict_onnx(args)
-    ckpt, backbone = open_checkpoint(args)
-    images = [open_image(p) for p in args.images]
+    for path in args.images:  # before the backbone loads: a typo fails at once
+        if not Path(path).is_file():
+            raise ExplorerError(f"Image not found: {path}.")
+    ckpt, backbone = open_checkpoint(args, image_only=True)  # the stored prototypes predict: no text tower
     margin = args.margin if args.margin is not None else checkpoint_inputs(ckpt.meta).get("margin")  # a --faces run's own
-    images, crops = _crop_faces(images, crops_faces(ckpt.meta) if args.face is None else args.face, margin)
-    pred = ckpt.predictor().predict(backbone.encode_images(images), coverage=args.coverage)
-    _report_predictions(args, pred, crops, ckpt.ranks, backbone.is_demo)
+    inputs = _Inputs(args.images, crops_faces(ckpt.meta) if args.face is None else args.face, margin)
+    pred = ckpt.predictor().predict(backbone.encode_images(inputs.loaders()), coverage=args.coverage)
+    _report_predictions(args, pred, inputs.crops, ckpt.ranks, backbone.is_demo)
     return 0
+
+
+class _Inputs:
+    """predict's images, each opened (and its largest face cropped) when the encoder's background
+    thread prepares its batch; ``crops`` keeps the face crops for the report (None: whole images)."""
+
+    def __init__(self, paths, crop: bool, margin):
+        self.paths, self.crop, self.margin = list(paths), bool(crop), margin
+        self.crops = [None] * len(self.paths) if self.crop else None
+
+    def loaders(self) -> list:
+        return [functools.partial(self.load, i) for i in range(len(self.paths))]
+
+    def load(self, i: int):
+        from explorer.data.images import open_image
+
+        image = open_image(self.paths[i])
+        if not self.crop:
+            return image
+        self.crops[i] = _crop_faces([image], True, self.margin)[1][0]
+        return self.crops[i].image
 
 
 def _predict_onnx(args: argparse.Namespace) -> int:
@@ -165,6 +188,9 @@ def _predict_onnx(args: argparse.Namespace) -> int:
 
     if getattr(args, "backbone", None):
         raise ExplorerError("--backbone does not apply to an ONNX file: the image tower is inside it.")
+    if getattr(args, "precision", None) == "bf16":
+        raise ExplorerError("--precision bf16 does not apply to an ONNX file: onnxruntime runs it in fp32 "
+                            "(export --quantize int8 for a smaller, faster file).")
     model = load_onnx(args.checkpoint)
     inputs = model.meta.get("inputs") or {}
     images = [open_image(p) for p in args.images]
@@ -350,3 +376,4 @@ def add_predict_parser(add) -> None:
                         "(default: crop exactly for face checkpoints, see 'info': inputs)")
     p.add_argument("--margin", type=float, default=None,
                    help="with --face: space around the face on every side, a fraction of its size (default: the app's, 0.4)")
+    precision_flag(p)

@@ -4,6 +4,7 @@ and its backbone, JSON output, the rank window flag, progress bars."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Callable
 
@@ -30,8 +31,9 @@ def print_json(obj: Any) -> None:
     print(to_json(obj))
 
 
-def open_checkpoint(args: argparse.Namespace, need_backbone: bool = True):
-    """Load the checkpoint and, when needed, its backbone (or the one given with --backbone)."""
+def open_checkpoint(args: argparse.Namespace, need_backbone: bool = True, image_only: bool = False):
+    """Load the checkpoint and, when needed, its backbone (or the one given with --backbone) in the
+    command's --precision (said once on stderr); ``image_only``: its image tower alone."""
     from explorer.backbones.load import load_backbone
     from explorer.store.checkpoints import load_checkpoint
 
@@ -39,9 +41,35 @@ def open_checkpoint(args: argparse.Namespace, need_backbone: bool = True):
     if not need_backbone:
         return ckpt, None
     backbone = load_backbone(getattr(args, "backbone", None) or ckpt.backbone_spec, device=getattr(args, "device", None),
-                             progress=DownloadBar())
+                             progress=DownloadBar(), precision=getattr(args, "precision", None), image_only=image_only)
     ckpt.check_backbone(backbone)
+    say_precision(args, backbone.precision)
     return ckpt, backbone
+
+
+def precision_flag(p: argparse.ArgumentParser) -> None:
+    """--precision auto|fp32|bf16 (what the image tower computes in)."""
+    from explorer.backbones.precision import PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="image tower precision: auto (bf16 where the CPU / GPU computes bf16 natively, else fp32), fp32, "
+                        "or bf16 (emulated, much slower, where it is not native); said once on stderr")
+
+
+def say_precision(args: argparse.Namespace, precision=None) -> str | None:
+    """Print the one line that says the command's --precision (resolved on its --device unless the loaded
+    backbone's ``precision`` is given) on stderr; returns the request (None: the command has no such flag)."""
+    requested = getattr(args, "precision", None)
+    if requested is None:
+        return None
+    if precision is None:
+        from explorer.backbones.load import resolve_device
+        from explorer.backbones.precision import resolve_precision
+
+        precision = resolve_precision(requested, resolve_device(getattr(args, "device", None)))
+    if int(os.environ.get("RANK", "0")) == 0:  # one line per command, also under torchrun
+        print(precision.sentence(), file=sys.stderr)
+    return requested
 
 
 def parse_window(text: str | None, ranks) -> tuple[int, int] | None:

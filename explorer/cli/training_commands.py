@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from explorer.cli.common import DownloadBar, ProgressBar, command, open_checkpoint, print_json
+from explorer.cli.common import DownloadBar, ProgressBar, command, open_checkpoint, precision_flag, print_json, say_precision
 from explorer.core.errors import ExplorerError
 
 
@@ -55,6 +55,7 @@ def train_config(args: argparse.Namespace, dataset: str, out: str, method: str |
     return config_from_recipe(
         getattr(args, "recipe", None), dataset, out, method, values_from_args(TrainConfig, args), settings,
         backbone=args.backbone, skip_bad=args.skip_bad, device=args.device, cache_dir=args.cache_dir, name=getattr(args, "name", None),
+        precision=say_precision(args),
     )
 
 
@@ -91,7 +92,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from explorer.data.features import FeatureCache
     from explorer.training.config import Progress
 
-    backbone = load_backbone(args.backbone, device=args.device, progress=DownloadBar(args.quiet))
+    backbone = load_backbone(args.backbone, device=args.device, progress=DownloadBar(args.quiet), precision=args.precision)
+    say_precision(args, backbone.precision)
     dataset = open_dataset(args.dataset)
     validate(dataset, check_images=True, skip_bad=args.skip_bad)
     dataset.face_margin = args.face_margin if args.faces else None
@@ -240,10 +242,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _data_flags(p, with_backbone: bool = True) -> None:
-    """--backbone, --device, --cache-dir, --skip-bad, --quiet."""
+    """--backbone, --device, --precision, --cache-dir, --skip-bad, --quiet."""
     if with_backbone:
         p.add_argument("--backbone", default="demo", help="backbone spec: demo, NAME:TAG (open_clip), hf-hub:ORG/REPO, PATH or ARCH@PATH")
         p.add_argument("--device", default=None, help="cpu, cuda ... (default: CUDA when available)")
+    precision_flag(p)
     p.add_argument("--cache-dir", default=None, help="feature cache folder (default .cache/features)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and bad labels (their count is reported)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -7,6 +7,7 @@ Every ``ORDINAL_EXPLORER_*`` variable is read here (and only read: nothing write
 ``ORDINAL_EXPLORER_CACHE``         derived files: features, projections, listings (default ``.cache/``)
 ``ORDINAL_EXPLORER_MAX_BACKBONES`` backbones the app keeps loaded at once (default 3)
 ``ORDINAL_EXPLORER_DEVICE``        the app's device (default: CUDA when available, else CPU)
+``ORDINAL_EXPLORER_PRECISION``     the app's image tower precision: auto (default), fp32 or bf16
 ``ORDINAL_EXPLORER_FACE_THREADS``  OpenCV threads of the face detector (default 1)
 ``ORDINAL_EXPLORER_PREFIX``        ``off``: the auto text encoding never takes the shared-prefix path
 ``ORDINAL_EXPLORER_SLURM_CONFIG``  the Slurm defaults file of ``--executor slurm`` (default
@@ -24,6 +25,7 @@ ENV_FOLDER = "ORDINAL_EXPLORER_CHECKPOINTS"
 ENV_CACHE = "ORDINAL_EXPLORER_CACHE"
 ENV_MAX_BACKBONES = "ORDINAL_EXPLORER_MAX_BACKBONES"
 ENV_DEVICE = "ORDINAL_EXPLORER_DEVICE"
+ENV_PRECISION = "ORDINAL_EXPLORER_PRECISION"
 ENV_FACE_THREADS = "ORDINAL_EXPLORER_FACE_THREADS"
 ENV_TEXT_PREFIX = "ORDINAL_EXPLORER_PREFIX"
 ENV_SLURM_CONFIG = "ORDINAL_EXPLORER_SLURM_CONFIG"
@@ -52,6 +54,12 @@ def max_backbones() -> int:
 def app_device() -> str | None:
     """The app's device (``$ORDINAL_EXPLORER_DEVICE``); None: CUDA when available, else CPU."""
     return os.environ.get(ENV_DEVICE) or None
+
+
+def app_precision() -> str:
+    """The app's image tower precision (``$ORDINAL_EXPLORER_PRECISION``: auto, fp32 or bf16; default auto:
+    bf16 where the hardware computes it natively, see explorer.backbones.precision)."""
+    return (os.environ.get(ENV_PRECISION) or "auto").strip().lower()
 
 
 def face_threads() -> int:

@@ -1,7 +1,8 @@
 """On-disk cache of frozen image-encoder features.
 
-Keyed by backbone id, preprocessing and image content: a folder per (backbone id, preprocessing
-hash) holds chunk files (safetensors: ``features`` N x E plus the content keys in metadata).
+Keyed by backbone id, preprocessing, precision and image content: a folder per (backbone id,
+preprocessing and precision hash) holds chunk files (safetensors: ``features`` N x E plus the
+content keys in metadata).
 A file that changes gets a new content key, so stale features are never returned. Face crops
 (a dataset with ``face_margin`` set) have keys of their own (the crop setting is hashed in), so a
 cropped run never reuses whole-image features; their chunks also record whether a face was found. Chunks are
@@ -54,8 +55,11 @@ def content_key(dataset, sample) -> str:
 
 
 def preprocess_id(backbone) -> str:
-    """Short hash of the backbone's image preprocessing (its repr lists sizes, crops, mean and std)."""
-    return hashlib.blake2b(repr(backbone.preprocess).encode(), digest_size=6).hexdigest()
+    """Short hash of the backbone's image preprocessing (its repr lists sizes, crops, mean and std) and of
+    its precision when that is not fp32: fp32 and bf16 features never mix (fp32 keys are unchanged)."""
+    key = repr(backbone.preprocess)
+    precision = backbone.precision.name
+    return hashlib.blake2b((key if precision == "fp32" else f"{key}|{precision}").encode(), digest_size=6).hexdigest()
 
 
 class FeatureCache:

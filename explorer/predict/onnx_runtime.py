@@ -12,6 +12,7 @@ crop S x S, scaled to [0, 1], normalised by mean / std.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -121,14 +122,25 @@ class OnnxPredictor:
         return self.meta.get("estimate") or self.meta.get("value_kind") or "expected"
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it, else every core)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def load_onnx(path: str | Path) -> OnnxPredictor:
-    """Open an exported file on the CPU; one sentence when it is missing, corrupt or not an explorer export."""
+    """Open an exported file on the CPU, its operators on every core (:func:`usable_cores`); one sentence
+    when it is missing, corrupt or not an explorer export."""
     path = Path(path)
     if not path.is_file():
         raise ExplorerError(f"ONNX file not found: {path}.")
     ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = usable_cores()  # every core (onnxruntime's default counts physical cores only)
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unparsable models
         raise ExplorerError(f"{path.name} is not a readable ONNX model (truncated or corrupt: {one_line(exc)}).") from None
     raw = session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)

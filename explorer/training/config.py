@@ -54,6 +54,7 @@ class TrainConfig:
     test_fraction: float = option(0.2, flag="--test-fraction", help="test share when the dataset has no split")
     skip_bad: bool = False
     device: str | None = None
+    precision: str = "auto"  # the image tower's: auto, fp32 or bf16 (explorer.backbones.precision); text stays fp32
     cache_dir: str | None = None
     amp: bool = True
     name: str | None = None

@@ -127,7 +127,8 @@ class Trainer:
         from explorer.backbones.load import load_backbone
 
         try:
-            return load_backbone(spec, device=self.device, progress=download_progress(self.emit, spec), should_stop=self.stop)
+            return load_backbone(spec, device=self.device, progress=download_progress(self.emit, spec), should_stop=self.stop,
+                                 precision=self.config.precision)
         except DownloadCancelled as exc:
             raise Cancelled(str(exc)) from exc
 
@@ -205,7 +206,7 @@ class Trainer:
         if self.visual is not None:
             from open_clip.transform import image_transform
 
-            from explorer.backbones.load import OPENAI_MEAN, OPENAI_STD
+            from explorer.backbones.sources import OPENAI_MEAN, OPENAI_STD
 
             self.train_transform = image_transform(self.backbone.image_size, is_train=True, mean=OPENAI_MEAN, std=OPENAI_STD)
 
@@ -318,7 +319,8 @@ class Trainer:
 
         config = self.config
         inputs = inputs_record(config.faces, config.dataset, config.recipe, config.face_margin if config.faces else None)
-        training = {**config.to_dict(), "best_epoch": epoch, "data": self.data.report, "inputs": inputs}
+        training = {**config.to_dict(), "best_epoch": epoch, "data": self.data.report, "inputs": inputs,
+                    "feature_precision": self.backbone.precision.name}
         owner = self.backbone
         if self.visual is not None:  # the tuned image encoder is part of what the checkpoint needs
             owner = save_backbone_weights(self.backbone, self.out.with_name(self.out.stem + ".backbone.safetensors"))
