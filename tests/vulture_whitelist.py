@@ -11,6 +11,7 @@ CoOp  # registered by name in explorer.methods.REGISTRY ("module:Class" strings)
 LinearProbe  # as above
 OrdinalCLIP  # as above
 _.producer_name  # a field of the ONNX ModelProto written into the file (store/onnx_export.py)
+_.intra_op_num_threads  # onnxruntime SessionOptions: read by the session (predict/onnx_runtime.py)
 _.last_epoch  # torch's LR scheduler state, restored when a run resumes (training/trainer.py)
 _._last_lr  # as above
 mtime_ns  # a Streamlit cache key: the file's modification time (app_pages/ui/listing.py)
