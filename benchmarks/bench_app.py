@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_app.py [--repeat 3] [--keep-cache] [--start-only [--starts 5]]
     .venv/bin/python benchmarks/bench_app.py --library-size 1000 [--starts 3] [--repeat 3]
+    .venv/bin/python benchmarks/bench_app.py --shared-links [--repeat 2]
 
 Targets (issue): server start -> Library rendered <= 5 s (warm); Geometry page of a 101-rank
 checkpoint <= 1 s (warm); a UMAP view computed before, even before a restart, <= 1 s; Predict on the
@@ -27,6 +28,12 @@ What is measured (wall clock, in the browser):
   (``--starts``), then in the warm session: a filter typed into the Library's filter box until the
   table is redrawn, Geometry from the Library and back; then the app's script alone on the Library
   (AppTest in a new process: its first run, imports included, and again), without the server and the browser.
+
+- ``--shared-links``: what a shared URL does. For each page (Compare with two checkpoints, Geometry,
+  the lab, Predict) a freshly started server on the bundled demo (checkpoints/), and the page's URL
+  opened directly once the server answers /_stcore/health: until its title (the page's h1) is visible,
+  and until its content is drawn (no script run in progress and every Plotly chart drawn); median of
+  ``--repeat`` fresh servers each.
 
 Checkpoints are written (once) on the demo backbone into .cache/bench/checkpoints; the app cache is
 .cache/bench/cache (removed at the start unless --keep-cache, so "first UMAP" really is the first).
@@ -56,7 +63,10 @@ CHROMIUM = "/usr/bin/chromium"
 CHART_SEL = '[data-testid="stPlotlyChart"]'
 BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-TARGETS = {"start (warm)": 5.0, "library: start (warm)": 3.0, "geometry 101 ranks (warm)": 1.0, "umap after restart": 1.0, "umap again (same server)": 1.0,
+SHARED_LINKS = {"Compare": "/compare?checkpoints=ordinalclip-linear&checkpoints=coop", "Geometry": "/geometry?checkpoint=ordinalclip-linear",
+                "Interpolation lab": "/lab?checkpoint=ordinalclip-linear", "Predict": "/predict?checkpoint=ordinalclip-linear"}
+TARGETS = {**{f"shared link {p}: title": 1.5 for p in SHARED_LINKS}, **{f"shared link {p}: content": 6.0 for p in SHARED_LINKS},
+           "start (warm)": 5.0, "library: start (warm)": 3.0, "geometry 101 ranks (warm)": 1.0, "umap after restart": 1.0, "umap again (same server)": 1.0,
            "predict one image": 0.5}
 
 STATE_JS = """() => {
@@ -306,6 +316,53 @@ def library_interactions(page, repeat: int) -> dict[str, float]:
     return out
 
 
+CONTENT_JS = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+  if (document.querySelector('[data-testid="stSpinner"], [data-testid="stStatusWidget"]')) return false;
+  return Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]')).every(c => c.querySelector('.main-svg'));
+}"""
+
+
+def open_shared_link(browser, title: str, path: str) -> tuple[float, float]:
+    """A fresh server on the bundled demo; ``path`` opened once it is healthy: seconds to the page's
+    title, and to its content (no run in progress, no spinner, every chart drawn, for 0.5 s)."""
+    server = Server(REPO / "checkpoints")
+    try:
+        server.wait_healthy()
+        page = browser.new_page(viewport={"width": 1440, "height": 1200})
+        t0 = time.perf_counter()
+        page.goto(server.url + path, wait_until="commit")
+        page.locator("h1").filter(has_text=title).first.wait_for(state="visible", timeout=120_000)
+        title_s = time.perf_counter() - t0
+        while True:
+            page.wait_for_function(CONTENT_JS, timeout=120_000, polling="raf")
+            content_s = time.perf_counter() - t0
+            page.wait_for_timeout(500)  # a rerun (the backbone loaded in the background) starts within this
+            if page.evaluate(CONTENT_JS):
+                break
+        check_no_exception(page)
+        page.close()
+        return title_s, content_s
+    finally:
+        server.stop()
+
+
+def shared_links(repeat: int) -> dict[str, float]:
+    """Each page of SHARED_LINKS opened directly on ``repeat`` freshly started servers (median)."""
+    from playwright.sync_api import sync_playwright
+
+    out: dict[str, float] = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_FLAGS)
+        for title, path in SHARED_LINKS.items():
+            runs = [open_shared_link(browser, title, path) for _ in range(repeat)]
+            out[f"shared link {title}: title"] = statistics.median(r[0] for r in runs)
+            out[f"shared link {title}: content"] = statistics.median(r[1] for r in runs)
+        browser.close()
+    return out
+
+
 def report(results: dict[str, float]) -> None:
     width = max(len(k) for k in results)
     print(f"{'measurement':<{width}}  seconds  target")
@@ -325,7 +382,12 @@ def main() -> int:
     parser.add_argument("--start-only", action="store_true", help="measure only server start to the drawn Library page")
     parser.add_argument("--starts", type=int, default=5, help="warm starts measured with --start-only / --library-size")
     parser.add_argument("--library-size", type=int, default=0, help="measure a library of this many checkpoints instead")
+    parser.add_argument("--shared-links", action="store_true", help="measure pages opened directly on a fresh server")
     args = parser.parse_args()
+    if args.shared_links:
+        BENCH.mkdir(parents=True, exist_ok=True)
+        report(shared_links(args.repeat))
+        return 0
     if args.library_size:
         BENCH.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(CACHE, ignore_errors=True)

@@ -97,7 +97,7 @@ def test_library_builds_the_onnx_file_once_and_offers_it(env):
     assert cached.parent == env["cache"] / "onnx" and not cached.exists()
     at = open_page(env)
     at.selectbox(key="library-active").set_value(str(path)).run()
-    assert not at.get("download_button") and not at.code  # the snippet comes with a file to run
+    assert not at.get("download_button") and not at.main.code  # the snippet comes with a file to run
     at.button(key="library-onnx-build").click().run()
     ok(at)
     assert SNIPPET.strip() in [c.value.strip() for c in at.code]

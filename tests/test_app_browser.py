@@ -171,7 +171,7 @@ def test_numclip_trained_in_the_app_renders_on_geometry_and_predict(open_app, sc
     page.get_by_label("Dataset", exact=True).fill("dots:6:8")
     page.get_by_label("Name", exact=True).fill("browser-numclip")
     page.get_by_label("Epochs").fill("3")
-    page.get_by_label("Learner").click()
+    page.get_by_label("Method", exact=True).click()
     page.get_by_role("option", name="NumCLIP", exact=True).click()
     page.get_by_role("button", name="Start training").click()
     expect(page.get_by_text("now in the Library")).to_be_visible(timeout=180_000)

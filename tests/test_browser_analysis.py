@@ -23,12 +23,17 @@ def _section(page, title: str):
     return heading
 
 
+def _field_after(heading, label: str):
+    """The first input labelled ``label`` after ``heading`` in the page (the section's own field)."""
+    return heading.locator(f"xpath=following::input[@aria-label='{label}'][1]")
+
+
 def test_geometry_decoding_and_joint_map(open_app, screenshot):
     page = open_app("/geometry?checkpoint=dots-rank-linear")
     expect_title(page, "Geometry")
     _section(page, "Nearest words of the learned tokens")
-    _section(page, "Images and prototypes in one map")
-    box = page.get_by_role("textbox", name="Dataset").first  # the map's ("Where it fails" has its own below)
+    settle(page)  # the run that draws the page finished
+    box = _field_after(_section(page, "Images and prototypes in one map"), "Dataset")  # "Where it fails" has its own below
     box.fill("dots:20")  # the test library's checkpoints record no training run, so no default dataset
     box.press("Enter")
     settle(page)
@@ -72,8 +77,8 @@ def test_box_selection_in_the_joint_map_shows_the_images_inside(open_app, screen
     (one "Distribution" button each) and the region's metrics."""
     page = open_app("/geometry?checkpoint=dots-rank-linear")
     expect_title(page, "Geometry")
-    _section(page, "Images and prototypes in one map")
-    box = page.get_by_role("textbox", name="Dataset").first
+    settle(page)
+    box = _field_after(_section(page, "Images and prototypes in one map"), "Dataset")
     box.fill("dots:20")
     box.press("Enter")
     settle(page)

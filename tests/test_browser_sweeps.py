@@ -15,7 +15,7 @@ def test_a_sweep_from_the_train_page_to_compare(open_app, screenshot):
     expect_title(page, "Train")
     page.get_by_text("A sweep", exact=True).click()
     settle(page)
-    for label, value in (("Dataset", "dots:4:6"), ("Name", "browser-sweep"), ("Learners", "zeroshot,ordinalclip:linear"),
+    for label, value in (("Dataset", "dots:4:6"), ("Name", "browser-sweep"), ("Methods", "zeroshot,ordinalclip:linear"),
                          ("Shots per label", "2"), ("Seeds", "0"), ("Label shifts", "none")):
         page.get_by_label(label, exact=True).fill(value)
     page.get_by_label("Epochs", exact=True).fill("2")
@@ -26,12 +26,10 @@ def test_a_sweep_from_the_train_page_to_compare(open_app, screenshot):
     no_exception(page)
     screenshot(page, "train-sweep")
 
-    page.goto(page.url.split("/train")[0] + "/compare")
+    page.goto(page.url.split("/train")[0] + "/compare?sweep-choice=browser-sweep")  # the choice is in the URL (a shared view)
     settle(page)
     expect_title(page, "Compare")
-    page.get_by_role("combobox", name="App sweep").click()
-    page.get_by_role("option", name="browser-sweep").click()
-    settle(page)
+    expect(page.get_by_role("combobox", name="App sweep")).to_have_value("browser-sweep")
     expect(page.get_by_role("cell", name="zeroshot")).to_be_visible(timeout=60_000)
     expect(page.locator(CHART).filter(has=page.locator(".js-plotly-plot"))).not_to_have_count(0, timeout=60_000)
     expect(page.get_by_role("strong").filter(has_text="test MAE (expected rank)")).to_be_visible(timeout=60_000)

@@ -49,7 +49,7 @@ def grid(out_dir: Path, cache: Path, methods: str = "zeroshot,ordinalclip:linear
 def sweep_args(out_dir: Path, cache: Path, *extra: str, methods: str = "zeroshot,ordinalclip:linear", seeds: str = "0,1",
                epochs: int = 2) -> list[str]:
     return ["sweep", DATA, "--methods", methods, "--shots-list", "2", "--seeds", seeds, "--epochs", str(epochs),
-            "--context-tokens", "4", "--batch-size", "8", "--out-dir", str(out_dir), "--cache-dir", str(cache),
+            *(["--context-tokens", "4"] if methods != "zeroshot" else []), "--batch-size", "8", "--out-dir", str(out_dir), "--cache-dir", str(cache),
             "--device", "cpu", "--quiet", *extra]
 
 

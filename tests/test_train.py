@@ -340,7 +340,8 @@ def test_long_tail_evaluation_keeps_only_high_labels(tmp_path, cache, backbone):
     tail = evaluate_checkpoint(ckpt, backbone, "dots:5:10", cache_dir=str(cache), min_label=3)
     assert tail["metrics"]["n"] < full["metrics"]["n"]
     assert all(v is None for v in tail["metrics"]["per_rank_mae"][:3])
-    assert tail["metrics"]["per_rank_mae"][3:] == full["metrics"]["per_rank_mae"][3:]
+    # the same images' errors; only the batching differs (a float32 matmul over other rows: 1e-7 apart)
+    assert tail["metrics"]["per_rank_mae"][3:] == pytest.approx(full["metrics"]["per_rank_mae"][3:], rel=1e-5)
     with pytest.raises(ExplorerError, match="labels >= 9"):
         evaluate_checkpoint(ckpt, backbone, "dots:5:10", cache_dir=str(cache), min_label=9)
 

@@ -155,7 +155,7 @@ def sweep_results_section() -> None:
     st.subheader("Sweep results: few-shot and label-shift curves")
     listed = sorted(p.parent.name for p in sweeps_folder().glob(f"*/{sweep_files.PLAN}"))
     c1, c2, c3 = st.columns([2, 3, 2])
-    choice = c1.selectbox("App sweep", [""] + listed, key="sweep-choice", format_func=lambda v: v or "—",
+    choice = c1.selectbox("App sweep", [""] + listed, key="sweep-choice", format_func=lambda v: v or "—", bind="query-params",
                           help="the sweeps started on the Train page")
     typed = c2.text_input("Sweep folder", "", key="curves-folder", placeholder="the --out-dir of 'ordinal-explorer sweep'",
                           help="A sweep folder (sweep.json and runs/, also while it runs, e.g. under Slurm), or one holding runs.csv.")

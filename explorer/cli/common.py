@@ -31,13 +31,16 @@ def print_json(obj: Any) -> None:
     print(to_json(obj))
 
 
-def open_checkpoint(args: argparse.Namespace, need_backbone: bool = True, image_only: bool = False):
+def open_checkpoint(args: argparse.Namespace, need_backbone: bool = True, image_only: bool = False, check=None):
     """Load the checkpoint and, when needed, its backbone (or the one given with --backbone) in the
-    command's --precision (said once on stderr); ``image_only``: its image tower alone."""
+    command's --precision (said once on stderr); ``image_only``: its image tower alone; ``check(ckpt)``
+    runs before the backbone loads (the command's own options checked against the checkpoint)."""
     from explorer.backbones.load import load_backbone
     from explorer.store.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
+    if check is not None:
+        check(ckpt)
     if not need_backbone:
         return ckpt, None
     backbone = load_backbone(getattr(args, "backbone", None) or ckpt.backbone_spec, device=getattr(args, "device", None),

@@ -55,7 +55,7 @@ def train_config(args: argparse.Namespace, dataset: str, out: str, method: str |
     return config_from_recipe(
         getattr(args, "recipe", None), dataset, out, method, values_from_args(TrainConfig, args), settings,
         backbone=args.backbone, skip_bad=args.skip_bad, device=args.device, cache_dir=args.cache_dir, name=getattr(args, "name", None),
-        precision=say_precision(args),
+        precision=getattr(args, "precision", None),
     )
 
 
@@ -64,6 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from explorer.training.trainer import train
 
     config = train_config(args, args.dataset, args.out, args.method)
+    say_precision(args)
     result = train(config, progress=ProgressBar(args.quiet), resume=args.resume)
     summary = {
         "checkpoint": str(result.checkpoint), "history": str(result.history_path), "best_epoch": result.best_epoch + 1,
@@ -126,9 +127,15 @@ def _embed_in_shards(args: argparse.Namespace, spec) -> int:
 
 @command("eval")
 def cmd_eval(args: argparse.Namespace) -> int:
+    from explorer.analysis.cuts import check_cut, check_target_recall
     from explorer.analysis.evaluation import evaluate_checkpoint
 
-    ckpt, backbone = open_checkpoint(args)
+    def check_cuts(ckpt) -> None:  # a bad --cut is said before the backbone loads
+        for cut in args.cut or ():
+            check_cut(cut, ckpt.ranks)
+        check_target_recall(args.target_recall)
+
+    ckpt, backbone = open_checkpoint(args, check=check_cuts)
     by = [f.strip() for f in args.by.split(",") if f.strip()] if args.by else None
     result = evaluate_checkpoint(ckpt, backbone, args.dataset, split=args.split, cache_dir=args.cache_dir,
                                  skip_bad=args.skip_bad, min_label=args.long_tail, faces=args.faces,
@@ -222,6 +229,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.status:
         print("\n".join(sweep_files.status_lines(sweep_files.sweep_status(Path(args.out_dir), runs))))
         return 0
+    say_precision(args)
     table = sweep(runs, Path(args.out_dir), progress=ProgressBar(args.quiet), executor=spec, wait=not args.no_wait)
     if "submitted" in table:
         print(f"{table['submitted']} runs submitted; 'sweep ... --status' shows them, and the same command run again "
