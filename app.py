@@ -1,7 +1,8 @@
 """OrdinalCLIP Explorer: the Streamlit app (``streamlit run app.py`` from the repository root).
 
 Pages live in ``app_pages/`` (one file each; each defines a ``<name>_page()`` function and runs it
-inside an error boundary). The app is a thin layer over the ``explorer`` package.
+inside an error boundary). This file draws the page's title before importing anything heavy, so that
+a page opened from a link shows at once where it is. The app is a thin layer over the ``explorer`` package.
 
 Environment: ``ORDINAL_EXPLORER_CHECKPOINTS`` (library folder, default ``checkpoints/``),
 ``ORDINAL_EXPLORER_CACHE`` (derived files, default ``.cache/``), ``ORDINAL_EXPLORER_DEVICE``
@@ -23,8 +24,6 @@ import streamlit as st  # noqa: E402
 
 st.set_page_config(page_title="OrdinalCLIP Explorer", page_icon=":material/stacked_line_chart:", layout="wide")
 
-from app_pages.ui import errors, listing, pickers, sidebar  # noqa: E402
-
 PAGES_DIR = ROOT / "app_pages"
 
 # Each entry: (file in app_pages/, title, icon). Train: app_pages/train.py defines train_page().
@@ -42,6 +41,12 @@ PAGES = [
 def main() -> None:
     pages = [st.Page(PAGES_DIR / file, title=title, icon=icon, default=(i == 0)) for i, (file, title, icon) in enumerate(PAGES)]
     page = st.navigation(pages)
+    st.title(page.title)  # the page's title first: a shared link shows where it leads before anything loads
+    loading = st.empty()
+    if "app_pages.ui.resources" not in sys.modules:  # the first run of this server: imports take seconds
+        loading.caption("Loading the page: the first visit after the server started imports the explorer and reads the checkpoint…")
+    from app_pages.ui import errors, listing, pickers, sidebar  # after the title (scipy, the library listing)
+
     st.sidebar.markdown("### OrdinalCLIP Explorer")
     side = st.sidebar.container()
     entries: list = []
@@ -51,7 +56,10 @@ def main() -> None:
         pickers.apply_query_checkpoints(entries)
     except Exception as exc:  # the library listing itself must not take the app down
         errors.report_exception(exc, "the library listing")
-    page.run()
+    try:
+        page.run()
+    finally:
+        loading.empty()
     try:  # after the page: the sidebar then shows the backbone the page loaded and the active checkpoint it chose
         sidebar.sidebar(listing.library_entries() if entries else entries, side)
     except Exception as exc:

@@ -22,7 +22,6 @@ from explorer.store import library as lib
 
 
 def compare_page() -> None:
-    st.title("Compare")
     entries = listing.library_entries()
     ok = listing.usable(entries)
     if len(ok) < 2:

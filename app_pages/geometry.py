@@ -12,7 +12,7 @@ from explorer.analysis import figures
 
 
 def geometry_page() -> None:
-    picked = pickers.page_checkpoint("Geometry", "geometry-checkpoint")
+    picked = pickers.page_checkpoint("geometry-checkpoint")
     if picked is None:
         return
     entry, ckpt = picked

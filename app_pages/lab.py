@@ -27,7 +27,6 @@ def _variant(content_hash: str, backbone_id: str, scheme: str, bandwidth: float,
 
 
 def lab_page() -> None:
-    st.title("Interpolation lab")
     st.caption(
         "Recompute an OrdinalCLIP checkpoint's prototypes (or those of any method with the lab hooks) under another interpolation scheme or number of base ranks, "
         "without retraining: the learned context and base embeddings go through the backbone's text encoder again. "

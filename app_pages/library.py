@@ -15,7 +15,6 @@ UPLOAD_TYPES = ["safetensors", "pt", "pth", "ckpt", "bin"]
 
 
 def library_page() -> None:
-    st.title("Library")
     folder = settings.library_folder()
     st.caption(
         f"Checkpoints in `{folder}` (set {settings.ENV_FOLDER} to use another folder) and the ones you add below. "

@@ -87,7 +87,6 @@ def _preset_panel(status: models.ModelStatus) -> None:
 
 
 def models_page() -> None:
-    st.title("Models")
     env = hub.hub_environment()
     st.caption(f"Hub: `{env.endpoint}` · cache `{env.cache_dir}`" + (" · HF_HUB_OFFLINE is set" if env.offline else ""))
     specs, descriptions = _specs()

@@ -46,7 +46,7 @@ def _default_face_settings(entry, ckpt) -> None:
 
 
 def predict_page() -> None:
-    picked = pickers.page_checkpoint("Predict", "predict-checkpoint")
+    picked = pickers.page_checkpoint("predict-checkpoint")
     if picked is None:
         return
     entry, ckpt = picked

@@ -149,7 +149,6 @@ def _progress_text(snap: dict) -> str:
 
 
 def train_page() -> None:
-    st.title("Train")
     st.caption("Runs and sweeps train in the background on this server; reloading the page reconnects to the one in the URL.")
     job_id, sweep = st.query_params.get(JOB_KEY), st.query_params.get(sweeps.SWEEP_KEY)
     if job_id or sweep:

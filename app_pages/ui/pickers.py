@@ -117,9 +117,9 @@ def choose_checkpoint(entries: list[lib.LibraryEntry], widget_key: str, label: s
     return current(options[keys.index(key)])
 
 
-def page_checkpoint(title: str, widget_key: str, **choose: Any):
-    """The page's title and checkpoint picker: ``(entry, checkpoint)``, or None (with a message) when there is none."""
-    st.title(title)
+def page_checkpoint(widget_key: str, **choose: Any):
+    """The page's checkpoint picker (below the title app.py draws): ``(entry, checkpoint)``, or None (with a
+    message) when there is none."""
     entry = choose_checkpoint(library_entries(), widget_key, **choose)
     if entry is None:
         no_checkpoints_message()
