@@ -77,9 +77,11 @@ lint: $(STAMP) ## ruff, and the import layers contract (lint-imports, see pyproj
 	$(PY) -m ruff check --no-cache .
 	$(VENV)/bin/lint-imports --no-cache
 
-test: lint $(CHROMIUM) ## Lint, then run the whole pytest suite (incl. browser tests)
+# The whole suite runs on every core (pytest-xdist); a test file stays on one worker (--dist loadfile:
+# its module fixtures, e.g. a library or a Streamlit server, are made once). PYTEST_ARGS="-n 0" runs it serially.
+test: lint $(CHROMIUM) ## Lint, then run the whole pytest suite (incl. browser tests) on every core
 	@mkdir -p .cache/numba
-	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 test-fast: lint ## Lint, then the fast tier: no slow tests, no browser tests, on every core
 	@mkdir -p .cache/numba

@@ -63,7 +63,7 @@ def test_every_page_renders(open_app, screenshot, path):
 def test_sidebar_navigation_keeps_the_active_checkpoint(open_app):
     page = open_app("/?checkpoint=dots-rank-linear")
     side = page.locator('[data-testid="stSidebar"]')
-    expect(side.get_by_text("dots-rank-linear")).to_be_visible()
+    expect(side.get_by_text("Active checkpoint: dots-rank-linear")).to_be_visible()  # (the Copy link URL names it too)
     page.locator('[data-testid="stSidebarNav"]').get_by_text("Geometry").click()
     expect_title(page, "Geometry")
     expect(page.locator(CHART).first).to_be_visible(timeout=60_000)
