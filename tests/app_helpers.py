@@ -3,9 +3,11 @@ what a page shows. Their library and cache folders are the ``env`` fixture (conf
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -50,3 +52,14 @@ def open_page(env, page: str | None = None, checkpoint: str | None = None) -> Ap
     if page:
         at.switch_page(f"app_pages/{page}.py").run()
     return ok(at)
+
+
+@contextlib.contextmanager
+def app_environment(folder: Path, cache: Path):
+    """The app's library folder, cache folder and the CPU as its device, in the environment while the
+    block runs; yields ``{"folder": folder, "cache": cache}`` (the ``env`` of open_page)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ORDINAL_EXPLORER_CHECKPOINTS", str(folder))
+        mp.setenv("ORDINAL_EXPLORER_CACHE", str(cache))
+        mp.setenv("ORDINAL_EXPLORER_DEVICE", "cpu")
+        yield {"folder": folder, "cache": cache}

@@ -232,16 +232,13 @@ def screenshot(request):
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """The AppTest modules' library and cache folders, in the environment for the module (see above)."""
+    from app_helpers import app_environment
     from app_testdata import make_library
 
     folder = tmp_path_factory.mktemp("app-library")
     make_library(folder)
-    cache = tmp_path_factory.mktemp("app-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ORDINAL_EXPLORER_CHECKPOINTS", str(folder))
-        mp.setenv("ORDINAL_EXPLORER_CACHE", str(cache))
-        mp.setenv("ORDINAL_EXPLORER_DEVICE", "cpu")
-        yield {"folder": folder, "cache": cache}
+    with app_environment(folder, tmp_path_factory.mktemp("app-cache")) as env:
+        yield env
 
 
 @pytest.fixture(scope="module")

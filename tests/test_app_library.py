@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from app_helpers import ok, open_page
+from app_helpers import app_environment, ok, open_page
 from app_testdata import BAD, make_library
 
 from app_pages.library import SEARCHED, filter_rows
@@ -33,12 +33,8 @@ def big_library(tmp_path_factory):
     sources = [load_checkpoint(made[name]) for name in ("ages-rank-normal", "dots-rank-linear", "dots-plain")]
     for i in range(COPIES):
         export_prototypes(sources[i % len(sources)], folder / f"run-{i:04d}.safetensors", name=f"run-{i:04d}")
-    cache = tmp_path_factory.mktemp("big-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ORDINAL_EXPLORER_CHECKPOINTS", str(folder))
-        mp.setenv("ORDINAL_EXPLORER_CACHE", str(cache))
-        mp.setenv("ORDINAL_EXPLORER_DEVICE", "cpu")
-        yield {"folder": folder, "cache": cache}
+    with app_environment(folder, tmp_path_factory.mktemp("big-cache")) as env:
+        yield env
 
 
 def _problem_sentences(at) -> list[str]:
