@@ -51,8 +51,10 @@ def test_a_shared_link_opens_the_same_view_in_a_fresh_browser(browser, streamlit
     expect_title(page, "Geometry")
     page.locator(".st-key-geometry-view").get_by_text("Softmax").click()
     settle(page)
+    expect(page).to_have_url(re.compile("geometry-view=Softmax"))  # each choice in the URL before the next one
     page.locator(".st-key-geometry-dims").get_by_text("3-D").click()
     settle(page)
+    expect(page).to_have_url(re.compile("geometry-dims=3"))
     box = page.locator(".st-key-decide-dataset input")
     box.fill("dots:20")
     box.press("Enter")
@@ -68,7 +70,7 @@ def test_a_shared_link_opens_the_same_view_in_a_fresh_browser(browser, streamlit
     chosen = _view(page)
     assert chosen == {"checkpoint": "dots-plain", "view": "Softmax", "dims": "3-D", "dataset": "dots:20", "cut": "7", "point": "P ≥ 0.5"}
     link = _link(page)
-    assert link.startswith(f"{streamlit_server}/geometry?") and "decide-cut=7" in link
+    assert link.startswith(f"{streamlit_server}/geometry?") and "decide-cut=7" in link and "geometry-dims=3" in link, link
     first.close()
 
     fresh = browser.new_context(viewport=VIEWPORT)  # no cookies, no session: only the link
