@@ -45,7 +45,7 @@ def main() -> None:
     loading = st.empty()
     if "app_pages.ui.resources" not in sys.modules:  # the first run of this server: imports take seconds
         loading.caption("Loading the page: the first visit after the server started imports the explorer and reads the checkpoint…")
-    from app_pages.ui import errors, listing, pickers, sidebar  # after the title (scipy, the library listing)
+    from app_pages.ui import errors, listing, pickers  # after the title (the library listing)
 
     st.sidebar.markdown("### OrdinalCLIP Explorer")
     side = st.sidebar.container()
@@ -61,6 +61,8 @@ def main() -> None:
     finally:
         loading.empty()
     try:  # after the page: the sidebar then shows the backbone the page loaded and the active checkpoint it chose
+        from app_pages.ui import sidebar  # (the backbone pool: imported once the page is drawn)
+
         sidebar.sidebar(listing.library_entries() if entries else entries, side)
     except Exception as exc:
         with side:

@@ -406,7 +406,7 @@ import sys
 sys.path.insert(0, {str(Path(APP).parent)!r})
 import streamlit as st
 from app_pages.ui import errors, listing
-from app_pages.predict import predict_bytes
+from app_pages.ui.sections.predict import predict_bytes
 entry = next(e for e in listing.library_entries() if e.name == "dots-rank-linear")
 result = predict_bytes(entry, [("a.png", {image_bytes(face_image())!r}), ("b.png", b"")])
 st.write(f"ok={{[it.ok for it in result.items]}} expected={{result.record(0)['expected_value']:.3f}}")

@@ -88,7 +88,7 @@ def test_the_compare_page_shows_the_demo_table_over_seeds(monkeypatch, tmp_path)
 
     from streamlit.testing.v1 import AppTest
 
-    from app_pages.compare import demo_seeds_table
+    from app_pages.ui.sections.side_by_side import demo_seeds_table
 
     repo = Path(__file__).resolve().parents[1]
     table = demo_seeds_table(repo / "checkpoints" / "RESULTS.md")

@@ -12,7 +12,6 @@ import streamlit as st
 
 from app_pages.ui.formatting import no_checkpoints_message
 from app_pages.ui.listing import current, library_entries, usable
-from app_pages.ui.resources import load_checkpoint
 from explorer.core import settings
 from explorer.store import library as lib
 
@@ -125,6 +124,14 @@ def page_checkpoint(widget_key: str, **choose: Any):
         no_checkpoints_message()
         return None
     return entry, load_checkpoint(entry)
+
+
+def load_checkpoint(entry: lib.LibraryEntry):
+    """The entry's checkpoint (resources.load_checkpoint), imported only when a picker has been drawn: a
+    page opened from a link shows its controls before scipy and torch are imported."""
+    from app_pages.ui import resources
+
+    return resources.load_checkpoint(entry)
 
 
 def compare_set(entries: list[lib.LibraryEntry]) -> list[str]:
