@@ -79,6 +79,8 @@ def test_a_shared_link_opens_the_same_view_in_a_fresh_browser(browser, streamlit
     wait_for_streamlit(other)
     expect(other.locator('.st-key-decide-cut input[type="range"]')).to_be_attached(timeout=60_000)
     settle(other)
+    # the URL's dataset reaches the field's display a moment after the section used it (seen once empty right after a run)
+    expect(other.locator(".st-key-decide-dataset input")).to_have_value(chosen["dataset"], timeout=30_000)
     assert _view(other) == chosen
     expect(other.get_by_text("Called below, just under").first).to_be_visible(timeout=60_000)
     expect(other.locator(CHART)).to_have_count(5, timeout=60_000)  # heatmap, violations, adjacent, projection, cut curves
