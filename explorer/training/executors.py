@@ -91,6 +91,16 @@ def _gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def submit(spec: ExecutorSpec, folder: Path, fn: Callable, head: Any, items: list) -> list:
+    """Submit ``fn(head, part, threads)`` over ``items`` on a local or Slurm executor: locally, the items
+    shared round-robin over the workers, each with its share of the cores; on Slurm, one array task per
+    item with the task's CPUs."""
+    if spec.executor == "local":
+        n = local_workers(spec, len(items))
+        return submit_local(folder, fn, [(head, group, max(1, cores() // n)) for group in split_round_robin(items, n)])
+    return submit_slurm(folder, fn, [(head, [item], spec.slurm.cpus) for item in items], spec)
+
+
 def submit_local(folder: Path, fn: Callable, calls: list[tuple]) -> list:
     """One local worker process per call (``fn(*call)``), each with a GPU of its own when there are GPUs."""
     import submitit

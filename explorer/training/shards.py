@@ -136,13 +136,7 @@ def embed_sharded(job: EmbedJob, spec: ExecutorSpec, progress: Callable[[Progres
     if spec.executor == "inline":
         embed_shards(job, shards, None, progress)
     else:
-        log = job.folder / "submitit"
-        if spec.executor == "local":
-            workers = executors.local_workers(spec, len(shards))
-            calls = [(job, group, max(1, executors.cores() // workers)) for group in executors.split_round_robin(shards, workers)]
-            jobs = executors.submit_local(log, embed_shards, calls)
-        else:
-            jobs = executors.submit_slurm(log, embed_shards, [(job, [k], spec.slurm.cpus) for k in shards], spec)
+        jobs = executors.submit(spec, job.folder / "submitit", embed_shards, job, shards)
         executors.wait(jobs, _ticker(job, progress))
     return summarize(job)
 

@@ -136,13 +136,7 @@ def dispatch(folder: Path, pending: list[SweepRun], spec: ExecutorSpec, progress
     if spec.executor == "inline":
         run_worker(where, ids, None, progress, should_stop)
         return []
-    log = folder.resolve() / LOG_FOLDER
-    if spec.executor == "local":
-        n = executors.local_workers(spec, len(ids))
-        calls = [(where, group, max(1, executors.cores() // n)) for group in executors.split_round_robin(ids, n)]
-        jobs = executors.submit_local(log, run_worker, calls)
-    else:
-        jobs = executors.submit_slurm(log, run_worker, [(where, [i], spec.slurm.cpus) for i in ids], spec)
+    jobs = executors.submit(spec, folder.resolve() / LOG_FOLDER, run_worker, where, ids)
     if progress:
         job = f" as Slurm job {str(jobs[0].job_id).split('_')[0]}" if spec.executor == "slurm" else f" to {len(jobs)} local workers"
         progress(Progress("sweep", message=f"{len(ids)} runs submitted{job}"))
