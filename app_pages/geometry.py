@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import streamlit as st
+
 from app_pages.ui import errors, pickers
 
 
@@ -11,19 +13,17 @@ def geometry_page() -> None:
         return
     # The figures' modules (plotly, scipy, torch) are imported once the picker is drawn: a page opened from a
     # link shows its controls first.
-    from app_pages.ui.sections import decide, prototypes
+    from app_pages.ui.sections import decide, on_request, prototypes
     from app_pages.ui.sections import geometry as sections
 
     entry, ckpt = picked
     prototypes.prototype_figures(entry, ckpt)
-    with errors.guard("the nearest-word decoding"):
-        sections.decode_section(entry, ckpt)
-    with errors.guard("the image and prototype map"):
-        sections.map_section(entry, ckpt)
-    with errors.guard("where it fails"):
-        sections.failure_section(entry, ckpt)
-    with errors.guard("the decision at a cut-point"):
-        decide.geometry_decide(entry)
+    st.caption("The sections below load the backbone or embed a dataset's images; each computes once opened "
+               "(the link remembers which are open).")
+    on_request([("Nearest words of the learned tokens", "open-decode", lambda: sections.decode_section(entry, ckpt)),
+                ("Images and prototypes in one map", "open-map", lambda: sections.map_section(entry, ckpt)),
+                ("Where it fails", "open-fails", lambda: sections.failure_section(entry, ckpt)),
+                ("Decide at a cut-point", "open-decide", lambda: decide.geometry_decide(entry))])
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ TIMEOUT = 120
 
 
 def texts(at) -> str:
-    """Every text element of the page (markdown, captions, messages, titles, metrics), one per line."""
+    """Every text element of the page (markdown, captions, messages, titles, metrics, expander labels), one per line."""
     parts = []
-    for kind in ("markdown", "caption", "error", "warning", "info", "success", "title", "subheader", "metric"):
+    for kind in ("markdown", "caption", "error", "warning", "info", "success", "title", "subheader", "metric", "expander"):
         for el in getattr(at, kind):
             parts.append(str(getattr(el, "value", "")) + " " + str(getattr(el, "label", "")))
     return "\n".join(parts)
@@ -43,12 +43,15 @@ def wait_for_backbone(at, seconds: float = 60) -> AppTest:
     return at
 
 
-def open_page(env, page: str | None = None, checkpoint: str | None = None) -> AppTest:
-    """A fresh session on ``page`` (``app_pages/<page>.py``; the Library when None), ``?checkpoint=`` set when given."""
+def open_page(env, page: str | None = None, checkpoint: str | None = None, opened: tuple[str, ...] = ()) -> AppTest:
+    """A fresh session on ``page`` (``app_pages/<page>.py``; the Library when None), ``?checkpoint=`` set when given;
+    the page's on-request sections named in ``opened`` (``"map"`` for ``open-map``) open, as a link would open them."""
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     if checkpoint:
         at.query_params["checkpoint"] = checkpoint
     at.run()
+    for name in opened:
+        at.session_state[f"open-{name}"] = True
     if page:
         at.switch_page(f"app_pages/{page}.py").run()
     return ok(at)

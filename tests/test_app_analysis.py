@@ -15,7 +15,7 @@ def _downloads(at) -> list:
 
 
 def test_geometry_decoding_panel(env):
-    at = wait_for_backbone(open_page(env, "geometry", checkpoint="dots-rank-linear"))
+    at = wait_for_backbone(open_page(env, "geometry", checkpoint="dots-rank-linear", opened=("decode",)))
     text = texts(at)
     assert "Nearest words of the learned tokens" in text
     tables = [t.value for t in at.dataframe]
@@ -27,7 +27,7 @@ def test_geometry_decoding_panel(env):
 
 
 def test_geometry_decoding_of_a_prototype_only_checkpoint(env):
-    at = open_page(env, "geometry", checkpoint="ages-prototypes")
+    at = open_page(env, "geometry", checkpoint="ages-prototypes", opened=("decode",))
     assert "no learned tokens" in texts(at)
 
 
@@ -38,7 +38,7 @@ def test_geometry_map_confusion_and_errors(env, tmp_path):
     from explorer.analysis.maps import confusion_matrix, split_predictions
     from explorer.store.checkpoints import load_checkpoint
 
-    at = wait_for_backbone(open_page(env, "geometry", checkpoint="dots-rank-linear"))
+    at = wait_for_backbone(open_page(env, "geometry", checkpoint="dots-rank-linear", opened=("map",)))
     # no training run recorded in this checkpoint: nothing is evaluated until a dataset is given
     assert at.text_input(key="map-dataset").value == "" and "Give a dataset spec" in texts(at)
     at.text_input(key="map-dataset").set_value("dots:20").run()
@@ -71,7 +71,7 @@ def test_geometry_map_confusion_and_errors(env, tmp_path):
 
 @pytest.mark.slow
 def test_compare_reliability_diagram_and_curves(env, tmp_path):
-    at = wait_for_backbone(open_page(env, "compare"))
+    at = wait_for_backbone(open_page(env, "compare", opened=("calibration",)))
     keys = [str(env["folder"] / f"{n}.safetensors") for n in ("dots-rank-linear", "dots-plain", "ages-rank-normal")]
     at.multiselect(key="compare-checkpoints").set_value(keys).run()
     ok(at)
@@ -111,6 +111,24 @@ def test_a_trained_checkpoint_is_analysed_on_its_own_dataset_and_binned_methods_
     sp = split_predictions(ckpt, demo_backbone(), "dots:6:8", "test", cache_dir=env["cache"] / "features")
     assert sp.probs.shape[1] == 5 and set(sp.targets) <= set(range(5))
     assert list(sp.targets) == [0 if v < 3 else 1 if v < 7 else 2 for v in sp.labels]  # dots bins 0, 3, 7, ...
-    at = wait_for_backbone(open_page(env, "geometry", checkpoint="analysis-numclip"))
+    at = wait_for_backbone(open_page(env, "geometry", checkpoint="analysis-numclip", opened=("map",)))
     ok(at)
     assert at.text_input(key="map-dataset").value == "dots:6:8" and "ECE / MCE" in texts(at)
+
+
+def test_geometry_sections_on_a_dataset_compute_only_once_opened(env):
+    """A page opened from a link draws the prototypes' figures without the dataset and backbone sections;
+    each opens on request, and the open ones are in the URL (a shared link opens them again)."""
+    at = open_page(env, "geometry", checkpoint="dots-rank-linear")
+    labels = [e.label for e in at.main.expander]
+    assert labels == ["Nearest words of the learned tokens", "Images and prototypes in one map", "Where it fails", "Decide at a cut-point"]
+    assert not {"decode-top", "map-dataset", "fails-dataset", "decide-dataset"} & _widget_keys(at)
+    assert len(plotly_charts(at)) == 4 and not any(k.startswith("open-") for k in at.query_params)  # heatmap, violations, adjacent, projection
+    at.session_state["open-map"] = True  # what a click on the expander does
+    at.run()
+    ok(at)
+    assert "map-dataset" in _widget_keys(at) and "fails-dataset" not in _widget_keys(at)
+
+
+def _widget_keys(at) -> set:
+    return {w.key for kind in ("text_input", "number_input", "selectbox") for w in getattr(at.main, kind)}

@@ -81,7 +81,7 @@ def _rates_match(table: pd.DataFrame, reports: dict[str, dict]) -> None:
 
 @pytest.mark.slow
 def test_geometry_decide_restores_from_the_url_and_shows_evals_numbers(env):
-    at = _open(env, "geometry", checkpoint="dots-rank-linear", **{"decide-dataset": "dots:20", "decide-cut": "7.0",
+    at = _open(env, "geometry", checkpoint="dots-rank-linear", **{"open-decide": "true", "decide-dataset": "dots:20", "decide-cut": "7.0",
                                                                     "decide-recall": "0.8"})
     assert at.text_input(key="decide-dataset").value == "dots:20" and at.slider(key="decide-cut").value == 7.0
     assert at.slider(key="decide-recall").value == 0.8 and at.selectbox(key="decide-by").value == "band"
@@ -110,7 +110,7 @@ def test_geometry_decide_restores_from_the_url_and_shows_evals_numbers(env):
 
 
 def test_a_cut_at_the_edge_or_a_dataset_with_one_side_is_one_sentence(env, csvs):
-    at = _open(env, "geometry", checkpoint="dots-rank-linear", **{"decide-dataset": f"csv:{csvs / 'mixed.csv'}", "decide-split": "all"})
+    at = _open(env, "geometry", checkpoint="dots-rank-linear", **{"open-decide": "true", "decide-dataset": f"csv:{csvs / 'mixed.csv'}", "decide-split": "all"})
     at.slider(key="decide-cut").set_value(0.0).run()
     ok(at)
     assert "The cut 0 must lie strictly inside the ranks (0 to 20 dots): both sides need ranks." in [w.value for w in at.warning]
@@ -123,7 +123,7 @@ def test_a_cut_at_the_edge_or_a_dataset_with_one_side_is_one_sentence(env, csvs)
 
 @pytest.mark.slow
 def test_compare_decides_side_by_side(env):
-    at = _open(env, "compare", checkpoints=["dots-rank-linear", "dots-plain"], **{"compare-decide-dataset": "dots:20",
+    at = _open(env, "compare", checkpoints=["dots-rank-linear", "dots-plain"], **{"open-decide": "true", "compare-decide-dataset": "dots:20",
                                                                                  "compare-decide-cut": "12.0"})
     assert [k.rsplit("/", 1)[1] for k in at.multiselect(key="compare-checkpoints").value] == ["dots-rank-linear.safetensors",
                                                                                               "dots-plain.safetensors"]
@@ -145,7 +145,7 @@ def test_the_matrix_takes_twelve_checkpoints_and_its_cells_are_eval_slices(env):
                              name=f"extra-{k}") for k in range(9)]
     try:
         names = ["dots-rank-linear", "dots-plain", "dots-rank-inv_prop"] + [f"extra-{k}" for k in range(9)]
-        at = _open(env, "compare", **{"matrix-checkpoints": names, "matrix-dataset": "dots:20"})
+        at = _open(env, "compare", **{"open-matrix": "true", "matrix-checkpoints": names, "matrix-dataset": "dots:20"})
         assert at.multiselect(key="matrix-checkpoints").value == names
         figure = json.loads(next(c.proto.spec for c in plotly_charts(at) if "matrix-figure" in c.proto.id))["data"][0]
         assert list(figure["y"]) == names
@@ -165,7 +165,7 @@ def test_the_matrix_takes_twelve_checkpoints_and_its_cells_are_eval_slices(env):
 @pytest.mark.slow
 def test_the_compare_page_offers_the_report_with_evals_numbers(env):
     names = ["dots-rank-linear", "dots-plain"]
-    at = _open(env, "compare", **{"matrix-checkpoints": names, "matrix-dataset": "dots:20", "report-cuts": "6, 13.5"})
+    at = _open(env, "compare", **{"open-matrix": "true", "matrix-checkpoints": names, "matrix-dataset": "dots:20", "report-cuts": "6, 13.5"})
     at.button(key="report-build").click().run()
     ok(at)
     assert any(b.label == "Download the report (HTML)" for b in at.get("download_button"))
@@ -178,7 +178,7 @@ def test_the_compare_page_offers_the_report_with_evals_numbers(env):
 
 
 def test_the_url_restores_geometry_compare_and_predict_and_the_link_holds_the_view(env, csvs):
-    at = _open(env, "geometry", checkpoint="dots-plain", **{"geometry-view": "Softmax", "geometry-dims": "3-D", "decode-top": "2",
+    at = _open(env, "geometry", checkpoint="dots-plain", **{"geometry-view": "Softmax", "geometry-dims": "3-D", "decode-top": "2", "open-decode": "true", "open-decide": "true",
                                                            "decide-dataset": f"csv:{csvs / 'mixed.csv'}", "decide-split": "all",
                                                            "decide-cut": "10.0", "decide-recall": "0.7", "decide-point": "P ≥ 0.5",
                                                            "decide-by": "site"})
@@ -191,6 +191,7 @@ def test_the_url_restores_geometry_compare_and_predict_and_the_link_holds_the_vi
     assert list(_table(at, "site")["site"]) == ["a", "b"]
     link = at.sidebar.code[0].value
     assert link.startswith("?checkpoint=dots-plain&") and "geometry-view=Softmax" in link and "geometry-dims=3-D" in link
+    assert "open-decide=true" in link and "open-map" not in link  # the open sections are part of the view
     at = _open(env, "compare", checkpoints=["dots-plain", "dots-rank-inv_prop"], **{"compare-view": "Max-normalised"})
     assert at.multiselect(key="compare-checkpoints").value == [key, str(env["folder"] / "dots-rank-inv_prop.safetensors")]
     assert at.segmented_control(key="compare-view").value == "max_normalised"

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _geometry_on_dots(env):
-    at = wait_for_backbone(open_page(env, "geometry", checkpoint="dots-rank-linear"))
+    at = wait_for_backbone(open_page(env, "geometry", checkpoint="dots-rank-linear", opened=("fails",)))
     at.text_input(key="fails-dataset").set_value("dots:20").run()
     return ok(at)
 
@@ -57,7 +57,7 @@ def test_geometry_where_it_fails_bands_worst_images_and_rank_axis(env):
 
 
 def test_a_map_selection_shows_its_images_and_their_metrics(env):
-    at = wait_for_backbone(open_page(env, "geometry", checkpoint="dots-rank-linear"))
+    at = wait_for_backbone(open_page(env, "geometry", checkpoint="dots-rank-linear", opened=("map",)))
     at.text_input(key="map-dataset").set_value("dots:20").run()
     ok(at)
     assert "Box- or lasso-select" in texts(at)
@@ -72,7 +72,7 @@ def test_a_map_selection_shows_its_images_and_their_metrics(env):
 
 
 def test_compare_where_they_fail_side_by_side(env):
-    at = wait_for_backbone(open_page(env, "compare"))
+    at = wait_for_backbone(open_page(env, "compare", opened=("fails",)))
     keys = [str(env["folder"] / f"{n}.safetensors") for n in ("dots-rank-linear", "dots-plain")]
     at.multiselect(key="compare-checkpoints").set_value(keys).run()
     at.text_input(key="compare-fails-dataset").set_value("dots:20").run()

@@ -17,16 +17,19 @@ def browser_context_args(browser_context_args):
     return {**browser_context_args, "viewport": {"width": 1440, "height": 4800}}
 
 
-def _section(page, title: str):
-    heading = page.get_by_role("heading", name=title)
-    expect(heading).to_be_visible(timeout=60_000)
-    return heading
+def _section(page, title: str, click: bool = False):
+    """The on-request section ``title`` (an expander), clicked open when ``click``."""
+    summary = page.locator('[data-testid="stExpander"] summary').filter(has_text=title)
+    expect(summary).to_be_visible(timeout=60_000)
+    if click:
+        summary.click()
+    return summary
 
 
 def test_geometry_decoding_and_joint_map(open_app, screenshot):
     # the test library's checkpoints record no training run, so no default dataset: the map's comes from the URL
     # (typing into a section's field is tested on Decide's, tests/test_browser_decide.py)
-    page = open_app("/geometry?checkpoint=dots-rank-linear&map-dataset=dots:20")
+    page = open_app("/geometry?checkpoint=dots-rank-linear&map-dataset=dots:20&open-decode=true&open-map=true")
     expect_title(page, "Geometry")
     _section(page, "Nearest words of the learned tokens")
     _section(page, "Images and prototypes in one map")
@@ -51,7 +54,7 @@ def test_compare_reliability_and_curves(open_app, screenshot, tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
     page = open_app("/compare")
     expect_title(page, "Compare")
-    _section(page, "Calibration")
+    _section(page, "Calibration", click=True)  # the section computes once opened
     dataset = page.get_by_role("textbox", name="Dataset").first  # the calibration section's
     dataset.fill("dots:20")
     dataset.press("Enter")
@@ -69,7 +72,7 @@ def test_compare_reliability_and_curves(open_app, screenshot, tmp_path):
 def test_box_selection_in_the_joint_map_shows_the_images_inside(open_app, screenshot):
     """Box-select a region of the images-and-prototypes map: the gallery below shows the selected images
     (one "Distribution" button each) and the region's metrics."""
-    page = open_app("/geometry?checkpoint=dots-rank-linear&map-dataset=dots:20")  # the map's dataset from the URL
+    page = open_app("/geometry?checkpoint=dots-rank-linear&map-dataset=dots:20&open-map=true")  # the map's dataset from the URL
     expect_title(page, "Geometry")
     _section(page, "Images and prototypes in one map")
     settle(page)

@@ -55,6 +55,9 @@ def test_a_shared_link_opens_the_same_view_in_a_fresh_browser(browser, streamlit
     page.locator(".st-key-geometry-dims").get_by_text("3-D").click()
     settle(page)
     expect(page).to_have_url(re.compile("geometry-dims=3"))
+    page.locator(".st-key-open-decide summary").click()  # the section computes once opened; the URL says it is open
+    settle(page)
+    expect(page).to_have_url(re.compile("open-decide=true"))
     box = page.locator(".st-key-decide-dataset input")
     box.fill("dots:20")
     box.press("Enter")
@@ -70,7 +73,7 @@ def test_a_shared_link_opens_the_same_view_in_a_fresh_browser(browser, streamlit
     chosen = _view(page)
     assert chosen == {"checkpoint": "dots-plain", "view": "Softmax", "dims": "3-D", "dataset": "dots:20", "cut": "7", "point": "P ≥ 0.5"}
     link = _link(page)
-    assert link.startswith(f"{streamlit_server}/geometry?") and "decide-cut=7" in link and "geometry-dims=3" in link, link
+    assert link.startswith(f"{streamlit_server}/geometry?") and "decide-cut=7" in link and "geometry-dims=3" in link and "open-decide=true" in link, link
     first.close()
 
     fresh = browser.new_context(viewport=VIEWPORT)  # no cookies, no session: only the link

@@ -19,7 +19,6 @@ from explorer.store import library as lib
 
 def calibration_section(chosen: list[lib.LibraryEntry]) -> None:
     """Reliability diagram (confidence vs accuracy per bin) of the chosen checkpoints on one dataset split."""
-    st.subheader("Calibration")
     spec, split = pickers.dataset_split("calibration", pickers.trained_on(chosen))
     bins = int(st.slider("Bins", 5, 30, calibration.DEFAULT_BINS, key="calibration-bins", bind="query-params"))
     if not spec:
@@ -60,7 +59,6 @@ def calibration_section(chosen: list[lib.LibraryEntry]) -> None:
 
 def compare_failures(chosen: list) -> None:
     """Compare: value MAE per slice and band of the chosen checkpoints side by side."""
-    st.subheader("Where they fail")
     spec, split = pickers.dataset_split("compare-fails", pickers.trained_on(chosen))
     if not spec:
         st.caption("Give a dataset spec to compare the checkpoints' errors per slice.")

@@ -24,7 +24,6 @@ RATE_HELP = ("A score at or above the threshold is called at-or-above. Below cal
 
 def geometry_decide(entry: lib.LibraryEntry) -> None:
     """Geometry: one checkpoint's decisions at a cut-point on a dataset split."""
-    st.subheader("Decide at a cut-point")
     spec, split = pickers.dataset_split("decide", pickers.trained_on([entry]))
     if not spec:
         st.caption("Give a dataset spec to turn the distribution into a decision at a cut-point (is the label at least T?).")
@@ -34,7 +33,6 @@ def geometry_decide(entry: lib.LibraryEntry) -> None:
 
 def compare_decide(chosen: list[lib.LibraryEntry]) -> None:
     """Compare: the chosen checkpoints' decisions at one cut-point, side by side."""
-    st.subheader("Decide at a cut-point")
     spec, split = pickers.dataset_split("compare-decide", pickers.trained_on(chosen))
     if not spec:
         st.caption("Give a dataset spec to compare the checkpoints' decisions at a cut-point (is the label at least T?).")

@@ -24,7 +24,6 @@ from explorer.store import library as lib
 
 def decode_section(entry: lib.LibraryEntry, ckpt) -> None:
     """Nearest vocabulary tokens of every learned context and rank token."""
-    st.subheader("Nearest words of the learned tokens")
     if not decode.has_learned_tokens(ckpt):
         st.info(decode.decode_checkpoint(ckpt, None)["message"])
         return
@@ -53,7 +52,6 @@ def decode_section(entry: lib.LibraryEntry, ckpt) -> None:
 
 def map_section(entry: lib.LibraryEntry, ckpt) -> None:
     """Images and rank prototypes projected together; distances, confusion matrix, per-rank errors."""
-    st.subheader("Images and prototypes in one map")
     spec, split = pickers.dataset_split("map", pickers.trained_on([entry]))
     if not spec:
         st.caption("Give a dataset spec to place its images among the prototypes.")
@@ -134,7 +132,6 @@ def _rank_panels(entry, ckpt, sp: maps.SplitPredictions, protos: np.ndarray) -> 
 
 def failure_section(entry, ckpt) -> None:
     """Geometry: value MAE per slice and by band with intervals, the rank axis and the worst images."""
-    st.subheader("Where it fails")
     spec, split = pickers.dataset_split("fails", pickers.trained_on([entry]))
     if not spec:
         st.caption("Give a dataset spec to see the errors per slice and the worst images.")

@@ -22,7 +22,6 @@ REPORT = "matrix-report"  # session key: (what the report was built from, its HT
 
 def matrix_section(entries: list[lib.LibraryEntry], chosen: list[lib.LibraryEntry]) -> None:
     """The matrix of the checkpoints picked here (the compare set by default) on a dataset split, and the report."""
-    st.subheader("Model by slice")
     names = pickers.url_names(entries)
     by_name = {names[e.key]: e for e in entries if e.key in names}
     picked = st.multiselect(f"Checkpoints (rows, 2 to {comparison.MAX_ROWS})", list(by_name),

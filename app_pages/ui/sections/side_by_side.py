@@ -12,7 +12,7 @@ import streamlit as st
 
 from app_pages.ui import charts, errors, formatting, pickers, resources, sweeps
 from app_pages.ui.sections import compare as sections
-from app_pages.ui.sections import decide, matrix
+from app_pages.ui.sections import decide, matrix, on_request
 from explorer.analysis import figures
 from explorer.core import settings
 from explorer.core.errors import ExplorerError
@@ -34,14 +34,11 @@ def side_by_side(entries: list[lib.LibraryEntry], chosen: list[lib.LibraryEntry]
     _demo_seeds(chosen)
     st.subheader("Predicted distributions for the same image")
     _same_image(chosen, ckpts)
-    with errors.guard("the calibration section"):
-        sections.calibration_section(chosen)
-    with errors.guard("where they fail"):
-        sections.compare_failures(chosen)
-    with errors.guard("the decisions at a cut-point"):
-        decide.compare_decide(chosen)
-    with errors.guard("the model-by-slice matrix"):
-        matrix.matrix_section(entries, chosen)
+    st.caption("The sections below evaluate the checkpoints on a dataset; each computes once opened (the link remembers which are open).")
+    on_request([("Calibration", "open-calibration", lambda: sections.calibration_section(chosen)),
+                ("Where they fail", "open-fails", lambda: sections.compare_failures(chosen)),
+                ("Decide at a cut-point", "open-decide", lambda: decide.compare_decide(chosen)),
+                ("Model by slice", "open-matrix", lambda: matrix.matrix_section(entries, chosen))])
     with errors.guard("the sweep results"):
         sweeps.sweep_results_section()
 
