@@ -6,14 +6,13 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages.ui import errors, formatting, listing, pickers
-from explorer.methods import find_method
-from explorer.methods.hooks import offers
 from explorer.store import library as lib
 
 
 def _is_rank_learner(entry: lib.LibraryEntry) -> bool:
-    """A full checkpoint of a method that implements the lab hooks (``reinterpolate``, ``lab_options``)."""
-    return entry.summary.get("content") == "full" and offers(find_method(entry.summary.get("method")), "lab")
+    """A full checkpoint of a method that implements the lab hooks (``reinterpolate``, ``lab_options``; read from
+    the listing, so a link to the lab draws its picker without importing the methods, hence torch)."""
+    return entry.summary.get("content") == "full" and entry.offers("lab")
 
 
 def lab_page() -> None:

@@ -162,13 +162,19 @@ def test_a_corrupt_index_file_is_rebuilt(small, tmp_path):
 
 
 def test_listing_does_not_import_torch(folder, tmp_path):
-    """A restarted server lists unchanged checkpoints without importing torch (fast start)."""
-    index.FolderIndex(folder, tmp_path).entries()
+    """A restarted server lists unchanged checkpoints, and says which offer the lab, without importing torch (fast start)."""
+    from explorer.methods import find_method
+    from explorer.methods.hooks import offers
+
+    entries = index.FolderIndex(folder, tmp_path).entries()
+    lab = sorted(e.name for e in entries if e.ok and e.summary["content"] == "full" and offers(find_method(e.method), "lab"))
+    assert lab and len(lab) < sum(e.ok for e in entries)  # OrdinalCLIP ones, not CoOp nor prototype-only ones
     code = (
         "import sys; from explorer.store.library_index import FolderIndex\n"
         f"es = FolderIndex({str(folder)!r}, {str(tmp_path)!r}).entries()\n"
-        "print(sum(e.ok for e in es), 'torch' in sys.modules)"
+        "print(sum(e.ok for e in es), 'torch' in sys.modules, ','.join(sorted(e.name for e in es if e.ok and e.offers('lab'))),"
+        " 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [str(len(GOOD) + 1), "False"]
+    assert out.stdout.split() == [str(len(GOOD) + 1), "False", ",".join(lab), "False"]

@@ -12,7 +12,6 @@ import math
 import warnings
 
 import numpy as np
-from scipy import stats
 
 from explorer.core.errors import ExplorerError
 from explorer.metrics.validation import as_array, check_labels, check_pair, check_probs
@@ -68,6 +67,8 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 def spearman(y_true, y_pred) -> float:
     """Spearman rank correlation (Pearson of average ranks); NaN if either side is constant."""
     pred, y = check_pair(y_true, y_pred)
+    from scipy import stats  # imported on use: scipy.stats takes about a second, and a page opening needs none of it
+
     return _pearson(stats.rankdata(pred), stats.rankdata(y))
 
 
@@ -76,6 +77,8 @@ def kendall(y_true, y_pred) -> float:
     pred, y = check_pair(y_true, y_pred)
     if pred.size < 2 or np.all(pred == pred[0]) or np.all(y == y[0]):
         return float("nan")
+    from scipy import stats
+
     return float(stats.kendalltau(pred, y).statistic)
 
 
@@ -97,6 +100,8 @@ def aggregate(runs) -> dict:
     runs = list(runs)
     if not runs:
         raise ExplorerError("Aggregation needs at least one run, got none.")
+    from scipy import stats
+
     keys = list(dict.fromkeys(k for r in runs for k in r))
     out = {}
     for k in keys:

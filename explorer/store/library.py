@@ -85,6 +85,12 @@ class LibraryEntry:
         """Rows of the prototype matrix: the ranks, or a binned method's bins."""
         return self.summary.get("num_classes", self.num_ranks)
 
+    def offers(self, capability: str) -> bool:
+        """Whether the checkpoint's method implements the hooks of ``capability`` ("decode", "lab"): stored in
+        the summary when the file was inspected (so asking imports no method and no torch), computed for older listings."""
+        stored = self.summary.get("offers")
+        return capability in (_offers(self.summary) if stored is None else stored)
+
     def row(self) -> dict[str, Any]:
         """A flat table row (the Library table)."""
         km = key_metrics(self.metrics)
@@ -118,6 +124,17 @@ def _interp_text(summary: dict[str, Any]) -> str:
     if "library_note" in summary:
         return summary["library_note"]
     return _library_note(summary)
+
+
+def _offers(summary: dict[str, Any]) -> list[str]:
+    """The capabilities (explorer.methods.hooks) the method of a full checkpoint implements."""
+    if summary.get("content") != "full":
+        return []
+    from explorer.methods import find_method
+    from explorer.methods.hooks import CAPABILITIES, offers
+
+    method = find_method(summary.get("method"))
+    return [c for c in CAPABILITIES if offers(method, c)]
 
 
 def _library_note(summary: dict[str, Any]) -> str:
@@ -258,6 +275,7 @@ def _inspect_checkpoint(path: Path, source: str) -> LibraryEntry:
     summary = ckpt.summary()
     summary.pop("tensors", None)
     summary["library_note"] = _library_note(summary)
+    summary["offers"] = _offers(summary)
     entry = LibraryEntry(path, "ok", "", file_digest(path), source, summary, ckpt.meta.get("metrics"))
     try:
         report = ordinality_report(ckpt.prototypes.matrix.numpy())

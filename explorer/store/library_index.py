@@ -34,7 +34,7 @@ from explorer.backbones.catalog import backbone_status
 from explorer.core.fsio import write_bytes
 from explorer.store.library import LibraryEntry, inspect_entry, is_candidate
 
-LISTING_VERSION = 4  # 3: "content" and "method"; 4: one index file per folder (was one file per checkpoint)
+LISTING_VERSION = 5  # 3: "content" and "method"; 4: one index file per folder (was one file per checkpoint); 5: "offers"
 Progress = Callable[[int, int, str], None]  # (files inspected, files to inspect, the next file's name)
 _NOT_STORED = ("path", "source", "backbone_ok", "backbone_note")
 RACY_NS = 2_000_000_000  # a folder modified this close to its listing is listed again next time
