@@ -4,6 +4,7 @@ the model-by-slice matrix, sweep results)."""
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages.ui import charts, errors, formatting, pickers, resources, sweeps
-from app_pages.ui.sections import compare as sections
-from app_pages.ui.sections import decide, matrix, on_request
+from app_pages.ui.sections import on_request
 from explorer.analysis import figures
 from explorer.core import settings
 from explorer.core.errors import ExplorerError
@@ -35,10 +35,11 @@ def side_by_side(entries: list[lib.LibraryEntry], chosen: list[lib.LibraryEntry]
     st.subheader("Predicted distributions for the same image")
     _same_image(chosen, ckpts)
     st.caption("The sections below evaluate the checkpoints on a dataset; each computes once opened (the link remembers which are open).")
-    on_request([("Calibration", "open-calibration", lambda: sections.calibration_section(chosen)),
-                ("Where they fail", "open-fails", lambda: sections.compare_failures(chosen)),
-                ("Decide at a cut-point", "open-decide", lambda: decide.compare_decide(chosen)),
-                ("Model by slice", "open-matrix", lambda: matrix.matrix_section(entries, chosen))])
+    sections = "app_pages.ui.sections.compare"  # each section's module imported once it is opened
+    on_request([("Calibration", "open-calibration", lambda: import_module(sections).calibration_section(chosen)),
+                ("Where they fail", "open-fails", lambda: import_module(sections).compare_failures(chosen)),
+                ("Decide at a cut-point", "open-decide", lambda: import_module("app_pages.ui.sections.decide").compare_decide(chosen)),
+                ("Model by slice", "open-matrix", lambda: import_module("app_pages.ui.sections.matrix").matrix_section(entries, chosen))])
     with errors.guard("the sweep results"):
         sweeps.sweep_results_section()
 
