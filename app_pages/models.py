@@ -22,7 +22,7 @@ def _downloads() -> dict[str, models.DownloadJob]:
 
 
 @st.cache_data(show_spinner=False, ttl=60)
-def _statuses(specs: tuple[str, ...], descriptions: tuple[str, ...], _cache_key: str) -> list[models.ModelStatus]:
+def _statuses(specs: tuple[str, ...], descriptions: tuple[str, ...], cache_key: str) -> list[models.ModelStatus]:
     online = models.hub_online()
     return [models.model_status(s, online, description=d) for s, d in zip(specs, descriptions)]
 
@@ -60,7 +60,6 @@ def _progress_fragment(job: models.DownloadJob) -> None:
     @st.fragment(run_every=0.5)
     def _show():
         if not job.active:
-            _statuses.clear()
             st.rerun()
         st.progress(job.fraction, text=models.download_text(job.filename or job.spec, job.done, job.total))
         if st.button("Cancel download", key="models-cancel"):
@@ -90,7 +89,8 @@ def models_page() -> None:
     env = hub.hub_environment()
     st.caption(f"Hub: `{env.endpoint}` · cache `{env.cache_dir}`" + (" · HF_HUB_OFFLINE is set" if env.offline else ""))
     specs, descriptions = _specs()
-    statuses = _statuses(specs, descriptions, f"{env.endpoint}|{env.cache_dir}|{env.offline}")
+    ended = sorted(spec for spec, job in _downloads().items() if not job.active)  # a finished download changes a status
+    statuses = _statuses(specs, descriptions, f"{env.endpoint}|{env.cache_dir}|{env.offline}|{ended}")
     _table(statuses)
     with st.form("models-add", clear_on_submit=True):
         typed = st.text_input("Another backbone: NAME:TAG, hf-hub:ORG/REPO, a local path or ARCH@PATH")

@@ -16,3 +16,4 @@ _.last_epoch  # torch's LR scheduler state, restored when a run resumes (trainin
 _._last_lr  # as above
 mtime_ns  # a Streamlit cache key: the file's modification time (app_pages/ui/listing.py)
 hashes  # a Streamlit cache key: the checkpoints' content hashes (app_pages/ui/resources.py)
+cache_key  # a Streamlit cache key: hub endpoint, cache folder, offline flag, ended downloads (app_pages/models.py)
