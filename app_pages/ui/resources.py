@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
+import threading
 
 import streamlit as st
 
@@ -35,7 +37,7 @@ log = logging.getLogger("ordinalclip_explorer.app")
 def _on_loaded(slot: BackboneSlot) -> None:
     if slot.details:
         log.error("Loading backbone %s failed:\n%s", slot.spec, slot.details)
-    _warm_imports()
+    _start_warm_imports()
     _return_freed_memory()  # the state dict the weights were read into
 
 
@@ -67,10 +69,15 @@ def _libc():
 _LIBC = _libc()
 
 
+@functools.cache
+def _start_warm_imports() -> None:
+    """Once per server, in a thread of its own (a page waiting for the backbone does not wait for it):
+    import what the Geometry page needs while the user is still looking at the first page."""
+    threading.Thread(target=_warm_imports, name="warm-imports", daemon=True).start()
+
+
 def _warm_imports() -> None:
-    """Import what the Geometry page needs while the user is still looking at the first page."""
     import plotly.graph_objects  # noqa: F401
-    import sklearn.decomposition  # noqa: F401
 
     import explorer.store.checkpoints  # noqa: F401
 
