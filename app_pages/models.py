@@ -89,7 +89,8 @@ def models_page() -> None:
     env = hub.hub_environment()
     st.caption(f"Hub: `{env.endpoint}` · cache `{env.cache_dir}`" + (" · HF_HUB_OFFLINE is set" if env.offline else ""))
     specs, descriptions = _specs()
-    ended = sorted(spec for spec, job in _downloads().items() if not job.active)  # a finished download changes a status
+    # a download that ended (each job once: a retry is another job) may change a status
+    ended = sorted(f"{spec}:{job.state}:{id(job)}" for spec, job in _downloads().items() if not job.active)
     statuses = _statuses(specs, descriptions, f"{env.endpoint}|{env.cache_dir}|{env.offline}|{ended}")
     _table(statuses)
     with st.form("models-add", clear_on_submit=True):

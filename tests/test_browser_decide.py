@@ -22,10 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 VIEWPORT = {"width": 1440, "height": 5000}  # the Decide section sits at the bottom of Geometry
 
 
-def _link(page) -> str:
-    """The URL in the sidebar's "Copy link" box."""
+def _link(page, *parts: str) -> str:
+    """The URL in the sidebar's "Copy link" box, once it holds each of ``parts``."""
     box = page.locator('[data-testid="stSidebar"] [data-testid="stCode"]')
-    expect(box).to_contain_text("checkpoint=", timeout=60_000)
+    for part in ("checkpoint=", *parts):
+        expect(box).to_contain_text(part, timeout=60_000)
     return box.inner_text().strip()
 
 
@@ -70,9 +71,10 @@ def test_a_shared_link_opens_the_same_view_in_a_fresh_browser(browser, streamlit
     settle(page)
     page.locator(".st-key-decide-point").get_by_text("P ≥ 0.5").click()
     settle(page)
+    expect(page).to_have_url(re.compile("decide-point=P"))  # the last choice in the URL before the link is read
     chosen = _view(page)
     assert chosen == {"checkpoint": "dots-plain", "view": "Softmax", "dims": "3-D", "dataset": "dots:20", "cut": "7", "point": "P ≥ 0.5"}
-    link = _link(page)
+    link = _link(page, "decide-point=P")
     assert link.startswith(f"{streamlit_server}/geometry?") and "decide-cut=7" in link and "geometry-dims=3" in link and "open-decide=true" in link, link
     first.close()
 

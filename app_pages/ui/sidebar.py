@@ -39,7 +39,7 @@ def _backbone_panel(active: lib.LibraryEntry | None) -> None:
         slot = backbone_slot(active.backbone_spec, image_only=True)  # kept whole, or warm its image tower
     shown = False
     if slot is not None:
-        _show_slot(slot, primary=True)
+        (_live_slot if slot.pending else _show_slot)(slot, primary=True)
         shown = True
     for other in known_slots():
         if other is not slot and not other.pending and other.backbone is not None:
@@ -49,8 +49,6 @@ def _backbone_panel(active: lib.LibraryEntry | None) -> None:
         st.error(f"The active checkpoint's backbone is not available: {active.backbone_note}")
     if not shown:
         st.markdown("**Backbone:** none loaded")
-    if slot is not None and slot.pending:
-        _poll_until_loaded(slot)
 
 
 def _show_slot(slot: BackboneSlot, primary: bool) -> None:
@@ -70,13 +68,17 @@ def _show_slot(slot: BackboneSlot, primary: bool) -> None:
         st.warning(DEMO_WARNING, icon=":material/warning:")
 
 
-def _poll_until_loaded(slot: BackboneSlot) -> None:
+def _live_slot(slot: BackboneSlot, primary: bool) -> None:
+    """The slot's line, redrawn every 0.5 s by a fragment until the next run of the page (it shows the load
+    ending). Not a full rerun once loaded: in Streamlit 1.67 a rerun started from a fragment sends the URL
+    as the server last knew it, so a choice clicked meanwhile lost its bound URL parameter (3-4 times in
+    6 in a fresh browser; never without it)."""
     ref = weakref.ref(slot)  # the session's fragment must not keep an evicted backbone alive
 
     @st.fragment(run_every=0.5)
-    def _wait_for_backbone():
+    def _slot_line():
         current = ref()
-        if current is None or not current.pending:
-            st.rerun()
+        if current is not None:
+            _show_slot(current, primary)
 
-    _wait_for_backbone()
+    _slot_line()
