@@ -32,9 +32,9 @@ What is measured (wall clock, in the browser):
 - ``--shared-links``: what a shared URL does. For each page (Compare with two checkpoints, Geometry,
   the lab, Predict) a freshly started server on the bundled demo (checkpoints/), and the page's URL
   opened directly once the server answers /_stcore/health: until its title (the page's h1) is visible,
-  until its first control (a widget label in the page), until its content is first drawn (no script run in progress and every
-  Plotly chart drawn), and until it is settled (the same for 0.5 s, after the rerun that shows the backbone the sidebar
-  warmed in the background); median of
+  until its first control (a widget label in the page), until its content is first drawn (the page's run over, no spinner
+  in the page, every Plotly chart drawn), and until it is settled (the same for 0.5 s, with the backbone the sidebar
+  warmed in the background shown as loaded); median of
   ``--repeat`` fresh servers each.
 
 Checkpoints are written (once) on the demo backbone into .cache/bench/checkpoints; the app cache is
@@ -323,11 +323,11 @@ CONTENT_JS = """(settled) => {
   const app = document.querySelector('[data-testid="stApp"]');
   if (!app) return false;
   // the page's run is over: no run in progress, or (drawn) the sidebar's backbone line, which app.py draws after the page
-  // (while the backbone warms in the background its 0.5-s poll reruns a fragment of the sidebar, not the page)
-  const sidebarDrawn = Array.from(document.querySelectorAll('[data-testid="stSidebar"] p')).some(p => p.textContent.startsWith('Backbone:'));
-  if (app.getAttribute('data-test-script-state') !== 'notRunning' && (settled || !sidebarDrawn)) return false;
+  // (that line is a fragment that redraws itself every 0.5 s while the backbone warms, and until the next run of the page)
+  const line = Array.from(document.querySelectorAll('[data-testid="stSidebar"] p')).find(p => p.textContent.startsWith('Backbone:'));
+  if (app.getAttribute('data-test-script-state') !== 'notRunning' && !line) return false;
   if (document.querySelector('[data-testid="stMain"] [data-testid="stSpinner"]')) return false;
-  if (settled && document.querySelector('[data-testid="stSpinner"], [data-testid="stStatusWidget"]')) return false;
+  if (settled && (!line || line.textContent.includes('loading'))) return false;
   return Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]')).every(c => c.querySelector('.main-svg'));
 }"""
 
