@@ -39,7 +39,10 @@ def _backbone_panel(active: lib.LibraryEntry | None) -> None:
         slot = backbone_slot(active.backbone_spec, image_only=True)  # kept whole, or warm its image tower
     shown = False
     if slot is not None:
-        (_live_slot if slot.pending else _show_slot)(slot, primary=True)
+        if slot.pending:
+            _live_slot(slot)
+        else:
+            _show_slot(slot, primary=True)
         shown = True
     for other in known_slots():
         if other is not slot and not other.pending and other.backbone is not None:
@@ -68,7 +71,7 @@ def _show_slot(slot: BackboneSlot, primary: bool) -> None:
         st.warning(DEMO_WARNING, icon=":material/warning:")
 
 
-def _live_slot(slot: BackboneSlot, primary: bool) -> None:
+def _live_slot(slot: BackboneSlot) -> None:
     """The slot's line, redrawn every 0.5 s by a fragment until the next run of the page (it shows the load
     ending). Not a full rerun once loaded: in Streamlit 1.67 a rerun started from a fragment sends the URL
     as the server last knew it, so a choice clicked meanwhile lost its bound URL parameter (3-4 times in
@@ -79,6 +82,6 @@ def _live_slot(slot: BackboneSlot, primary: bool) -> None:
     def _slot_line():
         current = ref()
         if current is not None:
-            _show_slot(current, primary)
+            _show_slot(current, primary=True)
 
     _slot_line()
