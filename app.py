@@ -42,7 +42,11 @@ def main() -> None:
     pages = [st.Page(PAGES_DIR / file, title=title, icon=icon, default=(i == 0)) for i, (file, title, icon) in enumerate(PAGES)]
     page = st.navigation(pages)
     st.title(page.title)  # the page's title first: a shared link shows where it leads before anything loads
-    loading = st.empty()
+    # What a run says before its page (loading, the listing's progress, a link's unknown names) goes in one
+    # container that every run draws: were it drawn in one run and not the next, every element below would
+    # move, and the browser then drops the URL binding of the page's widgets (a click no longer reaches the link).
+    notices = st.container()
+    loading = notices.empty()
     if "app_pages.ui.resources" not in sys.modules:  # the first run of this server: imports take seconds
         loading.caption("Loading the page: the first visit after the server started imports the explorer and reads the checkpoint…")
     from app_pages.ui import errors, listing, pickers  # after the title (the library listing)
@@ -50,12 +54,14 @@ def main() -> None:
     st.sidebar.markdown("### OrdinalCLIP Explorer")
     side = st.sidebar.container()
     entries: list = []
-    listing.begin_run()
+    listing.begin_run(notices.empty())
     try:
         entries = listing.library_entries()
-        pickers.apply_query_checkpoints(entries)
+        with notices:
+            pickers.apply_query_checkpoints(entries)
     except Exception as exc:  # the library listing itself must not take the app down
-        errors.report_exception(exc, "the library listing")
+        with notices:
+            errors.report_exception(exc, "the library listing")
     try:
         page.run()
     finally:

@@ -42,6 +42,28 @@ def test_query_param_picks_the_active_checkpoint(env):
     assert at.session_state["active_checkpoint"].endswith("dots-plain.safetensors")
 
 
+def _top_level_index(at, heading: str) -> int:
+    """The position, among the main area's top-level elements, of the heading ``heading``."""
+    return next(i for i, node in at.main.children.items() if getattr(node, "value", None) == heading)
+
+
+def test_a_page_keeps_its_layout_when_the_listing_shows_progress(env, tmp_path):
+    """The listing's progress bar (a cold cache, at least PROGRESS_FROM files to read) is drawn in the run's
+    notices above the page, so the page's elements keep their places in the next run: had one moved, the
+    browser drops the URL binding of the page's widgets and the next click no longer reaches the link."""
+    from app_helpers import app_environment
+    from app_pages.ui import listing
+
+    assert len([p for p in env["folder"].iterdir() if p.is_file()]) >= listing.PROGRESS_FROM
+    with app_environment(env["folder"], tmp_path / "cold-cache"):
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        at.query_params["checkpoint"] = "dots-plain"
+        at.switch_page("app_pages/geometry.py").run()
+        first = _top_level_index(ok(at), "Projections")
+        at.run()
+        assert _top_level_index(ok(at), "Projections") == first
+
+
 # --- library ----------------------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from explorer.store.library_index import FolderIndex
 ADDED = "added_checkpoints"  # session key: paths the user added (upload or path)
 RUN = "listing-run"  # session key: the number of the script run (app.py counts them with begin_run)
 CHECKED = "listing-checked"  # session key: the run in which the library folder was last checked file by file
+PROGRESS_SLOT = "listing-progress-slot"  # session key: this run's placeholder for the listing's progress bar
 PROGRESS_FROM = 8  # files to inspect from which the listing shows a progress bar
 
 
@@ -46,9 +47,12 @@ def current(entry: lib.LibraryEntry) -> lib.LibraryEntry:
     return inspect(entry.path, entry.source)
 
 
-def begin_run() -> None:
-    """Count a new script run (app.py, first thing): the library is checked at most once per run."""
+def begin_run(progress_slot=None) -> None:
+    """Count a new script run (app.py, first thing): the library is checked at most once per run.
+    ``progress_slot``: the placeholder (drawn in every run, above the page) where this run's listing
+    shows its progress, so that a bar drawn in one run and not the next moves nothing below it."""
     st.session_state[RUN] = st.session_state.get(RUN, 0) + 1
+    st.session_state[PROGRESS_SLOT] = progress_slot
 
 
 def skip_check_next_run() -> None:
@@ -87,7 +91,8 @@ def _progress():
         if total < PROGRESS_FROM:
             return
         if bar is None:
-            bar = st.progress(0.0)
+            slot = st.session_state.get(PROGRESS_SLOT)
+            bar = (slot or st).progress(0.0)
         if done == total:
             bar.empty()
         elif done % max(1, total // 100) == 0:  # at most a hundred updates sent to the browser

@@ -73,9 +73,8 @@ def _show_slot(slot: BackboneSlot, primary: bool) -> None:
 
 def _live_slot(slot: BackboneSlot) -> None:
     """The slot's line, redrawn every 0.5 s by a fragment until the next run of the page (it shows the load
-    ending). Not a full rerun once loaded: in Streamlit 1.67 a rerun started from a fragment sends the URL
-    as the server last knew it, so a choice clicked meanwhile lost its bound URL parameter (3-4 times in
-    6 in a fresh browser; never without it)."""
+    ending); no full rerun of the page for it. (The lost URL parameters once blamed on such a rerun were the
+    page's elements moving between runs: app.py's notices container.)"""
     ref = weakref.ref(slot)  # the session's fragment must not keep an evicted backbone alive
 
     @st.fragment(run_every=0.5)
