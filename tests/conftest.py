@@ -44,6 +44,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network (make test sets it too)
+# Numbers are checked against fp32 computations: --precision auto means fp32 in the suite on every CPU
+# (on one with native bf16 it would be bf16); the bf16 paths are tested by name (test_precision.py).
+os.environ.setdefault("ORDINAL_EXPLORER_PRECISION", "fp32")
 ARTIFACTS_DIR = REPO_ROOT / "test-artifacts"
 SCREENSHOTS_DIR = ARTIFACTS_DIR / "screenshots"
 SERVER_LOG = ARTIFACTS_DIR / "streamlit-server.log"

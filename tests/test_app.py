@@ -52,6 +52,7 @@ def test_a_page_keeps_its_layout_when_the_listing_shows_progress(env, tmp_path):
     notices above the page, so the page's elements keep their places in the next run: had one moved, the
     browser drops the URL binding of the page's widgets and the next click no longer reaches the link."""
     from app_helpers import app_environment
+
     from app_pages.ui import listing
 
     assert len([p for p in env["folder"].iterdir() if p.is_file()]) >= listing.PROGRESS_FROM

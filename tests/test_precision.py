@@ -63,7 +63,8 @@ def test_native_bf16_is_read_from_the_cpu_flags(system, machine, flags, native):
     assert native_cpu_bf16(system, machine, flags) is native
 
 
-def test_requests_resolve_per_device_and_bf16_is_never_a_silent_fp32():
+def test_requests_resolve_per_device_and_bf16_is_never_a_silent_fp32(monkeypatch):
+    monkeypatch.delenv("ORDINAL_EXPLORER_PRECISION", raising=False)  # the suite pins auto to fp32 (conftest.py)
     cpu = torch.device("cpu")
     auto = resolve_precision("auto", cpu)
     assert auto.name == ("bf16" if native_here() else "fp32") and auto.requested == "auto"

@@ -53,7 +53,7 @@ def learned(tower, n: int, t: int, num_base: int, seed: int = 0):
 
 def prompts(tower, ctx, bases, num_ranks: int, position: str, length: int | None = None) -> PromptBatch:
     """A rank learner's prompts: shared context broadcast, ranks interpolated from the bases."""
-    weights = interpolation_weights(num_ranks, bases.shape[0], "linear")
+    weights = interpolation_weights(num_ranks, bases.shape[0], "linear").to(bases.device)
     ranks = torch.einsum("rk,ktd->rtd", weights, bases)
     context = ctx[None].expand(num_ranks, -1, -1)
     counts = [bases.shape[1]] * num_ranks

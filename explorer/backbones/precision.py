@@ -30,6 +30,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Iterable
 
+from explorer.core import settings
 from explorer.core.errors import ExplorerError
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -116,8 +117,10 @@ FP32 = Precision()
 
 def resolve_precision(requested: str | None, device) -> Precision:
     """The :class:`Precision` of ``requested`` (auto, fp32, bf16; None: fp32) on ``device`` (a torch.device);
-    one sentence for an unknown name or a device without bf16 at all."""
+    auto is ``$ORDINAL_EXPLORER_PRECISION`` where that names fp32 or bf16; one sentence for an unknown name or a device without bf16 at all."""
     requested = (requested or "fp32").strip().lower()
+    if requested == "auto" and settings.app_precision() in ("fp32", "bf16"):
+        requested = settings.app_precision()  # $ORDINAL_EXPLORER_PRECISION says what auto means on this machine
     if requested not in PRECISIONS:
         raise ExplorerError(f"Unknown precision '{requested}'; choose auto, fp32 or bf16.")
     kind = device.type

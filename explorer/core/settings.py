@@ -7,7 +7,8 @@ Every ``ORDINAL_EXPLORER_*`` variable is read here (and only read: nothing write
 ``ORDINAL_EXPLORER_CACHE``         derived files: features, projections, listings (default ``.cache/``)
 ``ORDINAL_EXPLORER_MAX_BACKBONES`` backbones the app keeps loaded at once (default 3)
 ``ORDINAL_EXPLORER_DEVICE``        the app's device (default: CUDA when available, else CPU)
-``ORDINAL_EXPLORER_PRECISION``     the app's image tower precision: auto (default), fp32 or bf16
+``ORDINAL_EXPLORER_PRECISION``     the app's image tower precision: auto (default), fp32 or bf16; also what
+                                   ``--precision auto`` means for every command (the test suite sets fp32)
 ``ORDINAL_EXPLORER_FACE_THREADS``  OpenCV threads of the face detector (default 1)
 ``ORDINAL_EXPLORER_PREFIX``        ``off``: the auto text encoding never takes the shared-prefix path
 ``ORDINAL_EXPLORER_SLURM_CONFIG``  the Slurm defaults file of ``--executor slurm`` (default
