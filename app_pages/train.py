@@ -37,7 +37,7 @@ def _config_from_form(values: dict, method_settings: dict) -> TrainConfig:
         dataset=values["dataset"].strip(), out=str(settings.library_folder() / f"app-{name}.safetensors"), name=name,
         backbone=values["backbone"].strip(), method_config=method_config, shots=int(values["shots"]) or None,
         epochs=int(values["epochs"]), seed=int(values["seed"]), lr=float(values["lr"]),
-        faces=bool(values.get("faces", False)), device=settings.app_device(), precision=settings.app_precision(),
+        faces=bool(values.get("faces", False)), device=settings.app_device(), precision=settings.default_precision(),
     )
 
 

@@ -85,7 +85,7 @@ def _warm_imports() -> None:
 def new_backbone_registry(max_entries: int) -> BackboneRegistry:
     """A registry with the app's hooks: a failed load logged with its traceback, memory collected and
     returned to the OS after a load and after an eviction."""
-    return BackboneRegistry(max_entries=max_entries, on_loaded=_on_loaded, on_evict=_on_evict, precision=settings.app_precision())
+    return BackboneRegistry(max_entries=max_entries, on_loaded=_on_loaded, on_evict=_on_evict, precision=settings.default_precision())
 
 
 @st.cache_resource(show_spinner=False)

@@ -117,12 +117,13 @@ FP32 = Precision()
 
 def resolve_precision(requested: str | None, device) -> Precision:
     """The :class:`Precision` of ``requested`` (auto, fp32, bf16; None: fp32) on ``device`` (a torch.device);
-    auto is ``$ORDINAL_EXPLORER_PRECISION`` where that names fp32 or bf16; one sentence for an unknown name or a device without bf16 at all."""
+    auto is ``$ORDINAL_EXPLORER_PRECISION`` where that is set; one sentence for an unknown name or a device without bf16 at all."""
     requested = (requested or "fp32").strip().lower()
-    if requested == "auto" and settings.app_precision() in ("fp32", "bf16"):
-        requested = settings.app_precision()  # $ORDINAL_EXPLORER_PRECISION says what auto means on this machine
+    source = ""
+    if requested == "auto":
+        requested, source = settings.default_precision(), f" (${settings.ENV_PRECISION})"  # what auto means here
     if requested not in PRECISIONS:
-        raise ExplorerError(f"Unknown precision '{requested}'; choose auto, fp32 or bf16.")
+        raise ExplorerError(f"Unknown precision '{requested}'{source}; choose auto, fp32 or bf16.")
     kind = device.type
     if kind == "cuda":
         import torch

@@ -57,9 +57,9 @@ def app_device() -> str | None:
     return os.environ.get(ENV_DEVICE) or None
 
 
-def app_precision() -> str:
-    """The app's image tower precision (``$ORDINAL_EXPLORER_PRECISION``: auto, fp32 or bf16; default auto:
-    bf16 where the hardware computes it natively, see explorer.backbones.precision)."""
+def default_precision() -> str:
+    """What ``auto`` precision means here, for the app and every command (``$ORDINAL_EXPLORER_PRECISION``:
+    auto, fp32 or bf16; default auto: bf16 where the hardware computes it natively, see explorer.backbones.precision)."""
     return (os.environ.get(ENV_PRECISION) or "auto").strip().lower()
 
 
