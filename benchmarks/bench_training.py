@@ -8,11 +8,17 @@
    on the ViT-B/16 architecture (seeded random weights), R = 101, n = 10, t = 1, tail, batch 32,
    CPU: the shared-prefix text path against the plain (truncated) path, side by side
    (target: >= 2.5x). ``--text-bf16``: also that step with the text tower's forward and backward
-   under CPU bf16 autocast (fp32 master weights).
+   under bf16 autocast (fp32 master weights). ``--device cuda``: these steps on the GPU.
+4. ``--quality SEEDS``: whether checkpoints trained with the step under bf16 stay as good: the demo
+   recipe's OrdinalCLIP (linear) and CoOp runs on ``dots:20`` for each seed, all fp32 / bf16 features
+   with an fp32 step / bf16 features and a bf16 step (what ``--precision auto`` trains on hardware with
+   native bf16); on CUDA also the fp16 autocast without loss scaling that training used before.
+   Test MAE (exp) per run and the mean over seeds.
 
 Prints a table and one line ``JSON {...}`` with the figures.
 
     .venv/bin/python benchmarks/bench_training.py [--skip-vitb16 | --only-vitb16] [--text-bf16] [--repeats 5]
+        [--device cpu|cuda] [--quality 0,1,2]
 """
 
 from __future__ import annotations
@@ -82,7 +88,7 @@ def cached_vs_reencoding(steps: int = 5) -> tuple[float, float, int]:
     return cached, encoded, len(samples)
 
 
-def vitb16_step(repeats: int = 5, text_bf16: bool = False) -> dict[str, float]:
+def vitb16_step(repeats: int = 5, text_bf16: bool = False, device: str = "cpu", arch: str = "ViT-B-16", ranks: int = 101) -> dict[str, float]:
     """Median seconds per training step, shared-prefix vs plain text path (same model, same data);
     ``text_bf16``: also the shared-prefix step with the text tower's forward/backward under CPU bf16
     autocast (fp32 master weights), and the largest difference of its prototypes to fp32's."""
@@ -92,31 +98,34 @@ def vitb16_step(repeats: int = 5, text_bf16: bool = False) -> dict[str, float]:
     from explorer.backbones.sources import image_transform_for
 
     torch.manual_seed(0)
-    model = open_clip.create_model("ViT-B-16", pretrained=None).float().eval().requires_grad_(False)
+    model = open_clip.create_model(arch, pretrained=None).float().eval().requires_grad_(False)
     tok = open_clip.tokenizer.SimpleTokenizer()
-    bb = Backbone("ViT-B-16 (random)", "ViT-B-16", "ViT-B-16@random", model, image_transform_for(224), tok, torch.device("cpu"))
-    pm = build_prompt_model(bb, make_config("ordinalclip", num_ranks=101, num_context_tokens=10, num_tokens_per_rank=1))
+    dev = torch.device(device)
+    bb = Backbone(f"{arch} (random)", arch, f"{arch}@random", model.to(dev), image_transform_for(224), tok, dev)
+    pm = build_prompt_model(bb, make_config("ordinalclip", num_ranks=ranks, num_context_tokens=10, num_tokens_per_rank=1)).to(dev)
     opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-3)
-    feats = F.normalize(torch.randn(32, bb.embed_dim), dim=-1)
-    y = torch.randint(0, 101, (32,))
+    feats = F.normalize(torch.randn(32, bb.embed_dim, device=dev), dim=-1)
+    y = torch.randint(0, ranks, (32,), device=dev)
 
     def step(mode: str) -> float:
         bf16 = mode.endswith("-bf16")
         pm.encoder.prefix_mode = mode.removesuffix("-bf16")
+        sync(dev)
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             logits = pm.logit_scale * feats @ pm().float().T
         loss, _ = ordinal_loss(logits, y)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sync(dev)
         assert pm.encoder.last_path == ("plain" if mode == "off" else "shared")
         return time.perf_counter() - start
 
     modes = {"shared": "shared", "plain": "off"}
     if text_bf16:
         with torch.no_grad():
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
                 low = pm().float()
             drift = float((F.normalize(low, dim=-1) - F.normalize(pm().float(), dim=-1)).abs().max())
         modes["shared-bf16"] = "shared-bf16"
@@ -130,6 +139,44 @@ def vitb16_step(repeats: int = 5, text_bf16: bool = False) -> dict[str, float]:
     return {**out, "bf16_prototype_drift": drift} if text_bf16 else out
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+QUALITY_RUNS = {  # the demo recipe (scripts/make_demo_checkpoints.py)
+    "ordinalclip-linear": {"method": "ordinalclip", "num_context_tokens": 8, "num_base_ranks": 3, "interpolation": "linear"},
+    "coop": {"method": "coop", "num_context_tokens": 8},
+}
+
+
+def quality(seeds: list[int], device: str) -> dict[str, dict[str, list[float]]]:
+    """Test MAE (exp) of the demo recipe's runs per step precision and seed (module docstring, 4)."""
+    from explorer.training import trainer as trainer_module
+
+    settings = {"fp32": dict(precision="fp32"), "bf16 features, fp32 step": dict(precision="bf16", amp=False),
+                "bf16 features, bf16 step": dict(precision="bf16", amp=True)}
+    if device == "cuda":
+        settings["fp16 step, no loss scaling (before)"] = dict(precision="fp32", amp=True, fp16=True)
+    original = trainer_module.Trainer.step_precision
+    out: dict[str, dict[str, list[float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, setting in settings.items():
+            fp16 = setting.pop("fp16", False)
+            trainer_module.Trainer.step_precision = (lambda self: torch.autocast("cuda", dtype=torch.float16)) if fp16 else original
+            for run, method in QUALITY_RUNS.items():
+                for seed in seeds:
+                    config = TrainConfig(dataset="dots:20", out=f"{tmp}/{run}-{seed}.safetensors", backbone="demo", epochs=30,
+                                         batch_size=32, lr=2e-3, seed=seed, method_config=method, cache_dir=f"{tmp}/cache",
+                                         device=device, **setting)
+                    result = train(config)
+                    out.setdefault(label, {}).setdefault(run, []).append(result.test_metrics["mae_exp"])
+                    print(f"{label:40s} {run:20s} seed {seed}: test MAE (exp) {result.test_metrics['mae_exp']:.4f}  "
+                          f"({result.seconds:.1f} s)", flush=True)
+    trainer_module.Trainer.step_precision = original
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group()
@@ -138,8 +185,21 @@ def main() -> None:
     parser.add_argument("--text-bf16", action="store_true",
                         help="also the ViT-B/16 step with the text tower under CPU bf16 autocast (slow where bf16 is emulated)")
     parser.add_argument("--repeats", type=int, default=5, help="ViT-B/16 steps timed per variant")
+    parser.add_argument("--device", default="cpu", help="where the ViT-B/16 steps and --quality run (cpu, cuda)")
+    parser.add_argument("--arch", default="ViT-B-16", help="the training step's architecture (random weights)")
+    parser.add_argument("--ranks", type=int, default=101, help="the training step's R")
+    parser.add_argument("--quality", metavar="SEEDS", help="comma-separated seeds: the demo recipe per step precision")
     args = parser.parse_args()
     figures: dict = {}
+    if args.quality:
+        seeds = [int(s) for s in args.quality.split(",")]
+        table = quality(seeds, args.device)
+        for label, runs in table.items():
+            print(f"{label:40s} " + "  ".join(f"{run} {statistics.mean(v):.4f} ± {statistics.stdev(v) if len(v) > 1 else 0:.4f}"
+                                              for run, v in runs.items()))
+        figures["quality_test_mae_exp"] = table
+        print("JSON " + json.dumps(figures))
+        return
     print(f"threads: {torch.get_num_threads()}")
     if not args.only_vitb16:
         with tempfile.TemporaryDirectory() as tmp:
@@ -151,14 +211,15 @@ def main() -> None:
         figures.update(e2e_16shot_seconds=round(e2e, 2), epoch_cached_s=cached, epoch_reencode_s=encoded,
                        cache_speedup=encoded / cached)
     if not args.skip_vitb16:
-        step = vitb16_step(args.repeats, args.text_bf16)
-        print(f"rank learner step, ViT-B/16 arch, R=101, n=10, t=1, batch 32, shared prefix: {step['shared']:6.2f} s")
-        print(f"rank learner step, ViT-B/16 arch, R=101, n=10, t=1, batch 32, plain:         {step['plain']:6.2f} s"
+        step = vitb16_step(args.repeats, args.text_bf16, args.device, args.arch, args.ranks)
+        what = f"rank learner step, {args.arch} arch, R={args.ranks}, n=10, t=1, batch 32"
+        print(f"{what}, shared prefix: {step['shared']:8.4f} s")
+        print(f"{what}, plain:         {step['plain']:8.4f} s"
               f"   speed-up {step['plain'] / step['shared']:.2f}x (target >= 2.5x)")
         figures.update(vitb16_rank_step_s=step["shared"], vitb16_rank_step_plain_s=step["plain"],
                        vitb16_step_speedup=step["plain"] / step["shared"])
         if args.text_bf16:
-            print(f"the same shared-prefix step, text tower under CPU bf16 autocast:           {step['shared-bf16']:6.2f} s"
+            print(f"the same shared-prefix step, text tower under bf16 autocast: {step['shared-bf16']:8.4f} s"
                   f"   ({step['shared-bf16'] / step['shared']:.1f}x the fp32 step; prototypes differ by up to "
                   f"{step['bf16_prototype_drift']:.1e})")
             figures.update(vitb16_rank_step_text_bf16_s=step["shared-bf16"], text_bf16_prototype_drift=step["bf16_prototype_drift"])

@@ -129,3 +129,57 @@ def test_cli_precision_bf16_is_said_once_and_predicts_like_fp32(capsys, tmp_path
         assert len(lines) == 1 and lines[0].startswith(f"precision: {precision}"), cap.err
     assert ("emulated" in lines[0]) is not native_here()
     assert abs(runs["bf16"]["expected_value"] - runs["fp32"]["expected_value"]) <= 0.5
+
+
+@pytest.mark.parametrize("precision, amp, step_dtype", [("bf16", True, torch.bfloat16), ("bf16", False, torch.float32),
+                                                        ("fp32", True, torch.float32)])
+def test_a_training_step_computes_in_the_runs_precision(tmp_path, precision, amp, step_dtype):
+    """The text tower's forward in a training step is bf16 exactly when the run's precision is bf16 and amp is on;
+    evaluation stays fp32, and what is learned and stored is fp32 (master weights)."""
+    from safetensors import safe_open
+
+    from explorer.training.config import TrainConfig
+    from explorer.training.trainer import train
+
+    backbone = load_backbone("demo", device="cpu", precision=precision)
+    seen: list[tuple[bool, torch.dtype]] = []
+    last = backbone.model.transformer.resblocks[-1].mlp.c_proj  # the text tower's last layer
+    hook = last.register_forward_hook(lambda module, args, out: seen.append((torch.is_grad_enabled(), out.dtype)))
+    try:
+        config = TrainConfig(dataset="dots:4:6", out=str(tmp_path / "run.safetensors"), epochs=1, batch_size=8, device="cpu",
+                             method_config={"method": "ordinalclip", "num_context_tokens": 4}, cache_dir=str(tmp_path / "cache"),
+                             precision=precision, amp=amp)
+        result = train(config, backbone=backbone)
+    finally:
+        hook.remove()
+    assert {dtype for grad, dtype in seen if grad} == {step_dtype}  # the training steps
+    assert {dtype for grad, dtype in seen if not grad} == {torch.float32}  # validation and test prototypes
+    with safe_open(str(result.checkpoint), framework="pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
+    training = load_checkpoint(result.checkpoint).meta["training"]
+    assert (training["feature_precision"], training["step_precision"]) == (precision, "bf16" if step_dtype == torch.bfloat16 else "fp32")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_every_attention_projects_its_input_in_one_matrix_product(precision):
+    """A loaded backbone's attentions get their input laid out for one matrix product under bf16 (a transposed
+    input with a frozen weight ran as one product per position, copying the weight each time: a ViT-B image
+    tower 3-8x slower, benchmarks/README.md), and the layout changes no number in either precision."""
+    import copy
+
+    import torch.nn.functional as F
+    from torch.profiler import ProfilerActivity, profile
+
+    backbone = load_backbone("demo", device="cpu", precision=precision)
+    pixels = torch.rand(4, 3, backbone.image_size, backbone.image_size, generator=torch.Generator().manual_seed(0))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        feats = backbone.encode_images(pixels)
+    ops = {event.key for event in prof.key_averages()}
+    if precision == "bf16":  # (fp32 takes torch's fused attention where it can)
+        assert "aten::addmm" in ops and "aten::bmm" not in ops, sorted(ops)
+    plain = copy.deepcopy(backbone.model)
+    for module in plain.modules():
+        module._forward_pre_hooks.clear()
+    with torch.no_grad(), backbone.precision.autocast():
+        reference = F.normalize(plain.encode_image(pixels).float(), dim=-1)
+    assert torch.equal(feats, reference)

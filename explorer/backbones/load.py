@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from explorer.backbones import identity
-from explorer.backbones.build import clip_embed_dim
+from explorer.backbones.build import clip_embed_dim, contiguous_attention_inputs
 from explorer.backbones.precision import FP32, Precision, resolve_precision
 from explorer.backbones.sources import read_backbone
 from explorer.backbones.spec import DEMO_ARCH, parse_backbone_spec
@@ -175,7 +175,7 @@ def load_backbone(spec: str, device: str | torch.device | None = None, cache_dir
         backbone_id = f"{whole.arch}@{weights_digest(whole.model, whole.config)}"
         del whole
         identity.remember_id(key, backbone_id, source.files)
-    model = source.model.float().eval().requires_grad_(False).to(dev)
+    model = contiguous_attention_inputs(source.model.float().eval().requires_grad_(False).to(dev))
     tokenizer = None
     if not image_only:
         import open_clip

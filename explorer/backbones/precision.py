@@ -16,9 +16,10 @@
 - ``fp32``: fp32.
 
 Weights stay fp32 (the model is never cast): bf16 is ``torch.autocast(device, bfloat16)`` around the
-image tower's forward (:meth:`Precision.autocast`), and features come back float32. The text tower
-stays fp32 (training: fp32 master weights and an fp32 text forward/backward; see
-benchmarks/README.md for why). :func:`native_cpu_bf16` is pure (tests feed it flags).
+image tower's forward (:meth:`Precision.autocast`), and features come back float32. A training run
+in bf16 also autocasts its step's forward and backward (the text tower; the image tower when
+fine-tuned) and keeps fp32 master weights, an fp32 loss and fp32 evaluation (TrainConfig.amp;
+benchmarks/README.md: its speed and its checkpoints). :func:`native_cpu_bf16` is pure (tests feed it flags).
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ prefix's keys and values plus their own causal suffix: the same math, R times fe
 
 from __future__ import annotations
 
-import contextlib
 from typing import NamedTuple
 
 import torch
@@ -202,11 +201,11 @@ class TextEncoder(nn.Module):
     standard causal open_clip tower, a shared prefix of > 1 positions, R > 1; the environment
     variable ORDINAL_EXPLORER_PREFIX=off turns it off) and the plain path otherwise; "shared"
     forces it (ValueError where it does not apply); "off" always takes the plain path.
-    ``amp``: on CUDA, run the text side under bf16 autocast (features come back float32).
+    Under ``torch.autocast`` (a bf16 training step, explorer.training.trainer) the features still come back float32.
     ``last_path`` records which path the last forward took ("shared" or "plain").
     """
 
-    def __init__(self, clip_model: nn.Module, prefix_mode: str = "auto", amp: bool = False):
+    def __init__(self, clip_model: nn.Module, prefix_mode: str = "auto"):
         super().__init__()
         tower = getattr(clip_model, "text", clip_model)
         self.transformer = tower.transformer
@@ -215,7 +214,6 @@ class TextEncoder(nn.Module):
         self.text_projection = tower.text_projection
         self.register_buffer("attn_mask", tower.attn_mask, persistent=False)
         self.prefix_mode = prefix_mode
-        self.amp = bool(amp)
         self.last_path: str | None = None
         self.unsupported = _tower_unsupported(tower)  # None: the shared-prefix path can run
 
@@ -230,13 +228,12 @@ class TextEncoder(nn.Module):
         if length > self.context_length:
             raise ExplorerError(f"Prompts of {length} tokens exceed the text encoder's {self.context_length}.")
         path = self.choose_path(prompts)
-        with self._autocast(x.device):
-            if path == "shared":
-                out = self._forward_shared(x, eot.to(x.device), int(prompts.shared_prefix))
-            else:
-                out = self._forward_plain(x, eot.to(x.device))
+        if path == "shared":
+            out = self._forward_shared(x, eot.to(x.device), int(prompts.shared_prefix))
+        else:
+            out = self._forward_plain(x, eot.to(x.device))
         self.last_path = path
-        return out.float() if self.amp and out.dtype != torch.float32 else out
+        return out.float()
 
     def choose_path(self, prompts: PromptBatch) -> str:
         """'shared' or 'plain' for ``prompts`` under ``prefix_mode`` (raises ValueError as documented)."""
@@ -269,11 +266,6 @@ class TextEncoder(nn.Module):
         if self.training and any(b.attn.dropout > 0 for b in self.transformer.resblocks):
             return "attention dropout is active"
         return None
-
-    def _autocast(self, device: torch.device):
-        if self.amp and device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def _forward_plain(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
         """Every prompt through the whole transformer (today's path; also the 77-token reference)."""

@@ -54,9 +54,9 @@ class TrainConfig:
     test_fraction: float = option(0.2, flag="--test-fraction", help="test share when the dataset has no split")
     skip_bad: bool = False
     device: str | None = None
-    precision: str = "auto"  # the image tower's: auto, fp32 or bf16 (explorer.backbones.precision); text stays fp32
+    precision: str = "auto"  # auto, fp32 or bf16 (explorer.backbones.precision): the image features' and, with amp, the training step's
     cache_dir: str | None = None
-    amp: bool = True
+    amp: bool = True  # the training step's forward (text tower; image tower when fine-tuned) under bf16 autocast when precision is bf16
     name: str | None = None
     dataset_options: dict[str, Any] | None = None  # open_dataset options, e.g. {"num_ranks": 101, "unit": "years"}
     recipe: str | None = None  # the paper recipe (explorer.training.recipes) the defaults came from, for the record
