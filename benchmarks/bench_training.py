@@ -18,12 +18,13 @@
 Prints a table and one line ``JSON {...}`` with the figures.
 
     .venv/bin/python benchmarks/bench_training.py [--skip-vitb16 | --only-vitb16] [--text-bf16] [--repeats 5]
-        [--device cpu|cuda] [--quality 0,1,2]
+        [--device cpu|cuda] [--arch ViT-B-16] [--ranks 101] [--quality 0,1,2]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -90,7 +91,7 @@ def cached_vs_reencoding(steps: int = 5) -> tuple[float, float, int]:
 
 def vitb16_step(repeats: int = 5, text_bf16: bool = False, device: str = "cpu", arch: str = "ViT-B-16", ranks: int = 101) -> dict[str, float]:
     """Median seconds per training step, shared-prefix vs plain text path (same model, same data);
-    ``text_bf16``: also the shared-prefix step with the text tower's forward/backward under CPU bf16
+    ``text_bf16``: also the shared-prefix step with the text tower's forward/backward under bf16
     autocast (fp32 master weights), and the largest difference of its prototypes to fp32's."""
     import open_clip
 
@@ -152,28 +153,27 @@ QUALITY_RUNS = {  # the demo recipe (scripts/make_demo_checkpoints.py)
 
 def quality(seeds: list[int], device: str) -> dict[str, dict[str, list[float]]]:
     """Test MAE (exp) of the demo recipe's runs per step precision and seed (module docstring, 4)."""
-    from explorer.training import trainer as trainer_module
+    from unittest import mock
 
-    settings = {"fp32": dict(precision="fp32"), "bf16 features, fp32 step": dict(precision="bf16", amp=False),
-                "bf16 features, bf16 step": dict(precision="bf16", amp=True)}
-    if device == "cuda":
-        settings["fp16 step, no loss scaling (before)"] = dict(precision="fp32", amp=True, fp16=True)
-    original = trainer_module.Trainer.step_precision
+    from explorer.training.trainer import Trainer
+
+    settings = {"fp32": ("fp32", True), "bf16 features, fp32 step": ("bf16", False), "bf16 features, bf16 step": ("bf16", True)}
+    if device == "cuda":  # what CUDA training did before: the step under fp16 autocast, no loss scaling
+        settings["fp16 step, no loss scaling (before)"] = ("fp32", "fp16")
     out: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, setting in settings.items():
-            fp16 = setting.pop("fp16", False)
-            trainer_module.Trainer.step_precision = (lambda self: torch.autocast("cuda", dtype=torch.float16)) if fp16 else original
-            for run, method in QUALITY_RUNS.items():
-                for seed in seeds:
-                    config = TrainConfig(dataset="dots:20", out=f"{tmp}/{run}-{seed}.safetensors", backbone="demo", epochs=30,
-                                         batch_size=32, lr=2e-3, seed=seed, method_config=method, cache_dir=f"{tmp}/cache",
-                                         device=device, **setting)
-                    result = train(config)
-                    out.setdefault(label, {}).setdefault(run, []).append(result.test_metrics["mae_exp"])
-                    print(f"{label:40s} {run:20s} seed {seed}: test MAE (exp) {result.test_metrics['mae_exp']:.4f}  "
-                          f"({result.seconds:.1f} s)", flush=True)
-    trainer_module.Trainer.step_precision = original
+        for label, (precision, amp) in settings.items():
+            before = mock.patch.object(Trainer, "step_autocast", lambda self: torch.autocast("cuda", dtype=torch.float16))
+            with before if amp == "fp16" else contextlib.nullcontext():
+                for run, method in QUALITY_RUNS.items():
+                    for seed in seeds:
+                        config = TrainConfig(dataset="dots:20", out=f"{tmp}/{run}-{seed}.safetensors", backbone="demo", epochs=30,
+                                             batch_size=32, lr=2e-3, seed=seed, method_config=method, cache_dir=f"{tmp}/cache",
+                                             device=device, precision=precision, amp=bool(amp))
+                        result = train(config)
+                        out.setdefault(label, {}).setdefault(run, []).append(result.test_metrics["mae_exp"])
+                        print(f"{label:40s} {run:20s} seed {seed}: test MAE (exp) {result.test_metrics['mae_exp']:.4f}  "
+                              f"({result.seconds:.1f} s)", flush=True)
     return out
 
 
@@ -183,7 +183,7 @@ def main() -> None:
     group.add_argument("--skip-vitb16", action="store_true")
     group.add_argument("--only-vitb16", action="store_true", help="only the ViT-B/16 training-step figures")
     parser.add_argument("--text-bf16", action="store_true",
-                        help="also the ViT-B/16 step with the text tower under CPU bf16 autocast (slow where bf16 is emulated)")
+                        help="also the step with the text tower under bf16 autocast (slow where bf16 is emulated)")
     parser.add_argument("--repeats", type=int, default=5, help="ViT-B/16 steps timed per variant")
     parser.add_argument("--device", default="cpu", help="where the ViT-B/16 steps and --quality run (cpu, cuda)")
     parser.add_argument("--arch", default="ViT-B-16", help="the training step's architecture (random weights)")

@@ -258,7 +258,7 @@ def test_shared_context_is_checked(small):
     assert front.shared_prefix == 0
 
 
-# --- 4. mixed precision (CUDA only) ----------------------------------------------------------------
+# --- 4. mixed precision (bf16 autocast; CPU, and CUDA where there is one) ------------------------------
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))])

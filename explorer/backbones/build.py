@@ -126,23 +126,25 @@ class ImageTower(nn.Module):
 
 
 def contiguous_attention_inputs(model: nn.Module) -> nn.Module:
-    """Hand every batch-first ``nn.MultiheadAttention`` of ``model`` its input laid out sequence-first in
-    memory (the same values, so the same results): torch transposes a batch-first input to
-    sequence-first, and its input projection of that transposed view of a frozen model's weights runs as
-    one product per sequence position with the weight expanded, which a bf16 CPU forward copies per
-    position (a ViT-B-32 image tower 7x slower in bf16, 3.5x slower than fp32: benchmarks/README.md);
-    of a contiguous input it is one matrix product. Returns ``model``."""
+    """Under autocast (a bf16 forward), hand every batch-first ``nn.MultiheadAttention`` of ``model`` its
+    input laid out sequence-first in memory (the same values, so the same results). torch transposes a
+    batch-first input to sequence-first, and its input projection of that view of a frozen model's weights
+    runs as one product per sequence position with the weight expanded, which a bf16 CPU forward copies per
+    position (a ViT-B-32 image tower 193 instead of 34 ms/image, 3.5x slower than fp32: benchmarks/README.md);
+    of a contiguous input it is one matrix product. Without autocast nothing changes (an fp32 forward takes
+    torch's fused attention on the input as it is). Once per model; returns ``model``."""
     for module in model.modules():
-        if isinstance(module, nn.MultiheadAttention) and module.batch_first:
+        if isinstance(module, nn.MultiheadAttention) and module.batch_first and not getattr(module, "_layout_hooked", False):
             module.register_forward_pre_hook(_sequence_first_layout)
+            module._layout_hooked = True
     return model
 
 
 def _sequence_first_layout(module: nn.Module, args: tuple) -> tuple | None:
     """(query, key, value, ...) with each argument that is the query replaced by the same values whose
-    transpose to sequence-first is contiguous (self-attention stays one tensor)."""
-    if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() != 3:
+    transpose to sequence-first is contiguous (self-attention stays one tensor); None (unchanged) without autocast."""
+    query = args[0] if args else None
+    if not isinstance(query, torch.Tensor) or query.dim() != 3 or query.is_nested or not torch.is_autocast_enabled(query.device.type):
         return None
-    query = args[0]
     laid_out = query.transpose(0, 1).contiguous().transpose(0, 1)
     return tuple(laid_out if arg is query else arg for arg in args)

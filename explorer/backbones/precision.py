@@ -18,7 +18,7 @@
 Weights stay fp32 (the model is never cast): bf16 is ``torch.autocast(device, bfloat16)`` around the
 image tower's forward (:meth:`Precision.autocast`), and features come back float32. A training run
 in bf16 also autocasts its step's forward and backward (the text tower; the image tower when
-fine-tuned) and keeps fp32 master weights, an fp32 loss and fp32 evaluation (TrainConfig.amp;
+fine-tuned) and keeps fp32 master weights, an fp32 loss and fp32 prototypes and metrics (TrainConfig.amp;
 benchmarks/README.md: its speed and its checkpoints). :func:`native_cpu_bf16` is pure (tests feed it flags).
 """
 
@@ -74,7 +74,7 @@ def cpu_flags() -> frozenset[str]:
 
 @dataclass(frozen=True)
 class Precision:
-    """What the image tower computes in on a device: ``name`` fp32 or bf16; ``native``: the hardware
+    """What the image tower (and a training step) computes in on a device: ``name`` fp32 or bf16; ``native``: the hardware
     computes bf16 itself (False: emulated, slow); ``requested``: auto, fp32 or bf16."""
 
     name: str = "fp32"

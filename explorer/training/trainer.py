@@ -276,7 +276,7 @@ class Trainer:
             x = self.feats["train"][own].to(self.device)
         else:
             x = torch.stack([self.train_transform(self.data.dataset.model_image(self.samples["train"][i])) for i in own]).to(self.device)
-        with self.step_precision():
+        with self.step_autocast():
             own_feats, protos = self.model_for_step(x)
         feats = gather_uneven(own_feats, sizes, self.dist)
         y = torch.as_tensor(labels, device=self.device)
@@ -287,10 +287,11 @@ class Trainer:
         self.scheduler.step()
         return float(loss.detach()), parts
 
-    def step_precision(self):
+    def step_autocast(self):
         """The context of a training step's forward: bf16 autocast of the text tower (and of the image tower
         when fine-tuned) where the run's precision is bf16 and ``amp`` is on, else fp32. Master weights, the
-        loss, the optimizer and every evaluation stay fp32 (benchmarks/README.md: the speed and the checkpoints)."""
+        loss, the optimizer, and the prototypes and metrics of validation and test stay fp32 (the image
+        features are the run's precision; benchmarks/README.md: the speed and the checkpoints)."""
         return self.backbone.precision.autocast() if self.config.amp else contextlib.nullcontext()
 
     def validate(self) -> dict[str, Any]:
@@ -327,7 +328,7 @@ class Trainer:
         inputs = inputs_record(config.faces, config.dataset, config.recipe, config.face_margin if config.faces else None)
         training = {**config.to_dict(), "best_epoch": epoch, "data": self.data.report, "inputs": inputs,
                     "feature_precision": self.backbone.precision.name,
-                    "step_precision": self.backbone.precision.name if config.amp else "fp32"}
+                    "step_precision": (self.backbone.precision.name if config.amp else "fp32") if self.trainable else None}
         owner = self.backbone
         if self.visual is not None:  # the tuned image encoder is part of what the checkpoint needs
             owner = save_backbone_weights(self.backbone, self.out.with_name(self.out.stem + ".backbone.safetensors"))
