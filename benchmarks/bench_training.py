@@ -14,11 +14,12 @@
    with an fp32 step / bf16 features and a bf16 step (what ``--precision auto`` trains on hardware with
    native bf16); on CUDA also the fp16 autocast without loss scaling that training used before.
    Test MAE (exp) per run and the mean over seeds.
+5. ``--finetune``: a fine-tuning step of the image tower alone (32 images), fp32 against bf16 autocast.
 
 Prints a table and one line ``JSON {...}`` with the figures.
 
     .venv/bin/python benchmarks/bench_training.py [--skip-vitb16 | --only-vitb16] [--text-bf16] [--repeats 5]
-        [--device cpu|cuda] [--arch ViT-B-16] [--ranks 101] [--quality 0,1,2]
+        [--device cpu|cuda] [--arch ViT-B-16] [--ranks 101] [--quality 0,1,2] [--finetune]
 """
 
 from __future__ import annotations
@@ -140,6 +141,36 @@ def vitb16_step(repeats: int = 5, text_bf16: bool = False, device: str = "cpu", 
     return {**out, "bf16_prototype_drift": drift} if text_bf16 else out
 
 
+def finetune_step(repeats: int, device: str, arch: str = "ViT-B-16") -> dict[str, float]:
+    """Median seconds of a fine-tuning step of the image tower alone (forward and backward of 32 images at
+    224 px, AdamW), fp32 against bf16 autocast (fp32 master weights): what ``--mode finetune`` adds per step."""
+    import open_clip
+
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    visual = open_clip.create_model(arch, pretrained=None).visual.float().train().to(dev)
+    opt = torch.optim.AdamW(visual.parameters(), lr=1e-5)
+    images = torch.randn(32, 3, 224, 224, device=dev)
+
+    def step(bf16: bool) -> float:
+        sync(dev)
+        start = time.perf_counter()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = visual(images).float().pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sync(dev)
+        return time.perf_counter() - start
+
+    step(False), step(True)  # warm-up
+    samples: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for _ in range(repeats):
+        for name in samples:
+            samples[name].append(step(name == "bf16"))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -189,8 +220,15 @@ def main() -> None:
     parser.add_argument("--arch", default="ViT-B-16", help="the training step's architecture (random weights)")
     parser.add_argument("--ranks", type=int, default=101, help="the training step's R")
     parser.add_argument("--quality", metavar="SEEDS", help="comma-separated seeds: the demo recipe per step precision")
+    parser.add_argument("--finetune", action="store_true", help="only a fine-tuning step of the image tower, fp32 and bf16")
     args = parser.parse_args()
     figures: dict = {}
+    if args.finetune:
+        ft = finetune_step(args.repeats, args.device, args.arch)
+        print(f"fine-tuning step, {args.arch} image tower, 32 images: fp32 {ft['fp32']:.4f} s, bf16 {ft['bf16']:.4f} s "
+              f"({ft['fp32'] / ft['bf16']:.2f}x)")
+        print("JSON " + json.dumps({"finetune_step_s": ft}))
+        return
     if args.quality:
         seeds = [int(s) for s in args.quality.split(",")]
         table = quality(seeds, args.device)
