@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -90,7 +91,7 @@ def cached_vs_reencoding(steps: int = 5) -> tuple[float, float, int]:
     return cached, encoded, len(samples)
 
 
-def vitb16_step(repeats: int = 5, text_bf16: bool = False, device: str = "cpu", arch: str = "ViT-B-16", ranks: int = 101) -> dict[str, float]:
+def rank_learner_step(repeats: int = 5, text_bf16: bool = False, device: str = "cpu", arch: str = "ViT-B-16", ranks: int = 101) -> dict[str, float]:
     """Median seconds per training step, shared-prefix vs plain text path (same model, same data);
     ``text_bf16``: also the shared-prefix step with the text tower's forward/backward under bf16
     autocast (fp32 master weights), and the largest difference of its prototypes to fp32's."""
@@ -194,7 +195,8 @@ def quality(seeds: list[int], device: str) -> dict[str, dict[str, list[float]]]:
     out: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, (precision, amp) in settings.items():
-            before = mock.patch.object(Trainer, "step_autocast", lambda self: torch.autocast("cuda", dtype=torch.float16))
+            fp16 = SimpleNamespace(name="fp16", autocast=lambda: torch.autocast("cuda", dtype=torch.float16))
+            before = mock.patch.object(Trainer, "step_precision", property(lambda self: fp16))
             with before if amp == "fp16" else contextlib.nullcontext():
                 for run, method in QUALITY_RUNS.items():
                     for seed in seeds:
@@ -249,7 +251,7 @@ def main() -> None:
         figures.update(e2e_16shot_seconds=round(e2e, 2), epoch_cached_s=cached, epoch_reencode_s=encoded,
                        cache_speedup=encoded / cached)
     if not args.skip_vitb16:
-        step = vitb16_step(args.repeats, args.text_bf16, args.device, args.arch, args.ranks)
+        step = rank_learner_step(args.repeats, args.text_bf16, args.device, args.arch, args.ranks)
         what = f"rank learner step, {args.arch} arch, R={args.ranks}, n=10, t=1, batch 32"
         print(f"{what}, shared prefix: {step['shared']:8.4f} s")
         print(f"{what}, plain:         {step['plain']:8.4f} s"

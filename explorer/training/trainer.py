@@ -10,7 +10,6 @@ metrics history (JSONL) and a resume state sit beside it. Distributed runs: :mod
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from explorer.analysis.evaluation import evaluate_features
+from explorer.backbones.precision import FP32, Precision
 from explorer.core.fsio import write_text
 from explorer.data.inputs import inputs_record
 from explorer.store.resume import check_resumable, load_resume, read_resume_config, resume_path, save_resume
@@ -276,7 +276,7 @@ class Trainer:
             x = self.feats["train"][own].to(self.device)
         else:
             x = torch.stack([self.train_transform(self.data.dataset.model_image(self.samples["train"][i])) for i in own]).to(self.device)
-        with self.step_autocast():
+        with self.step_precision.autocast():
             own_feats, protos = self.model_for_step(x)
         feats = gather_uneven(own_feats, sizes, self.dist)
         y = torch.as_tensor(labels, device=self.device)
@@ -287,12 +287,13 @@ class Trainer:
         self.scheduler.step()
         return float(loss.detach()), parts
 
-    def step_autocast(self):
-        """The context of a training step's forward: bf16 autocast of the text tower (and of the image tower
-        when fine-tuned) where the run's precision is bf16 and ``amp`` is on, else fp32. Master weights, the
-        loss, the optimizer, and the prototypes and metrics of validation and test stay fp32 (the image
-        features are the run's precision; benchmarks/README.md: the speed and the checkpoints)."""
-        return self.backbone.precision.autocast() if self.config.amp else contextlib.nullcontext()
+    @property
+    def step_precision(self) -> Precision:
+        """What a training step's forward computes in: the run's precision with ``amp`` on (bf16: autocast of
+        the text tower, and of the image tower when fine-tuned), else fp32. Master weights, the loss, the
+        optimizer, and the prototypes and metrics of validation and test stay fp32 (the image features are
+        the run's precision; benchmarks/README.md: the speed and the checkpoints)."""
+        return self.backbone.precision if self.config.amp else FP32
 
     def validate(self) -> dict[str, Any]:
         """The metric panel of the current head on the val split."""
@@ -328,7 +329,7 @@ class Trainer:
         inputs = inputs_record(config.faces, config.dataset, config.recipe, config.face_margin if config.faces else None)
         training = {**config.to_dict(), "best_epoch": epoch, "data": self.data.report, "inputs": inputs,
                     "feature_precision": self.backbone.precision.name,
-                    "step_precision": (self.backbone.precision.name if config.amp else "fp32") if self.trainable else None}
+                    "step_precision": self.step_precision.name if self.trainable else None}
         owner = self.backbone
         if self.visual is not None:  # the tuned image encoder is part of what the checkpoint needs
             owner = save_backbone_weights(self.backbone, self.out.with_name(self.out.stem + ".backbone.safetensors"))
